@@ -1,0 +1,35 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch that these machines carry on local disk; pyproject accepts torch>=2.2.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test venv venv-dev bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+demo: venv
+	$(VENV)/bin/crema demo --out runs/demo
+
+test: venv-dev
+	$(PY) -m pytest -q tests
+
+bench: venv-dev
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs build dist src/*.egg-info
