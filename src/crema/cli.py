@@ -11,8 +11,8 @@ from .errors import CremaError
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "crema.data.commands",      # prepare, info
-    "crema.train.commands",     # pretrain, finetune, plot-reconstruction
-    "crema.eval.commands",      # probe, evaluate, report
+    "crema.train.commands",     # pretrain, plot-reconstruction
+    "crema.eval.commands",      # finetune, probe, evaluate, report
     "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export
     "crema.demo",               # demo
 )

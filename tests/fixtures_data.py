@@ -1,0 +1,1 @@
+"""Pytest fixtures for the data area (imported by conftest.py)."""

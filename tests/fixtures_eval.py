@@ -1,0 +1,1 @@
+"""Pytest fixtures for the eval area (imported by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the model area (imported by conftest.py)."""
