@@ -1,0 +1,106 @@
+"""``crema prepare`` and ``crema info``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import PreprocessConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the data subcommands to the ``crema`` parser."""
+    _register_prepare(subparsers)
+    _register_info(subparsers)
+
+
+def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
+    defaults = PreprocessConfig()
+    p = subparsers.add_parser(
+        "prepare", help="preprocess a data set once into a corpus folder",
+        description="Read every record of SOURCE, preprocess it and write a corpus folder "
+                    "(float16 memmap + index). SOURCE is a PTB-XL root, a CinC folder, any folder "
+                    "or file of ECG records, or a .npy stack (N, 12, T) with --input-fs. "
+                    "Bad records are skipped and listed in DIR/prepare_report.json.")
+    p.add_argument("source", type=Path, metavar="SOURCE")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="corpus folder to create")
+    p.add_argument("--fs", type=float, default=defaults.fs, help="target sampling rate, Hz (%(default)s)")
+    p.add_argument("--band", type=float, nargs=2, default=defaults.band, metavar=("LO", "HI"),
+                   help="band-pass edges in Hz (%(default)s)")
+    p.add_argument("--no-band", action="store_true", help="no band-pass filter")
+    p.add_argument("--filter-order", type=int, default=defaults.filter_order,
+                   help="Butterworth order (%(default)s)")
+    p.add_argument("--notch", type=float, default=defaults.notch_hz, metavar="HZ",
+                   help="notch filter at 50 or 60 Hz (off)")
+    p.add_argument("--no-zscore", action="store_true", help="keep millivolts, no per-lead z-score")
+    p.add_argument("--window-s", type=float, default=defaults.window_s,
+                   help="window length, seconds (%(default)s)")
+    p.add_argument("--stride-s", type=float, default=defaults.stride_s,
+                   help="hop between windows of long records, seconds (%(default)s)")
+    p.add_argument("--short", choices=("pad", "reject"), default=defaults.short,
+                   help="records shorter than a window: zero-pad or reject (%(default)s)")
+    p.add_argument("--min-length-s", type=float, default=defaults.min_length_s,
+                   help="always reject records shorter than this, seconds (%(default)s)")
+    p.add_argument("--no-derive-limb-leads", action="store_true",
+                   help="do not rebuild III, aVR, aVL, aVF from I and II when absent")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default min(4, CPUs); 1 = no pool)")
+    p.add_argument("--input-fs", type=float, default=None, metavar="HZ",
+                   help="sampling rate of .npy/.npz/.csv inputs")
+    p.add_argument("--ptbxl-rate", type=int, choices=(100, 500), default=None,
+                   help="PTB-XL records to use (default 500 when present, else 100)")
+    p.add_argument("--cinc-year", type=int, choices=(2020, 2021), default=2021,
+                   help="CinC challenge scored classes (%(default)s)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N records")
+    p.add_argument("--force", action="store_true", help="rebuild even if DIR is up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_prepare)
+
+
+def _register_info(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("info", help="summarise a prepared corpus",
+                              description="Print records, windows, sources, splits, per-task "
+                                          "class counts and preprocessing of a corpus folder.")
+    p.add_argument("corpus", type=Path, metavar="DIR")
+    p.add_argument("--skipped", action="store_true", help="also list skipped records and why")
+    p.set_defaults(func=run_info)
+
+
+def preprocess_config_from_args(args: argparse.Namespace) -> PreprocessConfig:
+    """The ``PreprocessConfig`` that the prepare flags describe."""
+    return PreprocessConfig(
+        fs=args.fs, band=None if args.no_band else tuple(args.band), filter_order=args.filter_order,
+        notch_hz=args.notch, zscore=not args.no_zscore, window_s=args.window_s,
+        stride_s=args.stride_s, short=args.short, min_length_s=args.min_length_s,
+        derive_limb_leads=not args.no_derive_limb_leads)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare_corpus
+
+    report = prepare_corpus(args.source, args.out, cfg=preprocess_config_from_args(args),
+                            workers=args.workers, input_fs=args.input_fs,
+                            ptbxl_rate=args.ptbxl_rate, limit=args.limit, force=args.force,
+                            cinc_year=args.cinc_year, progress=not args.quiet)
+    if report.get("up_to_date"):
+        print(f"{args.out}: up to date ({report['windows']} windows from {report['records_read']} "
+              "records); nothing to do (--force rebuilds it)")
+        return 0
+    print(f"{args.out}: {report['records_read']} of {report['records_total']} records read, "
+          f"{report['records_skipped']} skipped, {report['windows']} windows "
+          f"in {report['seconds']:.1f} s ({report['kind']} source)")
+    for item in report["skipped"][:20]:
+        print(f"  skipped {item['record']}: {item['reason']}")
+    if len(report["skipped"]) > 20:
+        print(f"  ... and {len(report['skipped']) - 20} more in {args.out}/prepare_report.json")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .corpus import Corpus
+
+    corpus = Corpus(args.corpus)
+    print(corpus.summary())
+    if args.skipped:
+        for item in corpus.report.get("skipped", []):
+            print(f"skipped     {item['record']}: {item['reason']}")
+    return 0

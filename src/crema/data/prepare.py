@@ -1,0 +1,526 @@
+"""``crema prepare``: read, preprocess and store a whole data set once, as a corpus folder.
+
+Sources (detected by :func:`detect_source`):
+
+* ``ptbxl``: a PTB-XL root (``ptbxl_database.csv``), labels for every PTB-XL task, folds from
+  ``strat_fold``;
+* ``cinc``: a PhysioNet/CinC folder (one source folder, or a root with one folder per source)
+  of ``.hea`` + ``.mat``, label task ``cinc-scored``;
+* ``files``: any folder (or single file) of records that :func:`readers.read_record` handles;
+* ``stack``: a ``.npy`` stack ``(N, 12, T)`` at ``--input-fs`` (ids from ``ecg_ids.csv`` beside it).
+
+How it stays safe and small:
+
+* records are processed in chunks by a process pool; each worker writes its chunk's windows to
+  a small ``.npy`` in a temporary sibling folder, so results never travel through pipes and the
+  parent holds one chunk at a time; the chunks are then copied in order into ``signals.npy``;
+* a bad record is skipped and listed with its reason in ``prepare_report.json``;
+* the finished folder is renamed into place, so ``DIR`` is either absent or complete; a run on a
+  finished corpus with the same settings does nothing (``force`` rebuilds it).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import STANDARD_LEADS, PreprocessConfig, load_json, save_json, to_dict
+from ..errors import CremaError
+from . import cinc, ptbxl
+from .corpus import INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, is_corpus
+from .preprocess import preprocess_recording
+from .readers import find_records, read_record
+from .recording import Recording
+
+SOURCE_KINDS = ("ptbxl", "cinc", "files", "stack")
+PARTIAL_TAG = ".partial-"
+CHUNK_DIR = "chunks"
+
+
+# ----------------------------------------------------------------------------- jobs and results
+
+@dataclass
+class RecordJob:
+    """One record to read: where it is and what is already known about it."""
+
+    key: str                     # how the report names it (a path or "file.npy[row]")
+    record_id: str
+    source: str
+    path: str
+    row: int | None = None       # row of a .npy stack
+    input_fs: float | None = None
+    patient_id: str = ""
+    fold: int | None = None      # None = stable hash of the record id
+    age: float | None = None     # None = from the file's header
+    sex: str | None = None
+    source_id: str = ""
+    labels: dict[str, list[str]] | None = None  # None = derived from the file (CinC # Dx)
+
+
+@dataclass
+class RecordResult:
+    """What a worker returns for one record (its windows are in the chunk file)."""
+
+    job: RecordJob
+    n_windows: int = 0
+    starts: np.ndarray | None = None
+    lead_mask: np.ndarray | None = None
+    fs: float | None = None
+    meta: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Source:
+    """A detected source: its kind, name, the jobs, and how to label what is read."""
+
+    kind: str
+    name: str
+    jobs: list[RecordJob]
+    classes: dict[str, list[str]]            # task -> classes, fixed before reading
+    labeler: Callable[[dict], dict[str, list[str]]] | None = None  # meta -> task labels
+
+
+# ----------------------------------------------------------------------------- detection
+
+def detect_source(path: str | os.PathLike) -> str:
+    """The kind of ``path``: ``ptbxl``, ``cinc``, ``files`` or ``stack``."""
+    path = Path(path)
+    if not path.exists():
+        raise CremaError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() == ".npy" and _npy_ndim(path) == 3:
+            return "stack"
+        return "files"
+    if ptbxl.is_ptbxl_root(path):
+        return "ptbxl"
+    return "cinc" if cinc.is_cinc_folder(find_records(path)) else "files"
+
+
+def _npy_ndim(path: Path) -> int:
+    try:
+        return np.load(path, mmap_mode="r").ndim
+    except Exception as exc:
+        raise CremaError(f"{path}: not a readable .npy array: {exc}") from None
+
+
+def build_source(path: Path, kind: str, ptbxl_rate: int | None = None, input_fs: float | None = None,
+                 cinc_year: int = 2021) -> Source:
+    """The jobs (sorted, one per record) and label setup for a detected source."""
+    if kind == "ptbxl":
+        return _ptbxl_source(path, ptbxl_rate)
+    if kind == "cinc":
+        return _cinc_source(path, cinc_year)
+    if kind == "stack":
+        return _stack_source(path, input_fs)
+    if kind == "files":
+        return _files_source(path, input_fs, cinc_year)
+    raise CremaError(f"unknown source kind {kind!r}; choose from {', '.join(SOURCE_KINDS)}")
+
+
+def _ptbxl_source(root: Path, rate: int | None) -> Source:
+    index = ptbxl.load_ptbxl_index(root, rate)
+    label_columns = [c for c in index.columns if c.startswith(LABEL_PREFIX)]
+    classes = {c[len(LABEL_PREFIX):]: sorted({n for names in index[c] for n in names})
+               for c in label_columns}
+    jobs = [RecordJob(key=str(r.path), record_id=r.record_id, source="ptbxl", path=str(r.path),
+                      patient_id=r.patient_id, fold=int(r.fold), age=r.age, sex=r.sex,
+                      source_id=r.source_id,
+                      labels={c[len(LABEL_PREFIX):]: index.at[ecg_id, c] for c in label_columns})
+            for ecg_id, r in zip(index.index, index.itertuples())]
+    return Source("ptbxl", "ptbxl", jobs, classes)
+
+
+def _cinc_source(root: Path, year: int) -> Source:
+    code_to_class, classes = cinc.scored_classes(year, _mapping_root(root))
+    jobs = []
+    for header in find_records(root):
+        record_id = header.stem
+        source = cinc.cinc_source(record_id, header.parent.name)
+        jobs.append(RecordJob(key=str(header), record_id=record_id, source=source, path=str(header),
+                              source_id=cinc.cinc_source_id(record_id, source)))
+    jobs.sort(key=lambda j: (j.source, j.record_id))
+    labeler = _DxLabeler(code_to_class)
+    return Source("cinc", root.name, jobs, {cinc.TASK: classes}, labeler)
+
+
+def _mapping_root(root: Path) -> Path:
+    """The CinC root holding the mapping CSVs (the folder itself or, for one source folder, its parent)."""
+    return root if any(root.glob("challenge*_dx_mapping.csv")) else root.parent
+
+
+@dataclass
+class _DxLabeler:
+    """CinC ``# Dx`` codes -> ``{"cinc-scored": [classes]}`` (a class, so that it pickles)."""
+
+    code_to_class: dict[str, str]
+
+    def __call__(self, meta: dict) -> dict[str, list[str]]:
+        return {cinc.TASK: cinc.dx_labels(meta.get("dx"), self.code_to_class)}
+
+
+def _stack_source(path: Path, input_fs: float | None) -> Source:
+    if input_fs is None:
+        raise CremaError(f"{path}: a .npy stack carries no sampling rate; pass --input-fs HZ")
+    n = np.load(path, mmap_mode="r").shape[0]
+    name = path.parent.name or path.stem
+    ids = _stack_ids(path, n)
+    jobs = []
+    for row, record_id in enumerate(ids):
+        source_id = (ptbxl.ptbxl_source_id(record_id)
+                     if name.startswith("ptbxl") and record_id.isdigit() else f"{name}:{record_id}")
+        jobs.append(RecordJob(key=f"{path.name}[{row}]", record_id=record_id, source=name,
+                              path=str(path), row=row, input_fs=input_fs, source_id=source_id,
+                              labels={}))
+    return Source("stack", name, jobs, {})
+
+
+def _stack_ids(path: Path, n: int) -> list[str]:
+    """Row ids from ``ecg_ids.csv`` beside the stack (first column), else the row numbers."""
+    ids_file = path.parent / "ecg_ids.csv"
+    if not ids_file.is_file():
+        return [f"{row:06d}" for row in range(n)]
+    ids = pd.read_csv(ids_file, dtype=str).iloc[:, 0].str.strip().tolist()
+    if len(ids) != n:
+        raise CremaError(f"{ids_file}: {len(ids)} ids for {n} rows of {path.name}")
+    return ids
+
+
+def _files_source(path: Path, input_fs: float | None, year: int) -> Source:
+    root = path if path.is_dir() else path.parent
+    records = find_records(path)
+    if not records:
+        raise CremaError(f"{path}: no ECG records found")
+    name = root.name or "files"
+    stems = [p.stem for p in records]
+    unique = len(set(stems)) == len(stems)
+    jobs = []
+    for p in records:
+        # Ids are file stems unless two files share one, then paths relative to the folder.
+        record_id = p.stem if unique else p.relative_to(root).with_suffix("").as_posix()
+        jobs.append(RecordJob(key=str(p), record_id=record_id, source=name, path=str(p),
+                              input_fs=input_fs, source_id=f"{name}:{record_id}"))
+    code_to_class, classes = cinc.scored_classes(year)
+    return Source("files", name, jobs, {cinc.TASK: classes}, _DxLabeler(code_to_class))
+
+
+# ----------------------------------------------------------------------------- workers
+
+def load_job(job: RecordJob) -> Recording:
+    """The recording a job stands for (a file, or one row of a stack)."""
+    if job.row is None:
+        return read_record(job.path, fs=job.input_fs)
+    return _stack_row(job)
+
+
+def _stack_row(job: RecordJob) -> Recording:
+    """One row of a ``.npy`` stack, read with a plain seek and read rather than a memmap: pages
+    of a memmap stay counted in the process's memory, which would then grow with the stack."""
+    with open(job.path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        shape, fortran, dtype = _npy_header(fh, version)
+        if fortran or len(shape) != 3:
+            raise CremaError(f"{job.path}: expected a C-ordered (N, 12, T) stack, got shape {shape}")
+        row_items = shape[1] * shape[2]
+        fh.seek(fh.tell() + job.row * row_items * dtype.itemsize)
+        signal = np.fromfile(fh, dtype=dtype, count=row_items).reshape(shape[1], shape[2])
+    if signal.shape[0] != len(STANDARD_LEADS):
+        raise CremaError(f"{job.path}: stack rows have shape {signal.shape}, expected (12, T)")
+    signal = signal.astype(np.float32)
+    if not np.isfinite(signal).all():
+        raise CremaError(f"{job.key}: signal contains NaN or inf values")
+    return Recording(signal=signal, fs=float(job.input_fs), leads=STANDARD_LEADS,
+                     record_id=job.record_id, meta={"age": None, "sex": None})
+
+
+def _npy_header(fh, version: tuple[int, int]):
+    """``(shape, fortran_order, dtype)`` of an open ``.npy`` positioned after its magic."""
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
+def process_chunk(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_path: str) -> list[RecordResult]:
+    """Read and preprocess ``jobs``; write their windows, in order, as float16
+    ``(sum W, 12, window)`` to ``chunk_path``; a failing record becomes a result with its error."""
+    results, pieces = [], []
+    for job in jobs:
+        try:
+            rec = load_job(job)
+            win = preprocess_recording(rec, cfg)
+        except CremaError as exc:
+            results.append(RecordResult(job=job, error=str(exc)))
+            continue
+        except Exception as exc:  # an unexpected failure of one record must not stop the rest
+            results.append(RecordResult(job=job, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        pieces.append(win.signals.astype(np.float16))
+        results.append(RecordResult(job=job, n_windows=len(win), starts=win.starts,
+                                    lead_mask=win.lead_mask, fs=rec.fs, meta=rec.meta))
+    stacked = (np.concatenate(pieces) if pieces
+               else np.zeros((0, len(STANDARD_LEADS), cfg.window), dtype=np.float16))
+    np.save(chunk_path, stacked)
+    return results
+
+
+# ----------------------------------------------------------------------------- the driver
+
+def prepare_corpus(source: str | os.PathLike, out: str | os.PathLike,
+                   cfg: PreprocessConfig = PreprocessConfig(), workers: int | None = None,
+                   input_fs: float | None = None, ptbxl_rate: int | None = None,
+                   limit: int | None = None, force: bool = False, cinc_year: int = 2021,
+                   progress: bool = True) -> dict:
+    """Prepare ``source`` into the corpus folder ``out`` and return its report.
+
+    Args:
+        source: PTB-XL root, CinC folder, folder or file of records, or ``.npy`` stack.
+        out: the corpus folder to create (its parent is created when missing).
+        cfg: preprocessing.
+        workers: processes (default ``min(4, cpu count)``; 1 = in this process).
+        input_fs: sampling rate of ``.npy``/``.csv`` inputs (required for them).
+        ptbxl_rate: 100 or 500 Hz PTB-XL records (default 500 when present).
+        limit: only the first ``limit`` records (in sorted order).
+        force: rebuild even if ``out`` already holds this corpus.
+        cinc_year: 2021 or 2020 challenge scored classes.
+        progress: show a tqdm bar.
+
+    Returns:
+        The ``prepare_report.json`` contents (``up_to_date: True`` when nothing was done).
+    """
+    t0 = time.perf_counter()
+    source, out = Path(source).resolve(), Path(out).resolve()
+    kind = detect_source(source)
+    request = dict(source=str(source), kind=kind, preprocess=to_dict(cfg), input_fs=input_fs,
+                   ptbxl_rate=ptbxl_rate, limit=limit, cinc_year=cinc_year)
+    if _up_to_date(out, request, force):
+        report = load_json(out / "prepare_report.json")
+        return {**report, "up_to_date": True}
+    src = build_source(source, kind, ptbxl_rate=ptbxl_rate, input_fs=input_fs, cinc_year=cinc_year)
+    jobs = src.jobs[:limit] if limit is not None else src.jobs
+    if not jobs:
+        raise CremaError(f"{source}: no records to prepare")
+    workers = default_workers() if workers is None else max(1, int(workers))
+    _remove_stale_partials(out)
+    tmp = out.parent / f".{out.name}{PARTIAL_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    (tmp / CHUNK_DIR).mkdir(parents=True)
+    try:
+        results = _run_chunks(jobs, cfg, tmp / CHUNK_DIR, workers, progress)
+        report = _write_corpus(tmp, src, results, cfg, request, workers)
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        save_json(tmp / "prepare_report.json", report)
+        _match_permissions(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def default_workers() -> int:
+    """``min(4, cpu count)``."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _up_to_date(out: Path, request: dict, force: bool) -> bool:
+    """True when ``out`` already holds the corpus ``request`` describes; errors when it holds
+    something else that ``force`` may not replace."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise CremaError(f"{out}: exists and is not a folder")
+    if not is_corpus(out):
+        if any(out.iterdir()):
+            raise CremaError(f"{out}: exists and is not a CREMA corpus; refusing to overwrite it")
+        return False
+    previous = load_json(out / "prepare_report.json").get("request")
+    if force:
+        return False
+    if previous == request:
+        return True
+    changed = sorted(k for k in set(request) | set(previous or {})
+                     if (previous or {}).get(k) != request.get(k))
+    raise CremaError(f"{out}: holds a corpus prepared with different settings ({', '.join(changed)}); "
+                     "pass --force to rebuild it")
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete temporary folders left by runs that were killed (their process is gone)."""
+    for stale in out.parent.glob(f".{out.name}{PARTIAL_TAG}*"):
+        pid = stale.name[len(f".{out.name}{PARTIAL_TAG}"):].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _chunks(jobs: list[RecordJob], workers: int) -> list[list[RecordJob]]:
+    # Several chunks per worker keep the pool busy to the end; 64 records caps a chunk's memory.
+    size = max(1, min(64, math.ceil(len(jobs) / (workers * 8))))
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+def _run_chunks(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_dir: Path, workers: int,
+                progress: bool) -> list[tuple[Path, list[RecordResult]]]:
+    """Process every chunk (in a pool when ``workers > 1``); returns ``(chunk file, results)``
+    in job order."""
+    chunks = _chunks(jobs, workers)
+    paths = [chunk_dir / f"chunk_{i:06d}.npy" for i in range(len(chunks))]
+    done: dict[int, list[RecordResult]] = {}
+    bar = tqdm(total=len(jobs), unit="rec", desc="prepare", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        if workers == 1:
+            for i, chunk in enumerate(chunks):
+                done[i] = process_chunk(chunk, cfg, str(paths[i]))
+                bar.update(len(chunk))
+        else:
+            for i, results in _pool_map(chunks, cfg, paths, workers):
+                done[i] = results
+                bar.update(len(results))
+    finally:
+        bar.close()
+    return [(paths[i], done[i]) for i in range(len(chunks))]
+
+
+def _pool_map(chunks, cfg, paths, workers) -> Iterator[tuple[int, list[RecordResult]]]:
+    """Yield ``(chunk number, results)`` as chunks finish, keeping at most ``2 * workers``
+    chunks in flight so that memory does not grow with the number of records."""
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: dict[Future, int] = {}
+        todo = iter(range(len(chunks)))
+        try:
+            for i in todo:
+                pending[pool.submit(process_chunk, chunks[i], cfg, str(paths[i]))] = i
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = pending.pop(future)
+                    yield i, future.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending[pool.submit(process_chunk, chunks[nxt], cfg, str(paths[nxt]))] = nxt
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _write_corpus(tmp: Path, src: Source, chunk_results: list[tuple[Path, list[RecordResult]]],
+                  cfg: PreprocessConfig, request: dict, workers: int) -> dict:
+    """Assemble the chunk files into the corpus files inside ``tmp``; returns the report."""
+    results = [r for _, rs in chunk_results for r in rs]
+    ok = [r for r in results if r.error is None]
+    n_windows = sum(r.n_windows for r in ok)
+    if n_windows == 0:
+        reasons = "; ".join(f"{r.job.key}: {r.error}" for r in results[:5])
+        raise CremaError(f"{request['source']}: no record could be prepared ({reasons})")
+    _assemble_signals(tmp / "signals.npy", [p for p, _ in chunk_results], n_windows, cfg.window)
+    shutil.rmtree(tmp / CHUNK_DIR)
+    np.save(tmp / "lead_mask.npy", np.concatenate(
+        [np.repeat(r.lead_mask[None], r.n_windows, axis=0) for r in ok]).astype(bool))
+    index = _index_frame(ok, src, cfg)
+    index.to_csv(tmp / "index.csv", index=False)
+    classes = {task: names for task, names in src.classes.items()
+               if index[LABEL_PREFIX + task].ne("").any()}
+    save_json(tmp / "classes.json", classes)
+    save_json(tmp / "preprocess.json", cfg)
+    return _report(src, results, index, request, workers)
+
+
+def _assemble_signals(path: Path, chunk_files: list[Path], n_windows: int, window: int) -> None:
+    """Copy the chunk files in order into one float16 ``(N, 12, window)`` .npy; the memmap is
+    reopened per chunk so that written pages are released and memory stays flat."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
+                                    shape=(n_windows, len(STANDARD_LEADS), window))
+    del out
+    offset = 0
+    for chunk_file in chunk_files:
+        chunk = np.load(chunk_file, mmap_mode="r")
+        if len(chunk):
+            out = np.lib.format.open_memmap(path, mode="r+")
+            out[offset:offset + len(chunk)] = chunk
+            out.flush()
+            del out
+        offset += len(chunk)
+        del chunk
+        chunk_file.unlink()
+    if offset != n_windows:
+        raise CremaError(f"internal error: wrote {offset} windows, expected {n_windows}")
+
+
+def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig) -> pd.DataFrame:
+    """One row per window with the columns of ``corpus.INDEX_COLUMNS`` then ``labels:<task>``."""
+    rows = []
+    for r in ok:
+        job = r.job
+        fold = job.fold if job.fold is not None else cinc.hash_fold(job.source_id or job.record_id)
+        labels = job.labels if job.labels is not None else (src.labeler(r.meta) if src.labeler else {})
+        age = job.age if job.age is not None else r.meta.get("age")
+        sex = job.sex if job.sex is not None else r.meta.get("sex")
+        base = dict(record_id=job.record_id, source=job.source, patient_id=job.patient_id,
+                    fold=fold, split=ptbxl.split_of_fold(fold), original_fs=r.fs,
+                    age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}")
+        label_cells = {LABEL_PREFIX + task: LABEL_SEP.join(labels.get(task, []))
+                       for task in src.classes}
+        for w, start in enumerate(r.starts):
+            rows.append({**base, "window": w, "start_s": round(float(start) / cfg.fs, 6),
+                         **label_cells})
+    columns = list(INDEX_COLUMNS) + [LABEL_PREFIX + t for t in src.classes]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _report(src: Source, results: list[RecordResult], index: pd.DataFrame, request: dict,
+            workers: int) -> dict:
+    skipped = [dict(record=r.job.key, reason=r.error) for r in results if r.error is not None]
+    per_source = {s: dict(records=int(g["record_id"].nunique()), windows=int(len(g)))
+                  for s, g in index.groupby("source")}
+    return dict(
+        complete=True, source=request["source"], kind=src.kind, name=src.name,
+        records_total=len(results), records_read=len(results) - len(skipped),
+        records_skipped=len(skipped), windows=int(len(index)), per_source=per_source,
+        splits={s: int((index["split"] == s).sum()) for s in ("train", "val", "test")},
+        skipped=skipped, workers=workers, request=request, crema_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _match_permissions(folder: Path) -> None:
+    """Give every file the mode ``np.save`` gave ``signals.npy`` (the user's umask): the JSON
+    files come from temporary files, which are private by default, and a corpus is often shared."""
+    mode = (folder / "signals.npy").stat().st_mode & 0o777
+    for path in folder.iterdir():
+        path.chmod(mode)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``; an old corpus there (``force``) is swapped out first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)

@@ -1,0 +1,190 @@
+"""Raw recording -> model input windows: resample, filter, z-score, map leads, cut windows.
+
+Everything here is deterministic numpy/scipy so that the exact preprocessing a model was
+trained with can be re-run at inference time from the ``PreprocessConfig`` saved beside it.
+
+Order of operations (each step on ``(12, T)`` float arrays):
+    1. map the file's leads onto the standard 12 (absent leads are zeros, limb leads derived);
+    2. polyphase resampling to ``cfg.fs``;
+    3. zero-phase Butterworth band-pass, optional notch;
+    4. per-lead z-score over the whole record (flat or absent leads become zeros);
+    5. windows of ``cfg.window`` samples every ``cfg.stride`` samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+from scipy import signal as sps
+
+from ..config import PreprocessConfig
+from ..errors import PreprocessError
+from .leads import UnknownLeadError, to_standard
+from .recording import Recording
+
+# A lead whose standard deviation is below this (mV, or z-units) carries no signal.
+FLAT_STD = 1e-6
+# Largest denominator tried when approximating the rate ratio by a fraction.
+MAX_DENOMINATOR = 1000
+
+
+@dataclass
+class Windows:
+    """Model input cut from one recording.
+
+    Attributes:
+        signals: float32 ``(W, 12, window)``.
+        lead_mask: bool ``(12,)``, True = lead present (real or derived).
+        starts: int ``(W,)`` sample offset of each window at the target rate.
+    """
+
+    signals: np.ndarray
+    lead_mask: np.ndarray
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.signals.shape[0])
+
+
+def rate_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
+    """``(up, down)`` small integers with ``up / down ~= fs_out / fs_in``."""
+    if fs_in <= 0 or fs_out <= 0:
+        raise PreprocessError(f"sampling rates must be positive, got {fs_in} -> {fs_out}")
+    ratio = Fraction(fs_out / fs_in).limit_denominator(MAX_DENOMINATOR)
+    return ratio.numerator, ratio.denominator
+
+
+def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis: ``(C, T) -> (C, ~T * fs_out / fs_in)`` float32."""
+    up, down = rate_ratio(fs_in, fs_out)
+    if up == down:
+        return np.asarray(x, dtype=np.float32)
+    # padtype="line" takes out the line between the end samples first, so that a DC offset does
+    # not ring at the edges as it would against zero padding.
+    return sps.resample_poly(x, up, down, axis=-1, padtype="line").astype(np.float32)
+
+
+def bandpass(x: np.ndarray, fs: float, band: tuple[float, float], order: int) -> np.ndarray:
+    """Zero-phase Butterworth band-pass of ``(C, T)`` along time; returns float32."""
+    low, high = float(band[0]), float(band[1])
+    if not 0 < low < high < fs / 2:
+        raise PreprocessError(f"band-pass {low}-{high} Hz is not within (0, {fs / 2}) Hz at {fs} Hz")
+    return _filtfilt_sos(_butter_bandpass(int(order), low, high, float(fs)), x)
+
+
+@lru_cache(maxsize=32)
+def _butter_bandpass(order: int, low: float, high: float, fs: float) -> np.ndarray:
+    # Designing the filter costs about as much as applying it, so records share one design.
+    return sps.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+
+
+def notch(x: np.ndarray, fs: float, hz: float, quality: float = 30.0) -> np.ndarray:
+    """Zero-phase notch at ``hz`` (mains hum) of ``(C, T)``; a no-op above Nyquist."""
+    if hz >= fs / 2:
+        return np.asarray(x, dtype=np.float32)
+    b, a = sps.iirnotch(hz, quality, fs=fs)
+    return _filtfilt_sos(sps.tf2sos(b, a), x)
+
+
+def _filtfilt_sos(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
+    # The default pad length (odd extension) needs a few dozen samples; shorter records are
+    # padded as far as they allow rather than failing.
+    padlen = min(3 * (2 * len(sos) + 1), x.shape[-1] - 1)
+    return sps.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0)).astype(np.float32)
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Per-lead z-score of ``(C, T)``; a flat lead (std ~ 0) becomes zeros, never NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    mean = x.mean(axis=-1, keepdims=True, dtype=np.float64)
+    std = x.std(axis=-1, keepdims=True, dtype=np.float64)
+    flat = std < FLAT_STD
+    out = (x - mean) / np.where(flat, 1.0, std)
+    out[np.broadcast_to(flat, out.shape)] = 0.0
+    return out.astype(np.float32)
+
+
+def window_starts(length: int, window: int, stride: int) -> np.ndarray:
+    """Start offsets of full windows in a record of ``length`` samples (tail shorter than a
+    window is dropped); ``[0]`` when the record is shorter than one window (it will be padded)."""
+    if stride <= 0 or window <= 0:
+        raise PreprocessError(f"window ({window}) and stride ({stride}) must be positive")
+    if length <= window:
+        return np.zeros(1, dtype=np.int64)
+    return np.arange(0, length - window + 1, stride, dtype=np.int64)
+
+
+def cut_windows(x: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, T) -> (W, C, window)`` float32 plus starts ``(W,)``; a short record is zero-padded."""
+    starts = window_starts(x.shape[-1], window, stride)
+    out = np.zeros((len(starts), x.shape[0], window), dtype=np.float32)
+    for i, start in enumerate(starts):
+        piece = x[:, start:start + window]
+        out[i, :, :piece.shape[-1]] = piece
+    return out, starts
+
+
+def standard_leads(rec: Recording, derive_limb_leads: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The recording's signal in standard 12-lead order ``(12, T)`` and its present mask ``(12,)``."""
+    try:
+        x, present = to_standard(rec.signal, rec.leads, derive_limb_leads=derive_limb_leads)
+    except UnknownLeadError as exc:
+        raise PreprocessError(f"record {rec.record_id}: {exc}") from None
+    if not present.any():
+        raise PreprocessError(f"record {rec.record_id}: none of the standard 12 leads is present "
+                              f"(leads: {', '.join(rec.leads)})")
+    return x, present
+
+
+def check_length(rec: Recording, cfg: PreprocessConfig) -> None:
+    """Reject records too short to use (always below ``min_length_s``; below one window when
+    ``cfg.short == "reject"``)."""
+    duration = rec.duration_s
+    if duration < cfg.min_length_s:
+        raise PreprocessError(f"record {rec.record_id}: {duration:.2f} s is shorter than the "
+                              f"minimum {cfg.min_length_s} s")
+    if cfg.short == "reject" and duration < cfg.window_s:
+        raise PreprocessError(f"record {rec.record_id}: {duration:.2f} s is shorter than one "
+                              f"{cfg.window_s} s window (short='reject')")
+    if cfg.short not in ("pad", "reject"):
+        raise PreprocessError(f"unknown short-record policy {cfg.short!r} (pad or reject)")
+
+
+def preprocess_recording(rec: Recording, cfg: PreprocessConfig = PreprocessConfig()) -> Windows:
+    """Turn one recording into model input windows.
+
+    Args:
+        rec: any ``Recording`` (``(n_leads, T)`` mV at ``rec.fs``, any lead names).
+        cfg: the preprocessing to apply.
+
+    Returns:
+        :class:`Windows` with ``signals (W, 12, cfg.window)`` float32.
+
+    Raises:
+        PreprocessError: NaN/inf in the signal, no standard lead, too short, bad rate or band.
+    """
+    if rec.signal.size == 0 or rec.signal.shape[-1] == 0:
+        raise PreprocessError(f"record {rec.record_id}: the signal has no samples")
+    if not np.isfinite(rec.signal).all():
+        raise PreprocessError(f"record {rec.record_id}: the signal contains NaN or inf values")
+    if not rec.fs or rec.fs <= 0:
+        raise PreprocessError(f"record {rec.record_id}: invalid sampling rate {rec.fs}")
+    check_length(rec, cfg)
+    x12, present = standard_leads(rec, cfg.derive_limb_leads)
+    # Flatness is judged on the raw signal: filtering a constant leaves float dust, not zeros.
+    flat = x12[present].std(axis=-1) < FLAT_STD
+    # Only the present leads are filtered: absent ones are zeros and stay zeros.
+    x = resample(x12[present], rec.fs, cfg.fs)
+    if cfg.band is not None:
+        x = bandpass(x, cfg.fs, cfg.band, cfg.filter_order)
+    if cfg.notch_hz:
+        x = notch(x, cfg.fs, cfg.notch_hz)
+    if cfg.zscore:
+        x = zscore(x)
+        x[flat] = 0.0
+    full = np.zeros((12, x.shape[-1]), dtype=np.float32)
+    full[present] = x
+    signals, starts = cut_windows(full, cfg.window, cfg.stride)
+    return Windows(signals=signals, lead_mask=present, starts=starts)

@@ -1,0 +1,190 @@
+"""Frozen pooled features of an encoder over corpus rows, cached on disk.
+
+Evaluation inputs are read straight from the corpus memmap in batches (no shuffling, no
+augmentation). When the corpus window is longer than the model's window, each window is covered
+by evenly spaced crops of the model's length (first at 0, last at the end) and their outputs are
+averaged, so nothing depends on a random crop.
+
+The cache file name is a sha256 of: the encoder weights (the checkpoint's ``model.safetensors``
+bytes, or the tensors of an in-memory encoder), the corpus fingerprint (:func:`corpus_fingerprint`),
+the rows, the crop length and any test-time corruption; so a repeated probe reuses the features
+and anything that changes them gives a new file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import CremaError
+
+# (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
+BatchTransform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+FINGERPRINT_BYTES = 1 << 20
+FINGERPRINT_WHAT = "sha256 of index.csv bytes + signals.npy size + first 1 MiB of signals.npy"
+
+
+# ----------------------------------------------------------------------------- hashing
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 hex digest of a whole file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(corpus_dir: str | os.PathLike) -> str:
+    """A cheap sha256 that identifies a prepared corpus: see :data:`FINGERPRINT_WHAT`."""
+    corpus_dir = Path(corpus_dir)
+    digest = hashlib.sha256()
+    digest.update((corpus_dir / "index.csv").read_bytes())
+    signals = corpus_dir / "signals.npy"
+    digest.update(str(signals.stat().st_size).encode())
+    with open(signals, "rb") as fh:
+        digest.update(fh.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def rows_sha256(rows: np.ndarray) -> str:
+    """sha256 of a row-index array (as int64), to record exactly which rows a result saw."""
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+def module_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes, float32 values), for in-memory encoders."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- batches
+
+def crop_starts(window: int, crop: int | None) -> list[int]:
+    """Start offsets of the evenly spaced crops of length ``crop`` that cover ``window`` samples."""
+    if crop is None or crop == window:
+        return [0]
+    if crop > window:
+        raise CremaError(f"corpus windows have {window} samples, fewer than the model's {crop}")
+    n = -(-window // crop)  # ceil
+    return [int(round(s)) for s in np.linspace(0, window - crop, n)]
+
+
+def iter_batches(corpus, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,))`` in row order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        order = np.argsort(batch, kind="stable")  # memmap reads are fastest in increasing order
+        inverse = np.argsort(order)
+        signals = np.asarray(corpus.signals[batch[order]], dtype=np.float32)[inverse]
+        lead_mask = np.asarray(corpus.lead_mask[batch[order]], dtype=bool)[inverse]
+        yield signals, lead_mask, batch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None = CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = None, batch_size: int = 64,
+                transform: BatchTransform | None = None, device: str | torch.device | None = "cpu",
+                desc: str = "features", progress: bool = True) -> np.ndarray:
+    """Run ``model(x, lead_mask=...)`` over corpus rows; crop outputs are averaged.
+
+    Args:
+        model: maps ``(B, C, crop)`` + lead mask ``(B, C)`` to ``(B, F)`` (an encoder's pooled
+            features or a classifier's logits). Put in eval mode here.
+        corpus: a :class:`crema.data.corpus.Corpus`.
+        rows: ``(n,)`` corpus rows.
+        crop: model input length; default the corpus window.
+        transform: optional test-time corruption applied to each full window before cropping.
+
+    Returns:
+        ``(n, F)`` float32 in the order of ``rows``.
+    """
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    window = int(corpus.signals.shape[-1])
+    starts = crop_starts(window, crop)
+    length = window if crop is None else crop
+    outputs = []
+    for signals, lead_mask, batch_rows in tqdm(iter_batches(corpus, rows, batch_size),
+                                               total=-(-len(rows) // batch_size), desc=desc,
+                                               disable=not progress, leave=False):
+        if transform is not None:
+            signals, lead_mask = transform(signals, lead_mask, batch_rows)
+        x = torch.from_numpy(np.ascontiguousarray(signals)).to(device)
+        mask = torch.from_numpy(np.ascontiguousarray(lead_mask)).to(device)
+        out = sum(model(x[..., s:s + length], lead_mask=mask).float() for s in starts) / len(starts)
+        outputs.append(out.cpu().numpy())
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- cache
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cache_key(weights_sha: str, corpus_sha: str, rows: np.ndarray, crop: int | None, extra: str = "") -> str:
+    """The cache file stem for one (weights, corpus, rows, crop, corruption) combination."""
+    parts = [weights_sha, corpus_sha, rows_sha256(rows), str(crop), extra]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def encoder_features(encoder: nn.Module, corpus, rows: np.ndarray, crop: int | None = None,
+                     cache_dir: str | os.PathLike | None = None, weights_sha: str | None = None,
+                     corpus_sha: str | None = None, transform: BatchTransform | None = None,
+                     transform_key: str = "", batch_size: int = 64,
+                     device: str | torch.device | None = "cpu", progress: bool = True) -> np.ndarray:
+    """Pooled features ``(n, D)`` float32 of a frozen encoder over corpus ``rows``, cached as
+    ``<cache_dir>/<key>.npy`` when ``cache_dir`` is given.
+
+    Args:
+        weights_sha: identity of the weights (default :func:`module_sha256` of ``encoder``;
+            pass :func:`file_sha256` of ``model.safetensors`` for a checkpoint).
+        corpus_sha: default :func:`corpus_fingerprint` of ``corpus.path``.
+        transform, transform_key: a test-time corruption and a string naming it (with its
+            severity and seed) for the cache key; a transform without a key is never cached.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    use_cache = cache_dir is not None and (transform is None or transform_key)
+    path = None
+    if use_cache:
+        weights_sha = weights_sha or module_sha256(encoder)
+        corpus_sha = corpus_sha or corpus_fingerprint(corpus.path)
+        path = Path(cache_dir) / f"{cache_key(weights_sha, corpus_sha, rows, crop, transform_key)}.npy"
+        if path.exists():
+            cached = np.load(path)
+            if cached.shape[0] == len(rows):
+                return cached
+    features = apply_model(encoder, corpus, rows, crop, batch_size, transform, device, progress=progress)
+    if path is not None:
+        _save_npy_atomic(path, features)
+    return features

@@ -1,0 +1,359 @@
+"""Linear probing of frozen features: a logistic-regression probe (default) or a torch linear head,
+label-fraction subsets of the training folds, and the probe experiment over fractions and seeds.
+
+Features come from :mod:`crema.eval.features`; metrics from :mod:`crema.eval.metrics`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from . import metrics
+
+DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
+
+
+# ----------------------------------------------------------------------------- splits
+
+@dataclass
+class TaskSplit:
+    """The labelled rows of one task in train / validation / test, with their record keys.
+
+    Attributes:
+        classes: K class names in label-column order.
+        rows, y, keys: per part (``train``, ``val``, ``test``): corpus rows ``(n,)``,
+            labels ``(n, K)`` float32, record keys ``(n,)`` (``source/record_id``: the windows
+            of one long recording share a key).
+        holdout_source: the source tested on in leave-one-source-out, else None.
+    """
+
+    task: str
+    classes: list[str]
+    rows: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    keys: dict[str, np.ndarray]
+    holdout_source: str | None = None
+
+    def sizes(self) -> dict[str, int]:
+        return {part: int(len(r)) for part, r in self.rows.items()}
+
+
+def record_keys(corpus, rows: np.ndarray) -> np.ndarray:
+    """``source/record_id`` of each row (object array)."""
+    index = corpus.index.iloc[np.asarray(rows, dtype=np.int64)]
+    return (index["source"].astype(str) + "/" + index["record_id"].astype(str)).to_numpy()
+
+
+def task_split(corpus, task: str, holdout_source: str | None = None,
+               sources: Sequence[str] | None = None) -> TaskSplit:
+    """Train/val/test rows of ``task`` in a corpus, keeping only rows labelled for the task.
+
+    Default protocol: the corpus ``split`` column (PTB-XL: folds 1-8 / 9 / 10). With
+    ``holdout_source`` (leave one source out): train and validation come from the other sources'
+    train and val splits, and every labelled row of the held-out source is the test set.
+
+    Raises:
+        CremaError: the task is not in the corpus, or a part has no labelled row.
+    """
+    from ..errors import CremaError
+
+    if task not in corpus.classes:
+        raise CremaError(f"task {task!r} is not in this corpus (it has {sorted(corpus.classes)})")
+    srcs = list(sources) if sources else None
+    if holdout_source is None:
+        parts = {p: corpus.rows(split=p, sources=srcs) for p in ("train", "val", "test")}
+    else:
+        available = sorted(set(corpus.index["source"].astype(str)))
+        if holdout_source not in available:
+            raise CremaError(f"held-out source {holdout_source!r} is not in this corpus (sources: {available})")
+        others = [s for s in (srcs or available) if s != holdout_source]
+        parts = {"train": corpus.rows(split="train", sources=others),
+                 "val": corpus.rows(split="val", sources=others),
+                 "test": corpus.rows(sources=[holdout_source])}
+    rows, ys, keys, classes = {}, {}, {}, None
+    for part, r in parts.items():
+        r = np.asarray(r, dtype=np.int64)
+        y, classes, has_label = corpus.labels(task, r)
+        r, y = r[has_label], np.asarray(y, dtype=np.float32)[has_label]
+        if len(r) == 0:
+            where = f" of source {holdout_source}" if part == "test" and holdout_source else ""
+            raise CremaError(f"task {task!r}: no labelled {part} rows{where} in this corpus")
+        rows[part], ys[part], keys[part] = r, y, record_keys(corpus, r)
+    return TaskSplit(task, list(classes), rows, ys, keys, holdout_source)
+
+
+def record_mean(scores: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average window scores ``(n, K)`` per record; returns ``(scores (R, K), first row of each
+    record (R,))`` in order of first appearance, so labels can be taken from those rows."""
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    sums = np.zeros((len(uniq), scores.shape[1]))
+    np.add.at(sums, inverse, scores)
+    means = sums / np.bincount(inverse, minlength=len(uniq))[:, None]
+    return means[order], first[order]
+
+
+# ----------------------------------------------------------------------------- label fractions
+
+def fraction_subset(y: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """A seeded, multi-label-aware subset of training rows holding ``fraction`` of the records.
+
+    Records (rows sharing a ``groups`` value, e.g. the windows of one long recording) are kept or
+    dropped together. Selection goes class by class, rarest first, drawing records that carry the
+    class until it has its share ``fraction * positives`` (at least one positive wherever the
+    class has any), then fills up at random to ``ceil(fraction * records)``. So a 1% subset still
+    sees every class, and may hold a few more records than 1% when there are many classes.
+
+    Args:
+        y: ``(n, K)`` 0/1 labels of the candidate rows.
+        fraction: in (0, 1]; 1 returns every row.
+        seed: selects the subset; the same seed gives the same rows.
+        groups: ``(n,)`` record keys; default each row is its own record.
+
+    Returns:
+        sorted int array of selected row positions (into ``y``).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    y = np.asarray(y) > 0.5
+    n = len(y)
+    if fraction >= 1 or n == 0:
+        return np.arange(n)
+    keys = np.arange(n) if groups is None else np.asarray(groups)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    record_y = np.zeros((len(uniq), y.shape[1]), dtype=bool)
+    np.logical_or.at(record_y, inverse, y)
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))           # random tie-breaking, fixed by the seed
+    chosen = np.zeros(len(uniq), dtype=bool)
+    positives = record_y.sum(0)
+    for k in np.argsort(positives, kind="stable"):  # rarest class first
+        if positives[k] == 0:
+            continue
+        want = max(1, int(round(fraction * positives[k])))
+        have = int((chosen & record_y[:, k]).sum())
+        candidates = [r for r in order if record_y[r, k] and not chosen[r]]
+        for r in candidates[: max(0, want - have)]:
+            chosen[r] = True
+    target = max(1, math.ceil(fraction * len(uniq)))
+    for r in order:
+        if chosen.sum() >= target:
+            break
+        chosen[r] = True
+    return np.flatnonzero(chosen[inverse])
+
+
+# ----------------------------------------------------------------------------- probes
+
+@dataclass
+class LogisticProbe:
+    """Standardised features -> one L2 logistic regression per class (one-vs-rest).
+
+    A class that is constant in the training rows cannot be fitted; it predicts its training
+    frequency (0 or 1) and is listed in ``constant``.
+    """
+
+    scaler: StandardScaler
+    models: list[LogisticRegression | None]
+    constant: dict[int, float] = field(default_factory=dict)
+    C: float = 1.0
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """``(n, D)`` features -> ``(n, K)`` probabilities."""
+        z = self.scaler.transform(np.asarray(x, dtype=np.float64))
+        out = np.empty((len(z), len(self.models)))
+        for k, model in enumerate(self.models):
+            out[:, k] = self.constant[k] if model is None else model.predict_proba(z)[:, 1]
+        return out
+
+
+def _fit_logistic(z: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int) -> LogisticProbe:
+    models: list[LogisticRegression | None] = []
+    constant: dict[int, float] = {}
+    for k in range(y.shape[1]):
+        col = y[:, k]
+        if col.min() == col.max():
+            models.append(None)
+            constant[k] = float(col[0]) if len(col) else 0.0
+            continue
+        model = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+        # one BLAS thread: these fits are small, and threaded OpenBLAS on a busy machine spins
+        # (measured 30x slower on 2 shared cores)
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the C grid includes weak penalties
+            model.fit(z, col)
+        models.append(model)
+    return LogisticProbe(scaler=None, models=models, constant=constant, C=C)  # type: ignore[arg-type]
+
+
+def fit_logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                       Cs: Sequence[float] = DEFAULT_CS, seed: int = 0, max_iter: int = 1000) -> tuple[LogisticProbe, dict]:
+    """Fit a one-vs-rest logistic probe, choosing ``C`` by macro AUROC on validation.
+
+    Args:
+        x_train: ``(n, D)`` features; y_train: ``(n, K)`` 0/1 labels.
+        x_val, y_val: the validation fold, used only to pick ``C`` (and later thresholds).
+        Cs: grid of inverse regularisation strengths.
+
+    Returns:
+        the probe with the best ``C`` and ``{"C": best, "val_auroc": {C: macro AUROC}}``.
+    """
+    y_train = (np.asarray(y_train) > 0.5).astype(int)
+    scaler = StandardScaler().fit(np.asarray(x_train, dtype=np.float64))
+    z_train = scaler.transform(np.asarray(x_train, dtype=np.float64))
+    best, best_score, scores = None, -np.inf, {}
+    for C in Cs:
+        probe = _fit_logistic(z_train, y_train, C, seed, max_iter)
+        probe.scaler = scaler
+        score = metrics.auroc(y_val, probe.predict_proba(x_val)).macro
+        scores[float(C)] = None if not np.isfinite(score) else float(score)
+        if best is None or (np.isfinite(score) and score > best_score):
+            best, best_score = probe, score
+    return best, {"C": best.C, "val_auroc": scores}
+
+
+class TorchLinearProbe:
+    """A linear head trained with BCE in torch on standardised features (full batch, AdamW),
+    keeping the epoch with the best validation macro AUROC."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, linear: torch.nn.Linear):
+        self.mean, self.std, self.linear = mean, std, linear
+
+    @torch.inference_mode()
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor((np.asarray(x, dtype=np.float32) - self.mean) / self.std)
+        return torch.sigmoid(self.linear(z)).numpy().astype(np.float64)
+
+
+def fit_torch_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                    epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-3,
+                    seed: int = 0) -> tuple[TorchLinearProbe, dict]:
+    """Fit a torch linear head; returns the probe at its best validation epoch and a summary."""
+    torch.manual_seed(seed)
+    x_train = np.asarray(x_train, dtype=np.float32)
+    mean = x_train.mean(0)
+    std = np.where(x_train.std(0) > 1e-6, x_train.std(0), 1.0).astype(np.float32)
+    z = torch.as_tensor((x_train - mean) / std)
+    y = torch.as_tensor(np.asarray(y_train, dtype=np.float32))
+    linear = torch.nn.Linear(z.shape[1], y.shape[1])
+    optimiser = torch.optim.AdamW(linear.parameters(), lr=lr, weight_decay=weight_decay)
+    probe = TorchLinearProbe(mean, std, linear)
+    best_state, best_score, best_epoch = None, -np.inf, -1
+    for epoch in range(epochs):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(linear(z), y)
+        loss.backward()
+        optimiser.step()
+        score = metrics.auroc(y_val, probe.predict_proba(x_val)).macro
+        if best_state is None or (np.isfinite(score) and score > best_score):
+            best_state = {k: v.clone() for k, v in linear.state_dict().items()}
+            best_score, best_epoch = score, epoch
+    linear.load_state_dict(best_state)
+    return probe, {"best_epoch": best_epoch, "val_auroc": None if not np.isfinite(best_score) else float(best_score)}
+
+
+def fit_probe(kind: str, x_train, y_train, x_val, y_val, seed: int = 0, **kwargs):
+    """``kind`` ``"logistic"`` (default protocol) or ``"linear"`` (torch head)."""
+    if kind == "logistic":
+        return fit_logistic_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
+    if kind == "linear":
+        return fit_torch_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
+    raise ValueError(f"unknown probe kind {kind!r}; choose 'logistic' or 'linear'")
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+@dataclass
+class ProbeFeatures:
+    """Frozen features of the three parts of a :class:`TaskSplit` (``(n, D)`` float32 each)."""
+
+    split: TaskSplit
+    x: dict[str, np.ndarray]
+
+
+def probe_features(encoder, corpus, split: TaskSplit, crop: int | None, cache_dir=None, weights_sha: str | None = None,
+                   corpus_sha: str | None = None, batch_size: int = 64, device="cpu",
+                   progress: bool = True) -> ProbeFeatures:
+    """Features of the train, val and test rows of ``split``.
+
+    They are computed (and cached, see :mod:`crema.eval.features`) once for the union of the
+    three parts, so every held-out source of a leave-one-source-out run reuses one cache file.
+    """
+    from .features import encoder_features
+
+    union = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for r in split.rows.values()]))
+    feats = encoder_features(encoder, corpus, union, crop, cache_dir, weights_sha, corpus_sha,
+                             batch_size=batch_size, device=device, progress=progress)
+    x = {part: feats[np.searchsorted(union, rows)] for part, rows in split.rows.items()}
+    return ProbeFeatures(split, x)
+
+
+def evaluate_probe(probe, feats: ProbeFeatures, x_test: np.ndarray | None = None, thresholds: np.ndarray | None = None,
+                   n_bootstrap: int = 1000) -> dict:
+    """Record-level test metrics of a fitted probe; thresholds default to those picked on
+    validation. ``x_test`` replaces the test features (e.g. features of corrupted inputs)."""
+    split = feats.split
+    if thresholds is None:
+        p_val, first_val = record_mean(probe.predict_proba(feats.x["val"]), split.keys["val"])
+        thresholds = metrics.pick_thresholds(split.y["val"][first_val], p_val)
+    p_test, first = record_mean(probe.predict_proba(feats.x["test"] if x_test is None else x_test),
+                                split.keys["test"])
+    return metrics.evaluate(split.y["test"][first], p_test, split.classes, thresholds, n_bootstrap, seed=0,
+                            keep_replicates=True)
+
+
+def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind: str = "logistic",
+                          **probe_kwargs) -> tuple[object, dict]:
+    """Fit a probe on a seeded label fraction of the training rows; returns ``(probe, info)``
+    with ``n_train`` (windows), the selected rows' sha256 and the probe's own summary."""
+    from .features import rows_sha256
+
+    split = feats.split
+    keep = fraction_subset(split.y["train"], fraction, seed, groups=split.keys["train"])
+    probe, fit_info = fit_probe(kind, feats.x["train"][keep], split.y["train"][keep], feats.x["val"],
+                                split.y["val"], seed=seed, **probe_kwargs)
+    return probe, {"n_train": int(len(keep)), "train_rows_sha256": rows_sha256(split.rows["train"][keep]),
+                   "probe": fit_info}
+
+
+def seeds_for(fraction: float, seeds: Sequence[int], kind: str) -> list[int]:
+    """The logistic probe is deterministic, so at fraction 1 (no subset to draw) every seed would
+    repeat the same fit: run only the first seed there."""
+    return list(seeds[:1]) if (fraction >= 1 and kind == "logistic") else list(seeds)
+
+
+def probe_experiment(feats: ProbeFeatures, fractions: Sequence[float], seeds: Sequence[int], *, method: str,
+                     data_sha256: str, config: dict, kind: str = "logistic", n_bootstrap: int = 1000,
+                     step_prefix: str = "probe", progress: bool = True, **probe_kwargs) -> list[dict]:
+    """Probe every label fraction with every seed; returns ``results.json`` entries.
+    ``probe_kwargs`` go to the probe's fit function (e.g. ``Cs`` for the logistic probe)."""
+    from tqdm.auto import tqdm
+
+    from .features import rows_sha256
+    from .report import make_result
+
+    split = feats.split
+    jobs = [(f, s) for f in fractions for s in seeds_for(f, seeds, kind)]
+    results = []
+    for fraction, seed in tqdm(jobs, desc=f"probe {method}", disable=not progress, leave=False):
+        probe, info = fit_probe_on_fraction(feats, fraction, seed, kind, **probe_kwargs)
+        evaluation = evaluate_probe(probe, feats, n_bootstrap=n_bootstrap)
+        results.append(make_result(
+            step=f"{step_prefix}/f{fraction:g}/s{seed}", method=method, protocol="probe", task=split.task,
+            experiment="leave_source_out" if split.holdout_source else "label_fraction", seed=seed,
+            evaluation=evaluation, config={**config, "probe": kind, "fraction": fraction},
+            data_sha256=data_sha256, train_rows_sha256=info["train_rows_sha256"],
+            test_rows_sha256=rows_sha256(split.rows["test"]), n_train=info["n_train"],
+            n_val=int(len(split.rows["val"])), fraction=fraction, holdout_source=split.holdout_source,
+            extra={"probe_fit": info["probe"]}))
+    return results

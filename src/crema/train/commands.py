@@ -1,0 +1,183 @@
+"""CLI subcommands of the training area: ``crema pretrain`` and ``crema plot-reconstruction``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, MODEL_SIZES
+from ..errors import CremaError
+
+# flag dest -> (config part, field)
+_MODEL_FLAGS = {"window": "window", "patch_size": "patch_size", "pool": "pool",
+                "decoder_mode": "decoder_mode"}
+_OBJECTIVE_FLAGS = {"lambda_con": "lambda_con", "tau": "tau", "mask_ratio": "mask_ratio",
+                    "mode": "mode", "norm_target": "norm_target",
+                    "patient_positives": "patient_positives"}
+_TRAIN_FLAGS = {"corpus": "corpora", "out": "out", "steps": "steps", "batch_size": "batch_size",
+                "accum": "accum_steps", "blr": "blr", "min_lr": "min_lr",
+                "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "seed": "seed",
+                "workers": "num_workers", "amp": "amp", "compile": "compile",
+                "ckpt_every": "ckpt_every", "log_every": "log_every",
+                "tensorboard": "tensorboard", "device": "device"}
+
+
+def register(subparsers: Any) -> None:
+    _register_pretrain(subparsers)
+    _register_plot(subparsers)
+
+
+# ----------------------------------------------------------------------------- pretrain
+
+def _register_pretrain(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="self-supervised CR-MAE pretraining on prepared corpora",
+        description="Pretrain a CREMA model. Runs as one process, under torchrun (DDP) or srun. "
+                    "Flags not given keep the config defaults (or, with --resume, the saved run's values).")
+    # Every default is None so that we can tell what the user set (matters for --resume).
+    p.add_argument("--corpus", nargs="+", metavar="DIR[:splits]",
+                   help="prepared corpus folders, optionally with splits, e.g. runs/corpora/ptbxl:train,val")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoint, config.json, log.jsonl)")
+    p.add_argument("--size", choices=sorted(MODEL_SIZES), help="encoder size preset (default tiny)")
+    p.add_argument("--window", type=int, help="model window in samples (default 2500; corpora are cropped)")
+    p.add_argument("--patch-size", type=int, help="samples per token (default 50)")
+    p.add_argument("--pool", choices=["mean", "cls"], help="representation pooling (default mean)")
+    p.add_argument("--decoder-mode", choices=["per_lead", "joint"], help="decoder attention (default per_lead)")
+    p.add_argument("--steps", type=int, help="optimiser steps in total (default 1000)")
+    p.add_argument("--batch-size", type=int, help="ECGs per process per micro-step (default 64)")
+    p.add_argument("--accum", type=int, help="gradient accumulation micro-steps (default 1)")
+    p.add_argument("--blr", type=float, help="base lr; lr = blr * effective batch / 256 (default 1.5e-4)")
+    p.add_argument("--min-lr", type=float, help="floor of the cosine schedule (default 1e-6)")
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 100)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.05)")
+    p.add_argument("--lambda-con", type=float, help="weight of the contrastive term (default 0.1)")
+    p.add_argument("--tau", type=float, help="InfoNCE temperature (default 0.1)")
+    p.add_argument("--mask-ratio", type=float, help="fraction of each lead's patches masked (default 0.75)")
+    p.add_argument("--mode", choices=["crema", "mae", "contrastive"], help="objective (default crema)")
+    p.add_argument("--no-norm-target", dest="norm_target", action="store_const", const=False,
+                   help="reconstruct raw patches instead of per-patch normalised ones")
+    p.add_argument("--patient-positives", action="store_const", const=True,
+                   help="records of the same patient are extra contrastive positives")
+    p.add_argument("--seed", type=int, help="seed of init, data order, masks (default 0)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast (default auto = GPU only)")
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps (default 500; always at the end)")
+    p.add_argument("--log-every", type=int, help="log.jsonl line every N steps (default 10)")
+    p.add_argument("--tensorboard", action="store_const", const=True, help="also log to TensorBoard")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_pretrain)
+
+
+def _given(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for dest, name in mapping.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """Map CLI flags onto a :class:`RunConfig`: onto the defaults (``size`` preset) for a new
+    run, or onto ``base`` (the saved run) when resuming."""
+    try:
+        model_over, obj_over, train_over = (_given(args, _MODEL_FLAGS), _given(args, _OBJECTIVE_FLAGS),
+                                            _given(args, _TRAIN_FLAGS))
+        if base is None:
+            model = ModelConfig.from_size(args.size or "tiny", **model_over)
+            return RunConfig(model=model, objective=ObjectiveConfig(**obj_over),
+                             train=PretrainConfig(**train_over))
+        model = base.model
+        if args.size is not None and args.size != base.model.size:
+            model = ModelConfig.from_size(args.size, **model_over)
+        model = dataclasses.replace(model, **model_over)
+        return RunConfig(model=model, objective=dataclasses.replace(base.objective, **obj_over),
+                         preprocess=base.preprocess, train=dataclasses.replace(base.train, **train_over))
+    except (TypeError, ValueError) as exc:
+        raise CremaError(f"bad settings: {exc}") from exc
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from .checkpoint import load_config, run_config_from_checkpoint
+    from .pretrain import pretrain
+
+    base = run_config_from_checkpoint(load_config(args.out)) if args.resume else None
+    cfg = build_run_config(args, base)
+    result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    from .distributed import detect
+
+    if detect().is_main:
+        state = f"stopped by signal {result.interrupted_by} at" if result.interrupted_by else "finished"
+        print(f"crema pretrain: {state} step {result.step}/{cfg.train.steps}; checkpoint in {result.out}")
+    return 128 + int(result.interrupted_by) if result.interrupted_by else 0
+
+
+# ----------------------------------------------------------------------------- plot-reconstruction
+
+def _register_plot(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "plot-reconstruction", help="draw a pretrained model's reconstruction of a masked ECG",
+        description="Preprocess a record with the checkpoint's own preprocessing, mask its first window, "
+                    "and draw the 12 leads with the masked patches and their reconstruction.")
+    p.add_argument("checkpoint", help="pretraining checkpoint folder")
+    p.add_argument("record", nargs="?", help="an ECG file (any format crema reads); or use --corpus/--row")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
+    p.add_argument("--corpus", help="a prepared corpus folder to take the window from (with --row)")
+    p.add_argument("--row", type=int, help="row of --corpus")
+    p.add_argument("--fs", type=float, help="sampling rate for files that do not carry one (.npy/.csv)")
+    p.set_defaults(func=run_plot_reconstruction)
+
+
+def _window_from_record(path: str, fs: float | None, preprocess: Any) -> tuple[Any, Any, str]:
+    from ..data.preprocess import preprocess_recording
+    from ..data.readers import read_record
+
+    rec = read_record(path, fs=fs)
+    windows = preprocess_recording(rec, preprocess)
+    return windows.signals[0], windows.lead_mask, f"{Path(path).name}"
+
+
+def _window_from_corpus(directory: str, row: int | None, preprocess: Any) -> tuple[Any, Any, str]:
+    from ..config import to_dict
+    from ..data.corpus import Corpus
+
+    if row is None:
+        raise CremaError("--corpus needs --row")
+    corpus = Corpus(directory)
+    if to_dict(corpus.preprocess) != to_dict(preprocess):
+        raise CremaError(f"{directory}: corpus preprocessing differs from the checkpoint's; "
+                         "pass the raw record instead so it is preprocessed like the training data")
+    if not 0 <= row < len(corpus):
+        raise CremaError(f"{directory}: row {row} out of range (0..{len(corpus) - 1})")
+    record_id = str(corpus.index.iloc[row].get("record_id", row))
+    return corpus.signals[row], corpus.lead_mask[row], f"{record_id} (row {row})"
+
+
+def run_plot_reconstruction(args: argparse.Namespace) -> int:
+    from ..viz.reconstruction import masked_mse, plot_reconstruction, reconstruct_window
+    from .checkpoint import load_pretrained
+
+    if (args.record is None) == (args.corpus is None):
+        raise CremaError("give either a RECORD file or --corpus DIR --row i")
+    model, cfg = load_pretrained(args.checkpoint)
+    if args.corpus is not None:
+        signal, lead_mask, name = _window_from_corpus(args.corpus, args.row, cfg.preprocess)
+    else:
+        signal, lead_mask, name = _window_from_record(args.record, args.fs, cfg.preprocess)
+    try:
+        signal, pred, mask = reconstruct_window(model, signal, lead_mask, seed=args.seed)
+    except ValueError as exc:
+        raise CremaError(f"{name}: {exc}") from exc
+    err = masked_mse(signal, pred, mask, lead_mask)
+    title = (f"{name}: CREMA reconstruction, {cfg.objective.mask_ratio:.0%} of patches masked per lead "
+             f"(seed {args.seed}); MSE on masked samples {err:.3f} (z-scored units)"
+             + ("; masked patches de-normalised with the true patch mean/std" if cfg.objective.norm_target else ""))
+    out = plot_reconstruction(signal, pred, mask, args.out, fs=cfg.preprocess.fs,
+                              lead_mask=lead_mask, leads=cfg.model.leads, title=title)
+    print(f"crema plot-reconstruction: wrote {out}")
+    return 0

@@ -1,0 +1,447 @@
+"""The Python API: load a CREMA model folder and embed, reconstruct or classify users' ECGs.
+
+    import crema
+    model = crema.load("runs/finetune/best")          # config.json + model.safetensors
+    probs = model.predict("my_ecgs/")                 # DataFrame: one row per record, one column per class
+
+Every input goes through exactly the preprocessing saved in the checkpoint's ``config.json``
+(:func:`crema.data.preprocess.preprocess_recording` with its ``PreprocessConfig``). When those
+windows are longer than the model's input (a model trained on shorter crops), each window is
+covered by evenly spaced crops of the model's length and their outputs are averaged, exactly as
+:mod:`crema.eval.features` does when it evaluates a model (so the classifier's thresholds,
+picked that way, still apply). Inference runs batched, in ``torch.inference_mode``, on the CPU
+or a GPU. Missing leads are zeros with a lead mask and raise a :class:`MissingLeadsWarning`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig, from_dict, save_json
+from ..data.preprocess import preprocess_recording
+from ..errors import CheckpointError, CremaError, PreprocessError
+from ..train import checkpoint as ckpt
+from .inputs import InputItem, collect_inputs
+
+INDEX_COLUMNS = ("record_id", "source", "window", "start_s", "leads_present")
+
+
+class MissingLeadsWarning(UserWarning):
+    """A record lacks some of the 12 leads; the model runs with the lead mask."""
+
+
+@dataclass
+class Prepared:
+    """One record as model input.
+
+    Attributes:
+        record_id, source: where it came from.
+        signals: float32 ``(W, 12, window)``: exactly ``preprocess_recording(rec, cfg).signals``.
+        lead_mask: bool ``(12,)``, True = lead present.
+        start_s: float ``(W,)`` start of each window in the record, seconds.
+    """
+
+    record_id: str
+    source: str
+    signals: np.ndarray
+    lead_mask: np.ndarray
+    start_s: np.ndarray
+
+    def index(self) -> pd.DataFrame:
+        """One row per window: ``record_id, source, window, start_s, leads_present``."""
+        n = len(self.signals)
+        return pd.DataFrame({"record_id": [self.record_id] * n, "source": [self.source] * n,
+                             "window": np.arange(n), "start_s": np.round(self.start_s, 4),
+                             "leads_present": int(self.lead_mask.sum())})
+
+
+@dataclass
+class Failure:
+    """A record that could not be used, and why."""
+
+    record_id: str
+    source: str
+    reason: str
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings ``(n_windows, D)`` float32, their ``index`` (one row per window, see
+    :data:`INDEX_COLUMNS`) and the records that failed (empty unless ``on_error="skip"``)."""
+
+    embeddings: np.ndarray
+    index: pd.DataFrame
+    errors: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class PredictResult:
+    """Classifier output.
+
+    Attributes:
+        window_probs: float32 ``(n_windows, K)`` sigmoid probabilities.
+        index: one row per window (:data:`INDEX_COLUMNS`).
+        records: one row per record: ``record_id, source, n_windows``, one probability column
+            per class (mean over the record's windows) and ``labels`` (``|``-joined classes at or
+            above their threshold).
+        errors: records that failed (``on_error="skip"``).
+    """
+
+    window_probs: np.ndarray
+    index: pd.DataFrame
+    records: pd.DataFrame
+    errors: list[Failure] = field(default_factory=list)
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "CremaModel":
+    """Load a CREMA model folder (``config.json`` + ``model.safetensors``) for inference.
+
+    Args:
+        path: a checkpoint folder written by pretraining or fine-tuning, or one exported with
+            :meth:`CremaModel.save_pretrained` / ``crema export`` (or its ``model.safetensors``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
+
+    Raises:
+        CheckpointError: the folder is missing files or does not match the code.
+    """
+    folder = Path(path)
+    if folder.is_file() and folder.name == ckpt.MODEL_FILE:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such model folder")
+    state, config = ckpt.load_checkpoint(folder)
+    network = build_network(config, folder)
+    ckpt.load_state_into(network, state, folder)
+    return CremaModel(network, config, folder, default_device(device))
+
+
+def build_network(config: dict[str, Any], where: str | os.PathLike) -> nn.Module:
+    """The module a checkpoint's weights belong to: ``CREMA`` (pretrain), ``Classifier`` (SiT
+    classifier) or ``ResNet1d``."""
+    kind, arch = config.get("kind"), config.get("arch", "sit")
+    try:
+        if kind == "pretrain":
+            from ..model.crema import CREMA
+
+            objective = from_dict(ObjectiveConfig, config.get("objective", {}))
+            fs = float(config.get("preprocess", {}).get("fs", PreprocessConfig().fs))
+            return CREMA(from_dict(ModelConfig, config["model"]), objective, fs=fs)
+        if kind == "classifier":
+            n_classes = len(config["classes"])
+            if arch == "sit":
+                from ..model.heads import Classifier
+                from ..model.sit import SiTEncoder
+
+                return Classifier(SiTEncoder(from_dict(ModelConfig, config["model"])), n_classes)
+            if arch == "resnet1d":
+                from ..model.resnet1d import ResNet1d, ResNet1dConfig
+
+                # a ResNet classifier's "model" entry is its ResNet1dConfig
+                return ResNet1d.from_config(from_dict(ResNet1dConfig, config["model"]), n_classes)
+            raise CheckpointError(f"{where}: unknown classifier arch {arch!r} (sit or resnet1d)")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: bad checkpoint config ({exc!r})") from None
+    raise CheckpointError(f"{where}: unknown checkpoint kind {kind!r} (pretrain or classifier)")
+
+
+def centre_crop(signals: np.ndarray, window: int) -> tuple[np.ndarray, int]:
+    """``(W, C, T) -> (W, C, min(T, window))`` taking the middle; returns the crop offset."""
+    excess = signals.shape[-1] - window
+    if excess <= 0:
+        return signals, 0
+    offset = excess // 2
+    return signals[..., offset:offset + window], offset
+
+
+def crop_offsets(length: int, crop: int | None) -> tuple[list[int], int]:
+    """Evenly spaced crops of ``crop`` samples covering ``length`` (first at 0, last at the end):
+    ``(starts, crop length)``; one crop of everything when ``crop`` is None or not shorter."""
+    if crop is None or crop >= length:
+        return [0], length
+    n = -(-length // crop)  # ceil: enough crops to cover every sample
+    return [int(round(s)) for s in np.linspace(0, length - crop, n)], crop
+
+
+class CremaModel:
+    """A loaded CREMA checkpoint: embed, reconstruct and (for classifiers) predict.
+
+    Attributes:
+        kind: ``pretrain`` or ``classifier``; arch: ``sit`` or ``resnet1d``.
+        preprocess: the :class:`PreprocessConfig` every input goes through.
+        model_config: the :class:`ModelConfig` (SiT checkpoints), else ``None``.
+        classes: class names (classifiers), in output order; thresholds: ``(K,)`` float.
+        window: samples per model input (a SiT's window; longer preprocessed windows are
+            covered by averaged crops, see :attr:`crop`).
+        device: where inference runs.
+    """
+
+    def __init__(self, network: nn.Module, config: dict[str, Any], source: Path,
+                 device: torch.device):
+        self.config = config
+        self.source = source
+        self.kind: str = config["kind"]
+        self.arch: str = config.get("arch", "sit")
+        self.preprocess = from_dict(PreprocessConfig, config.get("preprocess", {}))
+        self.model_config = from_dict(ModelConfig, config["model"]) if self.arch == "sit" else None
+        self.classes: list[str] | None = list(config["classes"]) if self.kind == "classifier" else None
+        self.thresholds = self._thresholds(config)
+        self.device = device
+        self.network = network.to(device).eval()
+
+    def __repr__(self) -> str:
+        what = f"{self.kind} {self.arch}"
+        if self.model_config is not None:
+            what += f" {self.model_config.size} (D={self.model_config.dim})"
+        if self.classes:
+            what += f", {len(self.classes)} classes"
+        return f"CremaModel({what}, window {self.window} at {self.preprocess.fs:g} Hz, {self.device})"
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def window(self) -> int:
+        """Samples per model input window (the SiT's window; the preprocessing's for a ResNet)."""
+        return self.model_config.window if self.model_config is not None else self.preprocess.window
+
+    @property
+    def crop(self) -> int | None:
+        """Model input length that windows are cropped to (outputs of the crops averaged): the
+        classifier's saved ``crop``, else the SiT window; ``None`` (whole window) for a ResNet."""
+        if self.arch != "sit":
+            return self.config.get("crop")
+        return int(self.config.get("crop") or self.model_config.window)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The SiT encoder (``(B, 12, T) -> (B, D)``); a ResNet classifier has none."""
+        encoder = getattr(self.network, "encoder", None)
+        if encoder is None:
+            raise CremaError(f"{self.source}: a {self.arch} classifier has no SiT encoder to embed with")
+        return encoder
+
+    @property
+    def dim(self) -> int:
+        """Width D of the embeddings."""
+        if self.model_config is None:
+            raise CremaError(f"{self.source}: a {self.arch} classifier has no SiT encoder")
+        return self.model_config.dim
+
+    def _thresholds(self, config: dict[str, Any]) -> np.ndarray | None:
+        if self.kind != "classifier":
+            return None
+        raw = config.get("thresholds")
+        if isinstance(raw, dict):
+            raw = [raw.get(name, 0.5) for name in config["classes"]]
+        values = np.full(len(config["classes"]), 0.5) if raw is None else np.asarray(raw, dtype=np.float64)
+        if values.shape != (len(config["classes"]),):
+            raise CheckpointError(f"{self.source}: {values.size} thresholds for {len(config['classes'])} classes")
+        return values
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def prepare(self, rec, source: str = "<recording>") -> Prepared:
+        """Preprocess one :class:`Recording` exactly as the checkpoint says. Warns
+        (:class:`MissingLeadsWarning`) when leads are missing.
+
+        Raises:
+            PreprocessError: the record cannot become model input (too short, NaN, no lead...).
+        """
+        windows = preprocess_recording(rec, self.preprocess)
+        _, length = crop_offsets(windows.signals.shape[-1], self.crop)
+        if self.model_config is not None and length % self.model_config.patch_size:
+            raise PreprocessError(
+                f"record {rec.record_id}: model inputs of {length} samples are not a multiple "
+                f"of the patch size {self.model_config.patch_size}")
+        if not windows.lead_mask.all():
+            missing = [name for name, ok in zip(STANDARD_LEADS, windows.lead_mask) if not ok]
+            warnings.warn(f"{source}: leads {', '.join(missing)} are missing; running with the lead mask",
+                          MissingLeadsWarning, stacklevel=3)
+        return Prepared(rec.record_id, source, np.ascontiguousarray(windows.signals, dtype=np.float32),
+                        windows.lead_mask.copy(), (windows.starts / self.preprocess.fs).astype(np.float64))
+
+    def iter_prepared(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
+                      on_error: str = "raise", progress: bool = False) -> Iterator[Prepared | Failure]:
+        """Load and prepare every record of ``inputs`` (see :mod:`crema.use.inputs`), one at a time.
+
+        With ``on_error="skip"`` a record that cannot be read or preprocessed is yielded as a
+        :class:`Failure` and the rest go on; with ``"raise"`` the first such error is raised.
+        """
+        items = inputs if _is_item_list(inputs) else collect_inputs(inputs, fs, leads)
+        for item in tqdm(items, desc="records", unit="rec", disable=not progress):
+            try:
+                yield self.prepare(item.load(), item.source)
+            except CremaError as exc:
+                if on_error == "raise":
+                    raise
+                yield Failure(item.record_id, item.source, str(exc))
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.inference_mode()
+    def run(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], signals: np.ndarray,
+            lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Apply ``fn(x (b, 12, crop), lead_mask (b, 12)) -> (b, ...)`` in batches to windows
+        ``(n, 12, T)``, averaging over the crops that cover each window; returns numpy ``(n, ...)``."""
+        if batch_size < 1:
+            raise CremaError(f"batch_size must be at least 1, got {batch_size}")
+        starts, length = crop_offsets(signals.shape[-1], self.crop)
+        outputs = []
+        for start in range(0, len(signals), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(signals[start:start + batch_size])).to(self.device)
+            mask = torch.from_numpy(np.ascontiguousarray(lead_mask[start:start + batch_size])).to(self.device)
+            out = sum(fn(x[..., s:s + length], mask).float() for s in starts) / len(starts)
+            outputs.append(out.cpu().numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+
+    def encode_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Embeddings of preprocessed windows: ``(n, 12, T)``, ``(n, 12)`` -> ``(n, D)`` float32."""
+        encoder = self.encoder
+        out = self.run(lambda x, m: encoder(x, lead_mask=m), signals, lead_mask, batch_size)
+        return out.reshape(len(signals), self.dim).astype(np.float32)
+
+    def classify_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Sigmoid probabilities of preprocessed windows: ``(n, 12, T)`` -> ``(n, K)`` float32."""
+        self._require_classifier("predict")
+        out = self.run(lambda x, m: torch.sigmoid(self.network(x, lead_mask=m)), signals, lead_mask, batch_size)
+        return out.reshape(len(signals), len(self.classes)).astype(np.float32)
+
+    def _require_classifier(self, what: str) -> None:
+        if self.kind != "classifier":
+            raise CremaError(f"{self.source}: {what} needs a fine-tuned classifier checkpoint; this is a "
+                             f"{self.kind} checkpoint (use embed, or fine-tune it with crema finetune)")
+
+    # ------------------------------------------------------------------ user-facing
+
+    def embed_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
+                      batch_size: int = 64, on_error: str = "raise", progress: bool = False) -> EmbedResult:
+        """Embeddings of every window of every record, with an index saying which is which.
+
+        Args:
+            inputs: array ``(12, T)`` / ``(B, 12, T)`` (needs ``fs``), Recording(s), file paths,
+                folders or globs (see :mod:`crema.use.inputs`).
+            fs, leads: sampling rate and row names for raw arrays.
+            batch_size: windows per forward pass.
+            on_error: ``"raise"`` or ``"skip"`` (bad records listed in ``errors``).
+            progress: show a tqdm bar over records.
+
+        Returns:
+            :class:`EmbedResult` with ``embeddings (n_windows, D)`` float32.
+        """
+        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress))
+        signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
+        return EmbedResult(self.encode_windows(signals, lead_mask, batch_size), index, failures)
+
+    def embed(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
+              batch_size: int = 64) -> np.ndarray:
+        """Embeddings ``(n_windows, D)`` float32 of ``inputs`` (rows in input order; a record
+        longer than one window gives several rows, see :meth:`embed_records` for the index)."""
+        return self.embed_records(inputs, fs, leads, batch_size).embeddings
+
+    def reconstruct(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
+                    seed: int | None = 0, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mask and reconstruct every window with the pretrained decoder.
+
+        Returns:
+            ``pred (n, 12, T)`` float32 (visible patches are the input, masked ones predicted),
+            ``mask (n, 12, N)`` bool (True = masked), ``windows (n, 12, T)`` float32 (the model
+            input: the preprocessed windows, centre-cropped to the model's window when longer).
+        """
+        if self.kind != "pretrain" or getattr(self.network, "decoder", None) is None:
+            raise CremaError(f"{self.source}: reconstruct needs a pretrained checkpoint with a decoder "
+                             f"(this is a {self.kind} {self.arch} checkpoint)")
+        prepared, _ = _split(self.iter_prepared(inputs, fs, leads))
+        signals, lead_mask, _ = stack_prepared(prepared, self.preprocess.window)
+        signals = np.ascontiguousarray(centre_crop(signals, self.window)[0])
+        preds, masks = [], []
+        for start in range(0, len(signals), batch_size):
+            x = torch.from_numpy(signals[start:start + batch_size]).to(self.device)
+            m = torch.from_numpy(lead_mask[start:start + batch_size]).to(self.device)
+            # Each batch is seeded with seed + its first row: reproducible for a given batch_size.
+            pred, mask = self.network.reconstruct(x, seed=None if seed is None else seed + start, lead_mask=m)
+            preds.append(pred.float().cpu().numpy())
+            masks.append(mask.cpu().numpy())
+        return np.concatenate(preds), np.concatenate(masks), signals
+
+    def predict_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
+                        batch_size: int = 64, on_error: str = "raise", progress: bool = False) -> PredictResult:
+        """Class probabilities per window and per record (mean over windows) with thresholded labels."""
+        self._require_classifier("predict")
+        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress))
+        signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
+        probs = self.classify_windows(signals, lead_mask, batch_size)
+        return PredictResult(probs, index, self.record_table(probs, index), failures)
+
+    def predict(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
+                batch_size: int = 64) -> pd.DataFrame:
+        """Probabilities per record: a DataFrame indexed by ``record_id`` with one column per class
+        (the classifier's class names), averaged over the record's windows."""
+        records = self.predict_records(inputs, fs, leads, batch_size).records
+        return records.set_index("record_id")[list(self.classes)]
+
+    def record_table(self, window_probs: np.ndarray, index: pd.DataFrame) -> pd.DataFrame:
+        """Per-record mean probabilities and thresholded ``labels`` from per-window ones."""
+        frame = index[["record_id", "source"]].copy()
+        frame[list(self.classes)] = window_probs
+        grouped = frame.groupby(["source", "record_id"], sort=False)
+        table = grouped[list(self.classes)].mean()
+        table.insert(0, "n_windows", grouped.size())
+        table = table.reset_index()[["record_id", "source", "n_windows", *self.classes]]
+        positive = table[list(self.classes)].to_numpy() >= self.thresholds[None, :]
+        table["labels"] = ["|".join(c for c, on in zip(self.classes, row) if on) for row in positive]
+        return table
+
+    # ------------------------------------------------------------------ export
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write a self-contained model folder (``config.json`` + ``model.safetensors`` +
+        ``preprocess.json``) that :func:`load` reads back without the training run or network.
+
+        Training-only files (``training_state.pt``) are not copied.
+        """
+        directory = Path(directory)
+        if directory.resolve() == self.source.resolve():
+            raise CremaError(f"{directory}: refusing to export a model onto its own folder")
+        config = dict(self.config)
+        config["exported"] = {"from": str(self.source), "crema_version": __version__}
+        ckpt.save_checkpoint(directory, self.network, config)
+        save_json(directory / "preprocess.json", self.preprocess)
+        return directory
+
+
+def _is_item_list(inputs: Any) -> bool:
+    return isinstance(inputs, list) and bool(inputs) and all(isinstance(i, InputItem) for i in inputs)
+
+
+def _split(results: Iterable[Prepared | Failure]) -> tuple[list[Prepared], list[Failure]]:
+    prepared, failures = [], []
+    for result in results:
+        (failures if isinstance(result, Failure) else prepared).append(result)
+    return prepared, failures
+
+
+def stack_prepared(prepared: Sequence[Prepared], window: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """All windows of several records: ``signals (n, 12, T)``, ``lead_mask (n, 12)`` and the index."""
+    if not prepared:
+        return (np.zeros((0, len(STANDARD_LEADS), window), dtype=np.float32),
+                np.zeros((0, len(STANDARD_LEADS)), dtype=bool), pd.DataFrame(columns=list(INDEX_COLUMNS)))
+    signals = np.concatenate([p.signals for p in prepared])
+    lead_mask = np.concatenate([np.repeat(p.lead_mask[None], len(p.signals), axis=0) for p in prepared])
+    index = pd.concat([p.index() for p in prepared], ignore_index=True)
+    return signals, lead_mask, index

@@ -1,0 +1,1 @@
+"""Figures: reconstructions (viz.reconstruction), paper figures and embedding maps."""

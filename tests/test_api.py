@@ -1,0 +1,239 @@
+"""The Python API (crema.load -> CremaModel) on real ECGs with the tiny test checkpoints."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import crema
+from crema.config import STANDARD_LEADS, to_dict
+from crema.data.preprocess import preprocess_recording
+from crema.data.readers import read_record
+from crema.data.recording import Recording
+from crema.errors import CheckpointError, CremaError, PreprocessError, ReadError
+from crema.use.api import INDEX_COLUMNS, MissingLeadsWarning, crop_offsets
+
+
+@pytest.fixture(scope="module")
+def pre(tiny_pretrain_checkpoint):
+    return crema.load(tiny_pretrain_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(request, tiny_pretrain_checkpoint, tmp_path_factory):
+    """The eval area's fine-tuned classifier; if that fixture is not available, a SiT classifier
+    checkpoint (pretrained encoder, zero head) written through the checkpoint contract."""
+    try:
+        return request.getfixturevalue("tiny_classifier_checkpoint")
+    except pytest.FixtureLookupError:
+        from crema.model.heads import Classifier
+        from crema.train.checkpoint import load_encoder, save_checkpoint
+
+        encoder, config = load_encoder(tiny_pretrain_checkpoint)
+        out = tmp_path_factory.mktemp("classifier")
+        classes = ["NORM", "MI", "STTC", "CD", "HYP"]
+        save_checkpoint(out, Classifier(encoder, len(classes)), {
+            "kind": "classifier", "arch": "sit", "model": config["model"], "preprocess": config["preprocess"],
+            "task": "ptbxl-superdiagnostic", "classes": classes, "thresholds": [0.5, 0.4, 0.6, 0.5, 0.3]})
+        return out
+
+
+@pytest.fixture(scope="module")
+def cls(classifier_dir):
+    return crema.load(classifier_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ptbxl_hea(data_root):
+    return data_root / "ptbxl" / "records500" / "00000" / "00001_hr.hea"
+
+
+@pytest.fixture(scope="module")
+def long_hea(data_root):
+    """CinC PTB S0001: 1000 Hz, 38.4 s -> 3 windows of 10 s."""
+    return data_root / "cinc" / "ptb" / "S0001.hea"
+
+
+def test_load_describes_the_checkpoint(pre, tiny_pretrain_checkpoint):
+    assert pre.kind == "pretrain" and pre.arch == "sit"
+    assert pre.window == pre.model_config.window == 1000 and pre.preprocess.window == 2500
+    assert pre.dim == 32 and pre.classes is None
+    assert "pretrain sit" in repr(pre)
+    assert crema.load(tiny_pretrain_checkpoint / "model.safetensors").kind == "pretrain"
+    with pytest.raises(CheckpointError, match="no such model folder"):
+        crema.load(tiny_pretrain_checkpoint / "absent")
+
+
+def test_prepare_is_exactly_the_saved_preprocessing(pre, long_hea):
+    rec = read_record(long_hea)
+    windows = preprocess_recording(rec, pre.preprocess)
+    prepared = pre.prepare(rec, str(long_hea))
+    assert np.array_equal(prepared.signals, windows.signals)
+    assert np.array_equal(prepared.lead_mask, windows.lead_mask)
+    assert np.allclose(prepared.start_s, [0.0, 10.0, 20.0])
+
+
+def test_embed_shapes_index_and_crop_average(pre, long_hea, ptbxl_hea):
+    result = pre.embed_records([ptbxl_hea, long_hea])
+    assert result.embeddings.shape == (4, 32) and result.embeddings.dtype == np.float32
+    assert list(result.index.columns) == list(INDEX_COLUMNS)
+    assert result.index["record_id"].tolist() == ["00001_hr", "S0001", "S0001", "S0001"]
+    assert result.index["window"].tolist() == [0, 0, 1, 2]
+    assert result.index["start_s"].tolist() == [0.0, 0.0, 10.0, 20.0]
+    assert np.isfinite(result.embeddings).all() and not result.errors
+    # 2500-sample windows, 1000-sample model: outputs of crops at 0, 750, 1500 are averaged
+    starts, length = crop_offsets(2500, 1000)
+    assert starts == [0, 750, 1500] and length == 1000
+    x = torch.from_numpy(pre.prepare(read_record(ptbxl_hea)).signals)
+    with torch.inference_mode():
+        expected = sum(pre.encoder(x[..., s:s + 1000], lead_mask=torch.ones(1, 12, dtype=torch.bool))
+                       for s in starts) / 3
+    assert np.allclose(result.embeddings[0], expected.numpy()[0], atol=1e-5)
+
+
+def test_array_and_file_give_identical_embeddings(pre, ptbxl_hea):
+    rec = read_record(ptbxl_hea)
+    from_file = pre.embed(ptbxl_hea)
+    from_array = pre.embed(rec.signal, fs=rec.fs, leads=rec.leads)
+    from_recording = pre.embed(rec)
+    assert np.array_equal(from_file, from_array) and np.array_equal(from_file, from_recording)
+    stacked = pre.embed(np.stack([rec.signal, rec.signal[:, ::-1]]), fs=rec.fs, leads=rec.leads, batch_size=1)
+    assert stacked.shape == (2, 32) and np.array_equal(stacked[0], from_file[0])
+    assert not np.allclose(stacked[0], stacked[1])
+
+
+def test_reconstruct_keeps_visible_patches(pre, ptbxl_hea):
+    pred, mask, windows = pre.reconstruct(ptbxl_hea, seed=3)
+    assert pred.shape == windows.shape == (1, 12, 1000) and mask.shape == (1, 12, 20)
+    assert (mask.sum(-1) == 15).all()  # 75 % of each lead's 20 patches
+    visible = np.repeat(~mask, 50, axis=-1)
+    assert np.array_equal(pred[visible], windows[visible])
+    assert not np.allclose(pred[~visible], windows[~visible])
+    again, mask_again, _ = pre.reconstruct(ptbxl_hea, seed=3)
+    assert np.array_equal(mask, mask_again) and np.array_equal(pred, again)
+    # the returned windows are the centre 1000 samples of the preprocessed 10 s
+    full = pre.prepare(read_record(ptbxl_hea)).signals
+    assert np.array_equal(windows, full[..., 750:1750])
+
+
+def test_predict_probabilities_per_class(cls, pre, ptbxl_hea, long_hea):
+    probs = cls.predict([ptbxl_hea, long_hea])
+    assert list(probs.columns) == cls.classes and list(probs.index) == ["00001_hr", "S0001"]
+    assert ((probs.to_numpy() >= 0) & (probs.to_numpy() <= 1)).all()
+    result = cls.predict_records(long_hea)
+    assert result.window_probs.shape == (3, len(cls.classes))
+    # a record's probability is the mean over its windows
+    assert np.allclose(result.records[cls.classes].to_numpy()[0], result.window_probs.mean(0), atol=1e-6)
+    row = result.records.iloc[0]
+    expected = [c for c, t in zip(cls.classes, cls.thresholds) if row[c] >= t]
+    assert row["labels"] == "|".join(expected) and row["n_windows"] == 3
+    with pytest.raises(CremaError, match="needs a fine-tuned classifier"):
+        pre.predict(ptbxl_hea)
+    with pytest.raises(CremaError, match="reconstruct needs a pretrained checkpoint"):
+        cls.reconstruct(ptbxl_hea)
+
+
+def test_resnet_classifier_predicts_but_cannot_embed(tmp_path, ptbxl_hea, pre):
+    from crema.model.resnet1d import ResNet1d, ResNet1dConfig
+    from crema.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    resnet_cfg = ResNet1dConfig(stem_width=8, widths=(8, 16), depths=(1, 1))
+    save_checkpoint(tmp_path, ResNet1d.from_config(resnet_cfg, 2), {
+        "kind": "classifier", "arch": "resnet1d", "model": to_dict(resnet_cfg),
+        "preprocess": to_dict(pre.preprocess), "classes": ["A", "B"], "thresholds": [0.5, 0.5]})
+    model = crema.load(tmp_path)
+    assert model.crop is None and model.window == 2500
+    probs = model.predict(ptbxl_hea)
+    assert probs.shape == (1, 2) and ((probs.to_numpy() > 0) & (probs.to_numpy() < 1)).all()
+    with pytest.raises(CremaError, match="no SiT encoder"):
+        model.embed(ptbxl_hea)
+
+
+def test_save_pretrained_round_trip(pre, cls, tmp_path, long_hea):
+    for model, name in ((pre, "pre"), (cls, "cls")):
+        out = model.save_pretrained(tmp_path / name)
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocess.json"]
+        again = crema.load(out)
+        assert np.array_equal(again.embed(long_hea), model.embed(long_hea))
+        assert again.preprocess == model.preprocess and again.classes == model.classes
+    with pytest.raises(CremaError, match="onto its own folder"):
+        pre.save_pretrained(pre.source)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_raw_array_needs_a_plausible_rate(pre, ptbxl_hea):
+    signal = read_record(ptbxl_hea).signal
+    with pytest.raises(CremaError, match="needs its sampling rate"):
+        pre.embed(signal)
+    for fs in (0, -500, 5e5, float("nan")):
+        with pytest.raises(CremaError, match="not a plausible ECG rate"):
+            pre.embed(signal, fs=fs)
+    with pytest.raises(CremaError, match=r"looks like \(T, leads\)"):
+        pre.embed(signal.T, fs=500)
+    with pytest.raises(CremaError, match="cannot use input of type dict"):
+        pre.embed({"signal": signal})
+
+
+def test_short_nan_and_unreadable_inputs_fail_clearly(pre, ptbxl_hea, tmp_path):
+    signal = read_record(ptbxl_hea).signal
+    with pytest.raises(PreprocessError, match="shorter than the minimum"):
+        pre.embed(signal[:, :500], fs=500)  # 1 s
+    bad = signal.copy()
+    bad[2, 10] = np.nan
+    with pytest.raises(PreprocessError, match="NaN"):
+        pre.embed(bad, fs=500)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not dicom at all")
+    with pytest.raises(ReadError, match="broken.dcm"):
+        pre.embed(broken)
+
+
+def test_missing_leads_warn_and_use_the_lead_mask(pre, ptbxl_hea):
+    rec = read_record(ptbxl_hea)
+    limb = Recording(rec.signal[:2], rec.fs, ("I", "II"), "limb")
+    with pytest.warns(MissingLeadsWarning, match="V1, V2, V3, V4, V5, V6 are missing"):
+        result = pre.embed_records(limb)
+    assert result.index["leads_present"].tolist() == [6]  # I, II and the four derived limb leads
+    with pytest.warns(MissingLeadsWarning):
+        x = torch.from_numpy(pre.prepare(limb).signals)
+    assert (x[:, 6:] == 0).all()
+    starts, _ = crop_offsets(2500, 1000)
+
+    def embed_with(mask):
+        with torch.inference_mode():
+            return (sum(pre.encoder(x[..., s:s + 1000], lead_mask=mask) for s in starts) / 3).numpy()
+
+    assert np.allclose(result.embeddings, embed_with(torch.tensor([[True] * 6 + [False] * 6])), atol=1e-6)
+    # the mask matters: treating the zero leads as present gives another embedding
+    assert not np.allclose(result.embeddings, embed_with(torch.ones(1, 12, dtype=torch.bool)), atol=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pre.embed(rec)  # all 12 leads: no warning
+
+
+def test_batch_skips_a_bad_file_and_lists_it(pre, ptbxl_hea, tmp_path):
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<RestingECG>")
+    result = pre.embed_records([ptbxl_hea, broken], on_error="skip")
+    assert result.embeddings.shape == (1, 32)
+    assert [(f.record_id, f.source) for f in result.errors] == [("broken", str(broken))]
+    assert "not well-formed XML" in result.errors[0].reason
+    with pytest.raises(ReadError, match="not well-formed XML"):
+        pre.embed_records([ptbxl_hea, broken])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_matches_cpu(tiny_pretrain_checkpoint, long_hea):
+    cpu = crema.load(tiny_pretrain_checkpoint, device="cpu").embed(long_hea)
+    gpu = crema.load(tiny_pretrain_checkpoint, device="cuda").embed(long_hea)
+    assert np.allclose(cpu, gpu, atol=1e-4)
+
+
+def test_standard_lead_order_is_the_default_for_arrays(pre, ptbxl_hea):
+    rec = read_record(ptbxl_hea)
+    assert [name.upper() for name in rec.leads] == [name.upper() for name in STANDARD_LEADS]
+    assert np.array_equal(pre.embed(rec.signal, fs=500), pre.embed(ptbxl_hea))

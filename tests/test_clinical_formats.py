@@ -1,0 +1,259 @@
+"""Clinical formats (HL7 aECG, GE MUSE XML, DICOM, EDF+): round trips from a real PTB-XL record,
+dispatch through read_record, and a clear ReadError for every unsupported variant."""
+from __future__ import annotations
+
+import base64
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from crema.data import clinical
+from crema.data.leads import to_standard
+from crema.data.readers import read_record
+from crema.data.recording import Recording
+from crema.errors import ReadError
+
+pytest.importorskip("pydicom")
+pytest.importorskip("pyedflib")
+
+H = clinical._H
+
+
+@pytest.fixture(scope="module")
+def ptbxl_rec(data_root) -> Recording:
+    """PTB-XL record 1 at 500 Hz: 12 leads, 5000 samples, mV."""
+    path = data_root / "ptbxl" / "records500" / "00000" / "00001_hr.hea"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    rec = read_record(path)
+    rec.meta.update(age=56, sex="F")
+    return rec
+
+
+def _canonical(leads):
+    return tuple(clinical._lead_or_none(name) for name in leads)
+
+
+# (writer, reader, suffix, worst quantisation error in mV)
+FORMATS = {
+    "aecg": (clinical.write_aecg, clinical.read_xml_ecg, ".xml", 0.0005),
+    "muse": (lambda r, p: clinical.write_muse_xml(r, p, independent_only=False),
+             clinical.read_xml_ecg, ".xml", 0.00244 + 1e-6),
+    "dicom": (clinical.write_dicom_ecg, clinical.read_dicom_ecg, ".dcm", 0.0005),
+    "edf": (clinical.write_edf, clinical.read_edf_ecg, ".edf", 0.0001),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_round_trip_keeps_signal_rate_and_leads(fmt, ptbxl_rec, tmp_path):
+    writer, reader, suffix, tolerance = FORMATS[fmt]
+    path = tmp_path / f"ecg_{fmt}{suffix}"
+    writer(ptbxl_rec, path)
+    back = reader(path)
+    assert back.fs == ptbxl_rec.fs == 500.0
+    assert back.leads == _canonical(ptbxl_rec.leads)
+    assert back.signal.dtype == np.float32 and back.signal.shape == (12, 5000)
+    error = np.abs(back.signal - ptbxl_rec.signal).max()
+    assert error <= tolerance, f"{fmt}: max error {error * 1000:.3f} uV"
+    assert np.abs(ptbxl_rec.signal).max() > 100 * tolerance  # the check is not vacuous
+    assert back.record_id == f"ecg_{fmt}"
+    # the generic reader dispatches on the suffix to the same reader
+    assert np.array_equal(read_record(path).signal, back.signal)
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_muse_stores_eight_leads_and_the_rest_are_derived(ptbxl_rec, tmp_path):
+    path = tmp_path / "muse.xml"
+    clinical.write_muse_xml(ptbxl_rec, path)
+    back = clinical.read_muse_xml(path)
+    assert back.leads == clinical.MUSE_INDEPENDENT_LEADS
+    assert back.meta["age"] == 56 and back.meta["sex"] == "F"
+    full, present = to_standard(back.signal, back.leads)
+    original, _ = to_standard(ptbxl_rec.signal, ptbxl_rec.leads)
+    assert present.all()
+    # III, aVR, aVL, aVF rebuilt from I and II: quantisation plus PTB-XL's own rounding
+    assert np.abs(full - original).max() < 0.006
+
+
+def test_dicom_long_record_uses_general_ecg_iod(data_root, tmp_path):
+    import pydicom
+
+    rec = read_record(data_root / "cinc" / "ptb" / "S0001.hea")  # 1000 Hz, longer than 16384 samples
+    assert rec.signal.shape[1] > 16384
+    path = tmp_path / "long.dcm"
+    clinical.write_dicom_ecg(rec, path)
+    assert pydicom.dcmread(path).SOPClassUID == clinical.DICOM_GENERAL_ECG_SOP
+    back = clinical.read_dicom_ecg(path)
+    assert back.fs == 1000.0 and back.signal.shape == rec.signal.shape
+    assert np.abs(back.signal - rec.signal).max() <= 0.0005 + 1e-6
+
+
+def test_edf_awkward_length_is_exact_and_unwritable_length_is_padded(ptbxl_rec, tmp_path):
+    odd = Recording(ptbxl_rec.signal[:, :4321], 500.0, ptbxl_rec.leads, "odd")
+    clinical.write_edf(odd, tmp_path / "odd.edf")
+    assert clinical.read_edf_ecg(tmp_path / "odd.edf").signal.shape == (12, 4321)
+    prime_rate = Recording(ptbxl_rec.signal[:, :4321], 257.0, ptbxl_rec.leads, "p")
+    with pytest.warns(UserWarning, match="padded 48 samples"):
+        clinical.write_edf(prime_rate, tmp_path / "p.edf")
+    back = clinical.read_edf_ecg(tmp_path / "p.edf")
+    assert back.fs == 257.0 and back.signal.shape == (12, 4369)
+    assert np.abs(back.signal[:, :4321] - prime_rate.signal).max() < 1e-4
+
+
+def test_edf_drops_non_ecg_signals_and_reads_mv(ptbxl_rec, tmp_path):
+    import pyedflib
+
+    path = tmp_path / "mixed.edf"
+    signals = [ptbxl_rec.signal[0].astype(np.float64), ptbxl_rec.signal[1] * 1000.0, np.linspace(-1, 1, 5000)]
+    headers = [
+        dict(label="EKG I", dimension="mV", sample_frequency=500, physical_max=5, physical_min=-5,
+             digital_max=32767, digital_min=-32768, transducer="", prefilter=""),
+        dict(label="II", dimension="uV", sample_frequency=500, physical_max=5000, physical_min=-5000,
+             digital_max=32767, digital_min=-32768, transducer="", prefilter=""),
+        dict(label="Resp", dimension="mV", sample_frequency=500, physical_max=5, physical_min=-5,
+             digital_max=32767, digital_min=-32768, transducer="", prefilter=""),
+    ]
+    writer = pyedflib.EdfWriter(str(path), 3, file_type=pyedflib.FILETYPE_EDFPLUS)
+    writer.setSignalHeaders(headers)
+    writer.writeSamples(signals)
+    writer.close()
+    back = clinical.read_edf_ecg(path)
+    assert back.leads == ("I", "II")
+    assert back.meta["dropped_leads"] == ["Resp"]
+    assert np.abs(back.signal - ptbxl_rec.signal[:2]).max() < 0.001  # mV and uV both end in mV
+
+
+# ----------------------------------------------------------------------------- refused variants
+
+def _edit_xml(src, dst, edit) -> None:
+    tree = ET.parse(src)
+    edit(tree.getroot())
+    tree.write(dst, encoding="utf-8", xml_declaration=True)
+
+
+def _drop_aecg_sequence_sets(root):
+    series = root.find(f"{H}component/{H}series")
+    for component in series.findall(f"{H}component"):
+        series.remove(component)
+
+
+def _drop_aecg_increment(root):
+    for value in root.iter(f"{H}value"):
+        increment = value.find(f"{H}increment")
+        if increment is not None:
+            value.remove(increment)
+
+
+def _muse_median_only(root):
+    root.find("Waveform/WaveformType").text = "Median"
+
+
+def _muse_wrong_count(root):
+    root.find("Waveform/LeadData/LeadSampleCountTotal").text = "4999"
+
+
+def _aecg_fahrenheit(root):
+    root.find(f".//{H}scale").set("unit", "degF")
+
+
+@pytest.mark.parametrize("writer, edit, problem", [
+    ("aecg", _drop_aecg_sequence_sets, "no sequenceSet"),
+    ("aecg", _drop_aecg_increment, "no increment"),
+    ("aecg", _aecg_fahrenheit, "not a voltage"),
+    ("muse", _muse_median_only, "no Rhythm waveform"),
+    ("muse", _muse_wrong_count, "declares 4999 samples but holds 5000"),
+])
+def test_xml_variants_are_refused_with_the_file_and_problem(writer, edit, problem, ptbxl_rec, tmp_path):
+    good, bad = tmp_path / "good.xml", tmp_path / "bad.xml"
+    (clinical.write_aecg if writer == "aecg" else clinical.write_muse_xml)(ptbxl_rec, good)
+    _edit_xml(good, bad, edit)
+    with pytest.raises(ReadError, match=problem) as info:
+        clinical.read_xml_ecg(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_xml_of_another_kind_and_broken_xml_are_refused(tmp_path):
+    other = tmp_path / "other.xml"
+    other.write_text("<?xml version='1.0'?><catalog><book/></catalog>")
+    with pytest.raises(ReadError, match="neither an HL7 aECG"):
+        clinical.read_xml_ecg(other)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<RestingECG><Waveform>")
+    with pytest.raises(ReadError, match="not well-formed XML"):
+        read_record(broken)
+
+
+def test_dicom_without_waveform_is_refused(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture image
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "OT"
+    path = tmp_path / "image.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ReadError, match="no WaveformSequence") as info:
+        clinical.read_dicom_ecg(path)
+    assert str(path) in str(info.value)
+
+
+def test_dicom_non_voltage_channel_is_refused(ptbxl_rec, tmp_path):
+    import pydicom
+
+    path = tmp_path / "pressure.dcm"
+    clinical.write_dicom_ecg(ptbxl_rec, path)
+    ds = pydicom.dcmread(path)
+    ds.WaveformSequence[0].ChannelDefinitionSequence[0].ChannelSensitivityUnitsSequence[0].CodeValue = "mm[Hg]"
+    ds.save_as(path)
+    with pytest.raises(ReadError, match="not a voltage"):
+        clinical.read_dicom_ecg(path)
+
+
+def test_edf_non_voltage_unit_is_refused(tmp_path):
+    import pyedflib
+
+    path = tmp_path / "temp.edf"
+    writer = pyedflib.EdfWriter(str(path), 1, file_type=pyedflib.FILETYPE_EDFPLUS)
+    writer.setSignalHeaders([dict(label="ECG I", dimension="degC", sample_frequency=100, physical_max=50,
+                                  physical_min=-50, digital_max=32767, digital_min=-32768,
+                                  transducer="", prefilter="")])
+    writer.writeSamples([np.zeros(1000)])
+    writer.close()
+    with pytest.raises(ReadError, match="'degC', which is not a voltage") as info:
+        clinical.read_edf_ecg(path)
+    assert str(path) in str(info.value)
+
+
+def test_non_edf_and_missing_files_are_refused(tmp_path):
+    fake = tmp_path / "fake.edf"
+    fake.write_bytes(b"0" * 300)
+    with pytest.raises(ReadError, match="not a readable EDF"):
+        clinical.read_edf_ecg(fake)
+    with pytest.raises(ReadError, match="file not found"):
+        clinical.read_dicom_ecg(tmp_path / "absent.dcm")
+
+
+def test_writers_refuse_nan(ptbxl_rec, tmp_path):
+    signal = ptbxl_rec.signal.copy()
+    signal[3, 100] = np.nan
+    bad = Recording(signal, 500.0, ptbxl_rec.leads, "nan")
+    for writer, name in ((clinical.write_aecg, "a.xml"), (clinical.write_dicom_ecg, "a.dcm"),
+                         (clinical.write_edf, "a.edf")):
+        with pytest.raises(ReadError, match="NaN"):
+            writer(bad, tmp_path / name)
+        assert not (tmp_path / name).exists()
+
+
+def test_muse_base64_payload_is_little_endian_int16(ptbxl_rec, tmp_path):
+    path = tmp_path / "m.xml"
+    clinical.write_muse_xml(ptbxl_rec, path)
+    lead = ET.parse(path).getroot().find("Waveform/LeadData")
+    raw = np.frombuffer(base64.b64decode(lead.findtext("WaveFormData")), dtype="<i2")
+    per_bit_uv = float(lead.findtext("LeadAmplitudeUnitsPerBit"))
+    assert lead.findtext("LeadID") == "I" and raw.size == 5000
+    assert np.allclose(raw * per_bit_uv / 1000.0, ptbxl_rec.signal[0], atol=per_bit_uv / 2000 + 1e-6)

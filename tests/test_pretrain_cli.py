@@ -1,0 +1,98 @@
+"""``crema pretrain`` and ``crema plot-reconstruction`` end to end, and stopping on a signal."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from crema.cli import main
+from crema.train.checkpoint import load_encoder, load_pretrained, load_training_state
+
+TINY_FLAGS = ["--size", "tiny", "--window", "500", "--patch-size", "50", "--batch-size", "4",
+              "--warmup-steps", "1", "--log-every", "1", "--device", "cpu", "--no-progress"]
+
+
+def test_cli_pretrain_writes_a_loadable_checkpoint_and_log(unlabeled_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["pretrain", "--corpus", f"{unlabeled_corpus.path}:train,val", "--out", str(run),
+                 "--steps", "2", "--mask-ratio", "0.5", "--lambda-con", "0.5", *TINY_FLAGS])
+    assert code == 0
+    assert "finished step 2/2" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "pretrain" and config["step"] == 2
+    assert config["model"]["dim"] == 192 and config["model"]["window"] == 500
+    assert config["objective"]["mask_ratio"] == 0.5 and config["objective"]["lambda_con"] == 0.5
+    assert config["preprocess"] == json.loads((unlabeled_corpus.path / "preprocess.json").read_text())
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert {"loss", "loss_rec", "loss_con", "lr", "ecgs_per_s", "elapsed_s"} <= set(log[0])
+    encoder, _ = load_encoder(run)
+    x = torch.from_numpy(unlabeled_corpus.signals[:3, :, :500].astype("float32"))
+    assert encoder(x).shape == (3, 192)
+
+    # --resume extends the same run; a changed model setting is refused with a clear message
+    assert main(["pretrain", "--out", str(run), "--resume", "--steps", "3", "--no-progress"]) == 0
+    assert load_training_state(run)["step"] == 3
+    assert main(["pretrain", "--out", str(run), "--resume", "--size", "small", "--no-progress"]) == 1
+    assert "cannot resume" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    assert main(["pretrain", "--corpus", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),
+                 *TINY_FLAGS]) == 1
+    assert "not a prepared corpus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_writes_a_checkpoint_before_exit(unlabeled_corpus, tmp_path, signum):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "crema.cli", "pretrain", "--corpus", str(unlabeled_corpus.path),
+           "--out", str(run), "--steps", "100000", "--ckpt-every", "100000", *TINY_FLAGS]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while not ((run / "log.jsonl").is_file() and (run / "log.jsonl").read_text().strip()):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.time() < deadline, "no training step within 120 s"
+            time.sleep(0.2)
+        os.kill(proc.pid, signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert "stopped by signal" in out
+    step = load_training_state(run)["step"]
+    assert 1 <= step < 100000
+    assert json.loads((run / "config.json").read_text())["step"] == step
+    load_pretrained(run)
+
+
+def test_plot_reconstruction_writes_a_png(tiny_pretrain_checkpoint, ptbxl_root, tiny_ptbxl_corpus, tmp_path):
+    record = ptbxl_root / "records100" / "00000" / "00001_lr.hea"
+    out = tmp_path / "figs" / "rec.png"
+    assert main(["plot-reconstruction", str(tiny_pretrain_checkpoint), str(record),
+                 "--out", str(out), "--seed", "3"]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert [p.name for p in out.parent.iterdir()] == ["rec.png"]          # no temp file left
+    from_corpus = tmp_path / "row.png"
+    assert main(["plot-reconstruction", str(tiny_pretrain_checkpoint), "--corpus",
+                 str(tiny_ptbxl_corpus.path), "--row", "5", "--out", str(from_corpus)]) == 0
+    assert from_corpus.stat().st_size > 20_000
+    assert main(["plot-reconstruction", str(tiny_pretrain_checkpoint), "--out", str(out)]) == 1
+
+
+def test_plot_reconstruction_names_a_bad_file(tiny_pretrain_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "broken.npy"
+    bad.write_bytes(b"not an array")
+    assert main(["plot-reconstruction", str(tiny_pretrain_checkpoint), str(bad), "--fs", "250",
+                 "--out", str(tmp_path / "x.png")]) == 1
+    assert "broken.npy" in capsys.readouterr().err

@@ -1,0 +1,171 @@
+"""End to end: crema embed / predict / plot / embed-map / export / export-onnx on real files
+(PTB-XL, CinC, the same ECG in each clinical format) with one broken file in the batch."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crema
+from crema.cli import main
+from crema.data import clinical
+from crema.data.readers import read_record
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(request, tiny_pretrain_checkpoint, tmp_path_factory):
+    """The eval area's fine-tuned classifier, or one written through the checkpoint contract."""
+    try:
+        return request.getfixturevalue("tiny_classifier_checkpoint")
+    except pytest.FixtureLookupError:
+        from crema.model.heads import Classifier
+        from crema.train.checkpoint import load_encoder, save_checkpoint
+
+        encoder, config = load_encoder(tiny_pretrain_checkpoint)
+        out = tmp_path_factory.mktemp("classifier")
+        classes = ["NORM", "MI", "STTC", "CD", "HYP"]
+        save_checkpoint(out, Classifier(encoder, len(classes)), {
+            "kind": "classifier", "arch": "sit", "model": config["model"], "preprocess": config["preprocess"],
+            "task": "ptbxl-superdiagnostic", "classes": classes, "thresholds": [0.5] * 5})
+        return out
+
+
+@pytest.fixture(scope="module")
+def ecg_folder(data_root, tmp_path_factory):
+    """Two PTB-XL records (WFDB), a Georgia record (its header names the .mat), PTB-XL record 3 as
+    HL7 aECG, GE MUSE, DICOM and EDF files, and one broken file."""
+    folder = tmp_path_factory.mktemp("ecgs")
+    ptbxl = data_root / "ptbxl" / "records500" / "00000"
+    (folder / "wfdb").mkdir()
+    for stem in ("00001_hr", "00002_hr"):
+        for suffix in (".hea", ".dat"):
+            shutil.copy(ptbxl / f"{stem}{suffix}", folder / "wfdb")
+    (folder / "cinc").mkdir()
+    for suffix in (".hea", ".mat"):
+        shutil.copy(data_root / "cinc" / "georgia" / f"E00271{suffix}", folder / "cinc")
+    rec = read_record(ptbxl / "00003_hr.hea")
+    (folder / "clinical").mkdir()
+    clinical.write_aecg(rec, folder / "clinical" / "aecg.xml")
+    clinical.write_muse_xml(rec, folder / "clinical" / "muse.xml")
+    clinical.write_dicom_ecg(rec, folder / "clinical" / "ecg.dcm")
+    clinical.write_edf(rec, folder / "clinical" / "ecg.edf")
+    (folder / "clinical" / "broken.edf").write_bytes(b"this is not an EDF file" * 20)
+    return folder
+
+
+GOOD_RECORDS = 7  # 2 PTB-XL + 1 Georgia + 4 clinical formats
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsys, data_root):
+    out = tmp_path / "emb"
+    code, stdout, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress")
+    assert code == 0, err
+    emb = np.load(tmp_path / "emb.npy")
+    index = pd.read_csv(tmp_path / "emb.index.csv", dtype={"record_id": str})
+    assert emb.shape == (len(index), 32) and index["source"].nunique() == GOOD_RECORDS
+    assert len(index) == GOOD_RECORDS  # every record here is 10 s: one window each
+    assert set(index["record_id"]) == {"00001_hr", "00002_hr", "E00271", "aecg", "muse", "ecg"}
+    errors = pd.read_csv(tmp_path / "emb.errors.csv")
+    assert errors["source"].tolist() == [str(ecg_folder / "clinical" / "broken.edf")]
+    assert "not a readable EDF" in errors["reason"][0]
+    assert "skipped" in err and "broken.edf" in err and "1 failed" in err
+    # the four clinical files hold the same ECG: near-identical embeddings (format quantisation only)
+    clinical_rows = emb[index["source"].str.contains("/clinical/").to_numpy()]
+    assert np.abs(clinical_rows - clinical_rows[0]).max() < 1e-3
+    run = json.loads((tmp_path / "emb.run.json").read_text())
+    assert run["windows"] == GOOD_RECORDS and run["failed"] == 1
+    # the same as the Python API
+    api = crema.load(tiny_pretrain_checkpoint).embed(ecg_folder / "wfdb" / "00001_hr.hea")
+    assert np.allclose(emb[index["record_id"] == "00001_hr"], api, atol=1e-6)
+
+    # re-run: everything is done already
+    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress")
+    assert code == 0 and "0 records processed, 7 already done" in err
+    assert np.array_equal(np.load(tmp_path / "emb.npy"), emb)
+    # a new record: only it is processed, appended after the old rows
+    shutil.copy(data_root / "cinc" / "ptb" / "S0001.hea", ecg_folder / "cinc")
+    shutil.copy(data_root / "cinc" / "ptb" / "S0001.mat", ecg_folder / "cinc")
+    try:
+        code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress")
+    finally:
+        for suffix in (".hea", ".mat"):
+            (ecg_folder / "cinc" / f"S0001{suffix}").unlink()
+    assert code == 0 and "1 records processed, 7 already done" in err
+    grown = np.load(tmp_path / "emb.npy")
+    assert grown.shape == (GOOD_RECORDS + 3, 32) and np.array_equal(grown[:GOOD_RECORDS], emb)
+    index = pd.read_csv(tmp_path / "emb.index.csv")
+    assert index["start_s"].tolist()[-3:] == [0.0, 10.0, 20.0]
+
+
+def test_embed_refuses_to_mix_checkpoints_and_fails_when_all_fail(
+        tiny_pretrain_checkpoint, classifier_dir, ecg_folder, tmp_path, capsys):
+    wfdb_record = ecg_folder / "wfdb" / "00001_hr.hea"
+    assert _run(capsys, "embed", tiny_pretrain_checkpoint, wfdb_record, "--out", tmp_path / "e")[0] == 0
+    code, _, err = _run(capsys, "embed", classifier_dir, wfdb_record, "--out", tmp_path / "e")
+    assert code == 1 and "another checkpoint" in err
+    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder / "clinical" / "broken.edf",
+                        "--out", tmp_path / "bad", "--no-progress")
+    assert code == 1 and "0 records processed" in err
+    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "nothing-here", "--out", tmp_path / "x")
+    assert code == 1 and "no such file or folder" in err
+
+
+def test_predict_one_row_per_record(classifier_dir, ecg_folder, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    code, _, err = _run(capsys, "predict", classifier_dir, ecg_folder, "--out", out, "--no-progress")
+    assert code == 0, err
+    table = pd.read_csv(out, dtype={"record_id": str}, keep_default_na=False)
+    model = crema.load(classifier_dir)
+    assert list(table.columns) == ["record_id", "source", "n_windows", *model.classes, "labels"]
+    assert len(table) == GOOD_RECORDS and (table["n_windows"] == 1).all()
+    probs = table[model.classes].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    for _, row in table.iterrows():
+        expected = [c for c, t in zip(model.classes, model.thresholds) if row[c] >= t]
+        assert row["labels"] == "|".join(expected)
+    assert (tmp_path / "pred.errors.csv").exists()
+    code, _, err = _run(capsys, "predict", classifier_dir, ecg_folder, "--out", out, "--no-progress")
+    assert code == 0 and "already done" in err and len(pd.read_csv(out)) == GOOD_RECORDS
+    code, _, err = _run(capsys, "predict", classifier_dir.parent / "absent", ecg_folder, "--out", out)
+    assert code == 1
+
+
+def test_plot_embed_map_export_and_onnx(tiny_pretrain_checkpoint, classifier_dir, ecg_folder, tmp_path, capsys):
+    png = tmp_path / "ecg.png"
+    code, stdout, err = _run(capsys, "plot", ecg_folder / "clinical" / "muse.xml", "--checkpoint",
+                             classifier_dir, "--out", png)
+    assert code == 0, err
+    assert png.stat().st_size > 50_000
+    code, _, err = _run(capsys, "plot", ecg_folder / "clinical" / "broken.edf", "--out", tmp_path / "b.png")
+    assert code == 1 and "not a readable EDF" in err and not (tmp_path / "b.png").exists()
+    code, _, err = _run(capsys, "plot", ecg_folder, "--out", tmp_path / "c.png")
+    assert code == 1 and "draws one record" in err
+
+    assert _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", tmp_path / "emb",
+                "--no-progress")[0] == 0
+    assert _run(capsys, "predict", classifier_dir, ecg_folder, "--out", tmp_path / "pred.csv",
+                "--no-progress")[0] == 0
+    code, _, err = _run(capsys, "embed-map", tmp_path / "emb.npy", "--color-by", "labels",
+                        "--join", tmp_path / "pred.csv", "--out", tmp_path / "map.png")
+    assert code == 0, err
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+    code, _, err = _run(capsys, "embed-map", tmp_path / "emb.npy", "--color-by", "nope", "--out", tmp_path / "m.png")
+    assert code == 1 and "no column 'nope'" in err
+
+    code, _, err = _run(capsys, "export", classifier_dir, "--out", tmp_path / "exported")
+    assert code == 0, err
+    record = ecg_folder / "wfdb" / "00002_hr.hea"
+    assert np.array_equal(crema.load(tmp_path / "exported").embed(record), crema.load(classifier_dir).embed(record))
+
+    code, stdout, err = _run(capsys, "export-onnx", classifier_dir, "--out", tmp_path / "model.onnx")
+    assert code == 0, err
+    assert "parity with PyTorch" in stdout and (tmp_path / "model.onnx").stat().st_size > 10_000
