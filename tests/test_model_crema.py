@@ -121,3 +121,16 @@ def test_lead_mask_excludes_absent_leads_from_the_loss(tiny_model_config, batch)
     a = model(batch, lead_mask, generator=torch.Generator().manual_seed(0))
     b = model(other, lead_mask, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a["loss"], b["loss"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(pool="cls", decoder_mode="joint")])
+def test_bf16_autocast_keeps_losses_finite_and_fp32(tiny_model_config, batch, variant):
+    torch.manual_seed(0)
+    model = CREMA(dataclasses.replace(tiny_model_config, **variant), ObjectiveConfig())
+    lead_mask = torch.ones(8, 12, dtype=torch.bool)
+    lead_mask[:2, 6:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch, lead_mask)
+    assert all(out[k].dtype == torch.float32 and torch.isfinite(out[k]) for k in ("loss", "loss_rec", "loss_con"))
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except CremaError as exc:
         print(f"crema {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `crema info DIR | head` closed our stdout early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

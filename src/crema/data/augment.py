@@ -16,6 +16,7 @@ from .leads import canonical_lead
 # Baseline wander: a few slow sines in this band (breathing, body movement).
 WANDER_BAND_HZ = (0.05, 0.5)
 WANDER_COMPONENTS = 3
+WANDER_STEP = 10  # samples between exact evaluations of the drift
 
 
 def amplitude_scale(x: np.ndarray, rng: np.random.Generator, severity: float) -> np.ndarray:
@@ -32,7 +33,7 @@ def gaussian_noise(x: np.ndarray, rng: np.random.Generator, severity: float) -> 
     x = np.asarray(x, dtype=np.float32)
     if severity <= 0:
         return x.copy()
-    return (x + rng.normal(0.0, severity, size=x.shape)).astype(np.float32)
+    return x + np.float32(severity) * rng.standard_normal(size=x.shape, dtype=np.float32)
 
 
 def baseline_wander(x: np.ndarray, rng: np.random.Generator, severity: float,
@@ -42,13 +43,19 @@ def baseline_wander(x: np.ndarray, rng: np.random.Generator, severity: float,
     x = np.asarray(x, dtype=np.float32)
     if severity <= 0:
         return x.copy()
-    t = np.arange(x.shape[-1], dtype=np.float64) / fs
     lead_shape = x.shape[:-1] + (WANDER_COMPONENTS, 1)
     freqs = rng.uniform(*WANDER_BAND_HZ, size=lead_shape)
     phases = rng.uniform(0.0, 2 * np.pi, size=lead_shape)
     weights = rng.uniform(0.5, 1.0, size=lead_shape)
-    drift = (weights * np.sin(2 * np.pi * freqs * t + phases)).sum(axis=-2)
-    drift *= severity / weights.sum(axis=-2)
+    # The drift is far below the sampling rate, so it is evaluated every WANDER_STEP samples
+    # and interpolated linearly (error < 0.1 % of its amplitude), which is ~10x cheaper.
+    n = x.shape[-1]
+    coarse_t = np.arange(0, n + WANDER_STEP, WANDER_STEP, dtype=np.float64) / fs
+    coarse = (weights * np.sin(2 * np.pi * freqs * coarse_t + phases)).sum(axis=-2)
+    coarse *= severity / weights.sum(axis=-2)
+    frac = (np.arange(WANDER_STEP, dtype=np.float64) / WANDER_STEP)
+    fine = coarse[..., :-1, None] * (1 - frac) + coarse[..., 1:, None] * frac
+    drift = fine.reshape(*fine.shape[:-2], -1)[..., :n]
     return (x + drift).astype(np.float32)
 
 

@@ -133,14 +133,14 @@ def build_source(path: Path, kind: str, ptbxl_rate: int | None = None, input_fs:
 
 def _ptbxl_source(root: Path, rate: int | None) -> Source:
     index = ptbxl.load_ptbxl_index(root, rate)
-    label_columns = [c for c in index.columns if c.startswith(LABEL_PREFIX)]
-    classes = {c[len(LABEL_PREFIX):]: sorted({n for names in index[c] for n in names})
-               for c in label_columns}
+    tasks = [c[len(LABEL_PREFIX):] for c in index.columns if c.startswith(LABEL_PREFIX)]
+    label_lists = {t: index[LABEL_PREFIX + t].tolist() for t in tasks}
+    classes = {t: sorted({n for names in label_lists[t] for n in names}) for t in tasks}
     jobs = [RecordJob(key=str(r.path), record_id=r.record_id, source="ptbxl", path=str(r.path),
                       patient_id=r.patient_id, fold=int(r.fold), age=r.age, sex=r.sex,
-                      source_id=r.source_id,
-                      labels={c[len(LABEL_PREFIX):]: index.at[ecg_id, c] for c in label_columns})
-            for ecg_id, r in zip(index.index, index.itertuples())]
+                      source_id=r.source_id, labels={t: label_lists[t][i] for t in tasks})
+            for i, r in enumerate(index[["path", "record_id", "patient_id", "fold", "age", "sex",
+                                         "source_id"]].itertuples(index=False))]
     return Source("ptbxl", "ptbxl", jobs, classes)
 
 

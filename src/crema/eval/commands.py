@@ -59,6 +59,8 @@ def _register_probe(subparsers: Any) -> None:
     p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest for "
+                   "small models on a busy machine)")
     p.set_defaults(func=run_probe)
 
 
@@ -88,6 +90,13 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    from .suite import torch_threads
+
+    with torch_threads(args.threads):
+        return _run_probe(args)
+
+
+def _run_probe(args: argparse.Namespace) -> int:
     from ..data.corpus import Corpus
     from .features import FINGERPRINT_WHAT, corpus_fingerprint, rows_sha256
     from .probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
@@ -168,6 +177,8 @@ def _register_finetune(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest for "
+                   "small models on a busy machine)")
     p.set_defaults(func=run_finetune)
 
 
@@ -195,9 +206,11 @@ def finetune_config_from_args(args: argparse.Namespace):
 
 def run_finetune(args: argparse.Namespace) -> int:
     from ..train.finetune import finetune
+    from .suite import torch_threads
 
     cfg = finetune_config_from_args(args)
-    summary = finetune(cfg, progress=not args.no_progress)
+    with torch_threads(args.threads):
+        summary = finetune(cfg, progress=not args.no_progress)
     test = summary["test"]
     au, f1 = test["auroc"], test["f1"]
 
@@ -229,6 +242,7 @@ def _register_evaluate(subparsers: Any) -> None:
     p.add_argument("--corpus", action="append", metavar="NAME=DIR",
                    help="use DIR for the suite's corpus NAME (repeatable)")
     p.add_argument("--device", help="override the suite's device (auto, cpu, cuda, ...)")
+    p.add_argument("--threads", type=int, help="override the suite's torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_evaluate)
 
@@ -238,7 +252,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     counts = run_suite(args.suite, args.out, resume=args.resume,
                        corpus_overrides=_key_values(args.corpus, "--corpus"),
-                       progress=not args.no_progress, device=args.device)
+                       progress=not args.no_progress, device=args.device, threads=args.threads)
     print(f"crema evaluate: {counts['steps']} steps: {counts['ran']} ran, {counts['already_done']} already done, "
           f"{counts['skipped']} skipped (see {Path(args.out) / 'results.json'}) in {counts['seconds']:.1f} s; "
           f"`crema report {args.out}` writes the report")

@@ -140,7 +140,14 @@ def two_view_info_nce(z: Tensor, tau: float, patient_ids: Tensor | None = None) 
     """
     local = z.shape[0]
     b = local // 2
-    z = F.normalize(z, dim=-1)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        # Similarities / tau span about +-1/tau: keep them out of bf16 autocast.
+        return _two_view_info_nce_fp32(F.normalize(z.float(), dim=-1), b, tau, patient_ids)
+
+
+def _two_view_info_nce_fp32(z: Tensor, b: int, tau: float,
+                            patient_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+    local = z.shape[0]
     candidates = gather_with_grad(z)                                                  # (W*2B, d)
     offset = rank() * local if candidates.shape[0] > local else 0
     rows = torch.arange(local, device=z.device)
@@ -240,6 +247,7 @@ class CREMA(nn.Module):
             pred = self.decoder(self._visible_tokens(tokens), keep, n, lm)            # (VB, C, N, P)
             target = patch_targets(self.encoder.patchify(x), obj.norm_target).repeat(self.n_views, 1, 1, 1)
             weight = mask if lm is None else mask & lm[:, :, None]
+            pred = pred.float()                                                       # loss in fp32 under autocast
             per_view = torch.stack([
                 masked_mse(p, t, w) for p, t, w in
                 zip(pred.chunk(self.n_views), target.chunk(self.n_views), weight.chunk(self.n_views))])

@@ -58,7 +58,7 @@ class MAEDecoder(nn.Module):
         """
         b, c, k = keep_idx.shape
         visible = self.embed(tokens).view(b, c, k, self.dim)
-        grid = self.mask_token.expand(b, c, n_patches, self.dim)
+        grid = self.mask_token.to(visible.dtype).expand(b, c, n_patches, self.dim)  # bf16 under autocast
         grid = grid.scatter(2, keep_idx.unsqueeze(-1).expand(-1, -1, -1, self.dim), visible)
         grid = grid + self.lead_embed[None, :, None, :] + self.time_embed[None, None, :n_patches]
         if self.cfg.decoder_mode == "per_lead":

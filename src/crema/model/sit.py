@@ -139,7 +139,7 @@ class SiTEncoder(nn.Module):
         if lead_mask is not None:
             key_valid = lead_mask.to(torch.bool)[:, :, None].expand(b, c, k).reshape(b, c * k)
         if self.cfg.pool == "cls":
-            tokens = torch.cat([self.cls_token.expand(b, 1, d), tokens], dim=1)
+            tokens = torch.cat([self.cls_token.to(tokens.dtype).expand(b, 1, d), tokens], dim=1)
             if key_valid is not None:
                 key_valid = torch.cat([key_valid.new_ones(b, 1), key_valid], dim=1)
         attn_mask = key_padding_to_attn_mask(key_valid)

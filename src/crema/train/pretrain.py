@@ -55,7 +55,7 @@ from ..model.crema import CREMA
 from . import distributed as dist_utils
 from .checkpoint import (CONFIG_FILE, load_checkpoint, load_config, load_state_into,
                          load_training_state, run_config_from_checkpoint, save_checkpoint)
-from .schedule import lr_at, param_groups, scaled_lr, set_lr
+from .schedule import lr_at, make_adamw, scaled_lr, set_lr
 
 LOG_FILE = "log.jsonl"
 
@@ -354,8 +354,7 @@ class Trainer:
         # Same seed on every rank for the initial weights; then per-rank streams for masks.
         seed_everything(t.seed)
         self.model = CREMA(cfg.model, cfg.objective, fs=cfg.preprocess.fs).to(device)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay),
-                                           lr=self.base_lr, betas=t.betas)
+        self.optimizer = make_adamw(self.model, self.base_lr, t.weight_decay, t.betas)
         self.step, self.batches_done, saved_rng = 0, 0, None
         if resume:
             saved_rng = self._load_resume_state()
