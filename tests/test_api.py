@@ -15,6 +15,9 @@ from crema.data.recording import Recording
 from crema.errors import CheckpointError, CremaError, PreprocessError, ReadError
 from crema.use.api import INDEX_COLUMNS, MissingLeadsWarning, crop_offsets
 
+# small models on the shared test machine run much faster on one torch thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def pre(tiny_pretrain_checkpoint):
@@ -22,22 +25,9 @@ def pre(tiny_pretrain_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(request, tiny_pretrain_checkpoint, tmp_path_factory):
-    """The eval area's fine-tuned classifier; if that fixture is not available, a SiT classifier
-    checkpoint (pretrained encoder, zero head) written through the checkpoint contract."""
-    try:
-        return request.getfixturevalue("tiny_classifier_checkpoint")
-    except pytest.FixtureLookupError:
-        from crema.model.heads import Classifier
-        from crema.train.checkpoint import load_encoder, save_checkpoint
-
-        encoder, config = load_encoder(tiny_pretrain_checkpoint)
-        out = tmp_path_factory.mktemp("classifier")
-        classes = ["NORM", "MI", "STTC", "CD", "HYP"]
-        save_checkpoint(out, Classifier(encoder, len(classes)), {
-            "kind": "classifier", "arch": "sit", "model": config["model"], "preprocess": config["preprocess"],
-            "task": "ptbxl-superdiagnostic", "classes": classes, "thresholds": [0.5, 0.4, 0.6, 0.5, 0.3]})
-        return out
+def classifier_dir(tiny_classifier_checkpoint):
+    """The eval area's classifier fine-tuned on ptbxl-superdiagnostic from the tiny pretrain."""
+    return tiny_classifier_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +123,21 @@ def test_predict_probabilities_per_class(cls, pre, ptbxl_hea, long_hea):
         pre.predict(ptbxl_hea)
     with pytest.raises(CremaError, match="reconstruct needs a pretrained checkpoint"):
         cls.reconstruct(ptbxl_hea)
+
+
+def test_predict_matches_the_evaluation_pipeline(cls, classifier_dir, tiny_ptbxl_corpus, ptbxl_root):
+    """The API on raw PTB-XL files gives the probabilities the fine-tuning code computes on the
+    prepared corpus (same preprocessing, same crop averaging; the corpus stores float16)."""
+    from crema.train.finetune import load_classifier, predict_proba
+
+    network, config = load_classifier(classifier_dir)
+    rows = np.arange(4)
+    expected = predict_proba(network, tiny_ptbxl_corpus, rows, config["crop"], 4, torch.device("cpu"))
+    files = [ptbxl_root / "records100" / "00000" / f"{rid}_lr.hea"
+             for rid in tiny_ptbxl_corpus.index["record_id"].iloc[rows]]
+    got = cls.predict_records(files).window_probs
+    assert got.shape == expected.shape == (4, 5)
+    assert np.abs(got - expected).max() < 1e-4
 
 
 def test_resnet_classifier_predicts_but_cannot_embed(tmp_path, ptbxl_hea, pre):

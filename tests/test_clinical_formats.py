@@ -257,3 +257,15 @@ def test_muse_base64_payload_is_little_endian_int16(ptbxl_rec, tmp_path):
     per_bit_uv = float(lead.findtext("LeadAmplitudeUnitsPerBit"))
     assert lead.findtext("LeadID") == "I" and raw.size == 5000
     assert np.allclose(raw * per_bit_uv / 1000.0, ptbxl_rec.signal[0], atol=per_bit_uv / 2000 + 1e-6)
+
+
+def test_dicom_waveform_missing_a_required_field_is_refused(ptbxl_rec, tmp_path):
+    import pydicom
+
+    path = tmp_path / "no_rate.dcm"
+    clinical.write_dicom_ecg(ptbxl_rec, path)
+    ds = pydicom.dcmread(path)
+    del ds.WaveformSequence[0].SamplingFrequency
+    ds.save_as(path)
+    with pytest.raises(ReadError, match="lacks SamplingFrequency"):
+        clinical.read_dicom_ecg(path)

@@ -15,6 +15,9 @@ pytest.importorskip("onnxruntime")
 
 from crema.use.onnx_export import check_parity, export_onnx, onnx_session, run_onnx  # noqa: E402
 
+# small models on the shared test machine run much faster on one torch thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def windows(tiny_pretrain_checkpoint, data_root):

@@ -73,6 +73,8 @@ MUSE_INDEPENDENT_LEADS: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V
 DICOM_12LEAD_ECG_SOP = "1.2.840.10008.5.1.4.1.1.9.1.1"
 DICOM_GENERAL_ECG_SOP = "1.2.840.10008.5.1.4.1.1.9.1.2"
 _DICOM_12LEAD_MAX_SAMPLES = 16384  # 12-lead ECG IOD limit; longer records use the general ECG IOD
+_DICOM_REQUIRED = ("NumberOfWaveformChannels", "NumberOfWaveformSamples", "SamplingFrequency",
+                   "ChannelDefinitionSequence", "WaveformBitsAllocated", "WaveformData")
 
 
 # ============================================================================ shared helpers
@@ -297,7 +299,7 @@ def write_aecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0,
     ET.SubElement(time_value, f"{_H}head", value=start)
     ET.SubElement(time_value, f"{_H}increment", value=repr(1.0 / rec.fs), unit="s")
     for lead, row in zip(rec.leads, digits):
-        code = f"MDC_ECG_LEAD_{_lead_or_none(lead) or lead}".replace("MDC_ECG_LEAD_a", "MDC_ECG_LEAD_A")
+        code = "MDC_ECG_LEAD_" + (_lead_or_none(lead) or lead).upper()  # aVR -> MDC_ECG_LEAD_AVR
         value = _aecg_sequence(sequence_set, code, "2.16.840.1.113883.6.24", "SLIST_PQ")
         ET.SubElement(value, f"{_H}origin", value="0", unit="uV")
         ET.SubElement(value, f"{_H}scale", value=f"{step_mv * 1000:.6g}", unit="uV")
@@ -451,6 +453,9 @@ def read_dicom_ecg(path: PathLike) -> Recording:
         raise ReadError(path, f"DICOM file has no WaveformSequence (modality "
                         f"{ds.get('Modality', 'unknown')}); it is not an ECG waveform object")
     group = _dicom_rhythm_group(groups)
+    absent = [name for name in _DICOM_REQUIRED if name not in group]
+    if absent:
+        raise ReadError(path, f"DICOM waveform lacks {', '.join(absent)}")
     raw = _dicom_raw_samples(group, path)
     rows = []
     for channel, samples in zip(group.ChannelDefinitionSequence, raw.T):
@@ -539,7 +544,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
         path: the ``.dcm`` file to write (atomically).
         resolution_uv: ``ChannelSensitivity`` in uV, coarsened only if int16 would overflow.
     """
-    pydicom = _require("pydicom", path)
+    _require("pydicom", path)
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -577,7 +582,6 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
     ds.WaveformSequence = [group]
     with _atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-    del pydicom  # imported only to fail early with an install hint
 
 
 def _dicom_channel(lead: str, step_mv: float):

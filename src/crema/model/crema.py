@@ -245,12 +245,12 @@ class CREMA(nn.Module):
                "loss_rec_views": x.new_zeros(self.n_views)}
         if self.decoder is not None:
             pred = self.decoder(self._visible_tokens(tokens), keep, n, lm)            # (VB, C, N, P)
-            target = patch_targets(self.encoder.patchify(x), obj.norm_target).repeat(self.n_views, 1, 1, 1)
+            target = patch_targets(self.encoder.patchify(x), obj.norm_target)        # (B, C, N, P), clean
             weight = mask if lm is None else mask & lm[:, :, None]
             pred = pred.float()                                                       # loss in fp32 under autocast
             per_view = torch.stack([
-                masked_mse(p, t, w) for p, t, w in
-                zip(pred.chunk(self.n_views), target.chunk(self.n_views), weight.chunk(self.n_views))])
+                masked_mse(p, target, w)
+                for p, w in zip(pred.chunk(self.n_views), weight.chunk(self.n_views))])
             out["loss_rec_views"] = per_view
             out["loss_rec"] = per_view.mean()
         if self.projector is not None:

@@ -283,14 +283,17 @@ class CremaModel:
         With ``on_error="skip"`` a record that cannot be read or preprocessed is yielded as a
         :class:`Failure` and the rest go on; with ``"raise"`` the first such error is raised.
         """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         items = inputs if _is_item_list(inputs) else collect_inputs(inputs, fs, leads)
         for item in tqdm(items, desc="records", unit="rec", disable=not progress):
             try:
                 yield self.prepare(item.load(), item.source)
-            except CremaError as exc:
+            except Exception as exc:  # noqa: BLE001 - in a batch, any broken file is listed, not fatal
                 if on_error == "raise":
                     raise
-                yield Failure(item.record_id, item.source, str(exc))
+                reason = str(exc) if isinstance(exc, CremaError) else f"{type(exc).__name__}: {exc}"
+                yield Failure(item.record_id, item.source, reason)
 
     # ------------------------------------------------------------------ inference
 
@@ -318,11 +321,12 @@ class CremaModel:
 
     def classify_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Sigmoid probabilities of preprocessed windows: ``(n, 12, T)`` -> ``(n, K)`` float32."""
-        self._require_classifier("predict")
+        self.require_classifier("predict")
         out = self.run(lambda x, m: torch.sigmoid(self.network(x, lead_mask=m)), signals, lead_mask, batch_size)
         return out.reshape(len(signals), len(self.classes)).astype(np.float32)
 
-    def _require_classifier(self, what: str) -> None:
+    def require_classifier(self, what: str) -> None:
+        """Raise a :class:`CremaError` saying ``what`` needs a classifier, unless this is one."""
         if self.kind != "classifier":
             raise CremaError(f"{self.source}: {what} needs a fine-tuned classifier checkpoint; this is a "
                              f"{self.kind} checkpoint (use embed, or fine-tune it with crema finetune)")
@@ -382,7 +386,7 @@ class CremaModel:
     def predict_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
                         batch_size: int = 64, on_error: str = "raise", progress: bool = False) -> PredictResult:
         """Class probabilities per window and per record (mean over windows) with thresholded labels."""
-        self._require_classifier("predict")
+        self.require_classifier("predict")
         prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress))
         signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
         probs = self.classify_windows(signals, lead_mask, batch_size)

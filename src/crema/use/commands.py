@@ -99,8 +99,12 @@ class BatchOutputs:
         out = Path(out)
         base = out.with_suffix("") if out.suffix.lower() == suffix else out
         self.base = base
-        self.errors = base.parent / f"{base.name}.errors.csv"
-        self.run = base.parent / f"{base.name}.run.json"
+        self.errors = self.path(".errors.csv")
+        self.run = self.path(".run.json")
+
+    def path(self, suffix: str) -> Path:
+        """``OUT<suffix>`` beside the output (``OUT.npy``, ``OUT.index.csv`` ...)."""
+        return self.base.parent / f"{self.base.name}{suffix}"
 
     def check_resumable(self, fingerprint: dict, overwrite: bool, exists: bool) -> bool:
         """True when an existing output from the same checkpoint and options can be extended."""
@@ -172,6 +176,11 @@ def prepare_chunk(model, chunk: list[InputItem], bar) -> tuple[list, list[dict]]
     return prepared, failures
 
 
+def _source_key(source: str) -> str:
+    """A file's absolute path, so that a re-run naming the inputs differently still matches."""
+    return str(Path(source).resolve())
+
+
 def run_batch(args: argparse.Namespace, outputs: BatchOutputs, done_sources: set[str],
               process_chunk, flush) -> int:
     """Shared loop of ``embed`` and ``predict``: expand inputs, skip done records, process chunks,
@@ -181,7 +190,8 @@ def run_batch(args: argparse.Namespace, outputs: BatchOutputs, done_sources: set
         raise CremaError(f"no ECG records found in {' '.join(args.inputs)}")
     for failure in failures:
         _note(f"skipped {failure['source']}: {failure['reason']}")
-    todo = [item for item in items if item.source not in done_sources]
+    done = {_source_key(source) for source in done_sources}
+    todo = [item for item in items if _source_key(item.source) not in done]
     skipped = len(items) - len(todo)
     if skipped:
         _note(f"resuming: {skipped} records already in {outputs.base.name}, {len(todo)} to do")
@@ -223,8 +233,7 @@ def run_embed(args: argparse.Namespace) -> int:
         return _run_embed_parquet(args)
     args.model = model = load(args.checkpoint, device=args.device)
     outputs = BatchOutputs(args.out, ".npy")
-    npy, index_csv = outputs.base.with_name(outputs.base.name + ".npy"), outputs.base.with_name(
-        outputs.base.name + ".index.csv")
+    npy, index_csv = outputs.path(".npy"), outputs.path(".index.csv")
     npy.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = checkpoint_fingerprint(model, args)
     embeddings, index = np.zeros((0, model.dim), dtype=np.float32), pd.DataFrame()
@@ -281,9 +290,9 @@ def _run_embed_parquet(args: argparse.Namespace) -> int:
     parquet = Path(args.out)
     args.out = str(parquet.with_suffix(""))
     status = run_embed(args)
-    base = Path(args.out)
-    emb = np.load(base.with_name(base.name + ".npy"))
-    index = pd.read_csv(base.with_name(base.name + ".index.csv"), dtype={"record_id": str, "source": str})
+    outputs = BatchOutputs(args.out, ".npy")
+    emb = np.load(outputs.path(".npy"))
+    index = pd.read_csv(outputs.path(".index.csv"), dtype={"record_id": str, "source": str})
     table = pd.concat([index, pd.DataFrame(emb, columns=[f"e{i}" for i in range(emb.shape[1])])], axis=1)
     fd, tmp = tempfile.mkstemp(dir=parquet.parent, prefix=f".{parquet.stem}.", suffix=".parquet")
     os.close(fd)
@@ -315,7 +324,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .api import load, stack_prepared
 
     args.model = model = load(args.checkpoint, device=args.device)
-    model._require_classifier("crema predict")
+    model.require_classifier("crema predict")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     outputs = BatchOutputs(out, ".csv")
@@ -390,7 +399,7 @@ def predicted_labels(checkpoint: str, rec, source: str, device: str | None) -> l
     from .api import load
 
     model = load(checkpoint, device=device)
-    model._require_classifier("crema plot --checkpoint")
+    model.require_classifier("crema plot --checkpoint")
     row = model.predict_records([rec]).records.iloc[0]
     chosen = [c for c in str(row["labels"]).split("|") if c]
     if not chosen:

@@ -150,8 +150,11 @@ def _draw_trace(ax, page: np.ndarray, fs: float, lead: str, present: np.ndarray,
         ax.plot(x, baseline + (samples - level) * gain_mm_mv, color=TRACE, linewidth=0.6,
                 zorder=3, clip_on=True)
     else:
-        ax.plot([x0, x0 + seconds * speed_mm_s], [baseline, baseline], color="#888888",
-                linewidth=0.5, linestyle=(0, (2, 2)), zorder=3)
+        # a dashed baseline over the part of the page the record covers
+        recorded = np.isfinite(page[present, begin:end]).any(axis=0).sum() if present.any() else 0
+        if recorded:
+            ax.plot([x0, x0 + recorded / fs * speed_mm_s], [baseline, baseline], color="#555555",
+                    linewidth=0.8, linestyle=(0, (3, 2)), zorder=3)
     label = lead if present[index] else f"{lead} (absent)"
     ax.text(x0 + 1.5, baseline + 0.42 * ROW_MM - 4.0, label, fontsize=9, fontweight="bold",
             color=TRACE, zorder=4, va="top")
@@ -169,7 +172,7 @@ def _draw_text(fig: Figure, rec: Recording, title: str | None, labels: Sequence[
              va="top", ha="left")
     details = [f"{rec.duration_s:.1f} s at {rec.fs:g} Hz"]
     if rec.meta.get("age") is not None:
-        details.append(f"age {rec.meta['age']}")
+        details.append(f"age {float(rec.meta['age']):g}")
     if rec.meta.get("sex"):
         details.append(f"sex {rec.meta['sex']}")
     second = "Predicted: " + ", ".join(labels) if labels else ""

@@ -1,0 +1,127 @@
+"""Fine-tuning: layer-wise lr decay groups, the saved classifier, early stopping, baselines."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crema.config import ModelConfig
+from crema.errors import CremaError
+from crema.model.heads import Classifier
+from crema.model.resnet1d import ResNet1d, ResNet1dConfig
+from crema.model.sit import SiTEncoder
+from crema.train.checkpoint import load_config, load_encoder
+from crema.train.finetune import (FinetuneConfig, finetune, layer_decay_groups, layer_id, load_classifier)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TASK = "ptbxl-superdiagnostic"
+
+
+def _scales_by_name(groups):
+    return {name: (g["lr_scale"], g["weight_decay"]) for g in groups for name in g["names"]}
+
+
+def test_layer_decay_groups_for_sit(tiny_model_config):
+    cfg = ModelConfig(**{**tiny_model_config.__dict__, "pool": "cls"})
+    model = Classifier(SiTEncoder(cfg), n_classes=5)
+    depth, decay = cfg.depth, 0.5
+    groups = layer_decay_groups(model, weight_decay=0.05, layer_decay=decay)
+    by_name = _scales_by_name(groups)
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(by_name) == sorted(names)                     # every parameter exactly once
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    for name in names:
+        scale, wd = by_name[name]
+        if name.startswith(("encoder.patch_embed", "encoder.lead_embed", "encoder.cls_token")):
+            assert scale == decay ** (depth + 1), name
+        elif name.startswith("encoder.blocks."):
+            i = int(name.split(".")[2])
+            assert scale == decay ** (depth - i), name
+        else:
+            assert name.startswith(("encoder.norm", "head")), name
+            assert scale == 1.0
+        no_decay = name.endswith("bias") or "norm" in name or name.endswith(("lead_embed", "cls_token"))
+        assert (wd == 0.0) == no_decay, name
+    assert layer_id("encoder.blocks.1.attn.qkv.weight", depth) == 2 and layer_id("head.weight", depth) == depth + 1
+
+
+def test_layer_decay_groups_for_resnet():
+    model = ResNet1d(n_classes=3, widths=(8, 16, 16), depths=(1, 1, 1), stem_width=8)
+    by_name = _scales_by_name(layer_decay_groups(model, 0.05, 0.5))
+    assert all(by_name[n][0] == 0.5 ** 4 for n in by_name if n.startswith("stem"))
+    assert all(by_name[n][0] == 0.5 ** 2 for n in by_name if n.startswith("stages.1."))
+    assert by_name["head.weight"][0] == 1.0
+
+
+def test_heads_ignore_absent_leads(tiny_model_config, real_ecgs):
+    x = torch.from_numpy(np.ascontiguousarray(real_ecgs[:4, :, :1000]))
+    mask = torch.ones(4, 12, dtype=torch.bool)
+    mask[:, 7] = False
+    changed = x.clone()
+    changed[:, 7] = 5.0
+    torch.manual_seed(0)
+    for model in (ResNet1d(n_classes=5, widths=(8, 16), depths=(1, 1), stem_width=8),
+                  Classifier(SiTEncoder(tiny_model_config), 5)):
+        model.eval()
+        with torch.no_grad():
+            out = model(x, lead_mask=mask)
+            assert out.shape == (4, 5)
+            assert torch.allclose(out, model(changed, lead_mask=mask), atol=1e-5)
+            assert not torch.allclose(out, model(changed), atol=1e-3)
+
+
+def test_classifier_checkpoint(tiny_classifier_checkpoint, tiny_pretrain_checkpoint, tiny_ptbxl_corpus):
+    config = load_config(tiny_classifier_checkpoint)
+    classes = tiny_ptbxl_corpus.classes[TASK]
+    assert config["kind"] == "classifier" and config["arch"] == "sit" and config["task"] == TASK
+    assert config["classes"] == classes and len(config["thresholds"]) == len(classes)
+    assert all(0.0 <= t <= 1.0 for t in config["thresholds"])
+    assert config["preprocess"]["fs"] == tiny_ptbxl_corpus.preprocess.fs
+    # the best epoch is the one with the highest validation AUROC (the first, on ties)
+    log = [json.loads(line) for line in (tiny_classifier_checkpoint / "finetune_log.jsonl").read_text().splitlines()]
+    val = [e["val_auroc"] for e in log]
+    assert config["best_epoch"] == int(np.argmax(val)) and config["val_auroc"] == pytest.approx(max(val))
+    # the checkpoint loads both as a classifier and as an encoder, with the same weights
+    model, _ = load_classifier(tiny_classifier_checkpoint)
+    encoder, enc_config = load_encoder(tiny_classifier_checkpoint)
+    assert enc_config["kind"] == "classifier"
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, model.encoder.state_dict()[name])
+    # fine-tuning moved the encoder away from the pretrained weights
+    pretrained = load_file(str(tiny_pretrain_checkpoint / "model.safetensors"))
+    assert any(not torch.equal(pretrained[f"encoder.{k}"], v) for k, v in encoder.state_dict().items())
+    results = json.loads((tiny_classifier_checkpoint / "results.json").read_text())
+    (result,) = results["results"]
+    assert result["protocol"] == "finetune" and result["method"] == "finetune_sit"
+    assert result["n_test"] == len(tiny_ptbxl_corpus.rows(split="test"))
+    assert set(result["f1"]["thresholds"]) == set(classes)
+
+
+def test_resnet_baseline_with_early_stopping(tiny_ptbxl_corpus, tmp_path):
+    cfg = FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task=TASK, out=str(tmp_path / "rn"), arch="resnet1d",
+                         resnet=ResNet1dConfig(widths=(8, 16), depths=(1, 1), stem_width=8), epochs=8,
+                         batch_size=16, lr=3e-3, patience=1, fraction=0.5, seed=1, device="cpu", n_bootstrap=200)
+    summary = finetune(cfg, progress=False)
+    history = summary["history"]
+    best = summary["best_epoch"]
+    # it stopped after `patience` epochs without a better validation AUROC, or ran out of epochs
+    assert len(history) == min(cfg.epochs, best + 1 + cfg.patience)
+    assert summary["layer_decay"] == 1.0                  # from scratch: no layer-wise decay
+    assert summary["n_train"] < len(tiny_ptbxl_corpus.rows(split="train"))
+    model, config = load_classifier(tmp_path / "rn")
+    assert isinstance(model, ResNet1d) and config["arch"] == "resnet1d"
+    with pytest.raises(CremaError, match="no SiT encoder"):
+        load_encoder(tmp_path / "rn")
+
+
+def test_finetune_refuses_bad_settings(tiny_ptbxl_corpus, tiny_pretrain_checkpoint, tmp_path):
+    with pytest.raises(CremaError, match="no pretrained checkpoint"):
+        finetune(FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task=TASK, out=str(tmp_path / "a"),
+                                arch="resnet1d", checkpoint=str(tiny_pretrain_checkpoint)), progress=False)
+    with pytest.raises(CremaError, match="no labels for task|not in this corpus"):
+        finetune(FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task="cinc-scored", out=str(tmp_path / "b")),
+                 progress=False)
