@@ -92,6 +92,13 @@ def test_evaluate_resume_and_report(tiny_ptbxl_corpus, unlabeled_corpus, tiny_ci
     assert sorted(p.stat().st_mtime_ns for p in (out / "steps").rglob("*.json")) == stamp[1]
     assert main(["evaluate", "--suite", str(SUITE_TINY), "--out", str(out), *corpora, "--no-progress"]) == 1
     assert "--resume" in capsys.readouterr().err
+    # a pretraining step whose record is lost resumes from its checkpoint instead of starting over
+    record = json.loads((out / "steps" / "pretrain" / "mae.json").read_text())
+    (out / "steps" / "pretrain" / "mae.json").unlink()
+    assert main(["evaluate", "--suite", str(SUITE_TINY), "--out", str(out), *corpora, "--resume", "--no-progress"]) == 0
+    assert f"1 ran, {len(steps) - 1} already done" in capsys.readouterr().out
+    again = json.loads((out / "steps" / "pretrain" / "mae.json").read_text())
+    assert again["resumed"] and again["pretrain_step"] == 6 and again["weights_sha256"] == record["weights_sha256"]
 
     assert main(["report", str(out)]) == 0
     assert "macro AUROC by label fraction" in capsys.readouterr().out

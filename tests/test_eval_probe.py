@@ -66,6 +66,14 @@ def test_fraction_subset_keeps_the_windows_of_a_record_together():
     assert len(rows) == 4 * len(picked) and len(picked) == 3
 
 
+def test_record_mean_averages_the_windows_of_each_record():
+    keys = np.array(["b", "a", "b", "c", "a", "b"])
+    scores = np.array([[0.0], [1.0], [3.0], [5.0], [3.0], [6.0]])
+    means, first = probe.record_mean(scores, keys)
+    assert keys[first].tolist() == ["b", "a", "c"]               # order of first appearance
+    assert means[:, 0].tolist() == [3.0, 2.0, 5.0]
+
+
 def test_crop_starts_cover_the_window():
     assert crop_starts(2500, 1000) == [0, 750, 1500]
     assert crop_starts(1000, 1000) == [0] and crop_starts(1000, None) == [0]

@@ -116,7 +116,7 @@ def _run_probe(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     feats = probe_features(encoder, corpus, split, crop, cache, weights_sha, data_sha, args.batch_size,
                            args.device, progress)
-    method = "random_sit" if args.random_init else "pretrained"
+    method = name  # "random_sit", or the checkpoint folder name
     config = {**init, "weights_sha256": weights_sha, "corpus": str(corpus.path), "crop": crop, "head": args.head}
     results = probe_experiment(feats, args.fractions, args.seeds, method=method, data_sha256=data_sha,
                                config=config, kind=args.head, n_bootstrap=args.n_bootstrap, progress=progress)

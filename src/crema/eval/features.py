@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -141,14 +141,16 @@ def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = N
 # ----------------------------------------------------------------------------- cache
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a unique temporary name beside ``path``, then rename (created with ``open``,
+    so the file gets the usual permissions, not mkstemp's owner-only ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             np.save(fh, array)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -177,7 +177,9 @@ class LogisticProbe:
         return out
 
 
-def _fit_logistic(z: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int) -> LogisticProbe:
+def _fit_logistic(scaler: StandardScaler, z: np.ndarray, y: np.ndarray, C: float, seed: int,
+                  max_iter: int) -> LogisticProbe:
+    """One regression per column of ``y`` on standardised features ``z``."""
     models: list[LogisticRegression | None] = []
     constant: dict[int, float] = {}
     for k in range(y.shape[1]):
@@ -191,7 +193,7 @@ def _fit_logistic(z: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: i
             warnings.simplefilter("ignore", ConvergenceWarning)  # the C grid includes weak penalties
             model.fit(z, col)
         models.append(model)
-    return LogisticProbe(scaler=None, models=models, constant=constant, C=C)  # type: ignore[arg-type]
+    return LogisticProbe(scaler=scaler, models=models, constant=constant, C=C)
 
 
 def fit_logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -213,9 +215,8 @@ def fit_logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
     # one BLAS thread: these fits are small, and threaded OpenBLAS on a busy machine spins
     # (15 fits of 51 x 32 features: 3.09 s with 2 threads, 0.10 s with 1, on 2 shared cores)
     with threadpool_limits(1, user_api="blas"):
-        fits = [(C, _fit_logistic(z_train, y_train, C, seed, max_iter)) for C in Cs]
+        fits = [(C, _fit_logistic(scaler, z_train, y_train, C, seed, max_iter)) for C in Cs]
     for C, probe in fits:
-        probe.scaler = scaler
         score = metrics.auroc(y_val, probe.predict_proba(x_val)).macro
         scores[float(C)] = None if not np.isfinite(score) else float(score)
         if best is None or (np.isfinite(score) and score > best_score):
@@ -287,15 +288,15 @@ def probe_features(encoder, corpus, split: TaskSplit, crop: int | None, cache_di
                    progress: bool = True) -> ProbeFeatures:
     """Features of the train, val and test rows of ``split``.
 
-    They are computed (and cached, see :mod:`crema.eval.features`) once for the union of the
-    three parts, so every held-out source of a leave-one-source-out run reuses one cache file.
+    They are computed (and cached, see :mod:`crema.eval.features`) once for every row of the
+    corpus, so every task and every held-out source probed on that corpus reuses one cache file.
     """
     from .features import encoder_features
 
-    union = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for r in split.rows.values()]))
-    feats = encoder_features(encoder, corpus, union, crop, cache_dir, weights_sha, corpus_sha,
+    every_row = np.arange(len(corpus), dtype=np.int64)
+    feats = encoder_features(encoder, corpus, every_row, crop, cache_dir, weights_sha, corpus_sha,
                              batch_size=batch_size, device=device, progress=progress)
-    x = {part: feats[np.searchsorted(union, rows)] for part, rows in split.rows.items()}
+    x = {part: feats[rows] for part, rows in split.rows.items()}
     return ProbeFeatures(split, x)
 
 

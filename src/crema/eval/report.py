@@ -398,6 +398,8 @@ def plot_sources(summaries: Sequence[Summary], task: str, path: Path, colours: d
               for m, p in keys]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(sources) + 3), 4))
     _grouped_bars(ax, sources, series, colours)
+    n_test = {s.key["holdout_source"]: s.n_test for s in rows}
+    ax.set_xticklabels([f"{src}\n({n_test[src]} records)" for src in sources], fontsize=8)
     ax.set_ylabel("macro AUROC on the held-out source")
     ax.set_title(f"{task}: leave one source out", fontsize=10)
     _legend_outside(fig, ax)

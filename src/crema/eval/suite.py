@@ -257,8 +257,18 @@ class Suite:
                 enc, config = load_encoder(ckpt)
                 self._encoders[method] = (enc, file_sha256(ckpt / MODEL_FILE),
                                           {"checkpoint": str(ckpt), "pretrain_step": config.get("step"),
-                                           "objective": config.get("objective")})
+                                           "objective": config.get("objective"),
+                                           "fs": (config.get("preprocess") or {}).get("fs")})
         return self._encoders[method]
+
+    def encoder_for(self, method: str, corpus):
+        """:meth:`encoder`, refusing a corpus prepared at another rate than the pretraining data."""
+        encoder, weights_sha, extra = self.encoder(method)
+        fs = extra.get("fs")
+        if fs is not None and float(fs) != float(corpus.preprocess.fs):
+            raise CremaError(f"{method} was pretrained at {fs} Hz but {corpus.path} is at "
+                             f"{corpus.preprocess.fs} Hz; prepare the evaluation corpora like the pretraining ones")
+        return encoder, weights_sha, extra
 
     def crop_for(self, corpus) -> int:
         return min(self.model_config().window, int(corpus.signals.shape[-1]))
@@ -337,7 +347,7 @@ class Suite:
         result = pretrain(run_cfg, resume=resume, progress=self.progress)
         if result.interrupted_by:
             raise KeyboardInterrupt(f"pretraining {method} stopped by signal {result.interrupted_by}")
-        return {"results": [], "checkpoint": str(out), "step": result.step, "resumed": resume,
+        return {"results": [], "checkpoint": str(out), "pretrain_step": result.step, "resumed": resume,
                 "last_log": result.last_log, "weights_sha256": file_sha256(out / MODEL_FILE),
                 "pretrain_data": {spec: self.fingerprint(_split_spec(spec)[0]) for spec in self.cfg["pretrain"]["corpora"]},
                 "run_config": to_dict(run_cfg)}
@@ -351,7 +361,7 @@ class Suite:
 
         corpus = self.corpus(corpus_name)
         split = task_split(corpus, task, holdout)
-        encoder, weights_sha, extra = self.encoder(method)
+        encoder, weights_sha, extra = self.encoder_for(method, corpus)
         pcfg = self.cfg["probe"]
         feats = probe_features(encoder, corpus, split, self.crop_for(corpus), self.out / "cache" / "features",
                                weights_sha, self.fingerprint(corpus_name), batch_size=pcfg.get("batch_size", 64),
@@ -423,7 +433,7 @@ class Suite:
 
         corpus = self.corpus(cor["corpus"])
         split = task_split(corpus, cor["task"])
-        encoder, weights_sha, extra = self.encoder(method)
+        encoder, weights_sha, extra = self.encoder_for(method, corpus)
         cache = self.out / "cache" / "features"
         crop = self.crop_for(corpus)
         feats = probe_features(encoder, corpus, split, crop, cache, weights_sha, self.fingerprint(cor["corpus"]),

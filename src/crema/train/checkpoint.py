@@ -36,11 +36,9 @@ ENCODER_PREFIX = "encoder."
 
 
 def _temp_path(directory: Path, name: str) -> Path:
-    """A fresh hidden temporary file beside ``name``, readable like a normally created file
-    (mkstemp makes it owner-only, which would surprise anyone sharing the run folder)."""
+    """A fresh hidden temporary file beside ``name``."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o644)
     return Path(tmp)
 
 
@@ -76,6 +74,8 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module | Mapping[str
             staged.append((tmp, directory / STATE_FILE))
             torch.save(dict(training_state), tmp)
         for tmp, final in staged:
+            # mkstemp files are owner-only, which would surprise anyone sharing the run folder
+            os.chmod(tmp, 0o644)
             os.replace(tmp, final)
     except BaseException:
         for tmp, _ in staged:

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import AugmentConfig, ModelConfig, PreprocessConfig, atomic_write_text, from_dict, to_dict
+from ..config import AugmentConfig, ModelConfig, atomic_write_text, from_dict, to_dict
 from ..errors import CremaError
 from ..model.heads import Classifier
 from ..model.resnet1d import ResNet1d, ResNet1dConfig
@@ -194,7 +194,7 @@ def load_classifier(directory: str | os.PathLike, map_location: str | torch.devi
     return model.to(map_location).eval(), config
 
 
-class Sigmoid(nn.Module):
+class Probabilities(nn.Module):
     """Wrap a classifier so that it returns probabilities ``(B, K)`` instead of logits."""
 
     def __init__(self, model: nn.Module):
@@ -223,7 +223,7 @@ def predict_proba(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, 
     """Probabilities ``(n, K)`` of a classifier over corpus rows (crops averaged, see features)."""
     from ..eval.features import apply_model
 
-    return apply_model(Sigmoid(model), corpus, rows, crop, batch_size, transform, device,
+    return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
                        desc="predict", progress=progress).astype(np.float64)
 
 
@@ -265,6 +265,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     from ..eval.report import make_result, write_results
 
     started = time.perf_counter()
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.patience < 1:
+        raise CremaError(f"epochs ({cfg.epochs}), batch size ({cfg.batch_size}) and patience ({cfg.patience}) "
+                         "must be at least 1")
     out = Path(cfg.out)
     corpus = Corpus(cfg.corpus)
     split = task_split(corpus, cfg.task, cfg.holdout_source, cfg.sources)

@@ -348,6 +348,7 @@ class Trainer:
         self.data = data
         self.stop_at = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
         t = cfg.train
+        _autocast(device, t.amp)  # refuse a bad amp setting before any work
         self.effective_batch = t.batch_size * t.accum_steps * info.world_size
         self.base_lr = scaled_lr(t.blr, self.effective_batch)
 
