@@ -53,6 +53,7 @@ def _register_probe(subparsers: Any) -> None:
     p.add_argument("--corruptions", nargs="*", metavar="NAME",
                    help="also AUROC vs severity for these test-time corruptions (no names = all defaults), "
                         "with the probe fitted on all training labels")
+    p.add_argument("--name", help="method name in the results (default: random_sit, or the checkpoint folder name)")
     p.add_argument("--out", help="output folder (default runs/probe/<checkpoint or random>-<task>)")
     p.add_argument("--cache", help="feature cache folder (default runs/cache/features)")
     p.add_argument("--batch-size", type=int, default=64, help="ECGs per feature batch (default 64)")
@@ -109,14 +110,14 @@ def _run_probe(args: argparse.Namespace) -> int:
     split = task_split(corpus, args.task, args.holdout_source)
     encoder, weights_sha, init = _probe_encoder(args, corpus)
     crop = min(encoder.cfg.window, int(corpus.signals.shape[-1]))
-    name = "random_sit" if args.random_init else Path(args.checkpoint).resolve().name
+    name = args.name or ("random_sit" if args.random_init else Path(args.checkpoint).resolve().name)
     out = Path(args.out or Path("runs") / "probe" / f"{name}-{args.task}")
     cache = Path(args.cache or Path("runs") / "cache" / "features")
     data_sha = corpus_fingerprint(corpus.path)
     progress = not args.no_progress
     feats = probe_features(encoder, corpus, split, crop, cache, weights_sha, data_sha, args.batch_size,
                            args.device, progress)
-    method = name  # "random_sit", or the checkpoint folder name
+    method = name  # --name, else "random_sit" or the checkpoint folder name
     config = {**init, "weights_sha256": weights_sha, "corpus": str(corpus.path), "crop": crop, "head": args.head}
     results = probe_experiment(feats, args.fractions, args.seeds, method=method, data_sha256=data_sha,
                                config=config, kind=args.head, n_bootstrap=args.n_bootstrap, progress=progress)
