@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -197,6 +196,7 @@ def run(args: argparse.Namespace) -> dict:
                 rows.append({"device": device, "size": size, "mode": mode, "batch": args.batch_size,
                              "window": args.window, "params": timing["params"][mode],
                              "step_s_median": median, "step_s_samples": secs,
+                             "step_s_min": min(secs),
                              "cpu_s_median": statistics.median(cpu_secs), "cpu_s_samples": cpu_secs,
                              "ecgs_per_s": args.batch_size / median, **memory})
     for row in rows:
@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed steps per mode (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when present), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="OMP threads of the workers (default torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP threads of the workers (default torch's); 1 makes CPU time a clean measure "
+                        "of work on a shared machine (no threads spin-waiting for a preempted sibling)")
     p.add_argument("--out", default="runs/bench/pretrain_throughput.json")
     # internal: run one measurement in this process
     p.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
