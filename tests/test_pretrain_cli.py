@@ -42,6 +42,16 @@ def test_cli_pretrain_writes_a_loadable_checkpoint_and_log(unlabeled_corpus, tmp
     assert main(["pretrain", "--out", str(run), "--resume", "--size", "small", "--no-progress"]) == 1
     assert "cannot resume" in capsys.readouterr().err
 
+    # a fresh run never silently replaces a finished one
+    weights = (run / "model.safetensors").read_bytes()
+    fresh = ["pretrain", "--corpus", f"{unlabeled_corpus.path}:train,val", "--out", str(run),
+             "--steps", "1", *TINY_FLAGS]
+    assert main(fresh) == 1
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert main(fresh + ["--overwrite"]) == 0
+    assert load_training_state(run)["step"] == 1
+
 
 def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["pretrain", "--corpus", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),

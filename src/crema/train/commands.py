@@ -67,6 +67,8 @@ def _register_pretrain(subparsers: Any) -> None:
     p.add_argument("--log-every", type=int, help="log.jsonl line every N steps (default 10)")
     p.add_argument("--tensorboard", action="store_const", const=True, help="also log to TensorBoard")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even though --out already holds a checkpoint (it is replaced)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_pretrain)
@@ -102,9 +104,12 @@ def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) ->
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from .checkpoint import load_config, run_config_from_checkpoint
+    from .checkpoint import MODEL_FILE, load_config, run_config_from_checkpoint
     from .pretrain import pretrain
 
+    if not args.resume and not args.overwrite and (Path(args.out) / MODEL_FILE).exists():
+        raise CremaError(f"{args.out} already holds a checkpoint: pass --resume to continue it, "
+                         f"--overwrite to replace it, or choose another --out")
     base = run_config_from_checkpoint(load_config(args.out)) if args.resume else None
     cfg = build_run_config(args, base)
     result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
