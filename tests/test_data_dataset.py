@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from crema.config import AugmentConfig, PreprocessConfig
 from crema.data import augment as A
-from crema.data.dataset import ECGWindows, open_corpora
+from crema.data.dataset import ECGWindows, open_corpora, select_rows
 from crema.data.prepare import prepare_corpus
 from crema.errors import CremaError
 
@@ -123,6 +123,13 @@ def test_open_corpora_with_splits_and_dedup(tiny_ptbxl_corpus, hr_corpus):
     assert train_only[0]["signal"].shape == (12, 2500)
     val = open_corpora(f"{ptb}:val,test", crop=1000, random_crop=False)
     assert len(val) == 29 and val[0]["signal"].shape == (12, 1000)
+
+    # select_rows is the same selection, for code that must know which records a run saw
+    selected = select_rows([f"{ptb}:train", str(hr_corpus)])
+    assert [len(rows) for _, rows in selected] == [51, 29]
+    seen = {sid for corpus, rows in selected for sid in corpus.index["source_id"].to_numpy()[rows]}
+    held_out = set(tiny_ptbxl_corpus.index["source_id"].to_numpy()[tiny_ptbxl_corpus.rows(["val", "test"])])
+    assert not seen & held_out
     train_only.set_epoch(3)
     assert all(p.epoch == 3 for p in train_only.datasets)
 

@@ -141,6 +141,26 @@ class ConcatWindows(ConcatDataset):
             dataset.set_epoch(epoch)
 
 
+def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[tuple[Corpus, np.ndarray]]:
+    """The corpora named by ``specs`` (``"DIR"`` or ``"DIR:split[,split]"``) and the rows each serves.
+
+    With ``dedup``, a record that an earlier corpus holds in any split is dropped from later ones
+    (matched on ``source_id``), so a held-out record never comes back as a copy.
+    """
+    selected: list[tuple[Corpus, np.ndarray]] = []
+    seen: set[str] = set()
+    for spec in specs:
+        path, splits = parse_corpus_spec(spec)
+        corpus = Corpus(path)
+        rows = corpus.rows(splits)
+        ids = corpus.index["source_id"].to_numpy()
+        if dedup:
+            rows = rows[~np.isin(ids[rows], list(seen))] if seen else rows
+            seen.update(ids.tolist())
+        selected.append((corpus, rows))
+    return selected
+
+
 def open_corpora(specs: str | os.PathLike | Sequence[str | os.PathLike], crop: int | None = None,
                  random_crop: bool = True, dedup: bool = True, augment: AugmentConfig | None = None,
                  seed: int = 0, labels: str | None = None) -> ConcatWindows:
@@ -150,9 +170,8 @@ def open_corpora(specs: str | os.PathLike | Sequence[str | os.PathLike], crop: i
         specs: corpus specs (one string or a list).
         crop, random_crop, augment, seed, labels: as for :class:`ECGWindows` (each corpus gets
             its own seed ``seed + i`` so that equal corpora do not draw the same crops).
-        dedup: drop windows of a record that an earlier corpus holds (in any split, so that a
-            held-out record never comes back as a copy), matched on ``source_id`` (PTB-XL
-            records inside CinC as ``HR00001`` are PTB-XL record 1).
+        dedup: drop windows of a record that an earlier corpus holds (see :func:`select_rows`;
+            PTB-XL records inside CinC as ``HR00001`` are PTB-XL record 1).
 
     Raises:
         CremaError: corpora with different window lengths, or nothing left to serve.
@@ -160,20 +179,12 @@ def open_corpora(specs: str | os.PathLike | Sequence[str | os.PathLike], crop: i
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
     parts: list[ECGWindows] = []
-    seen: set[str] = set()
     window = None
-    for i, spec in enumerate(specs):
-        path, splits = parse_corpus_spec(spec)
-        corpus = Corpus(path)
+    for i, (corpus, rows) in enumerate(select_rows(specs, dedup)):
         if window is not None and corpus.window != window:
-            raise CremaError(f"{path}: window {corpus.window} differs from {window} of the corpora "
+            raise CremaError(f"{corpus.path}: window {corpus.window} differs from {window} of the corpora "
                              "before it; prepare them with the same --fs and --window-s")
         window = corpus.window
-        rows = corpus.rows(splits)
-        ids = corpus.index["source_id"].to_numpy()
-        if dedup:
-            rows = rows[~np.isin(ids[rows], list(seen))] if seen else rows
-            seen.update(ids.tolist())
         parts.append(ECGWindows(corpus, rows, labels=labels, augment=augment, crop=crop,
                                 seed=seed + i, random_crop=random_crop))
     if not parts or sum(len(p) for p in parts) == 0:

@@ -478,11 +478,14 @@ class Suite:
         ``source_id``; self-supervised, but worth knowing)."""
         if not self.cfg["methods"]:
             return {}
-        seen: set[str] = set()
+        from ..data.dataset import select_rows
+
+        specs = []
         for spec in self.cfg["pretrain"]["corpora"]:
             name, splits = _split_spec(spec)
-            corpus = self.corpus(name)
-            rows = corpus.rows(split=splits[1:].split(",") if splits else None)
+            specs.append(f"{self.corpus(name).path}{splits}")
+        seen: set[str] = set()
+        for corpus, rows in select_rows(specs):  # the rows pretraining really saw, deduplicated
             seen.update(corpus.index["source_id"].astype(str).to_numpy()[rows].tolist())
         notes = {}
         entries = [(t["corpus"], t["task"], None) for t in self.cfg["tasks"]]
