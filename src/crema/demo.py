@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on the embedded real PTB-XL sample",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--steps", type=int, default=300, help="pretraining steps (default 300)")
+    p.add_argument("--steps", type=int, default=150, help="pretraining steps (default 150)")
     p.add_argument("--batch-size", type=int, default=32, help="ECGs per step (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
     p.add_argument("--records", type=int, default=None,
