@@ -30,22 +30,18 @@ import base64
 import math
 import os
 import re
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..errors import ReadError
 from .leads import UnknownLeadError, canonical_lead
 from .recording import Recording
+from ..atomic import atomic_path
 
 PathLike = str | os.PathLike
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 HL7_NS = "urn:hl7-org:v3"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -132,24 +128,9 @@ def _parse_xml(path: PathLike) -> ET.Element:
         raise ReadError(path, f"not well-formed XML ({exc})") from None
 
 
-@contextmanager
-def _atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _write_xml(root: ET.Element, path: PathLike) -> None:
     ET.indent(root, space=" ")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
 
 
@@ -580,7 +561,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
     group.WaveformSampleInterpretation = "SS"
     group.WaveformData = np.ascontiguousarray(digits.T).astype("<i2").tobytes()
     ds.WaveformSequence = [group]
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
 
 
@@ -670,7 +651,7 @@ def write_edf(rec: Recording, path: PathLike) -> None:
                         "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""})
         # EDF maps digital [-32768, 32767] linearly onto physical [-peak, peak].
         digital.append(np.rint((row + peak) / (2 * peak) * 65535 - 32768).astype(np.int32))
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         writer = pyedflib.EdfWriter(str(tmp), len(rec.leads), file_type=pyedflib.FILETYPE_EDFPLUS)
         try:
             if samples_per_record != rec.fs:

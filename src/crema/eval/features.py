@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -24,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CremaError
+from ..atomic import atomic_path
 
 # (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
 BatchTransform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -141,17 +141,9 @@ def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = N
 # ----------------------------------------------------------------------------- cache
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a unique temporary name beside ``path``, then rename (created with ``open``,
-    so the file gets the usual permissions, not mkstemp's owner-only ones)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``np.save`` to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def cache_key(weights_sha: str, corpus_sha: str, rows: np.ndarray, crop: int | None, extra: str = "") -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import atomic_write_text, save_json
 from ..errors import CremaError
+from ..atomic import atomic_path
 from . import metrics
 
 RESULTS_KIND = "crema-eval-results"
@@ -407,14 +408,14 @@ def plot_sources(summaries: Sequence[Summary], task: str, path: Path, colours: d
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tight_layout's notes about the outside legend
         fig.tight_layout()
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return path
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,18 +27,12 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, RunConfig, atomic_write_text, from_dict
 from ..errors import CheckpointError
+from ..atomic import atomic_path
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "training_state.pt"
 ENCODER_PREFIX = "encoder."
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    """A fresh hidden temporary file beside ``name``."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
 
 
 def _plain_state_dict(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -64,23 +57,12 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module | Mapping[str
     if "kind" not in config or "model" not in config:
         raise CheckpointError(f"{directory}: checkpoint config needs 'kind' and 'model'")
     metadata = {"kind": str(config["kind"]), "step": str(config.get("step", ""))}
-    staged: list[tuple[Path, Path]] = []
-    try:
-        tmp = _temp_path(directory, MODEL_FILE)
-        staged.append((tmp, directory / MODEL_FILE))
-        save_file(_plain_state_dict(model), str(tmp), metadata=metadata)
+    # Both files are complete before either is renamed into place (all or nothing).
+    with atomic_path(directory / MODEL_FILE) as model_tmp:
+        save_file(_plain_state_dict(model), str(model_tmp), metadata=metadata)
         if training_state is not None:
-            tmp = _temp_path(directory, STATE_FILE)
-            staged.append((tmp, directory / STATE_FILE))
-            torch.save(dict(training_state), tmp)
-        for tmp, final in staged:
-            # mkstemp files are owner-only, which would surprise anyone sharing the run folder
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
+            with atomic_path(directory / STATE_FILE) as state_tmp:
+                torch.save(dict(training_state), state_tmp)
     atomic_write_text(directory / CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
     return directory
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from ..config import atomic_write_text
 from ..errors import CremaError, ReadError
 from .inputs import InputItem, check_fs, collect_inputs
+from ..atomic import atomic_path
 
 DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -140,14 +140,8 @@ def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def prepare_chunk(model, chunk: list[InputItem], bar) -> tuple[list, list[dict]]:
@@ -294,13 +288,8 @@ def _run_embed_parquet(args: argparse.Namespace) -> int:
     emb = np.load(outputs.path(".npy"))
     index = pd.read_csv(outputs.path(".index.csv"), dtype={"record_id": str, "source": str})
     table = pd.concat([index, pd.DataFrame(emb, columns=[f"e{i}" for i in range(emb.shape[1])])], axis=1)
-    fd, tmp = tempfile.mkstemp(dir=parquet.parent, prefix=f".{parquet.stem}.", suffix=".parquet")
-    os.close(fd)
-    try:
+    with atomic_path(parquet) as tmp:
         table.to_parquet(tmp, index=False)
-        os.replace(tmp, parquet)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     print(f"crema embed: wrote {parquet}")
     return status
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import CremaError
 from .api import CremaModel
+from ..atomic import atomic_path
 
 OPSET = 17
 
@@ -80,19 +80,12 @@ def export_onnx(model: CremaModel, out: str | os.PathLike, lead_mask: bool = Tru
     input_names = ["signal", "lead_mask"] if lead_mask else ["signal"]
     example = (torch.zeros(2, 12, model.window), torch.ones(2, 12, dtype=torch.bool))[:len(input_names)]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".onnx")
-    os.close(fd)
-    try:
-        _torch_export(graph, example, tmp, input_names, output_names, opset)
+    with atomic_path(out) as tmp:
+        _torch_export(graph, example, str(tmp), input_names, output_names, opset)
         proto = onnx.load(tmp)
         onnx.checker.check_model(proto)
         onnx.helper.set_model_props(proto, _metadata(model, lead_mask))
         onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     model.network.to(model.device)
     return out
 

@@ -11,7 +11,6 @@ is one millimetre when the PNG or PDF is printed at 100 %.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +21,7 @@ from scipy import signal as sps
 from ..config import STANDARD_LEADS
 from ..data.leads import to_standard
 from ..data.recording import Recording
+from ..atomic import atomic_path
 
 # Rows of the 3 x 4 layout, by lead name; then the rhythm strip.
 LAYOUT: tuple[tuple[str, ...], ...] = (
@@ -187,13 +187,6 @@ def _draw_text(fig: Figure, rec: Recording, title: str | None, labels: Sequence[
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Save ``fig`` atomically (temporary file, then rename); the format follows the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=fig.dpi, facecolor=fig.get_facecolor())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path

@@ -3,13 +3,13 @@ shaded, and the decoder's reconstruction of those patches drawn over the true si
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..config import STANDARD_LEADS
+from ..atomic import atomic_path
 
 
 def reconstruct_window(model: torch.nn.Module, signal: np.ndarray, lead_mask: np.ndarray | None,
@@ -83,16 +83,11 @@ def plot_reconstruction(signal: np.ndarray, pred: np.ndarray, mask: np.ndarray, 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes files owner-only
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 
