@@ -52,6 +52,8 @@ def test_load_describes_the_checkpoint(pre, tiny_pretrain_checkpoint):
     assert pre.dim == 32 and pre.classes is None
     assert "pretrain sit" in repr(pre)
     assert crema.load(tiny_pretrain_checkpoint / "model.safetensors").kind == "pretrain"
+    auto = crema.load(tiny_pretrain_checkpoint, device="auto")  # the CLI's --device default
+    assert next(auto.encoder.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(CheckpointError, match="no such model folder"):
         crema.load(tiny_pretrain_checkpoint / "absent")
 

@@ -30,6 +30,7 @@ from .. import __version__
 from ..config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig, from_dict, save_json
 from ..data.preprocess import preprocess_recording
 from ..errors import CheckpointError, CremaError, PreprocessError
+from ..eval.features import resolve_device
 from ..train import checkpoint as ckpt
 from .inputs import InputItem, collect_inputs
 
@@ -103,13 +104,6 @@ class PredictResult:
     errors: list[Failure] = field(default_factory=list)
 
 
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, or CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "CremaModel":
     """Load a CREMA model folder (``config.json`` + ``model.safetensors``) for inference.
 
@@ -129,7 +123,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
     state, config = ckpt.load_checkpoint(folder)
     network = build_network(config, folder)
     ckpt.load_state_into(network, state, folder)
-    return CremaModel(network, config, folder, default_device(device))
+    return CremaModel(network, config, folder, resolve_device(device))
 
 
 def build_network(config: dict[str, Any], where: str | os.PathLike) -> nn.Module:
