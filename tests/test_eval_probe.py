@@ -140,3 +140,21 @@ def test_torch_linear_probe_runs(real_features):
     fitted, info = probe.fit_torch_probe(x["train"], split.y["train"], x["val"], split.y["val"], epochs=30)
     assert 0 <= info["best_epoch"] < 30
     assert fitted.predict_proba(x["test"]).shape == split.y["test"].shape
+
+
+def test_random_kernel_features_are_seeded_and_informative(real_ecgs):
+    """The training-free baseline: fixed by its seed, 2 features per kernel, and PPV in [0, 1]."""
+    import torch
+
+    from crema.eval.rocket import RandomKernelFeatures
+
+    x = torch.from_numpy(real_ecgs[:6])
+    a, b = RandomKernelFeatures(100, seed=1), RandomKernelFeatures(100, seed=1)
+    fa = a(x)
+    assert fa.shape == (6, 200) and torch.equal(fa, b(x))
+    assert not torch.equal(fa, RandomKernelFeatures(100, seed=2)(x))
+    n_ppv = 100
+    ppv = fa[:, :n_ppv]
+    assert ppv.min() >= 0 and ppv.max() <= 1
+    # different ECGs get different features (the kernels see the signal, not only its shape)
+    assert (fa[0] - fa[1]).abs().max() > 0.05

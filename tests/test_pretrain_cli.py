@@ -106,3 +106,36 @@ def test_plot_reconstruction_names_a_bad_file(tiny_pretrain_checkpoint, tmp_path
     assert main(["plot-reconstruction", str(tiny_pretrain_checkpoint), str(bad), "--fs", "250",
                  "--out", str(tmp_path / "x.png")]) == 1
     assert "broken.npy" in capsys.readouterr().err
+
+
+def test_cli_pretrain_from_a_recipe_file_and_steps_zero(unlabeled_corpus, tmp_path, capsys):
+    """--config reads a RunConfig JSON (flags override its fields); --steps 0 writes the
+    initialised model, which embeds like any checkpoint and equals a seeded fresh encoder."""
+    from crema.config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, save_json, to_dict
+    from crema.model.sit import SiTEncoder
+
+    model = ModelConfig.from_size("tiny", window=500, dim=32, depth=1, heads=2, stem_channels=4,
+                                  decoder_dim=16, decoder_depth=1, decoder_heads=2)
+    recipe = RunConfig(model=model, objective=ObjectiveConfig(view_crop="disjoint", con_loss="vicreg"),
+                       train=PretrainConfig(corpora=(f"{unlabeled_corpus.path}:train,val",),
+                                            out=str(tmp_path / "from_recipe"), steps=2, batch_size=4,
+                                            warmup_steps=1, device="cpu", seed=3))
+    save_json(tmp_path / "recipe.json", recipe)
+    assert main(["pretrain", "--config", str(tmp_path / "recipe.json"), "--steps", "0", "--no-progress"]) == 0
+    run = tmp_path / "from_recipe"
+    config = json.loads((run / "config.json").read_text())
+    assert config["step"] == 0 and config["train"]["steps"] == 0            # the flag overrode the file
+    assert config["objective"] == to_dict(recipe.objective)                 # the rest came from the file
+    encoder, _ = load_encoder(run)
+    torch.manual_seed(3)
+    fresh = SiTEncoder(model)
+    for (name, a), (_, b) in zip(encoder.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    # a recipe with a typo names the file and the field
+    bad = to_dict(recipe)
+    bad["objective"]["lamda_con"] = 0.1
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["pretrain", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "lamda_con" in err

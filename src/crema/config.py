@@ -118,6 +118,14 @@ class ObjectiveConfig:
     aug_noise: float = 0.05                 # view augmentation: Gaussian noise std (z-scored units)
     aug_wander: float = 0.1                 # view augmentation: baseline wander amplitude (z-scored units)
     patient_positives: bool = False         # records of the same patient are extra positives
+    mask_mode: Literal["per_lead", "time"] = "per_lead"  # per_lead = own patches per lead; time = the same
+                                            # time patches hidden in every lead (no copying across leads)
+    view_crop: Literal["same", "random", "disjoint"] = "same"  # views' time crops when the training window
+                                            # is longer than the model window: one shared crop, a random crop
+                                            # each, or non-overlapping crops (CLOCS/CMSC-style positives)
+    con_loss: Literal["infonce", "vicreg", "simsiam"] = "infonce"  # the regulariser on the pooled views
+    con_start_step: int = 0                 # contrastive weight is 0 before this optimiser step
+    con_ramp_steps: int = 0                 # then rises linearly to lambda_con over this many steps
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ from ..config import (AugmentConfig, ModelConfig, ObjectiveConfig, PretrainConfi
                       from_dict, load_json, save_json, to_dict)
 from ..errors import CremaError
 
-BASELINES = ("random_sit", "supervised_sit", "supervised_resnet1d")
+BASELINES = ("random_sit", "random_kernels", "supervised_sit", "supervised_resnet1d")
+RANDOM_KERNELS = 2000  # kernels of the training-free baseline (4,000 PPV + max features)
 PROTOCOLS = ("probe", "finetune")
 RESULTS_EVERY_S = 30.0  # rewrite results.json at most this often while a suite runs (and at the end)
 
@@ -247,7 +248,14 @@ class Suite:
         from .features import file_sha256, module_sha256
 
         if method not in self._encoders:
-            if method == "random_sit":
+            if method == "random_kernels":
+                from .rocket import RandomKernelFeatures
+
+                seed = int(self.cfg["pretrain"]["train"].get("seed", 0))
+                enc = RandomKernelFeatures(RANDOM_KERNELS, self.model_config().n_leads, seed=seed).eval()
+                self._encoders[method] = (enc, module_sha256(enc), {"init": "random kernels",
+                                                                    "kernels": RANDOM_KERNELS, "init_seed": seed})
+            elif method == "random_sit":
                 seed = int(self.cfg["pretrain"]["train"].get("seed", 0))
                 torch.manual_seed(seed)
                 enc = SiTEncoder(self.model_config()).eval()
@@ -270,13 +278,17 @@ class Suite:
                              f"{corpus.preprocess.fs} Hz; prepare the evaluation corpora like the pretraining ones")
         return encoder, weights_sha, extra
 
-    def crop_for(self, corpus) -> int:
+    def crop_for(self, corpus, method: str | None = None) -> int:
+        """Model input length: the SiT window, or the whole corpus window for random kernels."""
+        if method == "random_kernels":
+            return int(corpus.signals.shape[-1])
         return min(self.model_config().window, int(corpus.signals.shape[-1]))
 
     # ------------------------------------------------------------------ step builders
 
     def probe_methods(self) -> list[str]:
-        return list(self.cfg["methods"]) + (["random_sit"] if "random_sit" in self.cfg["baselines"] else [])
+        frozen = [b for b in ("random_sit", "random_kernels") if b in self.cfg["baselines"]]
+        return list(self.cfg["methods"]) + frozen
 
     def finetune_methods(self) -> list[str]:
         extra = [b for b in ("supervised_sit", "supervised_resnet1d") if b in self.cfg["baselines"]]
@@ -363,7 +375,7 @@ class Suite:
         split = task_split(corpus, task, holdout)
         encoder, weights_sha, extra = self.encoder_for(method, corpus)
         pcfg = self.cfg["probe"]
-        feats = probe_features(encoder, corpus, split, self.crop_for(corpus), self.out / "cache" / "features",
+        feats = probe_features(encoder, corpus, split, self.crop_for(corpus, method), self.out / "cache" / "features",
                                weights_sha, self.fingerprint(corpus_name), batch_size=pcfg.get("batch_size", 64),
                                device=self.cfg["device"], progress=self.progress)
         step = f"probe/{method}/{task}" + (f"/holdout-{holdout}" if holdout else "")
@@ -435,7 +447,7 @@ class Suite:
         split = task_split(corpus, cor["task"])
         encoder, weights_sha, extra = self.encoder_for(method, corpus)
         cache = self.out / "cache" / "features"
-        crop = self.crop_for(corpus)
+        crop = self.crop_for(corpus, method)
         feats = probe_features(encoder, corpus, split, crop, cache, weights_sha, self.fingerprint(cor["corpus"]),
                                device=self.cfg["device"], progress=self.progress)
         kind = self.cfg["probe"].get("kind", "logistic")

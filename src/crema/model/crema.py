@@ -23,6 +23,7 @@ and no ``L_con`` (no projector is built).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -162,6 +163,109 @@ def _two_view_info_nce_fp32(z: Tensor, b: int, tau: float,
     return info_nce(z, candidates, self_idx, positives, tau)
 
 
+# ----------------------------------------------------------------------------- negative-free regularisers
+
+def vicreg_loss(z1: Tensor, z2: Tensor) -> Tensor:
+    """Variance-invariance-covariance regulariser (Bardes et al. 2022) of two views ``(B, d)``.
+
+    The usual weights 25 / 25 / 1, divided by 25 so the term sits on the scale of ``L_rec``:
+    ``invariance (MSE) + variance hinge (std >= 1 per dim) + covariance / 25``. Statistics are
+    per process (under DDP each rank regularises its own batch).
+    """
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z1, z2 = z1.float(), z2.float()
+        invariance = F.mse_loss(z1, z2)
+        variance = cov = z1.new_zeros(())
+        for z in (z1, z2):
+            z = z - z.mean(dim=0)
+            std = torch.sqrt(z.var(dim=0) + 1e-4)
+            variance = variance + F.relu(1.0 - std).mean() / 2
+            c = (z.t() @ z) / max(z.shape[0] - 1, 1)                                  # (d, d)
+            off = c - torch.diag(torch.diagonal(c))
+            cov = cov + off.pow(2).sum() / z.shape[1] / 2
+        return invariance + variance + cov / 25.0
+
+
+def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
+    """Stop-gradient regulariser (SimSiam, Chen & He 2021) for ``[view 1; view 2]`` rows.
+
+    ``p (2B, d)`` are predictor outputs, ``z (2B, d)`` projector outputs; each view's
+    prediction is pulled towards the *detached* projection of the other view: ``-cos`` averaged
+    over both directions, in ``[-1, 1]``.
+    """
+    b = p.shape[0] // 2
+    target = torch.cat([z[b:], z[:b]]).detach()
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        return -F.cosine_similarity(p.float(), target.float(), dim=-1).mean()
+
+
+def contrastive_scale(step: int, start: int, ramp: int) -> float:
+    """The fraction of ``lambda_con`` in force at optimiser ``step``: 0 before ``start``, then a
+    linear rise over ``ramp`` steps to 1 (reconstruction can leave its plateau first)."""
+    if step < start:
+        return 0.0
+    return 1.0 if ramp <= 0 else min(1.0, (step - start + 1) / ramp)
+
+
+# ----------------------------------------------------------------------------- views
+
+def crop_starts_for_views(batch: int, length: int, window: int, n_views: int, how: str,
+                          generator: torch.Generator | None = None) -> Tensor | None:
+    """Start samples ``(V, B)`` of each view's crop of a ``length``-sample signal, or None when
+    the signal is already one window long (no crop, nothing drawn).
+
+    ``same``: one random crop shared by all views; ``random``: an independent crop per view
+    (they may overlap); ``disjoint``: two non-overlapping crops in random order, the contrastive
+    positives of CLOCS/CMSC (two moments of one recording, so matching them needs what is
+    stable in the patient's ECG rather than shared samples).
+    """
+    if length == window:
+        return None
+    if length < window:
+        raise ValueError(f"signal of {length} samples is shorter than the model window {window}")
+    dev = generator.device if generator is not None else None
+
+    def uniform_int(high: Tensor | int) -> Tensor:
+        """Integers in ``[0, high]`` per ECG."""
+        u = torch.rand(batch, generator=generator, device=dev)
+        return torch.floor(u * (torch.as_tensor(high, dtype=torch.float32, device=u.device) + 1)).long()
+
+    if how == "same":
+        return uniform_int(length - window).expand(n_views, batch).clone()
+    if how == "random":
+        return torch.stack([uniform_int(length - window) for _ in range(n_views)])
+    if how == "disjoint":
+        if n_views != 2 or length < 2 * window:
+            raise ValueError(f"disjoint views need two crops of {window} in {length} samples")
+        first = uniform_int(length - 2 * window)
+        second = first + window + uniform_int(length - 2 * window - first)
+        swap = torch.rand(batch, generator=generator, device=dev) < 0.5
+        return torch.stack([torch.where(swap, second, first), torch.where(swap, first, second)])
+    raise ValueError(f"unknown view_crop {how!r}; choose 'same', 'random' or 'disjoint'")
+
+
+def take_crops(x: Tensor, starts: Tensor, window: int) -> Tensor:
+    """``x (B, C, T)`` cropped at per-ECG ``starts (B,)`` -> ``(B, C, window)``."""
+    idx = starts.to(x.device)[:, None] + torch.arange(window, device=x.device)       # (B, window)
+    return x.gather(2, idx[:, None, :].expand(-1, x.shape[1], -1))
+
+
+@dataclass
+class Views:
+    """The views of a batch, stacked view-major along the batch (``VB = V * B`` rows).
+
+    Attributes:
+        clean: ``(VB, C, W)`` each view's crop before augmentation (the reconstruction target).
+        signal: ``(VB, C, W)`` the augmented crops the encoder sees.
+        keep_idx: long ``(VB, C, K)`` visible patches; mask: bool ``(VB, C, N)``, True = masked.
+    """
+
+    clean: Tensor
+    signal: Tensor
+    keep_idx: Tensor
+    mask: Tensor
+
+
 # ----------------------------------------------------------------------------- the model
 
 class Projector(nn.Module):
@@ -185,20 +289,26 @@ class CREMA(nn.Module):
 
     Args:
         model_cfg: encoder/decoder/projector widths.
-        objective_cfg: mode, mask ratio, lambda, tau, targets, view augmentation.
+        objective_cfg: mode, masking, views, regulariser, lambda, tau, targets, augmentation.
         fs: sampling rate of the input, Hz (sets the baseline-wander frequencies).
     """
 
     def __init__(self, model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, fs: float = 250.0):
         super().__init__()
-        if objective_cfg.mode not in ("crema", "mae", "contrastive"):
-            raise ValueError(f"unknown objective mode {objective_cfg.mode!r}")
-        self.model_cfg, self.objective, self.fs = model_cfg, objective_cfg, fs
+        obj = objective_cfg
+        if obj.mode not in ("crema", "mae", "contrastive"):
+            raise ValueError(f"unknown objective mode {obj.mode!r}")
+        if obj.con_loss not in ("infonce", "vicreg", "simsiam"):
+            raise ValueError(f"unknown con_loss {obj.con_loss!r}; choose infonce, vicreg or simsiam")
+        self.model_cfg, self.objective, self.fs = model_cfg, obj, fs
         self.encoder = SiTEncoder(model_cfg)
-        self.decoder = MAEDecoder(model_cfg) if objective_cfg.mode != "contrastive" else None
+        self.decoder = MAEDecoder(model_cfg) if obj.mode != "contrastive" else None
+        uses_con = obj.mode != "mae"
         self.projector = (Projector(model_cfg.dim, model_cfg.projector_hidden, model_cfg.projector_dim)
-                          if objective_cfg.mode != "mae" else None)
-        if objective_cfg.mode == "mae":
+                          if uses_con else None)
+        self.predictor = (Projector(model_cfg.projector_dim, model_cfg.projector_hidden, model_cfg.projector_dim)
+                          if uses_con and obj.con_loss == "simsiam" else None)
+        if obj.mode == "mae":
             # Plain MAE never pools, so the representation norm gets no gradient; freezing it
             # (at the identity affine) keeps DDP from waiting for gradients that never come.
             self.encoder.norm.requires_grad_(False)
@@ -211,54 +321,84 @@ class CREMA(nn.Module):
         """Drop the CLS token, if any: ``(B, L, D) -> (B, C*K, D)``."""
         return tokens[:, 1:] if self.model_cfg.pool == "cls" else tokens
 
+    # ------------------------------------------------------------------ the four steps
+
+    def make_views(self, x: Tensor, generator: torch.Generator | None = None) -> Views:
+        """Crop, augment and mask ``x (B, C, T)`` into :class:`Views` (``T`` >= model window).
+
+        Draw order: crop starts for all views, then view by view augmentation and mask, so
+        with ``T`` equal to the window mode ``mae`` is exactly view 1 of mode ``crema``.
+        """
+        obj, w = self.objective, self.model_cfg.window
+        b, c, t = x.shape
+        starts = crop_starts_for_views(b, t, min(w, t), self.n_views, obj.view_crop, generator)
+        clean, signal, keeps, masks = [], [], [], []
+        for v in range(self.n_views):
+            crop = x if starts is None else take_crops(x, starts[v], w)
+            clean.append(crop)
+            signal.append(augment_view(crop, obj.aug_scale, obj.aug_noise, obj.aug_wander, self.fs, generator))
+            m = random_masking(b, c, crop.shape[-1] // self.model_cfg.patch_size, obj.mask_ratio,
+                               generator, device=x.device, mode=obj.mask_mode)
+            keeps.append(m.keep_idx)
+            masks.append(m.mask)
+        return Views(torch.cat(clean), torch.cat(signal), torch.cat(keeps), torch.cat(masks))
+
+    def reconstruction_loss(self, tokens: Tensor, views: Views, lead_mask: Tensor | None) -> Tensor:
+        """Per-view masked MSE ``(V,)`` of the decoder's patches against each view's clean crop."""
+        n = views.mask.shape[-1]
+        pred = self.decoder(self._visible_tokens(tokens), views.keep_idx, n, lead_mask).float()
+        target = patch_targets(self.encoder.patchify(views.clean), self.objective.norm_target)
+        weight = views.mask if lead_mask is None else views.mask & lead_mask[:, :, None]
+        return torch.stack([masked_mse(p, t_, w_) for p, t_, w_ in zip(
+            pred.chunk(self.n_views), target.chunk(self.n_views), weight.chunk(self.n_views))])
+
+    def contrastive_loss(self, tokens: Tensor, lead_mask: Tensor | None,
+                         patient_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The regulariser on the pooled views and the positive-retrieval accuracy (InfoNCE
+        top-1 of the other view, logged for every regulariser)."""
+        obj = self.objective
+        z = self.projector(self.encoder.pool(tokens, lead_mask))                     # (2B, d)
+        pids = patient_ids if obj.patient_positives else None
+        if obj.con_loss == "infonce":
+            return two_view_info_nce(z, obj.tau, pids)
+        with torch.no_grad():
+            _, acc = two_view_info_nce(z.detach(), obj.tau, pids)
+        if obj.con_loss == "vicreg":
+            return vicreg_loss(*z.chunk(2)), acc
+        return simsiam_loss(self.predictor(z), z), acc
+
     def forward(self, x: Tensor, lead_mask: Tensor | None = None, patient_ids: Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                generator: torch.Generator | None = None, con_scale: float | Tensor = 1.0) -> dict[str, Tensor]:
         """The CR-MAE loss of a batch.
 
         Args:
-            x: ``(B, C, T)`` float signals (z-scored).
+            x: ``(B, C, T)`` float signals (z-scored); ``T`` may exceed the model window when
+                the views take their own crops (``view_crop``).
             lead_mask: optional bool ``(B, C)``, True = lead present.
             patient_ids: optional long ``(B,)`` (negative = unknown) for patient positives.
-            generator: optional CPU generator for the views' augmentation and masks.
+            generator: optional CPU generator for the views' crops, augmentation and masks.
+            con_scale: multiplies ``lambda_con`` (the warm-up of :func:`contrastive_scale`).
 
         Returns:
             ``loss``, ``loss_rec``, ``loss_con``, ``acc`` (contrastive top-1 accuracy of the
             positive), ``loss_rec_views (V,)`` (reconstruction loss of each view) — scalars
             are 0-d tensors; terms that the mode does not use are 0.
         """
-        obj, b = self.objective, x.shape[0]
-        n = x.shape[-1] // self.model_cfg.patch_size
-        views, keeps, masks = [], [], []
-        for _ in range(self.n_views):
-            # Augment then mask, view by view: view 1 consumes the same draws in every mode,
-            # which makes mode "mae" exactly view 1 of mode "crema".
-            views.append(augment_view(x, obj.aug_scale, obj.aug_noise, obj.aug_wander, self.fs, generator))
-            m = random_masking(b, x.shape[1], n, obj.mask_ratio, generator, device=x.device)
-            keeps.append(m.keep_idx)
-            masks.append(m.mask)
-        xs, keep, mask = torch.cat(views), torch.cat(keeps), torch.cat(masks)       # (VB, ...)
+        obj = self.objective
+        views = self.make_views(x, generator)
         lm = None if lead_mask is None else lead_mask.to(torch.bool).repeat(self.n_views, 1)
-        tokens = self.encoder.forward_tokens(xs, keep, lm)                            # (VB, L, D)
+        tokens = self.encoder.forward_tokens(views.signal, views.keep_idx, lm)        # (VB, L, D)
 
         zero = x.new_zeros(())
         out = {"loss_rec": zero, "loss_con": zero, "acc": zero,
                "loss_rec_views": x.new_zeros(self.n_views)}
         if self.decoder is not None:
-            pred = self.decoder(self._visible_tokens(tokens), keep, n, lm)            # (VB, C, N, P)
-            target = patch_targets(self.encoder.patchify(x), obj.norm_target)        # (B, C, N, P), clean
-            weight = mask if lm is None else mask & lm[:, :, None]
-            pred = pred.float()                                                       # loss in fp32 under autocast
-            per_view = torch.stack([
-                masked_mse(p, target, w)
-                for p, w in zip(pred.chunk(self.n_views), weight.chunk(self.n_views))])
-            out["loss_rec_views"] = per_view
-            out["loss_rec"] = per_view.mean()
+            out["loss_rec_views"] = self.reconstruction_loss(tokens, views, lm)
+            out["loss_rec"] = out["loss_rec_views"].mean()
         if self.projector is not None:
-            z = self.projector(self.encoder.pool(tokens, lm))                         # (2B, d)
-            out["loss_con"], out["acc"] = two_view_info_nce(
-                z, obj.tau, patient_ids if obj.patient_positives else None)
+            out["loss_con"], out["acc"] = self.contrastive_loss(tokens, lm, patient_ids)
         if obj.mode == "crema":
-            out["loss"] = out["loss_rec"] + obj.lambda_con * out["loss_con"]
+            out["loss"] = out["loss_rec"] + obj.lambda_con * con_scale * out["loss_con"]
         elif obj.mode == "mae":
             out["loss"] = out["loss_rec"]
         else:
@@ -290,7 +430,8 @@ class CREMA(nn.Module):
             generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
             b, c, t = x.shape
             n = t // self.model_cfg.patch_size
-            m = random_masking(b, c, n, self.objective.mask_ratio, generator, device=x.device)
+            m = random_masking(b, c, n, self.objective.mask_ratio, generator, device=x.device,
+                               mode=self.objective.mask_mode)
             tokens = self.encoder.forward_tokens(x, m.keep_idx, lead_mask)
             pred = self.decoder(self._visible_tokens(tokens), m.keep_idx, n, lead_mask).float()
             true = self.encoder.patchify(x.float())

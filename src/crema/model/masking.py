@@ -44,21 +44,29 @@ def n_visible(n_patches: int, mask_ratio: float) -> int:
 
 def random_masking(batch: int, n_leads: int, n_patches: int, mask_ratio: float,
                    generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None) -> Masking:
-    """Draw an independent random mask for every lead of every ECG.
+                   device: torch.device | str | None = None, mode: str = "per_lead") -> Masking:
+    """Draw a random mask for every lead of every ECG.
 
     Args:
         batch, n_leads, n_patches: the grid ``(B, C, N)``.
         mask_ratio: fraction of each lead's patches to hide.
         generator: makes the draw reproducible; the noise is drawn on its device, then moved.
         device: where the returned indices live (default: the generator's device, else CPU).
+        mode: ``per_lead`` draws each lead's subset independently; ``time`` hides the same time
+            patches in every lead. Limb leads are linear combinations of two others (Einthoven,
+            Goldberger), so with per-lead masks a hidden patch can often be rebuilt from the
+            same moment in other leads; time-aligned masks leave only temporal context.
 
     Returns:
         :class:`Masking` with ``keep_idx (B, C, K)``, ``mask (B, C, N)``, ``restore_idx (B, C, N)``.
     """
+    if mode not in ("per_lead", "time"):
+        raise ValueError(f"unknown mask mode {mode!r}; choose 'per_lead' or 'time'")
     k = n_visible(n_patches, mask_ratio)
     noise_device = generator.device if generator is not None else device
-    noise = torch.rand(batch, n_leads, n_patches, generator=generator, device=noise_device)
+    noise_leads = n_leads if mode == "per_lead" else 1
+    noise = torch.rand(batch, noise_leads, n_patches, generator=generator, device=noise_device)
+    noise = noise.expand(batch, n_leads, n_patches)
     if device is not None:
         noise = noise.to(device)
     order = noise.argsort(dim=-1)                                   # (B, C, N): visible first

@@ -14,7 +14,9 @@ _MODEL_FLAGS = {"window": "window", "patch_size": "patch_size", "pool": "pool",
                 "decoder_mode": "decoder_mode"}
 _OBJECTIVE_FLAGS = {"lambda_con": "lambda_con", "tau": "tau", "mask_ratio": "mask_ratio",
                     "mode": "mode", "norm_target": "norm_target",
-                    "patient_positives": "patient_positives"}
+                    "patient_positives": "patient_positives", "mask_mode": "mask_mode",
+                    "view_crop": "view_crop", "con_loss": "con_loss", "con_start_step": "con_start_step",
+                    "con_ramp_steps": "con_ramp_steps"}
 _TRAIN_FLAGS = {"corpus": "corpora", "out": "out", "steps": "steps", "batch_size": "batch_size",
                 "accum": "accum_steps", "blr": "blr", "min_lr": "min_lr",
                 "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "seed": "seed",
@@ -38,13 +40,19 @@ def _register_pretrain(subparsers: Any) -> None:
     # Every default is None so that we can tell what the user set (matters for --resume).
     p.add_argument("--corpus", nargs="+", metavar="DIR[:splits]",
                    help="prepared corpus folders, optionally with splits, e.g. runs/corpora/ptbxl:train,val")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoint, config.json, log.jsonl)")
+    p.add_argument("--config", metavar="FILE",
+                   help="a RunConfig JSON (as written beside a checkpoint, e.g. configs/pretrain/*.json); "
+                        "flags given here override its fields")
+    p.add_argument("--out", metavar="RUN",
+                   help="run folder (checkpoint, config.json, log.jsonl); default the config's train.out")
     p.add_argument("--size", choices=sorted(MODEL_SIZES), help="encoder size preset (default tiny)")
     p.add_argument("--window", type=int, help="model window in samples (default 2500; corpora are cropped)")
     p.add_argument("--patch-size", type=int, help="samples per token (default 50)")
     p.add_argument("--pool", choices=["mean", "cls"], help="representation pooling (default mean)")
     p.add_argument("--decoder-mode", choices=["per_lead", "joint"], help="decoder attention (default per_lead)")
-    p.add_argument("--steps", type=int, help="optimiser steps in total (default 1000)")
+    p.add_argument("--steps", type=int,
+                   help="optimiser steps in total (default 1000; 0 writes the initialised model, e.g. "
+                        "for a random-init baseline)")
     p.add_argument("--batch-size", type=int, help="ECGs per process per micro-step (default 64)")
     p.add_argument("--accum", type=int, help="gradient accumulation micro-steps (default 1)")
     p.add_argument("--blr", type=float, help="base lr; lr = blr * effective batch / 256 (default 1.5e-4)")
@@ -59,6 +67,15 @@ def _register_pretrain(subparsers: Any) -> None:
                    help="reconstruct raw patches instead of per-patch normalised ones")
     p.add_argument("--patient-positives", action="store_const", const=True,
                    help="records of the same patient are extra contrastive positives")
+    p.add_argument("--mask-mode", choices=["per_lead", "time"],
+                   help="per_lead: each lead its own masked patches (default); time: the same patches in every lead")
+    p.add_argument("--view-crop", choices=["same", "random", "disjoint"],
+                   help="the two views' time crops: one shared crop (default), one random crop each, or "
+                        "non-overlapping crops (needs corpus windows of twice --window)")
+    p.add_argument("--con-loss", choices=["infonce", "vicreg", "simsiam"],
+                   help="the regulariser on the pooled views (default infonce)")
+    p.add_argument("--con-start-step", type=int, help="contrastive weight is 0 before this step (default 0)")
+    p.add_argument("--con-ramp-steps", type=int, help="then ramps linearly to lambda over this many steps")
     p.add_argument("--seed", type=int, help="seed of init, data order, masks (default 0)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast (default auto = GPU only)")
@@ -103,14 +120,42 @@ def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) ->
         raise CremaError(f"bad settings: {exc}") from exc
 
 
+def load_recipe(path: str | Path) -> RunConfig:
+    """A :class:`RunConfig` from a JSON recipe; the extra keys of a checkpoint's ``config.json``
+    (``kind``, ``step``, ``crema_version``) are allowed and ignored."""
+    import json
+
+    from ..config import from_dict
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CremaError(f"{path}: config file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise CremaError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CremaError(f"{path}: a run config must be a JSON object")
+    data = {k: v for k, v in data.items() if k not in ("kind", "step", "crema_version", "_comment")}
+    try:
+        return from_dict(RunConfig, data)
+    except (TypeError, ValueError) as exc:
+        raise CremaError(f"{path}: bad run config ({exc})") from exc
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     from .checkpoint import MODEL_FILE, load_config, run_config_from_checkpoint
     from .pretrain import pretrain
 
+    recipe = load_recipe(args.config) if args.config else None
+    if args.out is None:
+        if recipe is None:
+            raise CremaError("--out is required (or a --config whose train.out names the run folder)")
+        args.out = recipe.train.out
     if not args.resume and not args.overwrite and (Path(args.out) / MODEL_FILE).exists():
         raise CremaError(f"{args.out} already holds a checkpoint: pass --resume to continue it, "
                          f"--overwrite to replace it, or choose another --out")
-    base = run_config_from_checkpoint(load_config(args.out)) if args.resume else None
+    base = run_config_from_checkpoint(load_config(args.out)) if args.resume else recipe
     cfg = build_run_config(args, base)
     result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
     from .distributed import detect

@@ -51,7 +51,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from .. import __version__
 from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
 from ..errors import CremaError
-from ..model.crema import CREMA
+from ..model.crema import CREMA, contrastive_scale
 from . import distributed as dist_utils
 from .checkpoint import (CONFIG_FILE, load_checkpoint, load_config, load_state_into,
                          load_training_state, run_config_from_checkpoint, save_checkpoint)
@@ -135,10 +135,13 @@ def _patient_codes(corpus: Any, offset: int) -> tuple[np.ndarray, int]:
     return codes, offset + len(uniques)
 
 
-def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: int = 0) -> PretrainData:
+def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: int = 0,
+                       view_crop: str = "same") -> PretrainData:
     """Open every corpus spec (``DIR`` or ``DIR:split[,split]``) as one training set, with
     random crops of ``window`` samples (drawn per item from ``(seed, epoch, index)``) and
     duplicate records across corpora dropped (see :func:`crema.data.dataset.open_corpora`).
+    With ``view_crop`` other than ``same`` items are whole corpus windows: the model crops
+    each view itself (``disjoint`` needs corpus windows of at least twice ``window``).
 
     Raises :class:`CremaError` when a corpus is missing, the corpora were prepared with
     different preprocessing, or their windows are shorter than the model's.
@@ -164,7 +167,11 @@ def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: in
     if preprocess is not None and preprocess.window < window:
         raise CremaError(f"{first}: corpus windows have {preprocess.window} samples, "
                          f"fewer than the model window {window}")
-    concat = open_corpora(list(specs), crop=window, random_crop=True, seed=seed)
+    if view_crop == "disjoint" and preprocess is not None and preprocess.window < 2 * window:
+        raise CremaError(f"{first}: view_crop 'disjoint' needs corpus windows of at least "
+                         f"{2 * window} samples (twice the model window); they have {preprocess.window}")
+    crop = window if view_crop == "same" else None
+    concat = open_corpora(list(specs), crop=crop, random_crop=True, seed=seed)
     preprocess = concat.datasets[0].corpus.preprocess
     patients, offset = [], 0
     for part in concat.datasets:
@@ -343,7 +350,8 @@ class Trainer:
                  resume: bool, progress: bool, stop_at: int | None, data: PretrainData | None):
         self.info, self.device, self.progress = info, device, progress
         self.out = Path(cfg.train.out)
-        data = data or open_pretrain_data(cfg.train.corpora, cfg.model.window, cfg.train.seed)
+        data = data or open_pretrain_data(cfg.train.corpora, cfg.model.window, cfg.train.seed,
+                                          cfg.objective.view_crop)
         self.cfg = cfg = dataclasses.replace(cfg, preprocess=data.preprocess)
         self.data = data
         self.stop_at = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
@@ -433,7 +441,11 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``accum_steps`` micro-batches; returns detached means."""
         t = self.cfg.train
+        obj = self.cfg.objective
         set_lr(self.optimizer, lr_at(self.step, self.base_lr, t.min_lr, t.warmup_steps, t.steps))
+        # A tensor, not a float: torch.compile would recompile for every new float value.
+        con_scale = torch.tensor(contrastive_scale(self.step, obj.con_start_step, obj.con_ramp_steps),
+                                 device=self.device)
         sums: dict[str, Tensor] = {}
         for micro in range(t.accum_steps):
             x, lead_mask, patients = self._micro_batch()
@@ -441,7 +453,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not self.info.enabled else self.ddp.no_sync()
             with sync:
                 with _autocast(self.device, t.amp):
-                    out = self.forward(x, lead_mask=lead_mask, patient_ids=patients)
+                    out = self.forward(x, lead_mask=lead_mask, patient_ids=patients, con_scale=con_scale)
                 (out["loss"] / t.accum_steps).backward()
             for key in ("loss", "loss_rec", "loss_con", "acc"):
                 sums[key] = sums.get(key, 0.0) + out[key].detach().float() / t.accum_steps
@@ -461,6 +473,10 @@ class Trainer:
         window: dict[str, Tensor] = {}
         window_steps, window_start, run_start = 0, time.perf_counter(), time.perf_counter()
         last_log, interrupted = None, None
+        if self.step >= self.stop_at:
+            # Nothing to train (``--steps 0``: the initialised model, a random-init baseline
+            # that embeds like any checkpoint; or a finished run resumed): still checkpoint.
+            self.save()
         with StopFlag() as stop:
             while self.step < self.stop_at:
                 means = self.train_step()
