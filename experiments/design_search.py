@@ -47,6 +47,7 @@ PACK_SCALE = 256.0
 # Each: {"objective"|"model"|"train": overrides}. "random_init" is not trained.
 VARIANTS: dict[str, dict] = {
     "random_init": {},
+    "random_kernels": {},                                                  # training-free baseline (eval.rocket)
     "mae": {"objective": {"mode": "mae", "lambda_con": 0.0}},
     "crema_base": {"objective": {"mode": "crema"}},                       # today's default (lambda 0.1)
     # views that cannot be matched by copying
@@ -135,12 +136,13 @@ def _feature_module(encoder):
     return Both()
 
 
-def embed_corpora(encoder, corpora: Path, crop: int, device: str) -> dict[str, np.ndarray]:
+def embed_corpora(encoder, corpora: Path, crop: int | None, device: str) -> dict[str, np.ndarray]:
     """Features of every row of the labelled corpora: ``{"ptbxl": (n, F), "cinc": (n, F)}``."""
     from crema.data.corpus import Corpus
     from crema.eval.features import apply_model
+    from crema.model.sit import SiTEncoder
 
-    module = _feature_module(encoder)
+    module = _feature_module(encoder) if isinstance(encoder, SiTEncoder) else encoder
     out = {}
     for name in ("ptbxl", "cinc"):
         corpus = Corpus(corpora / name)
@@ -260,7 +262,13 @@ def run_job(job: dict) -> dict:
             cached = np.load(feat_file)
             features = {k: cached[k] for k in ("ptbxl", "cinc")}
         else:
-            if variant == "random_init":
+            crop = cfg.model.window
+            if variant == "random_kernels":
+                from crema.eval.rocket import RandomKernelFeatures
+
+                encoder, crop = RandomKernelFeatures(2000, cfg.model.n_leads, seed=seed), None
+                record["train"] = {}
+            elif variant == "random_init":
                 seed_everything(seed)
                 encoder = CREMA(cfg.model, cfg.objective).encoder
                 record["train"] = {}
@@ -269,10 +277,11 @@ def run_job(job: dict) -> dict:
                 encoder, _ = load_encoder(out)
                 record["train"] = result.last_log
             record["pretrain_s"] = time.time() - start
-            features = embed_corpora(encoder, corpora, cfg.model.window, job["device"])
+            features = embed_corpora(encoder, corpora, crop, job["device"])
             np.savez(feat_file if out.exists() else _mk(out) / "features.npz", **features)
         d = cfg.model.dim
-        dims = {"pooled": slice(0, d), "leads": slice(d, None)}
+        dims = ({"pooled": slice(None)} if variant == "random_kernels" else
+                {"pooled": slice(0, d), "leads": slice(d, None)})
         if stage == "release":
             record["final"] = final_scores(features, corpora, dims)
         elif stage == "screen":
@@ -422,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the recipe's steps (smoke tests)")
     p.add_argument("--screen-budget-s", type=float, default=None, help="stop starting screen jobs after this")
     p.add_argument("--final", action="store_true", help="after the screen, run the final stage")
+    p.add_argument("--final-only", action="store_true", help="skip the screen (give --final-variants)")
     p.add_argument("--final-variants", nargs="*", default=None, help="default: winner, mae, random_init")
     p.add_argument("--release-budget-s", type=float, default=0,
                    help="then train the winner and MAE at tiny size for about this long (0 = skip)")
@@ -448,8 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     common = {"corpora": str(args.corpora.resolve()), "out": str(args.out.resolve()),
               "device": args.device, "steps": args.steps}
-    jobs = [{**common, "variant": v, "seed": s, "stage": "screen"} for s in args.seeds for v in args.variants]
+    jobs = [{**common, "variant": v, "seed": s, "stage": "screen"} for s in args.seeds for v in args.variants
+            if v != "random_kernels"]  # measured on CPU beside the final stage (no GPU needed)
     deadline = None if args.screen_budget_s is None else time.time() + args.screen_budget_s
+    if args.final_only:
+        jobs = [{**common, "variant": v, "seed": s, "stage": "final"} for s in args.seeds for v in args.final_variants]
+        run_jobs(jobs, args.jobs, args.out / "final.jsonl")
+        return 0
     records = run_jobs(jobs, args.jobs, args.out / "screen.jsonl", deadline)
     table = screen_table(records)
     (args.out / "screen_table.json").write_text(json.dumps(table, indent=2))
