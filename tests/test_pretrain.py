@@ -31,7 +31,9 @@ def test_checkpoint_round_trip_bit_for_bit(tiny_model_config, tmp_path, real_ecg
     state = {"step": 7, "optimizer": {"lr": 0.1}, "rng": [torch.get_rng_state()]}
     save_checkpoint(tmp_path / "ck", model, config, state)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
-        "config.json", "model.safetensors", "training_state.pt"]          # no temp files left
+        ".checkpoints", "config.json", "model.safetensors", "training_state.pt"]  # no temp files left
+    store = sorted(p.name for p in (tmp_path / "ck" / ".checkpoints").iterdir())
+    assert len(store) == 2 and store[0] == "current" and store[1].startswith("step-7-")  # one snapshot
     weights, cfg = load_checkpoint(tmp_path / "ck")
     assert cfg == config
     assert weights.keys() == model.state_dict().keys()

@@ -1,12 +1,24 @@
-"""The ``crema`` command. Each area registers its own subcommands in a ``commands`` module."""
+"""The ``crema`` command. Each area registers its own subcommands in a ``commands`` module.
+
+What reaches the user here is one line per problem, never a Python traceback: CREMA's own
+errors (bad input, named by file and problem), a failed write (``no space left on device: PATH``,
+``cannot write PATH: reason``), Ctrl-C (exit 130) and SIGTERM (exit 143; raised as
+:class:`Terminated` so that the same cleanup runs as for Ctrl-C: temporary files and folders
+removed, pool workers stopped).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from . import __version__
-from .errors import CremaError
+from .errors import CremaError, describe_write_error, printable
 
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -16,6 +28,14 @@ COMMAND_MODULES = (
     "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export
     "crema.demo",               # demo
 )
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT   # 130, what shells report for Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM   # 143
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that ``except Exception``
+    in a batch loop does not swallow it while ``finally`` and cleanup handlers still run."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` for the block (main thread only; commands that
+    stop gracefully, such as ``pretrain``, install their own handler inside)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def raise_terminated(signum: int, frame) -> None:
+        if os.getpid() != owner:  # a forked worker inherited this handler: die as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,13 +84,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_raises():
+            return int(args.func(args) or 0)
     except CremaError as exc:
-        print(f"crema {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # `crema info DIR | head` closed our stdout early: not an error
-        sys.stderr.close()
-        return 0
+        return _fail(args.command, str(exc))
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # `crema info DIR | head` closed stdout early: fine
+            sys.stderr.close()
+            return 0
+        return _fail(args.command, describe_write_error(None, exc))
+    except UnicodeError as exc:  # a name that is not valid UTF-8 reached a text output
+        return _fail(args.command, f"a file or folder name is not valid UTF-8 ({exc.reason}); rename it")
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        return _fail(args.command, "terminated (SIGTERM)", EXIT_TERMINATED)
+
+
+def _fail(command: str, message: str, code: int = 1) -> int:
+    """Print ``crema COMMAND: error: MESSAGE`` on stderr (``crema COMMAND: MESSAGE`` for a
+    signal), with names made printable; return ``code``."""
+    label = "error: " if code == 1 else ""
+    print(f"crema {command}: {label}{printable(message)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

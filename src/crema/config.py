@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from .atomic import atomic_write_text  # noqa: F401  (re-exported: config files are written with it)
+from .errors import ConfigError
 
 STANDARD_LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
@@ -170,26 +174,155 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
 
 
-def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """Rebuild dataclass ``cls`` from :func:`to_dict` output; unknown keys are an error."""
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Rebuild dataclass ``cls`` from :func:`to_dict` output (e.g. read from a JSON file).
+
+    Every value is checked against the field's type (a number where a number belongs, finite,
+    one of the allowed words for a ``Literal``...) and the config's ranges (:func:`check_config`),
+    so that a hand-edited or damaged file fails here with the field's name, not deep inside a
+    model with a traceback.
+
+    Args:
+        where: the field path of this config inside a larger one (``"preprocess."``), for messages.
+
+    Raises:
+        ConfigError (a ValueError): unknown keys, a value of the wrong type or out of range.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: expected an object of settings, "
+                          f"got {_describe(data)}")
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: unknown config keys {sorted(unknown)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(known[name], value)
-    return cls(**kwargs)
+        _check_type(value, hints[name], f"{where}{name}")
+        kwargs[name] = _coerce(known[name], value, f"{where}{name}.")
+    cfg = cls(**kwargs)
+    check_config(cfg, where)
+    return cfg
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
+def _coerce(f: dataclasses.Field, value: Any, where: str = "") -> Any:
     default = f.default if f.default is not dataclasses.MISSING else (
         f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
     if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-        return from_dict(type(default), value)
+        return from_dict(type(default), value, where)
     if isinstance(value, list):
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return value
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _describe(value: Any) -> str:
+    """A value as a message shows it: its JSON kind and the value itself."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({json.dumps(value, default=str)[:60]})"
+
+
+def _check_type(value: Any, hint: Any, name: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` (as JSON gives it) fits the annotation ``hint``."""
+    problem = _type_problem(value, hint)
+    if problem:
+        raise ConfigError(f"{name}: expected {problem}, got {_describe(value)}")
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """What ``value`` should have been, or None when it fits ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, arg) for arg in args]
+        return None if None in problems else ", or ".join(p for p in problems if p)
+    if hint is type(None):
+        return None if value is None else "null"
+    if origin is Literal:
+        return None if value in args else "one of " + ", ".join(json.dumps(a) for a in args)
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if hint is dict or origin is dict:
+        return None if isinstance(value, Mapping) else "an object"
+    if origin is tuple:
+        return _tuple_problem(value, args)
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, Mapping) else "an object of settings"
+    return None  # Any and other annotations are not checked
+
+
+def _tuple_problem(value: Any, args: tuple) -> str | None:
+    """``tuple[X, ...]`` (any length) or ``tuple[X, Y]`` (fixed length), given as a JSON list."""
+    if not isinstance(value, (list, tuple)):
+        return "a list"
+    if len(args) == 2 and args[1] is Ellipsis:
+        item_hints = [args[0]] * len(value)
+    elif len(value) != len(args):
+        return f"a list of {len(args)} values"
+    else:
+        item_hints = list(args)
+    for item, item_hint in zip(value, item_hints):
+        problem = _type_problem(item, item_hint)
+        if problem:
+            return f"a list whose items are each {problem}"
+    return None
+
+
+def _preprocess_problems(cfg: PreprocessConfig) -> list[str]:
+    problems = []
+    for name in ("fs", "window_s", "stride_s"):
+        if not getattr(cfg, name) > 0:
+            problems.append(f"{name}: must be positive, got {getattr(cfg, name)!r}")
+    if cfg.filter_order < 1:
+        problems.append(f"filter_order: must be at least 1, got {cfg.filter_order!r}")
+    if cfg.band is not None and not 0 < cfg.band[0] < cfg.band[1]:
+        problems.append(f"band: must be two edges 0 < low < high in Hz, got {list(cfg.band)!r}")
+    if cfg.notch_hz is not None and not cfg.notch_hz > 0:
+        problems.append(f"notch_hz: must be positive or null, got {cfg.notch_hz!r}")
+    if cfg.min_length_s < 0:
+        problems.append(f"min_length_s: must not be negative, got {cfg.min_length_s!r}")
+    if not problems and cfg.window < 1:
+        problems.append(f"window_s: {cfg.window_s!r} s is less than one sample at {cfg.fs!r} Hz")
+    return problems
+
+
+def _model_problems(cfg: ModelConfig) -> list[str]:
+    sizes = ("window", "patch_size", "dim", "depth", "heads", "stem_channels", "decoder_dim",
+             "decoder_depth", "decoder_heads", "projector_hidden", "projector_dim")
+    problems = [f"{name}: must be positive, got {getattr(cfg, name)!r}"
+                for name in sizes if not getattr(cfg, name) > 0]
+    if not problems and cfg.window % cfg.patch_size:
+        problems.append(f"window: {cfg.window} is not a multiple of patch_size {cfg.patch_size}")
+    for name in ("drop_path", "dropout"):
+        if not 0 <= getattr(cfg, name) < 1:
+            problems.append(f"{name}: must be in [0, 1), got {getattr(cfg, name)!r}")
+    if not cfg.mlp_ratio > 0:
+        problems.append(f"mlp_ratio: must be positive, got {cfg.mlp_ratio!r}")
+    return problems
+
+
+# Range checks per config class (types are checked by from_dict for every class).
+_RANGE_CHECKS: dict[type, Callable[[Any], list[str]]] = {
+    PreprocessConfig: _preprocess_problems,
+    ModelConfig: _model_problems,
+}
+
+
+def check_config(cfg: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first field of ``cfg`` outside its range (sampling
+    rate and window positive, band edges ordered, model sizes positive...)."""
+    check = _RANGE_CHECKS.get(type(cfg))
+    problems = check(cfg) if check else []
+    if problems:
+        raise ConfigError(f"{where}{problems[0]}")
 
 
 def save_json(path: str | os.PathLike, data: Any) -> None:
@@ -200,6 +333,18 @@ def save_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def load_json(path: str | os.PathLike, cls: type | None = None) -> Any:
-    """Read ``path``; with ``cls``, rebuild that dataclass."""
-    data = json.loads(Path(path).read_text())
-    return from_dict(cls, data) if cls is not None else data
+    """Read ``path``; with ``cls``, rebuild that dataclass (types and ranges checked).
+
+    Raises:
+        ConfigError: the file is not JSON, or does not describe ``cls``; the message names it.
+    """
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable JSON ({exc})") from None
+    if cls is None:
+        return data
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -27,14 +27,19 @@ Formats in brief (what is read, what is refused):
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import os
 import re
+import sys
 import warnings
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # for building trees to write; never for parsing input
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
 
 from ..errors import ReadError
 from .leads import UnknownLeadError, canonical_lead
@@ -99,8 +104,12 @@ def _assemble(path: PathLike, named_rows: list[tuple[str, np.ndarray]], fs: floa
     kept, dropped = [], []
     for file_name, row in named_rows:
         lead = _lead_or_none(file_name)
-        if lead is None or lead in {k for k, _ in kept}:
+        if lead is None:
             dropped.append(file_name)
+        elif lead in {k for k, _ in kept}:
+            # two different rows claim to be the same lead: which one is real is unknown
+            raise ReadError(path, f"{fmt}: lead {lead} appears more than once "
+                                  f"(leads: {', '.join(n for n, _ in named_rows)})")
         else:
             kept.append((lead, row))
     if not kept:
@@ -120,12 +129,17 @@ def _assemble(path: PathLike, named_rows: list[tuple[str, np.ndarray]], fs: floa
 
 
 def _parse_xml(path: PathLike) -> ET.Element:
+    """The root element of an XML file, parsed with ``defusedxml``: entity declarations (the
+    "billion laughs" bomb) and external references are refused whatever the runtime's expat."""
     try:
-        return ET.parse(path).getroot()
+        return SafeET.parse(path).getroot()
     except FileNotFoundError:
         raise ReadError(path, "file not found") from None
     except ET.ParseError as exc:
         raise ReadError(path, f"not well-formed XML ({exc})") from None
+    except DefusedXmlException as exc:
+        raise ReadError(path, f"XML with entity declarations or external references is refused "
+                              f"(a possible XML bomb): {type(exc).__name__}") from None
 
 
 def _write_xml(root: ET.Element, path: PathLike) -> None:
@@ -595,9 +609,11 @@ def read_edf_ecg(path: PathLike) -> Recording:
     if not Path(path).is_file():
         raise ReadError(path, "file not found")
     try:
-        reader = pyedflib.EdfReader(str(path))
+        with _c_stdout_silenced():  # pyedflib's C code prints its own diagnostics to stdout
+            reader = pyedflib.EdfReader(str(path))
     except OSError as exc:
-        raise ReadError(path, f"not a readable EDF/EDF+ file ({exc})") from None
+        problem = str(exc).removeprefix(f"{path}: ")  # pyedflib repeats the path
+        raise ReadError(path, f"not a readable EDF/EDF+ file ({problem})") from None
     try:
         rows, rates, dropped = [], set(), []
         for i, label in enumerate(reader.getSignalLabels()):
@@ -616,6 +632,25 @@ def read_edf_ecg(path: PathLike) -> Recording:
     if dropped:
         rec.meta["dropped_leads"] = dropped + rec.meta.get("dropped_leads", [])
     return rec
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced() -> Iterator[None]:
+    """Send what C code writes to file descriptor 1 to /dev/null for the duration: a command's
+    stdout holds its results, and a library's chatter there would corrupt a pipe."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no real stdout (embedded, closed): nothing to guard
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _edf_lead_name(label: str) -> str:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..config import PreprocessConfig
+from ..errors import printable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +22,8 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
         description="Read every record of SOURCE, preprocess it and write a corpus folder "
                     "(float16 memmap + index). SOURCE is a PTB-XL root, a CinC folder, any folder "
                     "or file of ECG records, or a .npy stack (N, 12, T) with --input-fs. "
-                    "Bad records are skipped and listed in DIR/prepare_report.json.")
+                    "Bad records are skipped and listed in DIR/prepare_report.json; the exit "
+                    "status is then 1 (the corpus holds the other records).")
     p.add_argument("source", type=Path, metavar="SOURCE")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="corpus folder to create")
     p.add_argument("--fs", type=float, default=defaults.fs, help="target sampling rate, Hz (%(default)s)")
@@ -75,23 +78,33 @@ def preprocess_config_from_args(args: argparse.Namespace) -> PreprocessConfig:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    """Prepare the corpus; exit status 1 when any record of the source could not be prepared."""
     from .prepare import prepare_corpus
+    from .rates import check_fs
 
+    if args.input_fs is not None:
+        check_fs(args.input_fs, "--input-fs")
     report = prepare_corpus(args.source, args.out, cfg=preprocess_config_from_args(args),
                             workers=args.workers, input_fs=args.input_fs,
                             ptbxl_rate=args.ptbxl_rate, limit=args.limit, force=args.force,
                             cinc_year=args.cinc_year, progress=not args.quiet)
+    out = printable(str(args.out))
     if report.get("up_to_date"):
-        print(f"{args.out}: up to date ({report['windows']} windows from {report['records_read']} "
+        print(f"{out}: up to date ({report['windows']} windows from {report['records_read']} "
               "records); nothing to do (--force rebuilds it)")
-        return 0
-    print(f"{args.out}: {report['records_read']} of {report['records_total']} records read, "
-          f"{report['records_skipped']} skipped, {report['windows']} windows "
-          f"in {report['seconds']:.1f} s ({report['kind']} source)")
-    for item in report["skipped"][:20]:
-        print(f"  skipped {item['record']}: {item['reason']}")
-    if len(report["skipped"]) > 20:
-        print(f"  ... and {len(report['skipped']) - 20} more in {args.out}/prepare_report.json")
+    else:
+        print(f"{out}: {report['records_read']} of {report['records_total']} records read, "
+              f"{report['records_skipped']} skipped, {report['windows']} windows "
+              f"in {report['seconds']:.1f} s ({report['kind']} source)")
+        for item in report["skipped"][:20]:
+            print(printable(f"  skipped {item['record']}: {item['reason']}"))
+        if len(report["skipped"]) > 20:
+            print(f"  ... and {len(report['skipped']) - 20} more in {out}/prepare_report.json")
+    if report["records_skipped"]:
+        # the same status on a re-run that finds the corpus up to date: it still lacks them
+        print(f"crema prepare: {report['records_skipped']} of {report['records_total']} records could "
+              f"not be prepared (listed in {out}/prepare_report.json)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -102,5 +115,5 @@ def run_info(args: argparse.Namespace) -> int:
     print(corpus.summary())
     if args.skipped:
         for item in corpus.report.get("skipped", []):
-            print(f"skipped     {item['record']}: {item['reason']}")
+            print(printable(f"skipped     {item['record']}: {item['reason']}"))
     return 0

@@ -33,6 +33,26 @@ def canonical_lead(name: str) -> str | None:
     return _ALIASES[key]
 
 
+class DuplicateLeadError(CremaError, ValueError):
+    """The same lead is named twice (``II`` and ``ii``, or ``I,I``): which row is real is unknown."""
+
+
+def duplicate_leads(leads: tuple[str, ...] | list[str]) -> list[str]:
+    """Standard lead names that ``leads`` names more than once (in any spelling), in order;
+    unknown names and the known extras are left to :func:`canonical_lead`'s callers."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for name in leads:
+        try:
+            canon = canonical_lead(name)
+        except UnknownLeadError:
+            continue
+        if canon is not None and canon in seen and canon not in twice:
+            twice.append(canon)
+        seen.add(canon)
+    return twice
+
+
 def to_standard(signal: np.ndarray, leads: tuple[str, ...] | list[str],
                 derive_limb_leads: bool = True,
                 target: tuple[str, ...] = STANDARD_LEADS) -> tuple[np.ndarray, np.ndarray]:
@@ -48,14 +68,22 @@ def to_standard(signal: np.ndarray, leads: tuple[str, ...] | list[str],
     Returns:
         ``(len(target), T)`` float32 with absent leads as zeros, and a bool ``(len(target),)``
         lead-present mask (True = the lead is real or derived).
+
+    Raises:
+        UnknownLeadError: a name that is not an ECG lead.
+        DuplicateLeadError: one lead named twice.
     """
     signal = np.asarray(signal, dtype=np.float32)
     if signal.ndim != 2 or signal.shape[0] != len(leads):
         raise ValueError(f"signal shape {signal.shape} does not match {len(leads)} lead names")
+    twice = duplicate_leads(leads)
+    if twice:
+        raise DuplicateLeadError(f"lead {', '.join(twice)} is named more than once "
+                                 f"(leads: {', '.join(leads)})")
     by_name: dict[str, np.ndarray] = {}
     for row, name in zip(signal, leads):
         canon = canonical_lead(name)
-        if canon is not None and canon not in by_name:
+        if canon is not None:
             by_name[canon] = row
     if derive_limb_leads and "I" in by_name and "II" in by_name:
         lead_i, lead_ii = by_name["I"], by_name["II"]

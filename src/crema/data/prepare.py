@@ -16,14 +16,21 @@ How it stays safe and small:
   parent holds one chunk at a time; the chunks are then copied in order into ``signals.npy``;
 * a bad record is skipped and listed with its reason in ``prepare_report.json``;
 * the finished folder is renamed into place, so ``DIR`` is either absent or complete; a run on a
-  finished corpus with the same settings does nothing (``force`` rebuilds it).
+  finished corpus with the same settings does nothing (``force`` rebuilds it, but never a folder
+  that holds files of the user's own);
+* one run at a time writes ``DIR`` (a lock beside it); a second one stops with a clear error;
+* pool workers leave Ctrl-C to the parent, which stops the pool and removes its temporary
+  folder (SIGTERM does the same, see :mod:`crema.cli`), and exit by themselves when the parent is
+  killed outright.
 """
 from __future__ import annotations
 
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -37,17 +44,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import STANDARD_LEADS, PreprocessConfig, load_json, save_json, to_dict
-from ..errors import CremaError
+from ..atomic import replace_directory
+from ..config import STANDARD_LEADS, PreprocessConfig, check_config, load_json, save_json, to_dict
+from ..errors import CremaError, ReadError, WriteError, printable
+from ..locking import output_lock
 from . import cinc, ptbxl
-from .corpus import INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, is_corpus
+from .corpus import CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, is_corpus
 from .preprocess import preprocess_recording
-from .readers import find_records, read_record
+from .rates import check_fs
+from .readers import find_records, read_record, real_dtype_problem
 from .recording import Recording
 
 SOURCE_KINDS = ("ptbxl", "cinc", "files", "stack")
 PARTIAL_TAG = ".partial-"
 CHUNK_DIR = "chunks"
+PARENT_POLL_S = 0.5  # how often a pool worker checks that its parent is still alive
 
 
 # ----------------------------------------------------------------------------- jobs and results
@@ -114,7 +125,7 @@ def _npy_ndim(path: Path) -> int:
     try:
         return np.load(path, mmap_mode="r").ndim
     except Exception as exc:
-        raise CremaError(f"{path}: not a readable .npy array: {exc}") from None
+        raise CremaError(f"{printable(str(path))}: not a readable .npy array: {exc}") from None
 
 
 def build_source(path: Path, kind: str, ptbxl_rate: int | None = None, input_fs: float | None = None,
@@ -150,8 +161,8 @@ def _cinc_source(root: Path, year: int) -> Source:
     for header in find_records(root):
         record_id = header.stem
         source = cinc.cinc_source(record_id, header.parent.name)
-        jobs.append(RecordJob(key=str(header), record_id=record_id, source=source, path=str(header),
-                              source_id=cinc.cinc_source_id(record_id, source)))
+        jobs.append(RecordJob(key=printable(str(header)), record_id=record_id, source=source,
+                              path=str(header), source_id=cinc.cinc_source_id(record_id, source)))
     jobs.sort(key=lambda j: (j.source, j.record_id))
     labeler = _DxLabeler(code_to_class)
     return Source("cinc", root.name, jobs, {cinc.TASK: classes}, labeler)
@@ -175,7 +186,12 @@ class _DxLabeler:
 def _stack_source(path: Path, input_fs: float | None) -> Source:
     if input_fs is None:
         raise CremaError(f"{path}: a .npy stack carries no sampling rate; pass --input-fs HZ")
-    n = np.load(path, mmap_mode="r").shape[0]
+    stack = np.load(path, mmap_mode="r")
+    problem = real_dtype_problem(stack)
+    if problem:
+        raise ReadError(path, problem)
+    n = stack.shape[0]
+    del stack
     name = path.parent.name or path.stem
     ids = _stack_ids(path, n)
     jobs = []
@@ -211,7 +227,7 @@ def _files_source(path: Path, input_fs: float | None, year: int) -> Source:
     for p in records:
         # Ids are file stems unless two files share one, then paths relative to the folder.
         record_id = p.stem if unique else p.relative_to(root).with_suffix("").as_posix()
-        jobs.append(RecordJob(key=str(p), record_id=record_id, source=name, path=str(p),
+        jobs.append(RecordJob(key=printable(str(p)), record_id=record_id, source=name, path=str(p),
                               input_fs=input_fs, source_id=f"{name}:{record_id}"))
     code_to_class, classes = cinc.scored_classes(year)
     return Source("files", name, jobs, {cinc.TASK: classes}, _DxLabeler(code_to_class))
@@ -262,7 +278,8 @@ def process_chunk(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_path: str)
             rec = load_job(job)
             win = preprocess_recording(rec, cfg)
         except CremaError as exc:
-            results.append(RecordResult(job=job, error=str(exc)))
+            # the report names the record beside its reason: do not name it twice
+            results.append(RecordResult(job=job, error=str(exc).removeprefix(f"{job.key}: ")))
             continue
         except Exception as exc:  # an unexpected failure of one record must not stop the rest
             results.append(RecordResult(job=job, error=f"{type(exc).__name__}: {exc}"))
@@ -301,30 +318,45 @@ def prepare_corpus(source: str | os.PathLike, out: str | os.PathLike,
         The ``prepare_report.json`` contents (``up_to_date: True`` when nothing was done).
     """
     t0 = time.perf_counter()
+    check_config(cfg)
+    if input_fs is not None:
+        input_fs = check_fs(input_fs, "input_fs")
     source, out = Path(source).resolve(), Path(out).resolve()
     kind = detect_source(source)
     request = dict(source=str(source), kind=kind, preprocess=to_dict(cfg), input_fs=input_fs,
                    ptbxl_rate=ptbxl_rate, limit=limit, cinc_year=cinc_year)
-    if _up_to_date(out, request, force):
-        report = load_json(out / "prepare_report.json")
-        return {**report, "up_to_date": True}
-    src = build_source(source, kind, ptbxl_rate=ptbxl_rate, input_fs=input_fs, cinc_year=cinc_year)
-    jobs = src.jobs[:limit] if limit is not None else src.jobs
-    if not jobs:
-        raise CremaError(f"{source}: no records to prepare")
-    workers = default_workers() if workers is None else max(1, int(workers))
-    _remove_stale_partials(out)
+    # Held from the up-to-date check to the final rename: a second run with other settings
+    # would otherwise pass the same check and then silently replace this run's corpus.
+    with output_lock(out, "crema prepare"):
+        if _up_to_date(out, request, force):
+            report = load_json(out / "prepare_report.json")
+            return {**report, "up_to_date": True}
+        src = build_source(source, kind, ptbxl_rate=ptbxl_rate, input_fs=input_fs, cinc_year=cinc_year)
+        jobs = src.jobs[:limit] if limit is not None else src.jobs
+        if not jobs:
+            raise CremaError(f"{source}: no records to prepare")
+        workers = default_workers() if workers is None else max(1, int(workers))
+        _remove_stale_partials(out)
+        return _build_in_temporary(out, src, jobs, cfg, request, workers, progress, t0)
+
+
+def _build_in_temporary(out: Path, src: Source, jobs: list[RecordJob], cfg: PreprocessConfig,
+                        request: dict, workers: int, progress: bool, t0: float) -> dict:
+    """Build the corpus in a temporary sibling folder and rename it to ``out``; on any failure
+    or interruption remove the temporary folder, so ``out`` is never half-written."""
     tmp = out.parent / f".{out.name}{PARTIAL_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    (tmp / CHUNK_DIR).mkdir(parents=True)
     try:
+        (tmp / CHUNK_DIR).mkdir(parents=True)
         results = _run_chunks(jobs, cfg, tmp / CHUNK_DIR, workers, progress)
         report = _write_corpus(tmp, src, results, cfg, request, workers)
         report["seconds"] = round(time.perf_counter() - t0, 3)
         save_json(tmp / "prepare_report.json", report)
         _match_permissions(tmp)
-        _move_into_place(tmp, out)
-    except BaseException:
+        replace_directory(tmp, out)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(out, exc) from None  # name the corpus, not a temporary chunk file
         raise
     return report
 
@@ -347,6 +379,11 @@ def _up_to_date(out: Path, request: dict, force: bool) -> bool:
         return False
     previous = load_json(out / "prepare_report.json").get("request")
     if force:
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in CORPUS_FILES)
+        if foreign:
+            raise CremaError(f"{out}: holds files that are not part of a corpus "
+                             f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
+                             "--force would delete them: move them away or choose another --out")
         return False
     if previous == request:
         return True
@@ -403,10 +440,29 @@ def _run_chunks(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_dir: Path, w
     return [(paths[i], done[i]) for i in range(len(chunks))]
 
 
+def _worker_init() -> None:
+    """Set up a pool worker. Ctrl-C reaches the whole process group; the parent handles it (it
+    stops the pool and removes the temporary folder), so the worker ignores it rather than print
+    a traceback. SIGTERM gets its default action back (the parent's handler, inherited through
+    fork, would only fail the current chunk). A watcher thread ends the worker when its parent
+    dies, which SIGKILL of the parent would otherwise leave running as an orphan."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="crema-parent-watch").start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit the process at once when it is no longer the child of ``parent``."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
 def _pool_map(chunks, cfg, paths, workers) -> Iterator[tuple[int, list[RecordResult]]]:
     """Yield ``(chunk number, results)`` as chunks finish, keeping at most ``2 * workers``
     chunks in flight so that memory does not grow with the number of records."""
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
         pending: dict[Future, int] = {}
         todo = iter(range(len(chunks)))
         try:
@@ -514,13 +570,3 @@ def _match_permissions(folder: Path) -> None:
         path.chmod(mode)
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an old corpus there (``force``) is swapped out first."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)

@@ -8,6 +8,8 @@ Order of operations (each step on ``(12, T)`` float arrays):
     2. polyphase resampling to ``cfg.fs``;
     3. zero-phase Butterworth band-pass, optional notch;
     4. per-lead z-score over the whole record (flat or absent leads become zeros);
+       a flat lead (a disconnected electrode) counts as absent in the lead mask, and a record
+       whose leads are all flat is rejected: it carries no ECG.
     5. windows of ``cfg.window`` samples every ``cfg.stride`` samples.
 """
 from __future__ import annotations
@@ -21,7 +23,8 @@ from scipy import signal as sps
 
 from ..config import PreprocessConfig
 from ..errors import PreprocessError
-from .leads import UnknownLeadError, to_standard
+from .leads import DuplicateLeadError, UnknownLeadError, to_standard
+from .rates import rate_problem
 from .recording import Recording
 
 # A lead whose standard deviation is below this (mV, or z-units) carries no signal.
@@ -36,7 +39,7 @@ class Windows:
 
     Attributes:
         signals: float32 ``(W, 12, window)``.
-        lead_mask: bool ``(12,)``, True = lead present (real or derived).
+        lead_mask: bool ``(12,)``, True = lead present (real or derived) and not flat.
         starts: int ``(W,)`` sample offset of each window at the target rate.
     """
 
@@ -130,12 +133,28 @@ def standard_leads(rec: Recording, derive_limb_leads: bool = True) -> tuple[np.n
     """The recording's signal in standard 12-lead order ``(12, T)`` and its present mask ``(12,)``."""
     try:
         x, present = to_standard(rec.signal, rec.leads, derive_limb_leads=derive_limb_leads)
-    except UnknownLeadError as exc:
+    except (UnknownLeadError, DuplicateLeadError) as exc:
         raise PreprocessError(f"record {rec.record_id}: {exc}") from None
     if not present.any():
         raise PreprocessError(f"record {rec.record_id}: none of the standard 12 leads is present "
                               f"(leads: {', '.join(rec.leads)})")
     return x, present
+
+
+def drop_flat_leads(rec: Recording, x12: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The lead mask with flat leads (std below :data:`FLAT_STD`) marked absent, so that the
+    model never attends to a disconnected electrode as if it were an ECG lead.
+
+    Flatness is judged on the raw signal: filtering a constant leaves float dust, not zeros.
+
+    Raises:
+        PreprocessError: every present lead is flat (a blank or disconnected recording).
+    """
+    flat = present & (x12.std(axis=-1) < FLAT_STD)
+    if flat.any() and not (present & ~flat).any():
+        raise PreprocessError(f"record {rec.record_id}: every lead is flat (constant signal); "
+                              "the recording carries no ECG")
+    return present & ~flat
 
 
 def check_length(rec: Recording, cfg: PreprocessConfig) -> None:
@@ -163,18 +182,19 @@ def preprocess_recording(rec: Recording, cfg: PreprocessConfig = PreprocessConfi
         :class:`Windows` with ``signals (W, 12, cfg.window)`` float32.
 
     Raises:
-        PreprocessError: NaN/inf in the signal, no standard lead, too short, bad rate or band.
+        PreprocessError: NaN/inf in the signal, no standard lead, every lead flat, too short,
+            bad rate or band.
     """
     if rec.signal.size == 0 or rec.signal.shape[-1] == 0:
         raise PreprocessError(f"record {rec.record_id}: the signal has no samples")
     if not np.isfinite(rec.signal).all():
         raise PreprocessError(f"record {rec.record_id}: the signal contains NaN or inf values")
-    if not rec.fs or rec.fs <= 0:
-        raise PreprocessError(f"record {rec.record_id}: invalid sampling rate {rec.fs}")
+    problem = rate_problem(rec.fs)
+    if problem:
+        raise PreprocessError(f"record {rec.record_id}: {problem}")
     check_length(rec, cfg)
     x12, present = standard_leads(rec, cfg.derive_limb_leads)
-    # Flatness is judged on the raw signal: filtering a constant leaves float dust, not zeros.
-    flat = x12[present].std(axis=-1) < FLAT_STD
+    present = drop_flat_leads(rec, x12, present)
     # Only the present leads are filtered: absent ones are zeros and stay zeros.
     x = resample(x12[present], rec.fs, cfg.fs)
     if cfg.band is not None:
@@ -183,7 +203,6 @@ def preprocess_recording(rec: Recording, cfg: PreprocessConfig = PreprocessConfi
         x = notch(x, cfg.fs, cfg.notch_hz)
     if cfg.zscore:
         x = zscore(x)
-        x[flat] = 0.0
     full = np.zeros((12, x.shape[-1]), dtype=np.float32)
     full[present] = x
     signals, starts = cut_windows(full, cfg.window, cfg.stride)

@@ -17,7 +17,6 @@ Every failure is a :class:`crema.errors.ReadError` naming the file and the probl
 """
 from __future__ import annotations
 
-import glob
 import math
 import os
 import re
@@ -27,8 +26,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..config import STANDARD_LEADS
-from ..errors import CremaError, ReadError
-from .leads import UnknownLeadError, canonical_lead
+from ..errors import CremaError, ReadError, is_utf8_name, printable
+from .leads import UnknownLeadError, canonical_lead, duplicate_leads
+from .rates import rate_problem
 from .recording import Recording
 
 PathLike = str | os.PathLike
@@ -70,9 +70,14 @@ def read_record(path: PathLike, fs: float | None = None,
 
     Raises:
         ReadError: the file is missing, of an unknown kind, truncated, inconsistent with its
-            header, empty, contains NaN/inf, or names a lead that is not an ECG lead.
+            header, empty, contains NaN/inf, has an implausible sampling rate, names a lead that
+            is not an ECG lead or one lead twice, or its name is not valid UTF-8.
     """
     path = Path(path)
+    if not is_utf8_name(path):
+        # Every output names its records in UTF-8 text (index.csv, errors.csv, reports), and a
+        # resumed run matches records by that name; such a file could never be matched again.
+        raise ReadError(path, "file name is not valid UTF-8; rename the file")
     suffix = path.suffix.lower()
     if suffix in WFDB_SIGNAL_SUFFIXES:
         path, suffix = _header_of(path), ".hea"
@@ -100,15 +105,17 @@ def find_records(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
     WFDB pairs are listed by their ``.hea``; a ``.mat`` or ``.dat`` with a sibling ``.hea`` is not
     listed on its own; hidden files and known table files (``ptbxl_database.csv``,
     ``*_dx_mapping.csv``, ...) found in folders are left out. Files named explicitly are kept.
+    Links to folders are not followed when walking a folder or a ``**`` pattern, and a file
+    reached by several paths (a link beside its target) is listed once.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     found: set[Path] = set()
     for item in inputs:
         text = str(item)
-        if any(ch in text for ch in "*?["):
-            matches = [Path(p) for p in glob.glob(text, recursive=True)]
-            found.update(_record_path(p) for p in matches if p.is_file() and _is_record_file(p))
+        if _has_magic(text):
+            found.update(_record_path(p) for p in _expand_glob(text)
+                         if p.is_file() and _is_record_file(p))
             continue
         path = Path(item)
         if path.is_dir():
@@ -118,7 +125,42 @@ def find_records(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
             found.add(_record_path(path))
         else:
             raise ReadError(path, "no such file or folder")
-    return sorted(found)
+    return _unique_files(found)
+
+
+def _has_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _expand_glob(pattern: str) -> list[Path]:
+    """Paths matching ``pattern`` (``**`` = any depth, as ``glob(recursive=True)``) without
+    following links to folders inside ``**`` (a link loop such as ``loop -> .`` would list every
+    file dozens of times) and, as ``glob`` does, without hidden names the pattern does not spell."""
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if _has_magic(part))
+    root = Path(*parts[:first_magic]) if first_magic else Path(".")
+    rest = parts[first_magic:]
+    if rest[-1] == "**":  # pathlib's trailing ** lists folders only; glob's lists files too
+        rest = (*rest, "*")
+    spelled_hidden = {part for part in rest if part.startswith(".")}
+    matches = []
+    for path in root.glob(str(Path(*rest))):  # pathlib never follows folder links in **
+        hidden = [p for p in path.relative_to(root).parts if p.startswith(".") and p not in spelled_hidden]
+        if not hidden:
+            matches.append(path)
+    return matches
+
+
+def _unique_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted, keeping the first of several that lead to the same file."""
+    by_target: dict[Path, Path] = {}
+    for path in sorted(paths):
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):  # a link loop: keep the path as it is
+            target = path.absolute()
+        by_target.setdefault(target, path)
+    return sorted(by_target.values())
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -151,13 +193,18 @@ def _validate(path: Path, rec: Recording) -> None:
     if not np.isfinite(rec.signal).all():
         bad = int((~np.isfinite(rec.signal)).sum())
         raise ReadError(path, f"signal contains {bad} NaN/inf values")
-    if not rec.fs or not math.isfinite(rec.fs) or rec.fs <= 0:
-        raise ReadError(path, f"invalid sampling rate {rec.fs!r}")
+    problem = rate_problem(rec.fs)
+    if problem:
+        raise ReadError(path, problem)
     for name in rec.leads:
         try:
             canonical_lead(name)
         except UnknownLeadError:
             raise ReadError(path, f"unknown lead name {name!r} (leads: {', '.join(rec.leads)})") from None
+    twice = duplicate_leads(rec.leads)
+    if twice:
+        raise ReadError(path, f"lead {', '.join(twice)} appears more than once "
+                              f"(leads: {', '.join(rec.leads)}); which one is real is unknown")
 
 
 # ----------------------------------------------------------------------------- WFDB
@@ -177,6 +224,9 @@ def read_wfdb(header: Path) -> Recording:
         raise ReadError(header, f"WFDB could not read the record: {exc}") from None
     if record.p_signal is None:
         raise ReadError(header, "WFDB returned no physical signal")
+    if not math.isclose(float(record.fs), parsed["fs"], rel_tol=1e-9):
+        # wfdb replaces a rate it cannot use (nan, inf, negative) by its default 250 Hz
+        raise ReadError(header, f"WFDB read {record.fs} Hz but the header says {parsed['fs']:g} Hz")
     scale = np.array([_unit_to_mv(header, u) for u in (record.units or ["mV"] * record.n_sig)],
                      dtype=np.float64)
     signal = (record.p_signal * scale).T
@@ -191,7 +241,9 @@ def parse_header(header: Path) -> dict:
     ``signals``: a list of dicts ``file, fmt, offset, gain, baseline, units, name``.
     """
     try:
-        lines = header.read_text(errors="replace").splitlines()
+        # surrogateescape keeps bytes that are not UTF-8, so that a file name in the header still
+        # names the file on disk (errors="replace" would turn it into a name that does not exist)
+        lines = header.read_bytes().decode("utf-8", "surrogateescape").splitlines()
     except OSError as exc:
         raise ReadError(header, f"cannot read the header: {exc}") from None
     comments = [ln.lstrip("#").strip() for ln in lines if ln.startswith("#")]
@@ -207,9 +259,16 @@ def parse_header(header: Path) -> dict:
         raise ReadError(header, f"bad record line {' '.join(record_line)!r}") from None
     if n_sig <= 0:
         raise ReadError(header, "header declares no signals")
+    problem = rate_problem(record_line[2].split("/")[0]) if len(record_line) > 2 else None
+    if problem:
+        raise ReadError(header, f"header's {problem}")
     if len(body) - 1 < n_sig:
         raise ReadError(header, f"header declares {n_sig} signals but describes {len(body) - 1}")
     signals = [_parse_signal_line(header, fields) for fields in body[1:1 + n_sig]]
+    for name in [record_line[0]] + [s["file"] for s in signals]:
+        if not is_utf8_name(name):
+            raise ReadError(header, f"the header names '{printable(name)}', which is not valid UTF-8; "
+                                    "rename the files and the names in the header")
     return dict(n_sig=n_sig, fs=fs, sig_len=sig_len, comments=comments, signals=signals)
 
 
@@ -381,6 +440,9 @@ def read_array_file(path: Path, fs: float | None = None,
             array = array.T  # a header row names columns, so rows are time
     if fs is None:
         raise ReadError(path, "sampling rate unknown: pass fs (crema prepare --input-fs HZ)")
+    problem = real_dtype_problem(array)
+    if problem:
+        raise ReadError(path, problem)
     leads = tuple(leads) if leads is not None else STANDARD_LEADS
     signal = orient_leads_first(path, array, len(leads))
     return Recording(signal=signal, fs=float(fs), leads=leads, record_id=path.stem,
@@ -406,9 +468,24 @@ def orient_leads_first(path: Path, array: np.ndarray, n_leads: int) -> np.ndarra
     raise ReadError(path, f"shape {array.shape} matches neither ({n_leads}, T) nor (T, {n_leads})")
 
 
+def real_dtype_problem(array: np.ndarray) -> str | None:
+    """Why ``array`` cannot hold an ECG (booleans, complex numbers, text...), or None for real
+    numbers (integers or floats)."""
+    kind = np.asarray(array).dtype.kind
+    if kind in "iuf":
+        return None
+    what = {"b": "booleans", "c": "complex numbers"}.get(kind, f"values of dtype {np.asarray(array).dtype}")
+    return f"the array holds {what}; an ECG is real numbers (integers or floats)"
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickled" in str(exc):  # numpy's own message suggests loading it unsafely; never do
+            raise ReadError(path, "holds pickled Python objects, which CREMA never loads; "
+                                  "save a plain numeric array") from None
+        raise ReadError(path, f"not a readable .npy array: {exc}") from None
     except Exception as exc:
         raise ReadError(path, f"not a readable .npy array: {exc}") from None
 
@@ -436,17 +513,20 @@ def _load_npz(path: Path, fs, leads):
 
 def _load_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     try:
-        with open(path, newline="") as fh:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is not a lead name
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             first = fh.readline()
     except OSError as exc:
         raise ReadError(path, f"cannot read: {exc}") from None
+    except UnicodeDecodeError:
+        raise ReadError(path, "not a UTF-8 text file (a CSV table of numbers is expected)") from None
     if not first.strip():
         raise ReadError(path, "empty CSV file")
     cells = [c.strip().strip('"') for c in first.split(",")]
     has_header = not all(_is_number(c) for c in cells)
     try:
         array = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0,
-                           dtype=np.float64, ndmin=2)
+                           dtype=np.float64, ndmin=2, encoding="utf-8-sig")
     except ValueError as exc:
         raise ReadError(path, f"not a numeric CSV table: {exc}") from None
     return array, (cells if has_header else None)

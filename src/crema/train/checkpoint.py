@@ -4,11 +4,20 @@
 ``preprocess`` (the PreprocessConfig the inputs must go through) and whatever else the
 writer adds (``objective``, ``train``, ``step``; for classifiers ``arch``, ``task``,
 ``classes``, ``thresholds``). Encoder weights live under the ``encoder.`` prefix in both
-kinds, so :func:`load_encoder` reads either.
+kinds, so :func:`load_encoder` reads either. Loading checks every field's type and range
+(:func:`check_checkpoint_config`): a damaged or hand-edited file fails with the field's name.
 
-Every file is written to a temporary name and renamed into place; ``config.json`` goes last,
-so a folder whose ``config.json`` names step ``s`` holds complete files of step ``s`` unless
-a crash hit between renames, which :func:`load_training_state` detects by comparing steps.
+How a save stays whole. Each save writes a complete snapshot folder
+``DIR/.checkpoints/step-<step>-<id>/`` with all of its files, then makes it current in one atomic
+step: a new link is renamed onto ``DIR/.checkpoints/current``. The names readers use are fixed
+relative links through it (``DIR/config.json -> .checkpoints/current/config.json``, and so for
+the weights and the training state), so a reader, or a run resumed after a kill at any moment,
+sees the whole previous checkpoint or the whole new one, never a mix. The previous snapshot is
+deleted only after the switch; whatever a killed save left behind (a half-written snapshot, a
+spare link) is deleted by the next save. A folder written by an older CREMA (plain files) is
+adopted on its first save, also without a moment where its files disagree. One process writes
+a folder at a time (rank 0 under DDP).
+
 ``training_state.pt`` holds only tensors and plain containers and is read with
 ``torch.load(weights_only=True)``: nothing in it can run code.
 """
@@ -16,7 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,14 +37,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..config import ModelConfig, RunConfig, atomic_write_text, from_dict
-from ..errors import CheckpointError
-from ..atomic import atomic_path
+from ..config import ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig, from_dict
+from ..errors import CheckpointError, ConfigError, WriteError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "training_state.pt"
 ENCODER_PREFIX = "encoder."
+CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, STATE_FILE)
+STORE = ".checkpoints"          # snapshot folders, inside the checkpoint folder
+CURRENT = "current"             # the link in STORE that names the current snapshot
+_TEMP = ".tmp-"                 # prefix of anything in STORE not yet complete
+KINDS = ("pretrain", "classifier")
+ARCHS = ("sit", "resnet1d")
 
 
 def _plain_state_dict(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -41,41 +58,223 @@ def _plain_state_dict(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tens
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
+# ----------------------------------------------------------------------------- saving
+
 def save_checkpoint(directory: str | os.PathLike, model: nn.Module | Mapping[str, Tensor],
                     config: Mapping[str, Any], training_state: Mapping[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder atomically file by file; returns the folder.
+    """Write a checkpoint into ``directory`` and make it current in one atomic step; returns
+    the folder. See the module docstring for the layout.
 
     Args:
-        directory: the folder (created if needed); existing checkpoint files are replaced.
+        directory: the folder (created if needed); the checkpoint in it is replaced, other files
+            (``log.jsonl``...) are left alone.
         model: a module (its ``state_dict``) or a state dict. Pass the bare model, not a DDP
             or compiled wrapper, so keys carry no ``module.``/``_orig_mod.`` prefix.
         config: JSON-ready dict with at least ``kind`` and ``model``.
         training_state: optional dict of tensors and plain containers for resuming.
+
+    Raises:
+        CheckpointError: ``config`` lacks ``kind`` or ``model``.
+        WriteError: the folder cannot be written (full disk, no permission).
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     if "kind" not in config or "model" not in config:
         raise CheckpointError(f"{directory}: checkpoint config needs 'kind' and 'model'")
-    metadata = {"kind": str(config["kind"]), "step": str(config.get("step", ""))}
-    # Both files are complete before either is renamed into place (all or nothing).
-    with atomic_path(directory / MODEL_FILE) as model_tmp:
-        save_file(_plain_state_dict(model), str(model_tmp), metadata=metadata)
-        if training_state is not None:
-            with atomic_path(directory / STATE_FILE) as state_tmp:
-                torch.save(dict(training_state), state_tmp)
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
+    try:
+        store = directory / STORE
+        store.mkdir(parents=True, exist_ok=True)
+        _remove_all_but_current(store)  # what a killed save left behind
+        _adopt_plain_files(directory, store)
+        snapshot = _write_snapshot(store, model, config, training_state)
+        names = [name for name in CHECKPOINT_FILES if (snapshot / name).exists()]
+        for name in names:  # a link to a file the current snapshot lacks reads as absent
+            _link_through_current(directory, name)
+        _make_current(store, snapshot.name)
+        for name in set(CHECKPOINT_FILES) - set(names):
+            _unlink_if_ours(directory / name)
+        _remove_all_but_current(store)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(directory, exc) from None
     return directory
 
 
+def write_checkpoint_files(folder: str | os.PathLike, model: nn.Module | Mapping[str, Tensor],
+                           config: Mapping[str, Any], training_state: Mapping[str, Any] | None = None) -> None:
+    """Write the checkpoint's files as plain files into ``folder``, which nobody reads yet (a
+    snapshot, or an exported model folder before it is renamed into place)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {"kind": str(config["kind"]), "step": str(config.get("step", ""))}
+    save_file(_plain_state_dict(model), str(folder / MODEL_FILE), metadata=metadata)
+    if training_state is not None:
+        torch.save(dict(training_state), folder / STATE_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2) + "\n", encoding="utf-8")
+
+
+def _write_snapshot(store: Path, model, config: Mapping[str, Any],
+                    training_state: Mapping[str, Any] | None) -> Path:
+    """A complete snapshot folder in ``store`` (written under a temporary name, then renamed)."""
+    tmp = store / f"{_TEMP}{uuid.uuid4().hex[:8]}"
+    write_checkpoint_files(tmp, model, config, training_state)
+    final = store / f"step-{config.get('step', 'final')}-{uuid.uuid4().hex[:8]}"
+    os.rename(tmp, final)
+    return final
+
+
+def _make_current(store: Path, snapshot_name: str) -> None:
+    """Point ``store/current`` at ``snapshot_name``: the one atomic step of a save."""
+    link = store / f"{_TEMP}{CURRENT}-{uuid.uuid4().hex[:8]}"
+    os.symlink(snapshot_name, link)
+    os.replace(link, store / CURRENT)  # rename replaces the old link itself, atomically
+
+
+def _link_target(name: str) -> str:
+    return f"{STORE}/{CURRENT}/{name}"
+
+
+def _link_through_current(directory: Path, name: str) -> None:
+    """Make ``directory/name`` the link ``.checkpoints/current/name`` (replacing atomically)."""
+    path = directory / name
+    if path.is_symlink() and os.readlink(path) == _link_target(name):
+        return
+    tmp = directory / f".{name}{_TEMP}{uuid.uuid4().hex[:8]}"
+    os.symlink(_link_target(name), tmp)
+    os.replace(tmp, path)
+
+
+def _unlink_if_ours(path: Path) -> None:
+    if path.is_symlink() and os.readlink(path) == _link_target(path.name):
+        path.unlink()
+
+
+def _remove_all_but_current(store: Path) -> None:
+    """Delete every snapshot and temporary in ``store`` except the current snapshot."""
+    current = store / CURRENT
+    keep = os.readlink(current) if current.is_symlink() else None
+    for child in store.iterdir():
+        if child.name in (CURRENT, keep):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _adopt_plain_files(directory: Path, store: Path) -> None:
+    """Turn checkpoint files that are plain files (an older CREMA, or a config written before the
+    first save) into a snapshot. The snapshot is made of exactly what the names read now, made
+    current, and only then is each plain file replaced by its link: the content behind every
+    name stays the same throughout, so a kill at any point leaves a consistent folder."""
+    present = [name for name in CHECKPOINT_FILES if (directory / name).exists()]
+    if all((directory / name).is_symlink() for name in present):
+        return
+    tmp = store / f"{_TEMP}{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    for name in present:
+        _link_or_copy(directory / name, tmp / name)
+    adopted = store / f"adopted-{uuid.uuid4().hex[:8]}"
+    os.rename(tmp, adopted)
+    _make_current(store, adopted.name)
+    for name in present:
+        _link_through_current(directory, name)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link to what ``src`` reads (free, instant), or a copy where links are not possible."""
+    try:
+        os.link(src, dst, follow_symlinks=True)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+# ----------------------------------------------------------------------------- loading
+
 def load_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's ``config.json`` as a dict."""
+    """The checkpoint's ``config.json`` as a dict, checked (:func:`check_checkpoint_config`)."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint folder (no {CONFIG_FILE})")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: unreadable JSON ({exc})") from exc
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    check_checkpoint_config(config, path)
+    return config
+
+
+def check_checkpoint_config(config: Any, path: str | os.PathLike) -> None:
+    """Check the types and ranges of a checkpoint's ``config.json`` (``path`` names it in
+    messages): a JSON object; a known ``kind`` and ``arch``; ``model``, ``preprocess``,
+    ``objective`` and ``train`` that rebuild their config classes; for classifiers distinct class
+    names and one threshold in [0, 1] per class.
+
+    Raises:
+        CheckpointError: naming the file and the field.
+    """
+    try:
+        if not isinstance(config, dict):
+            raise ConfigError(f"expected a JSON object of settings, got a {type(config).__name__}")
+        kind, arch = config.get("kind"), config.get("arch", "sit")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown checkpoint kind {kind!r} (pretrain or classifier)")
+        if arch not in ARCHS:
+            raise ConfigError(f"unknown arch {arch!r} (sit or resnet1d)")
+        if "model" not in config:
+            raise ConfigError("model: missing")
+        from_dict(_model_config_class(arch), config["model"], "model.")
+        parts = {"preprocess": PreprocessConfig, "objective": ObjectiveConfig}
+        if kind == "pretrain":
+            parts["train"] = PretrainConfig
+        for key, cls in parts.items():
+            if key in config:
+                from_dict(cls, config[key], f"{key}.")
+        step = config.get("step")
+        if step is not None and not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+            raise ConfigError(f"step: expected a whole number of steps, got {step!r}")
+        if kind == "classifier":
+            _check_classifier_fields(config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _model_config_class(arch: str) -> type:
+    if arch == "resnet1d":
+        from ..model.resnet1d import ResNet1dConfig  # the model package imports this module
+
+        return ResNet1dConfig
+    return ModelConfig
+
+
+def _check_classifier_fields(config: dict) -> None:
+    classes = config.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ConfigError(f"classes: expected a non-empty list of class names, got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"classes: names repeat ({classes!r})")
+    raw = config.get("thresholds")
+    if raw is None:
+        return
+    if isinstance(raw, dict):
+        values = list(raw.values())
+    elif isinstance(raw, list):
+        if len(raw) != len(classes):
+            raise ConfigError(f"thresholds: {len(raw)} thresholds for {len(classes)} classes")
+        values = raw
+    else:
+        raise ConfigError(f"thresholds: expected a list of numbers, got {raw!r}")
+    for value in values:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and 0 <= value <= 1):
+            raise ConfigError(f"thresholds: expected probabilities between 0 and 1, got {value!r}")
+    crop = config.get("crop")
+    if crop is not None and not (isinstance(crop, int) and not isinstance(crop, bool) and crop > 0):
+        raise ConfigError(f"crop: expected a positive number of samples or null, got {crop!r}")
 
 
 def load_checkpoint(directory: str | os.PathLike,

@@ -283,11 +283,28 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    """Drop log lines written after the checkpoint we resume from (they will be redone), and a
+    partial last line left by a kill in the middle of writing it.
+
+    Raises:
+        CremaError: a line other than the last is not JSON (the file was damaged otherwise).
+    """
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # the write a kill interrupted: its step is redone anyway
+                break
+            raise CremaError(f"{path}: line {number} is not JSON ({line[:60]!r}); fix or delete "
+                             "that line to resume") from None
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

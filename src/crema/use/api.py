@@ -15,6 +15,8 @@ or a GPU. Missing leads are zeros with a lead mask and raise a :class:`MissingLe
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,8 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig, from_dict, save_json
 from ..data.preprocess import preprocess_recording
-from ..errors import CheckpointError, CremaError, PreprocessError
+from ..atomic import replace_directory
+from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
 from ..eval.features import resolve_device
 from ..train import checkpoint as ckpt
 from .inputs import InputItem, collect_inputs
@@ -265,7 +268,7 @@ class CremaModel:
                 f"of the patch size {self.model_config.patch_size}")
         if not windows.lead_mask.all():
             missing = [name for name, ok in zip(STANDARD_LEADS, windows.lead_mask) if not ok]
-            warnings.warn(f"{source}: leads {', '.join(missing)} are missing; running with the lead mask",
+            warnings.warn(f"{source}: leads {', '.join(missing)} are missing or flat; running with the lead mask",
                           MissingLeadsWarning, stacklevel=3)
         return Prepared(rec.record_id, source, np.ascontiguousarray(windows.signals, dtype=np.float32),
                         windows.lead_mask.copy(), (windows.starts / self.preprocess.fs).astype(np.float64))
@@ -416,11 +419,30 @@ class CremaModel:
         directory = Path(directory)
         if directory.resolve() == self.source.resolve():
             raise CremaError(f"{directory}: refusing to export a model onto its own folder")
+        if directory.exists() and not _is_model_folder(directory):
+            raise CremaError(f"{directory}: exists and is not a model folder; refusing to replace it")
         config = dict(self.config)
         config["exported"] = {"from": str(self.source), "crema_version": __version__}
-        ckpt.save_checkpoint(directory, self.network, config)
-        save_json(directory / "preprocess.json", self.preprocess)
+        # Written whole in a temporary sibling, then renamed into place: a shippable folder of
+        # plain files that is either the old export or the new one, never a mix.
+        tmp = directory.parent / f".{directory.name}.export-{uuid.uuid4().hex[:8]}"
+        try:
+            ckpt.write_checkpoint_files(tmp, self.network, config)
+            save_json(tmp / "preprocess.json", self.preprocess)
+            replace_directory(tmp, directory)
+        except WriteError:
+            raise
+        except OSError as exc:
+            raise WriteError(directory, exc) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return directory
+
+
+def _is_model_folder(directory: Path) -> bool:
+    """True for a folder holding nothing but a CREMA model (an earlier export), or nothing."""
+    allowed = set(ckpt.CHECKPOINT_FILES) | {ckpt.STORE, "preprocess.json"}
+    return directory.is_dir() and all(p.name in allowed for p in directory.iterdir())
 
 
 def _is_item_list(inputs: Any) -> bool:

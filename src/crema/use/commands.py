@@ -5,8 +5,8 @@ Batch commands (``embed``, ``predict``) take files, folders and globs in any for
 show a progress bar, skip a bad record (listed on stderr and in ``OUT.errors.csv`` with its
 reason) and go on with the rest, and write their outputs atomically every ``--chunk`` records.
 A re-run with the same ``--out`` skips the records already in the output (the output's
-``.run.json`` sidecar records which checkpoint made it). Exit status 0 when at least one record
-succeeded, 1 when every record failed.
+``.run.json`` sidecar records which checkpoint made it). Exit status 0 when every record
+succeeded, 1 when any failed (the outputs then hold the records that did not).
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import atomic_write_text
-from ..errors import CremaError, ReadError
+from ..data.leads import duplicate_leads
+from ..errors import CremaError, ReadError, printable
 from .inputs import InputItem, check_fs, collect_inputs
-from ..atomic import atomic_path
+from ..atomic import atomic_path, make_parent
 
 DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -59,11 +60,23 @@ def _add_batch_options(p: argparse.ArgumentParser) -> None:
 
 
 def _lead_list(text: str | None) -> list[str] | None:
-    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+    """The ``--leads`` names, refusing a lead named twice (which row would be that lead?)."""
+    if not text:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    twice = duplicate_leads(names)
+    if twice:
+        raise CremaError(f"--leads names {', '.join(twice)} more than once ({text})")
+    return names
 
 
 def _note(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    tqdm.write(printable(message), file=sys.stderr)
+
+
+def _failure_row(record_id: str, source: str, reason: str) -> dict:
+    """A row of ``OUT.errors.csv``; names that are not valid UTF-8 are shown as ``\\xNN``."""
+    return {"record_id": printable(record_id), "source": printable(source), "reason": printable(reason)}
 
 
 def expand_inputs(inputs: Iterable[str], fs: float | None, leads: list[str] | None
@@ -76,7 +89,7 @@ def expand_inputs(inputs: Iterable[str], fs: float | None, leads: list[str] | No
         try:
             items.extend(collect_inputs(str(text), fs, leads))
         except CremaError as exc:
-            failures.append({"record_id": Path(text).stem, "source": str(text), "reason": str(exc)})
+            failures.append(_failure_row(Path(text).stem, str(text), str(exc)))
     seen, unique = set(), []
     for item in items:  # an input named twice (file and its folder) is done once
         if item.source not in seen:
@@ -156,9 +169,10 @@ def prepare_chunk(model, chunk: list[InputItem], bar) -> tuple[list, list[dict]]
             for result in model.iter_prepared([item], on_error="skip"):
                 if isinstance(result, Failure):
                     # readers name the file in the message; the row already has it
-                    result.reason = result.reason.removeprefix(f"{result.source}: ")
-                    failures.append(vars(result))
-                    _note(f"skipped {result.source}: {result.reason}")
+                    row = _failure_row(result.record_id, result.source, result.reason)
+                    row["reason"] = row["reason"].removeprefix(f"{row['source']}: ")
+                    failures.append(row)
+                    _note(f"skipped {row['source']}: {row['reason']}")
                 else:
                     prepared.append(result)
         for warning in caught:
@@ -199,10 +213,10 @@ def run_batch(args: argparse.Namespace, outputs: BatchOutputs, done_sources: set
             flush(failures)
     if not todo:
         flush(failures)  # still record this run's failures and counts
-    total_ok = succeeded + skipped
-    print(f"crema {args.command}: {succeeded} records processed, {skipped} already done, "
-          f"{len(failures)} failed" + (f" (see {outputs.errors})" if failures else ""), file=sys.stderr)
-    return 0 if total_ok > 0 else 1
+    print(printable(f"crema {args.command}: {succeeded} records processed, {skipped} already done, "
+                    f"{len(failures)} failed" + (f" (see {outputs.errors})" if failures else "")),
+          file=sys.stderr)
+    return 1 if failures else 0
 
 
 # ============================================================================ embed
@@ -228,7 +242,7 @@ def run_embed(args: argparse.Namespace) -> int:
     args.model = model = load(args.checkpoint, device=args.device)
     outputs = BatchOutputs(args.out, ".npy")
     npy, index_csv = outputs.path(".npy"), outputs.path(".index.csv")
-    npy.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(npy)
     fingerprint = checkpoint_fingerprint(model, args)
     embeddings, index = np.zeros((0, model.dim), dtype=np.float32), pd.DataFrame()
     if outputs.check_resumable(fingerprint, args.overwrite, npy.exists() or index_csv.exists()):
@@ -315,7 +329,7 @@ def run_predict(args: argparse.Namespace) -> int:
     args.model = model = load(args.checkpoint, device=args.device)
     model.require_classifier("crema predict")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     outputs = BatchOutputs(out, ".csv")
     fingerprint = checkpoint_fingerprint(model, args)
     columns = ["record_id", "source", "n_windows", *model.classes, "labels"]

@@ -13,7 +13,6 @@ when asked, so that a batch job can skip a bad file and go on with the rest.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..config import STANDARD_LEADS
-from ..data.readers import find_records, read_record
+from ..data.rates import MAX_FS, MIN_FS, check_fs  # noqa: F401  (re-exported)
+from ..data.readers import find_records, read_record, real_dtype_problem
 from ..data.recording import Recording
 from ..errors import CremaError
-
-# Sampling rates outside this range are not ECGs (or the rate was given in the wrong unit).
-MIN_FS, MAX_FS = 50.0, 20000.0
 
 
 @dataclass(frozen=True)
@@ -78,18 +75,6 @@ def path_item(path: str | os.PathLike, fs: float | None = None,
     return InputItem(str(path), path.stem, lambda: read_record(path, fs=fs, leads=leads))
 
 
-def check_fs(fs: Any) -> float:
-    """``fs`` as a float, or a :class:`CremaError` saying why it is not a usable ECG rate."""
-    try:
-        value = float(fs)
-    except (TypeError, ValueError):
-        raise CremaError(f"sampling rate fs={fs!r} is not a number") from None
-    if not math.isfinite(value) or not MIN_FS <= value <= MAX_FS:
-        raise CremaError(f"sampling rate fs={fs!r} Hz is not a plausible ECG rate "
-                         f"({MIN_FS:g}-{MAX_FS:g} Hz; give it in Hz)")
-    return value
-
-
 def _is_numeric_sequence(items: Iterable) -> bool:
     """A nested list of numbers (an array written as lists) rather than a list of inputs."""
     first = next(iter(items), None)
@@ -114,8 +99,9 @@ def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | Non
     leads = tuple(leads) if leads is not None else STANDARD_LEADS
     if array.ndim not in (2, 3):
         raise CremaError(f"expected an array (12, T) or (B, 12, T), got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise CremaError(f"expected a numeric array, got dtype {array.dtype}")
+    problem = real_dtype_problem(array)
+    if problem:
+        raise CremaError(problem)
     batch = array[None] if array.ndim == 2 else array
     if batch.shape[1] != len(leads):
         hint = (" (it looks like (T, leads): pass array.T)"
