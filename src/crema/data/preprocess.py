@@ -163,7 +163,8 @@ def preprocess_recording(rec: Recording, cfg: PreprocessConfig = PreprocessConfi
         :class:`Windows` with ``signals (W, 12, cfg.window)`` float32.
 
     Raises:
-        PreprocessError: NaN/inf in the signal, no standard lead, too short, bad rate or band.
+        PreprocessError: NaN/inf in the signal, no standard lead, every lead flat, too short, bad
+            rate or band.
     """
     if rec.signal.size == 0 or rec.signal.shape[-1] == 0:
         raise PreprocessError(f"record {rec.record_id}: the signal has no samples")
@@ -175,6 +176,9 @@ def preprocess_recording(rec: Recording, cfg: PreprocessConfig = PreprocessConfi
     x12, present = standard_leads(rec, cfg.derive_limb_leads)
     # Flatness is judged on the raw signal: filtering a constant leaves float dust, not zeros.
     flat = x12[present].std(axis=-1) < FLAT_STD
+    if flat.all():  # e.g. the all-zero row that pads each CODE-15% HDF5 file
+        raise PreprocessError(f"record {rec.record_id}: every lead is flat (a constant signal, "
+                              "not an ECG)")
     # Only the present leads are filtered: absent ones are zeros and stay zeros.
     x = resample(x12[present], rec.fs, cfg.fs)
     if cfg.band is not None:
