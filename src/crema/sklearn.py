@@ -94,8 +94,9 @@ class CremaEmbedder(TransformerMixin, BaseEstimator):
         for i, record in enumerate(X):
             found = collect_inputs(record, self.fs, self.leads)
             if len(found) != 1:
-                raise CremaError(f"X[{i}] ({record if isinstance(record, (str, os.PathLike)) else type(record).__name__})"
-                                 f" holds {len(found)} records; each element of X must be one record")
+                what = record if isinstance(record, (str, os.PathLike)) else type(record).__name__
+                raise CremaError(f"X[{i}] ({what}) holds {len(found)} records; each element of X must be "
+                                 "one record")
             items.extend(found)
         return items
 

@@ -337,7 +337,8 @@ def _resolve_rate(path: Path, given: float | None, stored: float | None, default
         warnings.warn(f"{path}: no sampling rate stored or given; assuming {default:g} Hz (CODE-15%); "
                       "pass fs (--fs HZ) otherwise", AssumedRateWarning, stacklevel=3)
         return default
-    raise ReadError(path, "sampling rate unknown: pass fs (crema embed/predict --fs HZ, crema prepare --input-fs HZ)")
+    raise ReadError(path, "sampling rate unknown: pass fs (crema embed/predict --fs HZ, "
+                          "crema prepare --input-fs HZ)")
 
 
 def _check_leads(path: Path, leads: Sequence[str] | None) -> tuple[str, ...]:
