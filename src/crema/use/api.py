@@ -14,6 +14,8 @@ or a GPU. Missing leads are zeros with a lead mask and raise a :class:`MissingLe
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -236,6 +238,12 @@ class CremaModel:
         if encoder is None:
             raise CremaError(f"{self.source}: a {self.arch} classifier has no SiT encoder to embed with")
         return encoder
+
+    @property
+    def config_sha256(self) -> str:
+        """First 16 hex digits of the SHA-256 of the checkpoint's config: outputs made with the
+        same value came from the same model and preprocessing."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def dim(self) -> int:

@@ -14,7 +14,6 @@ at least one record succeeded, 1 when every record failed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -159,8 +158,7 @@ class BatchOutputs:
 def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
     """What makes outputs comparable: the checkpoint's config and weights size, and input options."""
     weights = model.source / "model.safetensors"
-    digest = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()[:16]
-    return {"checkpoint": str(model.source.resolve()), "config_sha256": digest,
+    return {"checkpoint": str(model.source.resolve()), "config_sha256": model.config_sha256,
             "weights_bytes": weights.stat().st_size if weights.exists() else None,
             "fs": args.fs, "leads": args.leads, "dataset": args.dataset, "ids": args.ids,
             "per_window": bool(args.per_window)}
