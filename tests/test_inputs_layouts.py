@@ -270,3 +270,18 @@ def test_memory_stays_flat_on_a_large_stack(tmp_path):
     n, total, grown_mb = out.split()
     assert int(n) == rows and float(total) == rows
     assert size_mb > 400 and float(grown_mb) < 150, f"memory grew {grown_mb} MB reading {size_mb:.0f} MB"
+
+
+def test_prepare_reads_the_same_stacks(code15_like, tmp_path):
+    """crema prepare reads stacks through the same reader: a CODE-15%-style file becomes a corpus
+    with the exam ids, the padding row skipped with its reason."""
+    from crema.data.corpus import Corpus
+    from crema.data.prepare import prepare_corpus
+    from crema.data.stacks import AssumedRateWarning
+
+    folder, exam_ids = code15_like
+    with pytest.warns(AssumedRateWarning):
+        report = prepare_corpus(folder / "exams_part0.hdf5", tmp_path / "corpus", workers=1, progress=False)
+    corpus = Corpus(tmp_path / "corpus")
+    assert corpus.index["record_id"].tolist() == [str(i) for i in exam_ids]
+    assert report["records_skipped"] == 1 and "every lead is flat" in str(report)
