@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch that these machines carry on local disk; pyproject accepts torch>=2.2.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test venv venv-dev bench clean
+.PHONY: demo test browser-test venv venv-dev bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: venv
 
 test: venv-dev
 	$(PY) -m pytest -q tests
+
+# The viewer's end-to-end test in a real headless browser: Debian's chromium (from apt, never a
+# browser download; sudo unless root) driven by Playwright for Python (a dev extra).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-test: venv-dev
+	command -v chromium >/dev/null 2>&1 || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	$(PY) -m pytest -q tests/test_serve.py
 
 bench: venv-dev
 	$(PY) benchmarks/run_all.py

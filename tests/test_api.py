@@ -179,8 +179,10 @@ def test_raw_array_needs_a_plausible_rate(pre, ptbxl_hea):
     for fs in (0, -500, 5e5, float("nan")):
         with pytest.raises(CremaError, match="not a plausible ECG rate"):
             pre.embed(signal, fs=fs)
-    with pytest.raises(CremaError, match=r"looks like \(T, leads\)"):
-        pre.embed(signal.T, fs=500)
+    # leads last is recognised by the axis whose size is the lead count
+    assert np.array_equal(pre.embed(signal.T, fs=500), pre.embed(signal, fs=500))
+    with pytest.raises(CremaError, match=r"matches neither \(12, T\) nor \(T, 12\)"):
+        pre.embed(signal[:8], fs=500)
     with pytest.raises(CremaError, match="cannot use input of type dict"):
         pre.embed({"signal": signal})
 

@@ -60,7 +60,7 @@ def _run(capsys, *argv):
 def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsys, data_root):
     out = tmp_path / "emb"
     code, stdout, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out,
-                             "--chunk", "3", "--no-progress")  # several flushes
+                              "--chunk", "3", "--no-progress", "--per-window")  # several flushes
     assert code == 1, err  # broken.edf failed: exit status 1, the seven good records written
     emb = np.load(tmp_path / "emb.npy")
     index = pd.read_csv(tmp_path / "emb.index.csv", dtype={"record_id": str})
@@ -83,14 +83,16 @@ def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsy
     # re-run: everything is done already; rows past the index (a flush interrupted between the
     # array and the index) are dropped
     np.save(tmp_path / "emb.npy", np.concatenate([emb, emb[:1]]))
-    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress")
+    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress",
+                        "--per-window")
     assert code == 1 and "0 records processed, 7 already done, 1 failed" in err
     assert np.array_equal(np.load(tmp_path / "emb.npy"), emb)
     # a new record: only it is processed, appended after the old rows
     shutil.copy(data_root / "cinc" / "ptb" / "S0001.hea", ecg_folder / "cinc")
     shutil.copy(data_root / "cinc" / "ptb" / "S0001.mat", ecg_folder / "cinc")
     try:
-        code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress")
+        code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress",
+                            "--per-window")
     finally:
         for suffix in (".hea", ".mat"):
             (ecg_folder / "cinc" / f"S0001{suffix}").unlink()

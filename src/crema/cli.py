@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "crema.train.commands",     # pretrain, plot-reconstruction
     "crema.eval.commands",      # finetune, probe, evaluate, report
     "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export
+    "crema.serve.commands",     # serve
     "crema.demo",               # demo
 )
 

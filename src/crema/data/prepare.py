@@ -7,7 +7,8 @@ Sources (detected by :func:`detect_source`):
 * ``cinc``: a PhysioNet/CinC folder (one source folder, or a root with one folder per source)
   of ``.hea`` + ``.mat``, label task ``cinc-scored``;
 * ``files``: any folder (or single file) of records that :func:`readers.read_record` handles;
-* ``stack``: a ``.npy`` stack ``(N, 12, T)`` at ``--input-fs`` (ids from ``ecg_ids.csv`` beside it).
+* ``stack``: a ``.npy``/``.npz`` stack ``(N, 12, T)`` or ``(N, T, 12)`` at ``--input-fs`` (ids from
+  ``ecg_ids.csv`` beside it), or an HDF5 file in the CODE-15% layout (:mod:`crema.data.stacks`).
 
 How it stays safe and small:
 
@@ -53,6 +54,7 @@ from .corpus import CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, is_cor
 from .preprocess import preprocess_recording
 from .rates import check_fs
 from .readers import find_records, read_record, real_dtype_problem
+from .stacks import RecordStack, is_stack
 from .recording import Recording
 
 SOURCE_KINDS = ("ptbxl", "cinc", "files", "stack")
@@ -113,19 +115,10 @@ def detect_source(path: str | os.PathLike) -> str:
     if not path.exists():
         raise CremaError(f"{path}: no such file or folder")
     if path.is_file():
-        if path.suffix.lower() == ".npy" and _npy_ndim(path) == 3:
-            return "stack"
-        return "files"
+        return "stack" if is_stack(path) else "files"
     if ptbxl.is_ptbxl_root(path):
         return "ptbxl"
     return "cinc" if cinc.is_cinc_folder(find_records(path)) else "files"
-
-
-def _npy_ndim(path: Path) -> int:
-    try:
-        return np.load(path, mmap_mode="r").ndim
-    except Exception as exc:
-        raise CremaError(f"{printable(str(path))}: not a readable .npy array: {exc}") from None
 
 
 def build_source(path: Path, kind: str, ptbxl_rate: int | None = None, input_fs: float | None = None,
@@ -184,35 +177,22 @@ class _DxLabeler:
 
 
 def _stack_source(path: Path, input_fs: float | None) -> Source:
-    if input_fs is None:
+    if input_fs is None and path.suffix.lower() == ".npy":
         raise CremaError(f"{path}: a .npy stack carries no sampling rate; pass --input-fs HZ")
-    stack = np.load(path, mmap_mode="r")
-    problem = real_dtype_problem(stack)
-    if problem:
-        raise ReadError(path, problem)
-    n = stack.shape[0]
-    del stack
+    stack = RecordStack(path, fs=input_fs)
+    try:
+        n, ids, fs = len(stack), stack.ids, stack.fs
+    finally:
+        stack.close()
     name = path.parent.name or path.stem
-    ids = _stack_ids(path, n)
     jobs = []
     for row, record_id in enumerate(ids):
         source_id = (ptbxl.ptbxl_source_id(record_id)
                      if name.startswith("ptbxl") and record_id.isdigit() else f"{name}:{record_id}")
         jobs.append(RecordJob(key=f"{path.name}[{row}]", record_id=record_id, source=name,
-                              path=str(path), row=row, input_fs=input_fs, source_id=source_id,
+                              path=str(path), row=row, input_fs=fs, source_id=source_id,
                               labels={}))
     return Source("stack", name, jobs, {})
-
-
-def _stack_ids(path: Path, n: int) -> list[str]:
-    """Row ids from ``ecg_ids.csv`` beside the stack (first column), else the row numbers."""
-    ids_file = path.parent / "ecg_ids.csv"
-    if not ids_file.is_file():
-        return [f"{row:06d}" for row in range(n)]
-    ids = pd.read_csv(ids_file, dtype=str).iloc[:, 0].str.strip().tolist()
-    if len(ids) != n:
-        raise CremaError(f"{ids_file}: {len(ids)} ids for {n} rows of {path.name}")
-    return ids
 
 
 def _files_source(path: Path, input_fs: float | None, year: int) -> Source:
@@ -243,30 +223,17 @@ def load_job(job: RecordJob) -> Recording:
 
 
 def _stack_row(job: RecordJob) -> Recording:
-    """One row of a ``.npy`` stack, read with a plain seek and read rather than a memmap: pages
-    of a memmap stay counted in the process's memory, which would then grow with the stack."""
-    with open(job.path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = _npy_header(fh, version)
-        if fortran or len(shape) != 3:
-            raise CremaError(f"{job.path}: expected a C-ordered (N, 12, T) stack, got shape {shape}")
-        row_items = shape[1] * shape[2]
-        fh.seek(fh.tell() + job.row * row_items * dtype.itemsize)
-        signal = np.fromfile(fh, dtype=dtype, count=row_items).reshape(shape[1], shape[2])
-    if signal.shape[0] != len(STANDARD_LEADS):
-        raise CremaError(f"{job.path}: stack rows have shape {signal.shape}, expected (12, T)")
-    signal = signal.astype(np.float32)
+    """One row of a stack file (:mod:`crema.data.stacks`: a seek and a read, no memmap, so that
+    memory does not grow with the stack)."""
+    stack = RecordStack(job.path, fs=job.input_fs, block_bytes=0)
+    try:
+        signal = stack.read(job.row, job.row + 1)[0]
+    finally:
+        stack.close()
     if not np.isfinite(signal).all():
         raise CremaError(f"{job.key}: signal contains NaN or inf values")
-    return Recording(signal=signal, fs=float(job.input_fs), leads=STANDARD_LEADS,
-                     record_id=job.record_id, meta={"age": None, "sex": None})
-
-
-def _npy_header(fh, version: tuple[int, int]):
-    """``(shape, fortran_order, dtype)`` of an open ``.npy`` positioned after its magic."""
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fh)
-    return np.lib.format.read_array_header_2_0(fh)
+    return Recording(signal=signal, fs=stack.fs, leads=stack.leads, record_id=job.record_id,
+                     meta={"age": None, "sex": None})
 
 
 def process_chunk(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_path: str) -> list[RecordResult]:

@@ -34,7 +34,14 @@ from .recording import Recording
 PathLike = str | os.PathLike
 
 # Suffixes find_records lists when it walks a folder.
-RECORD_SUFFIXES = frozenset({".hea", ".mat", ".npy", ".npz", ".csv", ".xml", ".dcm", ".edf"})
+RECORD_SUFFIXES = frozenset({".hea", ".mat", ".npy", ".npz", ".csv", ".xml", ".dcm", ".edf",
+                             ".h5", ".hdf5", ".hdf"})
+# Names an .npz may give its signal array, in order of preference (``tracings``: CODE-15%).
+SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "x", "tracings")
+# Names of record-id arrays (in an .npz or HDF5 file) or columns (in an ids table).
+ID_KEYS = ("record_id", "record_ids", "ids", "id", "exam_id", "ecg_id")
+# Arrays of an .npz that describe the signal rather than hold it.
+NPZ_META_KEYS = frozenset({"fs", "sampling_rate", "leads", *ID_KEYS})
 # Signal files that belong to a header and are never records on their own.
 WFDB_SIGNAL_SUFFIXES = frozenset({".dat", ".xyz"})
 # Table files found beside real data that are not recordings.
@@ -182,8 +189,11 @@ def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | 
     if suffix == ".edf":
         from .clinical import read_edf_ecg
         return read_edf_ecg(path)
+    if suffix in (".h5", ".hdf5", ".hdf"):
+        raise ReadError(path, "an HDF5 file is a stack of records: crema embed / predict read it row "
+                              "by row (crema.data.stacks.RecordStack), crema prepare makes a corpus of it")
     raise ReadError(path, f"unknown ECG file type {path.suffix!r} (supported: .hea/.dat WFDB, "
-                          ".mat CinC or CPSC-2018, .npy, .npz, .csv, .xml, .dcm, .edf)")
+                          ".mat CinC or CPSC-2018, .npy, .npz, .csv, .xml, .dcm, .edf, HDF5 stacks)")
 
 
 def _validate(path: Path, rec: Recording) -> None:
@@ -439,7 +449,8 @@ def read_array_file(path: Path, fs: float | None = None,
             leads = header_leads
             array = array.T  # a header row names columns, so rows are time
     if fs is None:
-        raise ReadError(path, "sampling rate unknown: pass fs (crema prepare --input-fs HZ)")
+        raise ReadError(path, "sampling rate unknown: pass fs (crema embed/predict --fs HZ, "
+                              "crema prepare --input-fs HZ)")
     problem = real_dtype_problem(array)
     if problem:
         raise ReadError(path, problem)
@@ -451,21 +462,48 @@ def read_array_file(path: Path, fs: float | None = None,
 
 def orient_leads_first(path: Path, array: np.ndarray, n_leads: int) -> np.ndarray:
     """``(n_leads, T)`` from ``(n_leads, T)`` or ``(T, n_leads)``, decided by which dimension
-    matches the lead count; an error when neither or both do."""
+    matches the lead count (:func:`lead_axis`)."""
     if array.ndim != 2:
         raise ReadError(path, f"expected a 2-D array (leads x samples), got shape {array.shape}"
-                              + (" (a stack of records: use crema prepare)" if array.ndim == 3 else ""))
+                              + (" (a stack of records: crema embed / predict and crema prepare read it)"
+                                 if array.ndim == 3 else ""))
     if array.size == 0:
         raise ReadError(path, f"zero-length signal (shape {array.shape})")
-    rows_match, cols_match = array.shape[0] == n_leads, array.shape[1] == n_leads
+    if lead_axis(path, array.shape, n_leads) == 0:
+        return np.asarray(array, dtype=np.float32)
+    return np.ascontiguousarray(np.asarray(array, dtype=np.float32).T)
+
+
+def lead_axis(path: Path | str | None, shape: Sequence[int], n_leads: int) -> int:
+    """Which of the two dimensions ``shape`` of one record ``(n_leads, T)`` or ``(T, n_leads)``
+    holds the leads (0 or 1): the one whose size is the lead count; an error when neither or both
+    are."""
+    rows_match, cols_match = shape[0] == n_leads, shape[1] == n_leads
     if rows_match and cols_match:
-        raise ReadError(path, f"ambiguous shape {array.shape}: both dimensions equal the lead "
+        raise ReadError(path, f"ambiguous shape {tuple(shape)}: both dimensions equal the lead "
                               f"count {n_leads}")
     if rows_match:
-        return np.asarray(array, dtype=np.float32)
+        return 0
     if cols_match:
-        return np.ascontiguousarray(np.asarray(array, dtype=np.float32).T)
-    raise ReadError(path, f"shape {array.shape} matches neither ({n_leads}, T) nor (T, {n_leads})")
+        return 1
+    raise ReadError(path, f"shape {tuple(shape)} matches neither ({n_leads}, T) nor (T, {n_leads})")
+
+
+def choose_signal_key(path: Path, names: Sequence[str], dataset: str | None = None) -> str:
+    """Which array of an ``.npz`` holds the signal: ``dataset`` when given, else the first of
+    :data:`SIGNAL_KEYS`, else the only array that is not metadata (rate, leads, ids)."""
+    if dataset:
+        if dataset not in names:
+            raise ReadError(path, f"no array {dataset!r} (arrays: {', '.join(sorted(names))})")
+        return dataset
+    for key in SIGNAL_KEYS:
+        if key in names:
+            return key
+    candidates = [name for name in names if name not in NPZ_META_KEYS]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ReadError(path, f"cannot tell which array is the signal among {sorted(names)} "
+                          "(name it 'signal', or pass --dataset NAME)")
 
 
 def real_dtype_problem(array: np.ndarray) -> str | None:
@@ -502,13 +540,7 @@ def _load_npz(path: Path, fs, leads):
     if leads is None and "leads" in contents:
         leads = [str(name) for name in np.asarray(contents.pop("leads")).ravel()]
     contents.pop("leads", None)
-    for key in ("signal", "signals", "ecg", "data", "x"):
-        if key in contents:
-            return contents[key], fs, leads
-    if len(contents) == 1:
-        return next(iter(contents.values())), fs, leads
-    raise ReadError(path, f"cannot tell which array is the signal among {sorted(contents)} "
-                          "(name it 'signal')")
+    return contents[choose_signal_key(path, list(contents))], fs, leads
 
 
 def _load_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:

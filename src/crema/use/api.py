@@ -14,6 +14,8 @@ or a GPU. Missing leads are zeros with a lead mask and raise a :class:`MissingLe
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -35,9 +37,10 @@ from ..atomic import replace_directory
 from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
 from ..eval.features import resolve_device
 from ..train import checkpoint as ckpt
-from .inputs import InputItem, collect_inputs
+from .inputs import InputItem, check_same_windows, collect_inputs
 
 INDEX_COLUMNS = ("record_id", "source", "window", "start_s", "leads_present")
+RECORD_COLUMNS = ("record_id", "source", "n_windows", "leads_present")
 
 
 class MissingLeadsWarning(UserWarning):
@@ -86,6 +89,12 @@ class EmbedResult:
     embeddings: np.ndarray
     index: pd.DataFrame
     errors: list[Failure] = field(default_factory=list)
+
+    def by_record(self) -> "EmbedResult":
+        """One row per record: the mean of its windows' embeddings ``(n_records, D)``, with an
+        index of :data:`RECORD_COLUMNS` (a record of one window keeps that window's embedding)."""
+        embeddings, index = mean_by_record(self.embeddings, self.index)
+        return EmbedResult(embeddings, index, self.errors)
 
 
 @dataclass
@@ -234,6 +243,12 @@ class CremaModel:
         return encoder
 
     @property
+    def config_sha256(self) -> str:
+        """First 16 hex digits of the SHA-256 of the checkpoint's config: outputs made with the
+        same value came from the same model and preprocessing."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
     def dim(self) -> int:
         """Width D of the embeddings."""
         if self.model_config is None:
@@ -260,32 +275,49 @@ class CremaModel:
         Raises:
             PreprocessError: the record cannot become model input (too short, NaN, no lead...).
         """
-        windows = preprocess_recording(rec, self.preprocess)
+        return self._as_prepared(preprocess_recording(rec, self.preprocess), rec.record_id, source)
+
+    def prepare_item(self, item: InputItem) -> Prepared:
+        """Load one input item and make it model input: a recording is preprocessed; the stored
+        windows of a corpus record are used as they are, once their preprocessing is checked to be
+        the model's (so both give the same windows, up to the corpus's float16 storage)."""
+        loaded = item.load()
+        if item.preprocess is None:
+            return self.prepare(loaded, item.source)
+        check_same_windows(item.source, item.preprocess, self.preprocess)
+        return self._as_prepared(loaded, item.record_id, item.source)
+
+    def _as_prepared(self, windows, record_id: str, source: str) -> Prepared:
+        """Check preprocessed :class:`~crema.data.preprocess.Windows` against the model and warn
+        about missing leads."""
         _, length = crop_offsets(windows.signals.shape[-1], self.crop)
         if self.model_config is not None and length % self.model_config.patch_size:
             raise PreprocessError(
-                f"record {rec.record_id}: model inputs of {length} samples are not a multiple "
+                f"record {record_id}: model inputs of {length} samples are not a multiple "
                 f"of the patch size {self.model_config.patch_size}")
         if not windows.lead_mask.all():
             missing = [name for name, ok in zip(STANDARD_LEADS, windows.lead_mask) if not ok]
             warnings.warn(f"{source}: leads {', '.join(missing)} are missing or flat; running with the lead mask",
-                          MissingLeadsWarning, stacklevel=3)
-        return Prepared(rec.record_id, source, np.ascontiguousarray(windows.signals, dtype=np.float32),
+                          MissingLeadsWarning, stacklevel=4)
+        return Prepared(record_id, source, np.ascontiguousarray(windows.signals, dtype=np.float32),
                         windows.lead_mask.copy(), (windows.starts / self.preprocess.fs).astype(np.float64))
 
     def iter_prepared(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                      on_error: str = "raise", progress: bool = False) -> Iterator[Prepared | Failure]:
+                      on_error: str = "raise", progress: bool = False, *, dataset: str | None = None,
+                      ids: str | os.PathLike | None = None) -> Iterator[Prepared | Failure]:
         """Load and prepare every record of ``inputs`` (see :mod:`crema.use.inputs`), one at a time.
 
         With ``on_error="skip"`` a record that cannot be read or preprocessed is yielded as a
         :class:`Failure` and the rest go on; with ``"raise"`` the first such error is raised.
+        ``dataset`` and ``ids`` name the signal and id arrays of ``.npz``/HDF5 stacks.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        items = inputs if _is_item_list(inputs) else collect_inputs(inputs, fs, leads)
+        items = inputs if _is_item_list(inputs) else collect_inputs(
+            inputs, fs, leads, dataset=dataset, ids=ids, preprocess=self.preprocess)
         for item in tqdm(items, desc="records", unit="rec", disable=not progress):
             try:
-                yield self.prepare(item.load(), item.source)
+                yield self.prepare_item(item)
             except Exception as exc:  # noqa: BLE001 - in a batch, any broken file is listed, not fatal
                 if on_error == "raise":
                     raise
@@ -331,29 +363,34 @@ class CremaModel:
     # ------------------------------------------------------------------ user-facing
 
     def embed_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                      batch_size: int = 64, on_error: str = "raise", progress: bool = False) -> EmbedResult:
+                      batch_size: int = 64, on_error: str = "raise", progress: bool = False, *,
+                      dataset: str | None = None, ids: str | os.PathLike | None = None) -> EmbedResult:
         """Embeddings of every window of every record, with an index saying which is which.
 
         Args:
-            inputs: array ``(12, T)`` / ``(B, 12, T)`` (needs ``fs``), Recording(s), file paths,
-                folders or globs (see :mod:`crema.use.inputs`).
-            fs, leads: sampling rate and row names for raw arrays.
+            inputs: array ``(12, T)`` / ``(B, 12, T)`` (or leads last; needs ``fs``), Recording(s),
+                file paths, folders or globs, stack files, corpus folders (see :mod:`crema.use.inputs`).
+            fs, leads: sampling rate and row names for raw arrays and stacks.
             batch_size: windows per forward pass.
             on_error: ``"raise"`` or ``"skip"`` (bad records listed in ``errors``).
             progress: show a tqdm bar over records.
+            dataset, ids: the signal and id arrays of ``.npz``/HDF5 stacks (default: CODE-15% names).
 
         Returns:
-            :class:`EmbedResult` with ``embeddings (n_windows, D)`` float32.
+            :class:`EmbedResult` with ``embeddings (n_windows, D)`` float32 (``.by_record()`` for
+            one row per record).
         """
-        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress))
+        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress,
+                                                       dataset=dataset, ids=ids))
         signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
         return EmbedResult(self.encode_windows(signals, lead_mask, batch_size), index, failures)
 
     def embed(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-              batch_size: int = 64) -> np.ndarray:
+              batch_size: int = 64, *, dataset: str | None = None,
+              ids: str | os.PathLike | None = None) -> np.ndarray:
         """Embeddings ``(n_windows, D)`` float32 of ``inputs`` (rows in input order; a record
         longer than one window gives several rows, see :meth:`embed_records` for the index)."""
-        return self.embed_records(inputs, fs, leads, batch_size).embeddings
+        return self.embed_records(inputs, fs, leads, batch_size, dataset=dataset, ids=ids).embeddings
 
     def reconstruct(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
                     seed: int | None = 0, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,29 +418,39 @@ class CremaModel:
         return np.concatenate(preds), np.concatenate(masks), signals
 
     def predict_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                        batch_size: int = 64, on_error: str = "raise", progress: bool = False) -> PredictResult:
+                        batch_size: int = 64, on_error: str = "raise", progress: bool = False, *,
+                        dataset: str | None = None, ids: str | os.PathLike | None = None) -> PredictResult:
         """Class probabilities per window and per record (mean over windows) with thresholded labels."""
         self.require_classifier("predict")
-        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress))
+        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress,
+                                                       dataset=dataset, ids=ids))
         signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
         probs = self.classify_windows(signals, lead_mask, batch_size)
         return PredictResult(probs, index, self.record_table(probs, index), failures)
 
     def predict(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                batch_size: int = 64) -> pd.DataFrame:
+                batch_size: int = 64, *, dataset: str | None = None,
+                ids: str | os.PathLike | None = None) -> pd.DataFrame:
         """Probabilities per record: a DataFrame indexed by ``record_id`` with one column per class
         (the classifier's class names), averaged over the record's windows."""
-        records = self.predict_records(inputs, fs, leads, batch_size).records
+        records = self.predict_records(inputs, fs, leads, batch_size, dataset=dataset, ids=ids).records
         return records.set_index("record_id")[list(self.classes)]
 
     def record_table(self, window_probs: np.ndarray, index: pd.DataFrame) -> pd.DataFrame:
         """Per-record mean probabilities and thresholded ``labels`` from per-window ones."""
-        frame = index[["record_id", "source"]].copy()
-        frame[list(self.classes)] = window_probs
-        grouped = frame.groupby(["source", "record_id"], sort=False)
-        table = grouped[list(self.classes)].mean()
-        table.insert(0, "n_windows", grouped.size())
-        table = table.reset_index()[["record_id", "source", "n_windows", *self.classes]]
+        probs, records = mean_by_record(window_probs, index)
+        table = records[["record_id", "source", "n_windows"]].copy()
+        table[list(self.classes)] = probs
+        return self.with_labels(table)
+
+    def window_table(self, window_probs: np.ndarray, index: pd.DataFrame) -> pd.DataFrame:
+        """Per-window probabilities and thresholded ``labels``: the index columns, then the classes."""
+        table = index[list(INDEX_COLUMNS)].reset_index(drop=True)
+        table[list(self.classes)] = window_probs
+        return self.with_labels(table)
+
+    def with_labels(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` with a ``labels`` column: the classes at or above their thresholds, ``|``-joined."""
         positive = table[list(self.classes)].to_numpy() >= self.thresholds[None, :]
         table["labels"] = ["|".join(c for c, on in zip(self.classes, row) if on) for row in positive]
         return table
@@ -454,6 +501,24 @@ def _split(results: Iterable[Prepared | Failure]) -> tuple[list[Prepared], list[
     for result in results:
         (failures if isinstance(result, Failure) else prepared).append(result)
     return prepared, failures
+
+
+def mean_by_record(values: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Average the rows of each record: ``values (n_windows, ...)`` with their window ``index``
+    (:data:`INDEX_COLUMNS`; a record's windows are consecutive rows of one ``source``) ->
+    ``(n_records, ...)`` float32 and a record index (:data:`RECORD_COLUMNS`)."""
+    if not len(index):
+        return values[:0].astype(np.float32), pd.DataFrame(columns=list(RECORD_COLUMNS))
+    source = index["source"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+    counts = np.diff(np.r_[starts, len(source)])
+    # float64 sums so that a one-window record keeps its window's values bit for bit
+    sums = np.add.reduceat(np.asarray(values, dtype=np.float64), starts, axis=0)
+    means = (sums / counts.reshape(-1, *([1] * (sums.ndim - 1)))).astype(np.float32)
+    first = index.iloc[starts]
+    records = pd.DataFrame({"record_id": first["record_id"].to_numpy(), "source": first["source"].to_numpy(),
+                            "n_windows": counts, "leads_present": first["leads_present"].to_numpy()})
+    return means, records
 
 
 def stack_prepared(prepared: Sequence[Prepared], window: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

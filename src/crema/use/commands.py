@@ -2,16 +2,18 @@
 ``export-onnx``.
 
 Batch commands (``embed``, ``predict``) take files, folders and globs in any format CREMA reads,
-show a progress bar, skip a bad record (listed on stderr and in ``OUT.errors.csv`` with its
-reason) and go on with the rest, and write their outputs atomically every ``--chunk`` records.
-A re-run with the same ``--out`` skips the records already in the output (the output's
-``.run.json`` sidecar records which checkpoint made it). Exit status 0 when every record
-succeeded, 1 when any failed (the outputs then hold the records that did not).
+stacks (``.npy``/``.npz`` ``(N, C, T)`` or ``(N, T, C)``, HDF5 in the CODE-15% layout) and prepared
+corpus folders (``DIR`` or ``DIR:split``); they write one row per record (its windows averaged) or,
+with ``--per-window``, one row per 10 s window. They show a progress bar, skip a bad record (listed
+on stderr and in ``OUT.errors.csv`` with its reason) and go on with the rest, and write their
+outputs atomically every ``--chunk`` records (less often once the output is large, see
+:func:`run_batch`). A re-run with the same ``--out`` skips the records already in the output (the
+output's ``.run.json`` sidecar records which checkpoint and options made it). Exit status 0 when
+every record succeeded, 1 when any failed (the outputs then hold the records that did not).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -30,6 +32,9 @@ from .inputs import InputItem, check_fs, collect_inputs
 from ..atomic import atomic_path, make_parent
 
 DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
+# Once the output is large, flush only after it has grown by this fraction: each flush rewrites the
+# whole output, so flushing every chunk would cost time quadratic in the number of records.
+FLUSH_GROWTH = 0.1
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 
 
@@ -45,8 +50,14 @@ def register(subparsers: Any) -> None:
 # ============================================================================ shared options
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fs", type=float, help="sampling rate (Hz) of raw array files (.npy/.csv) that carry none")
+    p.add_argument("--fs", type=float,
+                   help="sampling rate (Hz) of raw arrays and stacks that carry none (.npy/.csv; HDF5 "
+                        "without one is taken as CODE-15%%'s 400 Hz)")
     p.add_argument("--leads", help="comma-separated lead names of raw array rows (default the standard 12)")
+    p.add_argument("--dataset", help="the array of an .npz / dataset of an HDF5 stack holding the signals "
+                                     "(default: signal, signals, ..., tracings)")
+    p.add_argument("--ids", help="record ids of stack rows: a .csv/.txt file (one per row) or the name of an "
+                                 "array in the .npz/HDF5 (default: exam_id, record_id, ... when present)")
 
 
 def _add_batch_options(p: argparse.ArgumentParser) -> None:
@@ -56,6 +67,8 @@ def _add_batch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                    help=f"records between output flushes (default {DEFAULT_CHUNK})")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming an existing --out")
+    p.add_argument("--per-window", action="store_true",
+                   help="one row per 10 s window instead of one per record (the mean of its windows)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -79,17 +92,29 @@ def _failure_row(record_id: str, source: str, reason: str) -> dict:
     return {"record_id": printable(record_id), "source": printable(source), "reason": printable(reason)}
 
 
-def expand_inputs(inputs: Iterable[str], fs: float | None, leads: list[str] | None
+def expand_inputs(inputs: Iterable[str], fs: float | None, leads: list[str] | None,
+                  dataset: str | None = None, ids: str | None = None, preprocess=None
                   ) -> tuple[list[InputItem], list[dict]]:
-    """Items for every record under ``inputs``; an input that does not exist is a failure row."""
+    """Items for every record under ``inputs`` (see :func:`collect_inputs`); an input that does not
+    exist or cannot be opened (an unreadable stack, a corpus made with other preprocessing) is a
+    failure row. Warnings while opening (an assumed HDF5 rate) become notes on stderr."""
+    from ..data.stacks import AssumedRateWarning
+
     items, failures = [], []
     if fs is not None:
         check_fs(fs)
     for text in inputs:
-        try:
-            items.extend(collect_inputs(str(text), fs, leads))
-        except CremaError as exc:
-            failures.append(_failure_row(Path(text).stem, str(text), str(exc)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AssumedRateWarning)
+            try:
+                items.extend(collect_inputs(str(text), fs, leads, dataset=dataset, ids=ids,
+                                            preprocess=preprocess))
+            except CremaError as exc:
+                # the row names the input; the message need not say it twice
+                reason = str(exc).removeprefix(f"{text}: ").removeprefix(f"{Path(text)}: ")
+                failures.append(_failure_row(Path(text).stem, str(text), reason))
+        for warning in caught:
+            _note(f"note: {warning.message}")
     seen, unique = set(), []
     for item in items:  # an input named twice (file and its folder) is done once
         if item.source not in seen:
@@ -146,10 +171,10 @@ class BatchOutputs:
 def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
     """What makes outputs comparable: the checkpoint's config and weights size, and input options."""
     weights = model.source / "model.safetensors"
-    digest = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()[:16]
-    return {"checkpoint": str(model.source.resolve()), "config_sha256": digest,
+    return {"checkpoint": str(model.source.resolve()), "config_sha256": model.config_sha256,
             "weights_bytes": weights.stat().st_size if weights.exists() else None,
-            "fs": args.fs, "leads": args.leads}
+            "fs": args.fs, "leads": args.leads, "dataset": args.dataset, "ids": args.ids,
+            "per_window": bool(args.per_window)}
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -192,8 +217,15 @@ def _source_key(source: str) -> str:
 def run_batch(args: argparse.Namespace, outputs: BatchOutputs, done_sources: set[str],
               process_chunk, flush) -> int:
     """Shared loop of ``embed`` and ``predict``: expand inputs, skip done records, process chunks,
-    flush after each; returns the exit status."""
-    items, failures = expand_inputs(args.inputs, args.fs, _lead_list(args.leads))
+    flush; returns the exit status.
+
+    Records are read and processed ``--chunk`` at a time (memory holds one chunk of signals). The
+    outputs are flushed after a chunk when the records since the last flush number at least
+    ``--chunk`` and :data:`FLUSH_GROWTH` of those written, and at the end, so that an interrupted
+    run loses little and a run of millions of records does not spend its time rewriting outputs.
+    """
+    items, failures = expand_inputs(args.inputs, args.fs, _lead_list(args.leads), args.dataset, args.ids,
+                                    args.model.preprocess)
     if not items and not failures:
         raise CremaError(f"no ECG records found in {' '.join(args.inputs)}")
     for failure in failures:
@@ -203,16 +235,20 @@ def run_batch(args: argparse.Namespace, outputs: BatchOutputs, done_sources: set
     skipped = len(items) - len(todo)
     if skipped:
         _note(f"resuming: {skipped} records already in {outputs.base.name}, {len(todo)} to do")
-    succeeded = 0
+    succeeded = pending = 0
     chunk_size = max(1, args.chunk)
     with tqdm(total=len(todo), desc=args.command, unit="rec", disable=args.no_progress) as bar:
         for start in range(0, len(todo), chunk_size):
-            prepared, chunk_failures = prepare_chunk(args.model, todo[start:start + chunk_size], bar)
+            chunk = todo[start:start + chunk_size]
+            prepared, chunk_failures = prepare_chunk(args.model, chunk, bar)
             failures.extend(chunk_failures)
             succeeded += process_chunk(prepared)
-            flush(failures)
-    if not todo:
-        flush(failures)  # still record this run's failures and counts
+            pending += len(chunk)
+            if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)):
+                flush(failures)
+                pending = 0
+    if pending or not todo:
+        flush(failures)  # the last records; or, with nothing to do, this run's failures and counts
     print(printable(f"crema {args.command}: {succeeded} records processed, {skipped} already done, "
                     f"{len(failures)} failed" + (f" (see {outputs.errors})" if failures else "")),
           file=sys.stderr)
@@ -223,12 +259,16 @@ def run_batch(args: argparse.Namespace, outputs: BatchOutputs, done_sources: set
 
 def _register_embed(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "embed", help="embeddings of ECG files (one row per window)",
-        description="Embed every window of every record with a CREMA checkpoint. Writes OUT.npy "
-                    "(float32, n_windows x D) and OUT.index.csv (record_id, source, window, start_s, "
-                    "leads_present), or one OUT.parquet when the name ends in .parquet (needs pyarrow).")
+        "embed", help="embeddings of ECG records (one row per record, or per window)",
+        description="Embed every record with a CREMA checkpoint: each 10 s window is embedded and a "
+                    "record's row is the mean of its windows' embeddings. Writes OUT.npy (float32, "
+                    "n_records x D) and OUT.index.csv (record_id, source, n_windows, leads_present); with "
+                    "--per-window one row per window (index: record_id, source, window, start_s, "
+                    "leads_present). OUT.parquet writes one table (needs pyarrow).")
     p.add_argument("checkpoint", help="checkpoint or exported model folder")
-    p.add_argument("inputs", nargs="+", help="ECG files, folders or globs (any supported format)")
+    p.add_argument("inputs", nargs="+",
+                   help="ECG files, folders or globs (any supported format), .npy/.npz/HDF5 stacks, "
+                        "prepared corpus folders (DIR or DIR:split,split)")
     p.add_argument("--out", required=True, help="output path (OUT.npy + OUT.index.csv, or OUT.parquet)")
     _add_batch_options(p)
     p.set_defaults(func=run_embed)
@@ -250,17 +290,23 @@ def run_embed(args: argparse.Namespace) -> int:
     parts = {"emb": [embeddings], "index": [index]}
 
     def process(prepared: list) -> int:
-        from .api import stack_prepared
+        from .api import mean_by_record, stack_prepared
 
         signals, lead_mask, chunk_index = stack_prepared(prepared, model.preprocess.window)
-        parts["emb"].append(model.encode_windows(signals, lead_mask, args.batch_size))
+        emb = model.encode_windows(signals, lead_mask, args.batch_size)
+        if not args.per_window:  # a chunk holds whole records, so each is averaged here
+            emb, chunk_index = mean_by_record(emb, chunk_index)
+        parts["emb"].append(emb)
         parts["index"].append(chunk_index)
         return len(prepared)
 
     def flush(failures: list[dict]) -> None:
+        from .api import INDEX_COLUMNS, RECORD_COLUMNS
+
         emb = np.concatenate(parts["emb"])
         frame = pd.concat([f for f in parts["index"] if len(f)], ignore_index=True) if any(
-            len(f) for f in parts["index"]) else pd.DataFrame(columns=["record_id", "source", "window", "start_s"])
+            len(f) for f in parts["index"]) else pd.DataFrame(
+            columns=list(INDEX_COLUMNS if args.per_window else RECORD_COLUMNS))
         parts["emb"], parts["index"] = [emb], [frame]
         _atomic_save_npy(npy, emb)  # the index is written second: it is what marks rows as done
         atomic_write_text(index_csv, frame.to_csv(index=False))
@@ -312,19 +358,22 @@ def _run_embed_parquet(args: argparse.Namespace) -> int:
 
 def _register_predict(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "predict", help="class probabilities and labels of ECG files with a fine-tuned classifier",
+        "predict", help="class probabilities and labels of ECG records with a fine-tuned classifier",
         description="One row per record: record_id, source, n_windows, the probability of each class "
                     "(mean over the record's windows) and labels (classes at or above the checkpoint's "
-                    "thresholds, |-joined).")
+                    "thresholds, |-joined). With --per-window one row per window (record_id, source, "
+                    "window, start_s, leads_present, the classes, labels).")
     p.add_argument("checkpoint", help="classifier checkpoint or exported model folder")
-    p.add_argument("inputs", nargs="+", help="ECG files, folders or globs (any supported format)")
+    p.add_argument("inputs", nargs="+",
+                   help="ECG files, folders or globs (any supported format), .npy/.npz/HDF5 stacks, "
+                        "prepared corpus folders (DIR or DIR:split,split)")
     p.add_argument("--out", required=True, help="CSV to write")
     _add_batch_options(p)
     p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .api import load, stack_prepared
+    from .api import INDEX_COLUMNS, load, stack_prepared
 
     args.model = model = load(args.checkpoint, device=args.device)
     model.require_classifier("crema predict")
@@ -332,7 +381,8 @@ def run_predict(args: argparse.Namespace) -> int:
     make_parent(out)
     outputs = BatchOutputs(out, ".csv")
     fingerprint = checkpoint_fingerprint(model, args)
-    columns = ["record_id", "source", "n_windows", *model.classes, "labels"]
+    first = list(INDEX_COLUMNS) if args.per_window else ["record_id", "source", "n_windows"]
+    columns = [*first, *model.classes, "labels"]
     table = pd.DataFrame(columns=columns)
     if outputs.check_resumable(fingerprint, args.overwrite, out.exists()):
         table = pd.read_csv(out, dtype={"record_id": str, "source": str, "labels": str}, keep_default_na=False)
@@ -343,7 +393,7 @@ def run_predict(args: argparse.Namespace) -> int:
     def process(prepared: list) -> int:
         signals, lead_mask, index = stack_prepared(prepared, model.preprocess.window)
         probs = model.classify_windows(signals, lead_mask, args.batch_size)
-        parts.append(model.record_table(probs, index))
+        parts.append((model.window_table if args.per_window else model.record_table)(probs, index))
         return len(prepared)
 
     def flush(failures: list[dict]) -> None:
@@ -356,7 +406,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                         "thresholds": [float(t) for t in model.thresholds]})
 
     status = run_batch(args, outputs, set(table["source"].astype(str)), process, flush)
-    print(f"crema predict: wrote {out} ({len(parts[0])} records)")
+    print(f"crema predict: wrote {out} ({len(parts[0])} {'windows' if args.per_window else 'records'})")
     return status
 
 

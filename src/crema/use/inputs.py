@@ -2,70 +2,162 @@
 
 Accepted inputs (alone or mixed in a list):
 
-- a numpy array ``(12, T)`` (one record) or ``(B, 12, T)`` (B records) in mV, with ``fs`` and,
-  when the rows are not the standard 12 in order, ``leads``; a torch tensor is taken as an array;
+- a numpy array ``(C, T)`` / ``(T, C)`` (one record) or ``(B, C, T)`` / ``(B, T, C)`` (B records) in
+  mV, with ``fs`` and, when the C rows are not the standard 12 in order, ``leads`` (the lead axis
+  is the one whose size is the lead count); a torch tensor is taken as an array;
 - a :class:`~crema.data.recording.Recording`;
 - a file path, a folder (searched recursively) or a glob, in any format
-  :func:`crema.data.readers.read_record` reads (``fs``/``leads`` apply to raw array files).
+  :func:`crema.data.readers.read_record` reads (``fs``/``leads`` apply to raw array files);
+- a stack file: a ``.npy``/``.npz`` holding a 3-D array, or an HDF5 file (CODE-15% layout by
+  default; ``dataset`` and ``ids`` name other arrays): one record per row, read a block of rows at
+  a time (:mod:`crema.data.stacks`);
+- a prepared corpus folder, or ``DIR:split[,split]`` for some of its splits: one record per
+  ``(source, record_id)`` of its index, its stored windows used as they are (they must have been
+  made with the model's preprocessing).
 
 Each input becomes an :class:`InputItem` whose :meth:`~InputItem.load` reads the record only
-when asked, so that a batch job can skip a bad file and go on with the rest.
+when asked, so that a batch job can skip a bad file and go on with the rest, and so that a stack
+or corpus larger than memory is never loaded whole.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..config import STANDARD_LEADS
+from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
+from ..data.corpus import Corpus, is_corpus, parse_corpus_spec
+from ..data.preprocess import Windows
 from ..data.rates import MAX_FS, MIN_FS, check_fs  # noqa: F401  (re-exported)
-from ..data.readers import find_records, read_record, real_dtype_problem
+from ..data.readers import find_records, lead_axis, read_record, real_dtype_problem
 from ..data.recording import Recording
-from ..errors import CremaError
+from ..data.stacks import RecordStack, is_stack
+from ..errors import CremaError, ReadError
+
+# Preprocessing settings that change the content of a window: a corpus's stored windows can stand
+# in for the model's own preprocessing only when these agree (stride, short-record policy and
+# minimum length decide which windows exist, not what is in them).
+WINDOW_FIELDS = ("fs", "band", "filter_order", "notch_hz", "zscore", "window_s", "derive_limb_leads")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputItem:
     """One record to process: where it came from, and how to load it.
 
     Attributes:
-        source: the file path, or ``<array>[i]`` / ``<recording>`` for in-memory inputs.
-        record_id: the record's name (file stem, ``Recording.record_id``, or ``array<i>``).
+        source: the file path, ``file[row]`` for a row of a stack, ``corpus[source/record_id]`` for
+            a record of a corpus, or ``<array>[i]`` / ``<recording>`` for in-memory inputs.
+        record_id: the record's name (file stem, stack or corpus id, ``Recording.record_id``,
+            ``array<i>``).
+        loader: reads the record: a :class:`Recording`, or, when ``preprocess`` is set, the
+            :class:`~crema.data.preprocess.Windows` already made with that preprocessing.
+        preprocess: set for corpus records (their windows are stored preprocessed).
     """
 
     source: str
     record_id: str
-    loader: Callable[[], Recording]
+    loader: Callable[[], Recording | Windows]
+    preprocess: PreprocessConfig | None = None
 
-    def load(self) -> Recording:
+    def load(self) -> Recording | Windows:
         """Read the record; raises :class:`~crema.errors.CremaError` naming the source."""
         return self.loader()
 
 
-def collect_inputs(inputs: Any, fs: float | None = None,
-                   leads: Sequence[str] | None = None) -> list[InputItem]:
+def collect_inputs(inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
+                   dataset: str | None = None, ids: str | os.PathLike | None = None,
+                   preprocess: PreprocessConfig | None = None) -> list[InputItem]:
     """Every record in ``inputs`` (see the module docstring), in the order given.
+
+    Args:
+        fs, leads: sampling rate and lead names of raw arrays and stacks that carry none.
+        dataset: the array of an ``.npz`` / dataset of an HDF5 stack holding the signals.
+        ids: a file of record ids, or the name of the ids array in an ``.npz`` / HDF5 stack.
+        preprocess: the model's preprocessing; a corpus made with another one is refused here,
+            once, rather than record by record.
 
     Raises:
         CremaError: an input of an unsupported type or shape, a raw array without a valid
-            ``fs``, a path that does not exist.
+            ``fs``, a path that does not exist, an unreadable stack, a corpus whose windows were
+            made with another preprocessing.
     """
     if fs is not None:
         check_fs(fs)
+    options = dict(dataset=dataset, ids=ids, preprocess=preprocess)
     if isinstance(inputs, (list, tuple)) and not _is_numeric_sequence(inputs):
-        return [item for part in inputs for item in collect_inputs(part, fs, leads)]
+        return [item for part in inputs for item in collect_inputs(part, fs, leads, **options)]
     if isinstance(inputs, Recording):
         return [InputItem("<recording>", inputs.record_id, lambda rec=inputs: rec)]
     if isinstance(inputs, (str, os.PathLike)):
-        return [path_item(path, fs, leads) for path in find_records(inputs)]
+        corpus_dir, splits = parse_corpus_spec(inputs)
+        if is_corpus(corpus_dir):
+            return corpus_items(corpus_dir, splits, preprocess)
+        items: list[InputItem] = []
+        for path in find_records(inputs):
+            if is_stack(path, dataset):
+                items.extend(stack_items(path, fs, leads, dataset, ids))
+            else:
+                items.append(path_item(path, fs, leads))
+        return items
     array = _as_array(inputs)
     if array is not None:
         return _array_items(array, fs, leads)
     raise CremaError(f"cannot use input of type {type(inputs).__name__}: pass a numpy array "
                      "(12, T) or (B, 12, T), a Recording, a file, folder or glob, or a list of them")
+
+
+def stack_items(path: str | os.PathLike, fs: float | None = None, leads: Sequence[str] | None = None,
+                dataset: str | None = None, ids: str | os.PathLike | None = None) -> list[InputItem]:
+    """One item per row of a stack file; they share one :class:`RecordStack`, which reads a block
+    of rows at a time, so items loaded in order read the file once, front to back."""
+    stack = RecordStack(path, fs=fs if fs is None else check_fs(fs), leads=leads, dataset=dataset, ids=ids)
+    return [InputItem(f"{path}[{row}]", record_id, partial(stack.record, row))
+            for row, record_id in enumerate(stack.ids)]
+
+
+def corpus_items(path: str | os.PathLike, splits: Sequence[str] | None = None,
+                 preprocess: PreprocessConfig | None = None) -> list[InputItem]:
+    """One item per record (``source``, ``record_id``) of a prepared corpus, in index order,
+    restricted to ``splits``; each loads the record's stored windows."""
+    corpus = Corpus(path)
+    if preprocess is not None:
+        check_same_windows(corpus.path, corpus.preprocess, preprocess)
+    rows = corpus.rows(split=splits)
+    if not len(rows):
+        raise CremaError(f"{corpus.path}: no windows in split(s) {', '.join(splits or [])}")
+    # Windows are read through the stack reader (seek and read, a block at a time), not the
+    # corpus memmap, so that memory stays flat on a corpus larger than memory.
+    stack = RecordStack(corpus.path / "signals.npy", fs=corpus.preprocess.fs)
+    starts = np.round(corpus.index["start_s"].to_numpy(dtype=np.float64) * corpus.preprocess.fs)
+    groups = corpus.index.iloc[rows].groupby(["source", "record_id"], sort=False).indices
+    return [InputItem(f"{corpus.path}[{source}/{record_id}]", record_id,
+                      partial(_corpus_windows, stack, corpus.lead_mask, starts, rows[positions]),
+                      corpus.preprocess)
+            for (source, record_id), positions in groups.items()]
+
+
+def _corpus_windows(stack: RecordStack, lead_mask: np.ndarray, starts: np.ndarray,
+                    rows: np.ndarray) -> Windows:
+    """The stored windows ``rows`` of one record: ``(W, 12, window)`` float32."""
+    first, last = int(rows[0]), int(rows[-1]) + 1
+    signals = stack.rows(first, last)[rows - first]  # a record's windows are consecutive rows
+    return Windows(signals=signals, lead_mask=lead_mask[first].copy(), starts=starts[rows].astype(np.int64))
+
+
+def check_same_windows(where: str | os.PathLike, stored: PreprocessConfig, expected: PreprocessConfig) -> None:
+    """Raise a :class:`CremaError` unless windows made with ``stored`` are what ``expected`` makes
+    (the settings of :data:`WINDOW_FIELDS` agree)."""
+    have, want = to_dict(stored), to_dict(expected)
+    differ = [f"{key} {have.get(key)!r} (model: {want.get(key)!r})" for key in WINDOW_FIELDS
+              if have.get(key) != want.get(key)]
+    if differ:
+        raise CremaError(f"{where}: this corpus was prepared with another preprocessing than the model's: "
+                         f"{', '.join(differ)}; prepare the raw data again with the model's settings, "
+                         "or give the model the raw files")
 
 
 def path_item(path: str | os.PathLike, fs: float | None = None,
@@ -93,7 +185,7 @@ def _as_array(value: Any) -> np.ndarray | None:
 
 
 def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | None) -> list[InputItem]:
-    """Items for a ``(C, T)`` or ``(B, C, T)`` array."""
+    """Items for a ``(C, T)`` / ``(T, C)`` or ``(B, C, T)`` / ``(B, T, C)`` array."""
     if fs is None:
         raise CremaError("a raw array needs its sampling rate: pass fs=<Hz> (CLI: --fs)")
     leads = tuple(leads) if leads is not None else STANDARD_LEADS
@@ -103,11 +195,11 @@ def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | Non
     if problem:
         raise CremaError(problem)
     batch = array[None] if array.ndim == 2 else array
-    if batch.shape[1] != len(leads):
-        hint = (" (it looks like (T, leads): pass array.T)"
-                if batch.shape[2] == len(leads) else "")
-        raise CremaError(f"array has {batch.shape[1]} rows but {len(leads)} lead names "
-                         f"(shape {array.shape}){hint}")
+    try:
+        if lead_axis(None, batch.shape[1:], len(leads)) == 1:
+            batch = batch.transpose(0, 2, 1)
+    except ReadError as exc:
+        raise CremaError(f"array of shape {array.shape} with {len(leads)} lead names: {exc.problem}") from None
     fs = check_fs(fs)
     items = []
     for i, signal in enumerate(batch):
@@ -118,4 +210,5 @@ def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | Non
     return items
 
 
-__all__ = ["InputItem", "collect_inputs", "path_item", "check_fs"]
+__all__ = ["InputItem", "collect_inputs", "path_item", "stack_items", "corpus_items", "check_same_windows",
+           "check_fs"]

@@ -1,0 +1,44 @@
+"""``crema serve MODEL``: the local ECG viewer (needs the ``serve`` extra: starlette, uvicorn,
+python-multipart)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import CremaError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve", help="a local web viewer: drop an ECG, see its plot, predictions, reconstruction, neighbours",
+        description="Serve a page on this machine where you drop one ECG file (any supported format; a WFDB "
+                    "record as its .hea with its .dat/.mat) and see the 12-lead paper plot, the input contract "
+                    "check, the predictions with their thresholds (classifier), the masked reconstruction "
+                    "(pretrained model) and the most similar ECGs of a --reference set. Nothing is loaded from "
+                    "or sent to the network.")
+    p.add_argument("checkpoint", help="classifier or pretrained checkpoint / exported model folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--reference", help="ECGs to search for similar ones: a corpus DIR[:split], a folder or stack "
+                                       "(embedded at start), or OUT.npy written by crema embed with this model")
+    p.add_argument("--pretrained", help="pretrained checkpoint for the reconstruction (default: MODEL when it is "
+                                        "one, else the checkpoint a classifier was fine-tuned from)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        raise CremaError(f"crema serve needs the serve extra ({exc.name} is missing): "
+                         "pip install 'crema-ecg[serve]'") from None
+    from .analysis import Viewer
+
+    viewer = Viewer.from_paths(args.checkpoint, args.pretrained, args.reference, args.device, progress=True)
+    print(f"crema serve: {viewer.model!r}; open http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    uvicorn.run(create_app(viewer), host=args.host, port=args.port, log_level="warning")
+    return 0
