@@ -99,7 +99,9 @@ def run_config(variant: str, seed: int, corpora: Path, out: Path, device: str, s
     for spec in recipe["corpora"]:
         name, _, split = spec.partition(":")
         specs.append(str(corpora / names[name]) + (f":{split}" if split else ""))
-    parts = {"model": dict(recipe["model"]), "objective": dict(recipe["objective"]),
+    # The search started from the original design (two views of one shared crop); pinning it here
+    # keeps every variant's meaning fixed now that the winner (disjoint crops) is the default.
+    parts = {"model": dict(recipe["model"]), "objective": {"view_crop": "same", **recipe["objective"]},
              "train": dict(recipe["train"])}
     for overrides in (VARIANTS.get(variant, {}), extra or {}):
         for part, fields in overrides.items():

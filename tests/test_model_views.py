@@ -33,6 +33,8 @@ def test_crop_starts_same_random_disjoint():
     assert 0.3 < (dis[0] < dis[1]).float().mean() < 0.7, "view 1 should not always be the earlier crop"
     with pytest.raises(ValueError, match="disjoint"):
         crop_starts_for_views(4, 1500, 1000, 2, "disjoint", g)
+    one = crop_starts_for_views(256, 2500, 1000, 1, "disjoint", g)  # mode mae: one random crop
+    assert one.shape == (1, 256) and one.max() <= 1500 and len(set(one[0].tolist())) > 50
 
 
 def test_take_crops_per_ecg(long_batch):

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export
     "crema.serve.commands",     # serve
     "crema.demo",               # demo
+    "crema.weights.commands",   # models
 )
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT   # 130, what shells report for Ctrl-C

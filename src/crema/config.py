@@ -62,7 +62,10 @@ class AugmentConfig:
     time_shift: float = 0.0                 # max circular shift, fraction of the window
 
 
-MODEL_SIZES: dict[str, dict[str, int]] = {
+MODEL_SIZES: dict[str, dict[str, int | float]] = {
+    # mini: the design-search and CPU release model (a few hundred thousand parameters)
+    "mini": dict(dim=64, depth=4, heads=4, stem_channels=16, drop_path=0.05, decoder_dim=64,
+                 decoder_depth=1, decoder_heads=4, projector_hidden=128, projector_dim=64),
     "tiny": dict(dim=192, depth=6, heads=3),
     "small": dict(dim=384, depth=12, heads=6),
     "base": dict(dim=768, depth=12, heads=12),
@@ -75,7 +78,8 @@ class ModelConfig:
 
     size: str = "tiny"                      # name of the preset the widths came from (informational)
     leads: tuple[str, ...] = STANDARD_LEADS  # the lead set the model is trained on, in order
-    window: int = 2500                      # input samples per lead (10 s at 250 Hz)
+    window: int = 1250                      # input samples per lead (5 s at 250 Hz): two disjoint views fit
+                                            # in one 10 s record; longer inputs are covered by averaged crops
     patch_size: int = 50                    # samples per token (0.2 s at 250 Hz)
     dim: int = 192                          # encoder width D
     depth: int = 6                          # encoder blocks
@@ -124,7 +128,7 @@ class ObjectiveConfig:
     patient_positives: bool = False         # records of the same patient are extra positives
     mask_mode: Literal["per_lead", "time"] = "per_lead"  # per_lead = own patches per lead; time = the same
                                             # time patches hidden in every lead (no copying across leads)
-    view_crop: Literal["same", "random", "disjoint"] = "same"  # views' time crops when the training window
+    view_crop: Literal["same", "random", "disjoint"] = "disjoint"  # views' time crops when the training window
                                             # is longer than the model window: one shared crop, a random crop
                                             # each, or non-overlapping crops (CLOCS/CMSC-style positives)
     con_loss: Literal["infonce", "vicreg", "simsiam"] = "infonce"  # the regulariser on the pooled views

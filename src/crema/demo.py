@@ -1,12 +1,18 @@
 """``crema demo``: the end-to-end main job on the real PTB-XL sample shipped in the package.
 
-It runs, in order, exactly the commands a user would run (so the demo exercises them):
+It runs, in order, exactly the commands a user would run (so the demo exercises them). By
+default it starts from the pretrained model shipped in the package (``crema models``):
 
 1. ``crema prepare``   the embedded PTB-XL sample (records 1-500, 100 Hz) into a corpus;
-2. ``crema pretrain``  a ``tiny`` CREMA on the training folds (1-8), 5 s crops, a few minutes on a CPU;
-3. ``crema plot-reconstruction``  one validation record, masked patches shaded;
-4. ``crema probe``     linear probes of PTB-XL superdiagnostic (10% and 100% of the training
-   labels, test fold 10) for the pretrained encoder and a randomly initialised one; one table.
+2. ``crema embed``     a few sample records with the shipped model (``OUT/embeddings.npy``);
+3. ``crema plot``      one record as a 12-lead paper printout;
+4. ``crema plot-reconstruction``  one validation record, masked patches shaded;
+5. ``crema probe``     linear probes of PTB-XL superdiagnostic (10% and 100% of the training
+   labels, test fold 10) for the shipped encoder and a randomly initialised one of the same
+   size; one table.
+
+``--pretrain`` replaces the shipped model by a small CREMA pretrained here on the sample's
+training folds (a few minutes on a CPU) and probes that instead.
 
 Every step writes into ``--out`` and is skipped when its output is already there, so a second
 ``make demo`` only re-prints the results.
@@ -21,13 +27,16 @@ from .paths import sample_root
 
 TASK = "ptbxl-superdiagnostic"
 WINDOW = 1250  # 5 s crops of the 10 s windows: twice the steps in the same CPU time
+SHIPPED = "crema-mini-ecg12"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on the embedded real PTB-XL sample",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--steps", type=int, default=150, help="pretraining steps (default 150)")
+    p.add_argument("--pretrain", action="store_true",
+                   help=f"pretrain a model on the sample instead of starting from the shipped {SHIPPED}")
+    p.add_argument("--steps", type=int, default=150, help="pretraining steps with --pretrain (default 150)")
     p.add_argument("--batch-size", type=int, default=32, help="ECGs per step (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
     p.add_argument("--records", type=int, default=None,
@@ -48,34 +57,50 @@ def _step(title: str, argv: list[str]) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from .eval.report import load_results, results_text
+    from .train.checkpoint import load_config
 
     out = Path(args.out)
-    corpus, run = out / "corpus", out / "pretrain"
+    corpus = out / "corpus"
     seed = str(args.seed)
     _step("prepare the embedded PTB-XL sample",
           ["prepare", str(sample_root()), "--out", str(corpus), "--workers", "2", "--quiet"]
           + (["--limit", str(args.records)] if args.records else []))
-    _step("pretrain a tiny CREMA on the training folds (5 s crops)",
-          ["pretrain", "--corpus", f"{corpus}:train", "--out", str(run), "--size", "tiny",
-           "--window", str(WINDOW), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--warmup-steps", str(max(1, args.steps // 10)), "--blr", "5e-3",
-           "--ckpt-every", str(args.steps), "--seed", seed]
-          + (["--resume"] if (run / "training_state.pt").exists() else []))
+    model = str(out / "pretrain") if args.pretrain else SHIPPED
+    if args.pretrain:
+        _pretrain(args, corpus, Path(model), seed)
+    size = load_config(model)["model"]["size"]
+    records = sorted((sample_root() / "records100" / "00000").glob("*.hea"))[:8]
+    if not (out / "embeddings.npy").exists():
+        _step(f"embed {len(records)} sample records with {model}",
+              ["embed", model, *map(str, records), "--out", str(out / "embeddings"), "--no-progress"])
+    if not (out / "ecg.png").exists():
+        _step("plot one record as a 12-lead printout", ["plot", str(records[0]), "--out", str(out / "ecg.png")])
     _step("plot a reconstruction of a validation record",
-          ["plot-reconstruction", str(run), "--corpus", str(corpus), "--row", str(_a_validation_row(corpus)),
+          ["plot-reconstruction", model, "--corpus", str(corpus), "--row", str(_a_validation_row(corpus)),
            "--out", str(out / "reconstruction.png"), "--seed", seed])
-    probes = {"crema": ["--checkpoint", str(run)],
-              "random_init": ["--random-init", "--size", "tiny", "--window", str(WINDOW), "--init-seed", seed]}
+    probes = {"crema": ["--checkpoint", model],
+              "random_init": ["--random-init", "--size", size, "--window", str(WINDOW), "--init-seed", seed]}
     for name, which in probes.items():
         _step(f"linear probe on {TASK}: {name} encoder",
               ["probe", *which, "--name", name, "--corpus", str(corpus), "--task", TASK,
                "--fractions", "0.1", "1", "--seeds", seed, "--no-progress", "--out", str(out / f"probe-{name}")])
     results = [r for name in probes for r in load_results(out / f"probe-{name}")["results"]]
-    print(f"\n{TASK}, test fold 10, linear probe (seed {seed}):\n")
+    print(f"\n{TASK}, test fold 10, linear probe (seed {seed}); crema = {model}:\n")
     print(results_text(results))
-    print(f"\nOutputs in {out}/: corpus/, pretrain/ (checkpoint, log.jsonl), reconstruction.png, "
-          f"probe-crema/ and probe-random_init/ (results.json; `crema report DIR` renders them)")
+    print(f"\nOutputs in {out}/: corpus/, embeddings.npy (+ .index.csv), ecg.png, reconstruction.png, "
+          f"probe-crema/ and probe-random_init/ (results.json; `crema report DIR` renders them)"
+          + (", pretrain/ (checkpoint, log.jsonl)" if args.pretrain else ""))
     return 0
+
+
+def _pretrain(args: argparse.Namespace, corpus: Path, run: Path, seed: str) -> None:
+    """``--pretrain``: a mini CREMA on the sample's training folds (5 s views of disjoint halves)."""
+    _step("pretrain a mini CREMA on the training folds",
+          ["pretrain", "--corpus", f"{corpus}:train", "--out", str(run), "--size", "mini",
+           "--window", str(WINDOW), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--warmup-steps", str(max(1, args.steps // 10)), "--blr", "5e-3",
+           "--ckpt-every", str(args.steps), "--seed", seed]
+          + (["--resume"] if (run / "training_state.pt").exists() else []))
 
 
 def _a_validation_row(corpus_dir: Path) -> int:

@@ -71,6 +71,7 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     from ..config import ModelConfig
     from ..model.sit import SiTEncoder
     from ..train.checkpoint import MODEL_FILE, load_encoder
+    from ..weights import resolve as resolve_model
     from .features import file_sha256, module_sha256
 
     if args.random_init:
@@ -86,7 +87,7 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     if fs is not None and float(fs) != float(corpus.preprocess.fs):
         raise CremaError(f"{args.checkpoint}: the model expects {fs} Hz input but {corpus.path} was prepared "
                          f"at {corpus.preprocess.fs} Hz")
-    return encoder, file_sha256(Path(args.checkpoint) / MODEL_FILE), {"checkpoint": str(args.checkpoint),
+    return encoder, file_sha256(resolve_model(args.checkpoint) / MODEL_FILE), {"checkpoint": str(args.checkpoint),
                                                                         "kind": config.get("kind")}
 
 

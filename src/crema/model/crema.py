@@ -230,7 +230,7 @@ def crop_starts_for_views(batch: int, length: int, window: int, n_views: int, ho
         u = torch.rand(batch, generator=generator, device=dev)
         return torch.floor(u * (torch.as_tensor(high, dtype=torch.float32, device=u.device) + 1)).long()
 
-    if how == "same":
+    if how == "same" or n_views == 1:  # one view (mode mae): a random crop whatever the setting
         return uniform_int(length - window).expand(n_views, batch).clone()
     if how == "random":
         return torch.stack([uniform_int(length - window) for _ in range(n_views)])

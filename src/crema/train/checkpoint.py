@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig, from_dict
 from ..errors import CheckpointError, ConfigError, WriteError
+from ..weights import resolve as resolve_model
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -192,7 +193,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 # ----------------------------------------------------------------------------- loading
 
 def load_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's ``config.json`` as a dict, checked (:func:`check_checkpoint_config`)."""
+    """The checkpoint's ``config.json`` as a dict, checked (:func:`check_checkpoint_config`).
+    ``directory`` may also name a shipped model (:mod:`crema.weights`)."""
+    directory = resolve_model(directory)
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint folder (no {CONFIG_FILE})")
@@ -279,8 +282,8 @@ def _check_classifier_fields(config: dict) -> None:
 
 def load_checkpoint(directory: str | os.PathLike,
                     map_location: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """``(state_dict, config)`` of a checkpoint folder."""
-    directory = Path(directory)
+    """``(state_dict, config)`` of a checkpoint folder (or a shipped model's name)."""
+    directory = resolve_model(directory)
     config = load_config(directory)
     path = directory / MODEL_FILE
     if not path.is_file():

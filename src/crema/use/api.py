@@ -37,6 +37,7 @@ from ..atomic import replace_directory
 from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
 from ..eval.features import resolve_device
 from ..train import checkpoint as ckpt
+from ..weights import resolve as resolve_model
 from .inputs import InputItem, check_same_windows, collect_inputs
 
 INDEX_COLUMNS = ("record_id", "source", "window", "start_s", "leads_present")
@@ -120,14 +121,15 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
     """Load a CREMA model folder (``config.json`` + ``model.safetensors``) for inference.
 
     Args:
-        path: a checkpoint folder written by pretraining or fine-tuning, or one exported with
+        path: a shipped model's name (``crema models``), a checkpoint folder written by
+            pretraining or fine-tuning, or one exported with
             :meth:`CremaModel.save_pretrained` / ``crema export`` (or its ``model.safetensors``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
 
     Raises:
         CheckpointError: the folder is missing files or does not match the code.
     """
-    folder = Path(path)
+    folder = resolve_model(path)
     if folder.is_file() and folder.name == ckpt.MODEL_FILE:
         folder = folder.parent
     if not folder.is_dir():
