@@ -382,6 +382,7 @@ class Trainer:
         self.model = CREMA(cfg.model, cfg.objective, fs=cfg.preprocess.fs).to(device)
         self.optimizer = make_adamw(self.model, self.base_lr, t.weight_decay, t.betas)
         self.step, self.batches_done, saved_rng = 0, 0, None
+        self.resumed = resume
         if resume:
             saved_rng = self._load_resume_state()
         else:
@@ -490,9 +491,9 @@ class Trainer:
         window: dict[str, Tensor] = {}
         window_steps, window_start, run_start = 0, time.perf_counter(), time.perf_counter()
         last_log, interrupted = None, None
-        if self.step >= self.stop_at:
-            # Nothing to train (``--steps 0``: the initialised model, a random-init baseline
-            # that embeds like any checkpoint; or a finished run resumed): still checkpoint.
+        if self.step >= self.stop_at and not self.resumed:
+            # Nothing to train (``--steps 0``): checkpoint the initialised model, a random-init
+            # baseline that embeds like any checkpoint. A finished run resumed is left as it is.
             self.save()
         with StopFlag() as stop:
             while self.step < self.stop_at:
