@@ -125,3 +125,39 @@ def test_finetune_refuses_bad_settings(tiny_ptbxl_corpus, tiny_pretrain_checkpoi
     with pytest.raises(CremaError, match="no labels for task|not in this corpus"):
         finetune(FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task="cinc-scored", out=str(tmp_path / "b")),
                  progress=False)
+
+
+def test_probe_as_linear_map_equals_the_probe(real_ecgs):
+    """The probe folded into one linear map (what --probe-init copies into the head) gives the
+    probe's own probabilities, constant classes included."""
+    from crema.eval.probe import fit_logistic_probe
+
+    rng = np.random.default_rng(0)
+    x = real_ecgs[:32, :, :400].reshape(32, -1)[:, ::50].astype(np.float64)      # (32, 96) real features
+    y = np.stack([(x[:, 0] > np.median(x[:, 0])), rng.random(32) > 0.5, np.zeros(32)], 1).astype(np.float32)
+    probe, _ = fit_logistic_probe(x[:24], y[:24], x[24:], y[24:], Cs=(0.1,))
+    weight, bias = probe.as_linear()
+    linear = 1 / (1 + np.exp(-(x @ weight.T + bias)))
+    assert np.allclose(linear[:, :2], probe.predict_proba(x)[:, :2], atol=1e-6)
+    assert np.all(linear[:, 2] < 1e-8)  # the constant (never positive) class
+
+
+def test_probe_init_starts_from_the_probe_and_never_ends_below_it(tiny_ptbxl_corpus, tiny_pretrain_checkpoint,
+                                                                  tmp_path):
+    cfg = FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task="ptbxl-superdiagnostic", out=str(tmp_path / "ft"),
+                         checkpoint=str(tiny_pretrain_checkpoint), epochs=2, batch_size=16, patience=2,
+                         probe_init=True, n_bootstrap=10, device="cpu")
+    summary = finetune(cfg, progress=False)
+    history = summary["history"]
+    assert history[0]["epoch"] == -1 and history[0]["head"] == "probe"
+    assert summary["epochs_run"] == len(history) - 1
+    # the probe's validation AUROC is the floor of what early stopping keeps
+    best = max(h["val_auroc"] for h in history)
+    kept = next(h for h in history if h["epoch"] == summary["best_epoch"])
+    assert kept["val_auroc"] == pytest.approx(best) and best >= history[0]["val_auroc"]
+    # the saved classifier's head is a fitted probe, not the small random init (std 0.02)
+    model, _ = load_classifier(tmp_path / "ft")
+    assert model.head.weight.abs().max() > 0.1
+    with pytest.raises(CremaError, match="probe-init"):
+        finetune(FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), out=str(tmp_path / "r"), arch="resnet1d",
+                                probe_init=True, epochs=1, device="cpu"), progress=False)

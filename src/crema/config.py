@@ -336,6 +336,21 @@ def save_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``what``: "suite config", "run config"...), or one clear
+    :class:`ConfigError` naming the file: missing, not JSON, or not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {what} must be a JSON object")
+    return data
+
+
 def load_json(path: str | os.PathLike, cls: type | None = None) -> Any:
     """Read ``path``; with ``cls``, rebuild that dataclass (types and ranges checked).
 

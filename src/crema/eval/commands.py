@@ -168,6 +168,9 @@ def _register_finetune(subparsers: Any) -> None:
                    help="layer-wise lr decay (default 0.75 from a checkpoint, 1.0 from scratch)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, epochs (default 1)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout before the head (default 0)")
+    p.add_argument("--probe-init", action="store_true",
+                   help="linear-probe-then-fine-tune: start the head from a logistic probe on the frozen "
+                        "features; the probe counts as epoch -1 of early stopping")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of labelled training records (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data order, label subset (default 0)")
     p.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
@@ -201,7 +204,8 @@ def finetune_config_from_args(args: argparse.Namespace):
         corpus=args.corpus, task=args.task, out=args.out, arch=args.arch, checkpoint=args.checkpoint,
         size=args.size, model=model if args.checkpoint is None else None, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
-        warmup_epochs=args.warmup_epochs, dropout=args.dropout, patience=args.patience, fraction=args.fraction,
+        warmup_epochs=args.warmup_epochs, dropout=args.dropout, probe_init=args.probe_init,
+        patience=args.patience, fraction=args.fraction,
         seed=args.seed, holdout_source=args.holdout_source, crop=args.crop, augment=augment,
         n_bootstrap=args.n_bootstrap, device=args.device, num_workers=args.workers)
 

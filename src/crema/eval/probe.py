@@ -168,6 +168,22 @@ class LogisticProbe:
     constant: dict[int, float] = field(default_factory=dict)
     C: float = 1.0
 
+    def as_linear(self) -> tuple[np.ndarray, np.ndarray]:
+        """The probe as one linear map on raw features: ``(weight (K, D), bias (K,))`` with
+        ``sigmoid(x @ weight.T + bias)`` equal to :meth:`predict_proba` (the scaler folded in;
+        a constant class gets zero weights and a bias of +-20, a probability of 0 or 1)."""
+        mean = self.scaler.mean_
+        scale = np.where(self.scaler.scale_ > 0, self.scaler.scale_, 1.0)
+        weight = np.zeros((len(self.models), len(mean)))
+        bias = np.zeros(len(self.models))
+        for k, model in enumerate(self.models):
+            if model is None:
+                bias[k] = 20.0 if self.constant[k] >= 0.5 else -20.0
+                continue
+            weight[k] = model.coef_[0] / scale
+            bias[k] = model.intercept_[0] - float(weight[k] @ mean)
+        return weight, bias
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``(n, D)`` features -> ``(n, K)`` probabilities."""
         z = self.scaler.transform(np.asarray(x, dtype=np.float64))

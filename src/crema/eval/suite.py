@@ -44,7 +44,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import (AugmentConfig, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, atomic_write_text,
-                      from_dict, load_json, save_json, to_dict)
+                      from_dict, load_json, read_json_object, save_json, to_dict)
 from ..errors import CremaError
 
 BASELINES = ("random_sit", "random_kernels", "supervised_sit", "supervised_resnet1d")
@@ -90,12 +90,7 @@ def load_suite_config(path: str | os.PathLike, corpus_overrides: dict[str, str] 
         CremaError: unreadable JSON, unknown keys or names, nothing to evaluate.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CremaError(f"{path}: suite config not found") from exc
-    except json.JSONDecodeError as exc:
-        raise CremaError(f"{path}: not valid JSON ({exc})") from exc
+    raw = read_json_object(path, "suite config")
     _check_keys("the top level", raw, DEFAULTS)
     cfg = copy.deepcopy(DEFAULTS)
     for key, value in raw.items():

@@ -122,20 +122,10 @@ def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) ->
 
 def load_recipe(path: str | Path) -> RunConfig:
     """A :class:`RunConfig` from a JSON recipe; the extra keys of a checkpoint's ``config.json``
-    (``kind``, ``step``, ``crema_version``) are allowed and ignored."""
-    import json
+    (``kind``, ``step``, ``crema_version``) and a ``_comment`` are allowed and ignored."""
+    from ..config import from_dict, read_json_object
 
-    from ..config import from_dict
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CremaError(f"{path}: config file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise CremaError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CremaError(f"{path}: a run config must be a JSON object")
+    data = read_json_object(path, "run config")
     data = {k: v for k, v in data.items() if k not in ("kind", "step", "crema_version", "_comment")}
     try:
         return from_dict(RunConfig, data)

@@ -60,6 +60,9 @@ class FinetuneConfig:
     weight_decay: float = 0.05              # AdamW weight decay (not norms, biases, embeddings)
     layer_decay: float | None = None        # None = 0.75 from a checkpoint, 1.0 from scratch
     dropout: float = 0.0                    # dropout before the linear head
+    probe_init: bool = False                # LP-FT: start the head from a logistic probe on frozen
+                                            # features (C on validation); the probe is "epoch -1", so
+                                            # early stopping never ends below it on validation
     patience: int = 5                       # epochs without a better validation AUROC before stopping
     fraction: float = 1.0                   # fraction of labelled training records used
     seed: int = 0                           # init, data order, label subset, augmentation
@@ -246,6 +249,26 @@ def _validation_score(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return au, bce
 
 
+def init_head_from_probe(model: nn.Module, corpus, train_rows: np.ndarray, train_y: np.ndarray, split,
+                         crop: int | None, cfg: FinetuneConfig, device: torch.device) -> None:
+    """LP-FT (Kumar et al. 2022): fit the logistic probe on the frozen encoder's features of the
+    training rows (C chosen on validation) and copy it into ``model.head``, so fine-tuning starts
+    from the probe instead of a random head that would first distort the pretrained features."""
+    from ..eval.features import encoder_features
+    from ..eval.probe import fit_logistic_probe
+
+    def feats(rows: np.ndarray) -> np.ndarray:
+        return encoder_features(model.encoder, corpus, rows, crop, batch_size=cfg.eval_batch_size,
+                                device=device, progress=False)
+
+    probe, _ = fit_logistic_probe(feats(train_rows), train_y, feats(split.rows["val"]), split.y["val"],
+                                  seed=cfg.seed)
+    weight, bias = probe.as_linear()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(weight, dtype=model.head.weight.dtype))
+        model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
+
+
 def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = None) -> dict[str, Any]:
     """Train, early-stop, pick thresholds, test, and save the best classifier in ``cfg.out``.
 
@@ -295,6 +318,19 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     log_lines: list[str] = []
     history: list[dict] = []
     best = {"score": -math.inf, "epoch": -1, "state": None, "val_auroc": float("nan")}
+    if cfg.probe_init:
+        if cfg.arch != "sit":
+            raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
+        init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device)
+        y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
+                                                  cfg.eval_batch_size, device), split, "val")
+        val_auroc, val_bce = _validation_score(y_val, p_val)
+        entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe",
+                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce}
+        history.append(entry)
+        log_lines.append(json.dumps(entry))
+        best = {"score": val_auroc if np.isfinite(val_auroc) else -val_bce, "epoch": -1, "val_auroc": val_auroc,
+                "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
     step, stale = 0, 0
     for epoch in tqdm(range(cfg.epochs), desc=f"finetune {cfg.arch}", disable=not progress):
         model.train()
@@ -348,7 +384,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     }
     save_checkpoint(out, model, config)
     summary = {
-        "best_epoch": best["epoch"], "epochs_run": len(history), "history": history,
+        "best_epoch": best["epoch"], "epochs_run": sum(h["epoch"] >= 0 for h in history), "history": history,
         "layer_decay": layer_decay, "n_train": int(len(train_rows)), "n_val": int(len(split.rows["val"])),
         "n_test_windows": int(len(split.rows["test"])), "test": evaluation,
         "train_rows_sha256": rows_sha256(train_rows), "test_rows_sha256": rows_sha256(split.rows["test"]),
