@@ -78,3 +78,12 @@ def test_an_existing_path_wins_over_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / NAMES[0]).mkdir()
     assert weights.resolve(NAMES[0]) == tmp_path.joinpath(NAMES[0]).relative_to(tmp_path)
+
+
+def test_python_dash_m_crema_is_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "crema", "models"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert all(name in proc.stdout for name in NAMES)
