@@ -398,6 +398,8 @@ class Suite:
         common = dict(corpus=str(self.corpus_dir(corpus_name)), task=task, out=str(out), fraction=fraction,
                       seed=seed, holdout_source=holdout, device=self.cfg["device"],
                       n_bootstrap=self.cfg["n_bootstrap"], resnet=resnet, augment=augment)
+        if method in ("supervised_resnet1d", "supervised_sit"):
+            settings.pop("probe_init", None)  # LP-FT starts from pretrained features; these have none
         if method == "supervised_resnet1d":
             common.update(arch="resnet1d")
         elif method == "supervised_sit":
