@@ -1,21 +1,25 @@
 """The Contrastive Regularised Masked Autoencoder: ``L = L_rec + lambda * L_con``.
 
-One training step on a batch ``x (B, C, T)``:
+One training step on a batch ``x (B, C, T)`` (``T`` may be longer than the model window ``W``):
 
-1. Two views of every ECG (one in ``mode="mae"``), each lightly augmented (amplitude scale,
-   Gaussian noise, baseline wander) and given its own independent per-lead random mask.
+1. ``make_views``: two views of every ECG (one in ``mode="mae"``), each its own ``W``-sample
+   crop of the record (``view_crop``: ``disjoint``, the default, takes non-overlapping crops,
+   so the views share no samples; ``random`` independent crops; ``same`` one shared crop), each
+   lightly augmented (amplitude scale, Gaussian noise, baseline wander) and given its own random
+   mask (``mask_mode``: per lead, or the same time patches in every lead).
 2. Both views go through the encoder **together**, concatenated along the batch
-   (``(2B, C, T)``), so two views cost one encoder call on twice the rows rather than two
+   (``(2B, C, W)``), so two views cost one encoder call on twice the rows rather than two
    calls, and only the visible ``K`` of ``N`` patches per lead are embedded.
-3. ``L_rec``: the decoder predicts every patch; the loss is the mean squared error on the
-   masked patches of present leads only, against the *clean* (un-augmented) signal, each
-   target patch normalised by its own mean and std when ``norm_target``. Averaged over views.
-4. ``L_con``: visible tokens are mean-pooled (the encoder's own pooling), projected
-   (Linear-LayerNorm-ReLU-Linear) to ``projector_dim``, L2-normalised, and enter a
-   symmetric InfoNCE with temperature ``tau``: the two views of one ECG are positives,
-   every other view in the global batch (all ranks, gathered with gradients) a negative.
-   With ``patient_positives`` views of other records of the same patient are positives too
-   (multi-positive InfoNCE, the mean of the positives' log-probabilities).
+3. ``reconstruction_loss``: the decoder predicts every patch; the loss is the mean squared error
+   on the masked patches of present leads only, against each view's *clean* (un-augmented) crop,
+   each target patch normalised by its own mean and std when ``norm_target``. Averaged over views.
+4. ``contrastive_loss``: visible tokens are mean-pooled (the encoder's own pooling), projected
+   (Linear-LayerNorm-ReLU-Linear) to ``projector_dim`` and regularised (``con_loss``): a
+   symmetric InfoNCE with temperature ``tau`` (the default; the two views of one ECG are
+   positives, every other view in the global batch, all ranks gathered with gradients, a
+   negative; with ``patient_positives`` views of other records of the same patient are positives
+   too), or the negative-free VICReg or SimSiam. ``con_scale`` (the warm-up of
+   :func:`contrastive_scale`) multiplies ``lambda``.
 
 ``mode="contrastive"`` drops ``L_rec`` (no decoder is built); ``mode="mae"`` uses one view
 and no ``L_con`` (no projector is built).
