@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict] = {
     "mae_time": {"objective": {"mode": "mae", "lambda_con": 0.0, "mask_mode": "time"}},
     "crema_time_disjoint": {"objective": {"mask_mode": "time", "view_crop": "disjoint"}},
     "mae_raw": {"objective": {"mode": "mae", "lambda_con": 0.0, "norm_target": False}},
+    # a decoder that attends across leads (can it rebuild a masked QRS from the other leads?)
+    "crema_disjoint_joint": {"objective": {"view_crop": "disjoint"}, "model": {"decoder_mode": "joint"}},
     "mae_lr2": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"blr": 0.01}},
     # compute-matched: one CREMA step costs about two MAE steps on a CPU
     "mae_2x": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"steps": 2400, "warmup_steps": 120}},
