@@ -123,3 +123,16 @@ def test_con_scale_zero_is_plain_reconstruction(tiny_model_config, long_batch):
     out = model(long_batch[..., :1000], generator=torch.Generator().manual_seed(1), con_scale=torch.tensor(0.0))
     assert out["loss"].item() == pytest.approx(out["loss_rec"].item())
     assert out["loss_con"].item() > 0
+
+
+def test_checkpoints_from_before_view_crops_keep_their_shared_crop():
+    """A config.json written before ``view_crop`` existed resumes with the design it was trained
+    with (one shared crop), not today's default."""
+    from crema.config import RunConfig, to_dict
+    from crema.train.checkpoint import run_config_from_checkpoint
+
+    old = {"kind": "pretrain", "step": 3, **to_dict(RunConfig())}
+    for key in ("view_crop", "mask_mode", "con_loss", "con_start_step", "con_ramp_steps"):
+        old["objective"].pop(key)
+    assert run_config_from_checkpoint(old).objective.view_crop == "same"
+    assert run_config_from_checkpoint({"kind": "pretrain", **to_dict(RunConfig())}).objective.view_crop == "disjoint"

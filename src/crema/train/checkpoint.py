@@ -367,8 +367,12 @@ def run_config_from_checkpoint(config: Mapping[str, Any]) -> RunConfig:
     if config.get("kind") != "pretrain":
         raise CheckpointError(f"not a pretraining checkpoint (kind {config.get('kind')!r})")
     names = {f.name for f in dataclasses.fields(RunConfig)}
+    config = {k: v for k, v in config.items() if k in names}
+    if isinstance(config.get("objective"), Mapping) and "view_crop" not in config["objective"]:
+        # Written before views had their own crops: they shared one, whatever today's default.
+        config["objective"] = {**config["objective"], "view_crop": "same"}
     try:
-        return from_dict(RunConfig, {k: v for k, v in config.items() if k in names})
+        return from_dict(RunConfig, config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"bad pretraining config ({exc})") from exc
 
