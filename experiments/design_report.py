@@ -77,13 +77,6 @@ def test_labels(corpora: Path) -> tuple[np.ndarray, list[str]]:
     return split.y["test"][first], split.classes
 
 
-def macro_auroc(y: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    cols = [k for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
-    return float(np.mean([roc_auc_score(y[:, k], scores[:, k]) for k in cols]))
-
-
 def final_table(records: list[dict], kind: str) -> dict[str, dict]:
     """``{method: {"f0.01": [auroc per seed], ..., "loso": [mean over sources per seed],
     "scores": {fraction: (seeds, R, K) array}}}``."""
@@ -105,31 +98,16 @@ def final_table(records: list[dict], kind: str) -> dict[str, dict]:
     return out
 
 
-def _auroc_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """AUROC of each row of ``y``/``s`` ``(n, R)`` (rank statistic, ties averaged); NaN where a
-    row has only one class."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(s, axis=1)
-    pos = y.sum(axis=1)
-    neg = y.shape[1] - pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((ranks * y).sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
-
-
 def paired_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Macro AUROC of ``a`` minus ``b`` (record scores ``(R, K)``) and its 95% interval from a
-    bootstrap over records shared by both (classes without both labels in a resample are left
-    out of that resample's macro average, for both methods alike)."""
-    rng = np.random.default_rng(seed)
-    point = macro_auroc(y, a) - macro_auroc(y, b)
-    idx = rng.integers(0, len(y), (n, len(y)))
-    cols = [k for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
-    da = np.stack([_auroc_rows(y[idx, k], a[idx, k]) for k in cols], axis=1)       # (n, K')
-    db = np.stack([_auroc_rows(y[idx, k], b[idx, k]) for k in cols], axis=1)
-    diffs = np.nanmean(da, axis=1) - np.nanmean(db, axis=1)
+    bootstrap over records shared by both: :func:`crema.eval.metrics.bootstrap_auroc` draws the
+    same resamples for the same ``n`` and ``seed``, so the replicates pair up."""
+    from crema.eval import metrics
+
+    point = metrics.auroc(y, a).macro - metrics.auroc(y, b).macro
+    diffs = metrics.bootstrap_auroc(y, a, n, seed) - metrics.bootstrap_auroc(y, b, n, seed)
     lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
-    return point, float(lo), float(hi)
+    return float(point), float(lo), float(hi)
 
 
 # ----------------------------------------------------------------------------- output
