@@ -74,6 +74,8 @@ VARIANTS: dict[str, dict] = {
     # a decoder that attends across leads (can it rebuild a masked QRS from the other leads?)
     "crema_disjoint_joint": {"objective": {"view_crop": "disjoint"}, "model": {"decoder_mode": "joint"}},
     "mae_lr2": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"blr": 0.01}},
+    # after the search (CPU): the best MAE learning rate with the winning views
+    "crema_disjoint_lr2": {"objective": {"view_crop": "disjoint"}, "train": {"blr": 0.01}},
     # compute-matched: one CREMA step costs about two MAE steps on a CPU
     "mae_2x": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"steps": 2400, "warmup_steps": 120}},
 }
@@ -240,6 +242,26 @@ def final_scores(features: dict[str, np.ndarray], corpora: Path, dims: dict[str,
 
 
 # ----------------------------------------------------------------------------- one job
+
+def score_checkpoint(model: Path, name: str, seed: int, corpora: Path, out: Path) -> dict:
+    """Embed and probe an already trained checkpoint (e.g. a release-length run) with the same
+    screen (fold 9) and final (fold 10, CinC LOSO) protocol as the search; appends one record."""
+    import torch
+
+    from crema.train.checkpoint import load_encoder
+
+    torch.set_num_threads(1)
+    encoder, config = load_encoder(model)
+    features = embed_corpora(encoder, corpora, config["model"]["window"], "cpu")
+    d = config["model"]["dim"]
+    dims = {"pooled": slice(0, d), "leads": slice(d, None)}
+    record = {"variant": name, "seed": seed, "stage": "checkpoint", "model": str(model),
+              "steps": config["train"]["steps"], "screen": screen_scores(features["ptbxl"], corpora, dims),
+              "final": final_scores(features, corpora, dims)}
+    with open(_mk(out) / "checkpoints.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return record
+
 
 def run_job(job: dict) -> dict:
     """Pretrain (unless random init), embed and probe one (variant, seed); never raises."""
@@ -441,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="then train the winner and MAE at tiny size for about this long (0 = skip)")
     p.add_argument("--release-max-steps", type=int, default=20000)
     p.add_argument("--release-batch", type=int, default=64)
+    p = sub.add_parser("score", help="probe an already trained checkpoint with the search's protocol")
+    p.add_argument("model", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpora", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("summarise")
     p.add_argument("out", type=Path)
     args = parser.parse_args(argv)
@@ -450,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "unpack":
         unpack(args.archive, args.corpora)
+        return 0
+    if args.cmd == "score":
+        record = score_checkpoint(args.model, args.name, args.seed, args.corpora, args.out)
+        print(json.dumps({"variant": record["variant"], "screen": record["screen"]}))
         return 0
     if args.cmd == "summarise":
         records = [json.loads(x) for x in (args.out / "screen.jsonl").read_text().splitlines()]
