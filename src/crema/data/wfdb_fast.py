@@ -174,8 +174,8 @@ def _parse_signal_line(fields: list[str]) -> dict | None:
 # ----------------------------------------------------------------------------- samples
 
 def _read_digital(path: Path, layout: _Layout) -> np.ndarray | None:
-    """The digital samples ``(sig_len, n_sig)`` as int16 (format 16) or int16 (format 212,
-    12 bits sign-extended); None when the file holds fewer bytes than the header needs."""
+    """The digital samples ``(sig_len, n_sig)`` as int16 (format 212's 12 bits sign-extended);
+    None when the file holds fewer bytes than the header needs."""
     n_sig = len(layout.names)
     count = layout.sig_len * n_sig
     if layout.fmt == "16":
