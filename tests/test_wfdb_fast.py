@@ -155,10 +155,11 @@ def test_format_16_byte_offset_and_adc_zero_baseline(tmp_path, real_digital, mon
     _assert_same(header, monkeypatch)
 
 
-def test_invalid_sample_reads_as_nan_both_ways(tmp_path, real_digital, monkeypatch):
-    digital = real_digital.copy()
-    digital[10, 2] = -32768  # format 16's "no sample here" value
-    header = _write(tmp_path, "gap", digital, "16")
+@pytest.mark.parametrize("fmt, invalid", [("16", -32768), ("212", -2048)])
+def test_invalid_sample_reads_as_nan_both_ways(tmp_path, real_digital, fmt, invalid, monkeypatch):
+    digital = np.clip(real_digital, -2047, 2047)
+    digital[10, 2] = invalid  # the format's "no sample here" value
+    header = _write(tmp_path, "gap", digital, fmt)
     fast = wfdb_fast.read_fast(header)
     assert np.isnan(fast.p_signal[10, 2]) and np.isnan(fast.p_signal).sum() == 1
     fast, ref = _read_both(header, monkeypatch)
