@@ -30,6 +30,7 @@ from ..errors import CremaError, ReadError, is_utf8_name, printable
 from .leads import UnknownLeadError, canonical_lead, duplicate_leads
 from .rates import rate_problem
 from .recording import Recording
+from .wfdb_fast import fast_path_enabled, read_fast
 
 PathLike = str | os.PathLike
 
@@ -220,18 +221,17 @@ def _validate(path: Path, rec: Recording) -> None:
 # ----------------------------------------------------------------------------- WFDB
 
 def read_wfdb(header: Path) -> Recording:
-    """A WFDB record from its ``.hea`` via ``wfdb.rdrecord``, falling back to the CinC ``.mat``
-    reader when ``wfdb`` rejects the header; the signal files are checked against the header."""
-    import wfdb  # imported here so that `crema --help` stays fast
-
+    """A WFDB record from its ``.hea``: single-file format 16/212 records through
+    :mod:`crema.data.wfdb_fast` (bit-identical to ``wfdb``, over 10x faster), everything else via
+    ``wfdb.rdrecord``, falling back to the CinC ``.mat`` reader when ``wfdb`` rejects the header;
+    the signal files are checked against the header first, whichever reads them."""
     parsed = parse_header(header)
     _check_signal_files(header, parsed)
-    try:
-        record = wfdb.rdrecord(str(header.with_suffix("")))
-    except Exception as exc:  # wfdb raises many types; the fallback decides what is fatal
-        if all(s["file"].lower().endswith(".mat") for s in parsed["signals"]):
-            return read_cinc_mat(header, parsed)
-        raise ReadError(header, f"WFDB could not read the record: {exc}") from None
+    record = read_fast(header) if fast_path_enabled() else None
+    if record is None:
+        record = _rdrecord(header, parsed)
+        if isinstance(record, Recording):
+            return record
     if record.p_signal is None:
         raise ReadError(header, "WFDB returned no physical signal")
     if not math.isclose(float(record.fs), parsed["fs"], rel_tol=1e-9):
@@ -242,6 +242,19 @@ def read_wfdb(header: Path) -> Recording:
     signal = (record.p_signal * scale).T
     return Recording(signal=signal, fs=float(record.fs), leads=tuple(record.sig_name),
                      record_id=header.stem, meta=parse_comments(record.comments or []))
+
+
+def _rdrecord(header: Path, parsed: dict):
+    """``wfdb.rdrecord`` of ``header``, or the CinC ``.mat`` reader's Recording when wfdb
+    refuses a header whose signals are all in ``.mat`` files."""
+    import wfdb  # imported here so that `crema --help` stays fast
+
+    try:
+        return wfdb.rdrecord(str(header.with_suffix("")))
+    except Exception as exc:  # wfdb raises many types; the fallback decides what is fatal
+        if all(s["file"].lower().endswith(".mat") for s in parsed["signals"]):
+            return read_cinc_mat(header, parsed)
+        raise ReadError(header, f"WFDB could not read the record: {exc}") from None
 
 
 def parse_header(header: Path) -> dict:
