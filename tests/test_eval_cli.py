@@ -123,7 +123,7 @@ def test_evaluate_rejects_bad_configs(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"tasks": [{"corpus": "p", "task": "t"}], "corpora": {"p": "x"}, "method": {}}))
     assert main(["evaluate", "--suite", str(bad), "--out", str(tmp_path / "o")]) == 1
-    assert "unknown key(s) ['method']" in capsys.readouterr().err
+    assert "bad.json: SuiteConfig: unknown config keys ['method']" in capsys.readouterr().err
     missing = tmp_path / "missing.json"
     missing.write_text(json.dumps({"methods": {}, "tasks": [{"corpus": "p", "task": "t"}]}))
     assert main(["evaluate", "--suite", str(missing), "--out", str(tmp_path / "o")]) == 1
