@@ -5,8 +5,9 @@ self-contained ``report.html`` (inline CSS, PNGs embedded as base64).
 ``{"kind": "crema-eval-results", "version": 1, "data": {corpus: {sha256, hash_of}}, "results": [...]}``
 where every result is one trained-and-tested model at one setting with its seed, config and data
 hashes (see :func:`make_result`). Seeds are combined here: the table shows the mean macro AUROC
-over seeds and a 95% percentile interval of the seed-averaged bootstrap replicates (the test
-records are resampled identically for every seed, so replicate ``r`` of each seed is averaged).
+over seeds (and pretraining seeds) and a 95% percentile interval of the seed-averaged bootstrap
+replicates (the test records are resampled identically for every seed, so replicate ``r`` of each
+seed is averaged). Paired differences between methods (:mod:`crema.eval.paired`) follow each task.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..config import atomic_write_text, save_json
 from ..errors import CremaError
 from ..atomic import atomic_path
 from . import metrics
+from .paired import PairedDifference, paired_differences
 
 RESULTS_KIND = "crema-eval-results"
 RESULTS_VERSION = 1
@@ -98,7 +100,8 @@ class Summary:
     low: float
     high: float
     sd: float
-    seeds: list[int]
+    seeds: list[int]              # distinct seeds (label subset, probe or fine-tuning)
+    pretrain_seeds: list[int]     # distinct pretraining seeds (empty: none recorded or not pretrained)
     f1_mean: float
     per_class: dict[str, float]
     skipped: list[str]
@@ -107,7 +110,8 @@ class Summary:
     def to_dict(self) -> dict:
         clean = lambda v: None if v is None or not np.isfinite(v) else round(float(v), 6)  # noqa: E731
         return {**self.key, "auroc_mean": clean(self.mean), "auroc_ci95": [clean(self.low), clean(self.high)],
-                "auroc_sd_over_seeds": clean(self.sd), "seeds": self.seeds, "f1_mean": clean(self.f1_mean),
+                "auroc_sd_over_seeds": clean(self.sd), "seeds": self.seeds, "pretrain_seeds": self.pretrain_seeds,
+                "f1_mean": clean(self.f1_mean),
                 "per_class_auroc": {k: clean(v) for k, v in self.per_class.items()}, "skipped": self.skipped,
                 "n_test": self.n_test}
 
@@ -149,7 +153,8 @@ def summarise(results: Iterable[dict]) -> list[Summary]:
             mean=float(finite.mean()) if finite.size else float("nan"),
             low=low, high=high,
             sd=float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
-            seeds=sorted(int(r["seed"]) for r in group),
+            seeds=sorted({int(r["seed"]) for r in group}),
+            pretrain_seeds=sorted({int(r["pretrain_seed"]) for r in group if r.get("pretrain_seed") is not None}),
             f1_mean=float(np.nanmean(f1s)) if np.isfinite(f1s).any() else float("nan"),
             per_class=per_class, skipped=skipped, n_test=int(group[0]["n_test"])))
     return out
@@ -186,12 +191,13 @@ def _order(s: Summary) -> tuple:
 def summary_table(summaries: Sequence[Summary]) -> tuple[list[str], list[list[str]]]:
     """Every method at every setting, one row each (the report's appendix and ``summary.json``)."""
     header = ["task", "setting", "protocol", "method", "macro AUROC", "95% CI", "sd (seeds)", "n seeds",
-              "macro F1", "n test", "classes skipped"]
+              "pretraining seeds", "macro F1", "n test", "classes skipped"]
     rows = []
     for s in sorted(summaries, key=_order):
         rows.append([s.key["task"], _setting(s.key), s.key["protocol"], s.key["method"], _fmt(s.mean),
-                     f"[{_fmt(s.low)}, {_fmt(s.high)}]", _fmt(s.sd), str(len(s.seeds)), _fmt(s.f1_mean),
-                     str(s.n_test), ", ".join(s.skipped) or "-"])
+                     f"[{_fmt(s.low)}, {_fmt(s.high)}]", _fmt(s.sd), str(len(s.seeds)),
+                     ", ".join(map(str, s.pretrain_seeds)) or "-", _fmt(s.f1_mean), str(s.n_test),
+                     ", ".join(s.skipped) or "-"])
     return header, rows
 
 
@@ -236,6 +242,27 @@ def report_tables(summaries: Sequence[Summary]) -> list[tuple[str, list[str], li
             table = pivot_table(summaries, task, experiment, column, interval)
             if table is not None:
                 tables.append((f"{task}: {title}", *table))
+    return tables
+
+
+def _paired_order(d: PairedDifference) -> tuple:
+    k = d.setting
+    return (EXPERIMENT_ORDER.get(k["experiment"], 9), k["protocol"] != "probe", d.reference,
+            k["holdout_source"] or "", k["fraction"] or 0, _method_rank(d.method))
+
+
+def paired_tables(results: Iterable[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """``(title, header, rows)`` per task: each method minus MAE and minus an encoder that learned
+    nothing, paired on seeds and test records (see :mod:`crema.eval.paired`)."""
+    differences = paired_differences(results)
+    header = ["setting", "protocol", "method", "minus", "difference [95% CI]", "per pretraining seed", "ahead on"]
+    tables = []
+    for task in sorted({d.setting["task"] for d in differences}):
+        rows = [[_setting(d.setting), d.setting["protocol"], d.method, d.reference,
+                 f"{_fmt(d.difference)} [{_fmt(d.low)}, {_fmt(d.high)}]",
+                 ", ".join(_fmt(v) if k is None else f"{k}: {_fmt(v)}" for k, v in d.per_pretrain_seed.items()),
+                 d.wins] for d in sorted((d for d in differences if d.setting["task"] == task), key=_paired_order)]
+        tables.append((f"{task}: paired differences in macro AUROC", header, rows))
     return tables
 
 
@@ -484,12 +511,16 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
                 plots.append((f"{task}: {title}", path))
 
     save_json(run_dir / "summary.json", [s.to_dict() for s in sorted(summaries, key=_order)])
-    tables = report_tables(summaries)
+    save_json(run_dir / "paired.json", [d.to_dict() for d in paired_differences(results)])
+    tables = _with_paired(report_tables(summaries), paired_tables(results))
     header, rows = summary_table(summaries)
     intro = (f"{len(results)} results ({len({r['method'] for r in results})} methods; tasks: {', '.join(tasks)}). "
-             "Macro AUROC on the test records is the mean over seeds; [low, high] is the 95% percentile "
-             "interval of the seed-averaged bootstrap replicates (test records resampled, 1000 or more "
-             "times). Classes with no positive or no negative in a test set are left out and named. "
+             "Macro AUROC on the test records is the mean over seeds and pretraining seeds; [low, high] is "
+             "the 95% percentile interval of the seed-averaged bootstrap replicates (test records resampled, "
+             "1000 or more times). Paired differences subtract a reference's result on the same seeds, "
+             "pretraining seed and test records; their interval is that of the paired replicate "
+             "differences, and 'ahead on' counts the pretraining seeds where the difference is positive. "
+             "Classes with no positive or no negative in a test set are left out and named. "
              "Fine-tuned F1 uses per-class thresholds picked on the validation fold.")
     notes = _notes(data)
     data_header = ["corpus", "path", "sha256", "what was hashed"]
@@ -517,7 +548,19 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
             "</body></html>\n")
     atomic_write_text(run_dir / "report.html", page)
     return {"markdown": run_dir / "report.md", "html": run_dir / "report.html",
-            "summary": run_dir / "summary.json", **{f"plot:{p.stem}": p for _, p in plots}}
+            "summary": run_dir / "summary.json", "paired": run_dir / "paired.json",
+            **{f"plot:{p.stem}": p for _, p in plots}}
+
+
+def _with_paired(tables: list[tuple], paired: list[tuple]) -> list[tuple]:
+    """The compact tables with each task's paired differences after that task's last table."""
+    out = []
+    for i, table in enumerate(tables):
+        out.append(table)
+        task = table[0].split(":")[0]
+        if i + 1 == len(tables) or tables[i + 1][0].split(":")[0] != task:
+            out += [p for p in paired if p[0].split(":")[0] == task]
+    return out
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -528,5 +571,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def results_text(results: Sequence[dict]) -> str:
-    """The compact tables of some results as terminal text (seeds combined)."""
-    return "\n\n".join(f"{title}\n{text_table(h, r)}" for title, h, r in report_tables(summarise(results)))
+    """The compact tables of some results as terminal text (seeds combined), with the paired
+    differences."""
+    tables = _with_paired(report_tables(summarise(results)), paired_tables(results))
+    return "\n\n".join(f"{title}\n{text_table(h, r)}" for title, h, r in tables)
