@@ -222,8 +222,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         # the checked value fits one member; a dataclass member applies to an object value
         inner = [a for a in args if dataclasses.is_dataclass(a)]
-        return from_dict(inner[0], value, f"{where}.") if inner and isinstance(value, Mapping) else \
-            _coerce(_plain(args), value, where)
+        if inner and isinstance(value, Mapping):
+            return from_dict(inner[0], value, f"{where}.")
+        return _coerce(_plain(args), value, where)
     if origin is dict and len(args) == 2 and isinstance(value, Mapping):
         return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
