@@ -11,7 +11,7 @@ import pytest
 from crema.config import ConfigError, to_dict
 from crema.eval import metrics
 from crema.eval.paired import paired_differences
-from crema.eval.suite import SuiteConfig, load_suite_config, plan, suite_from_dict
+from crema.eval.suite import SuiteConfig, load_suite_config, plan_steps, suite_from_dict
 from crema.eval.suite.plan import Encoder, Finetune, FinetuneCorruption, Pretrain, Probe
 from crema.eval.suite.runner import identity
 
@@ -46,7 +46,7 @@ def test_committed_runs_keep_their_meaning_and_step_ids():
         cfg = suite_from_dict(data["suite"])
         ids = [s["step"] for s in data["steps"]]
         sources = sorted({i.split("holdout-")[1].split("/")[0] for i in ids if "holdout-" in i})
-        assert [s.id for s in plan(cfg, sources)] == ids, results
+        assert [s.id for s in plan_steps(cfg, sources)] == ids, results
     card = suite_from_dict(json.loads((REPO / "results" / "card" / "suite.json").read_text()))
     assert identity(card) == identity(load_suite_config(REPO / "configs" / "suite-card.json"))
 
@@ -84,7 +84,7 @@ def test_plan_with_two_pretraining_seeds():
         "tasks": [{"corpus": "p", "task": "t", "fractions": [0.1, 1.0], "finetune_fractions": [1.0]}],
         "leave_source_out": {"corpus": "c", "task": "u"},
         "corruptions": {"corpus": "p", "task": "t", "protocols": ["finetune"]}})
-    steps = plan(cfg, ["georgia"])
+    steps = plan_steps(cfg, ["georgia"])
     assert [s for s in steps if isinstance(s, Pretrain)] == [
         Pretrain(Encoder("crema", 0)), Pretrain(Encoder("crema", 1)), Pretrain(Encoder("mae", 0)),
         Pretrain(Encoder("mae", 1))]

@@ -24,8 +24,8 @@ Modules: :mod:`.config` (the typed suite config, ``docs/EVALUATION.md`` lists it
 steps share), :mod:`.work` (what each kind of step does), :mod:`.runner` (the resumable loop).
 """
 from .config import SuiteConfig, load_suite_config, suite_from_dict
-from .plan import Encoder, plan
+from .plan import Encoder, plan_steps
 from .runner import Suite, run_suite, torch_threads
 
-__all__ = ["SuiteConfig", "load_suite_config", "suite_from_dict", "Encoder", "plan", "Suite", "run_suite",
+__all__ = ["SuiteConfig", "load_suite_config", "suite_from_dict", "Encoder", "plan_steps", "Suite", "run_suite",
            "torch_threads"]

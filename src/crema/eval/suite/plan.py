@@ -125,7 +125,7 @@ def finetune_encoders(cfg: SuiteConfig) -> list[Encoder]:
     return pretrained_encoders(cfg) + supervised
 
 
-def plan(cfg: SuiteConfig, loso_sources: Sequence[str] = ()) -> list[Step]:
+def plan_steps(cfg: SuiteConfig, loso_sources: Sequence[str] = ()) -> list[Step]:
     """Every step of the suite in the order it runs: pretraining first, then per task probes and
     fine-tunes, leave-one-source-out over ``loso_sources``, and corruptions (whose fine-tune
     dependency is planned before them when no task asked for it)."""

@@ -16,7 +16,7 @@ from ...config import atomic_write_text, load_json, save_json, to_dict
 from ...errors import ConfigError, CremaError
 from ..report import write_results
 from .config import SuiteConfig, load_suite_config, suite_from_dict, with_run_settings
-from .plan import Step, plan
+from .plan import Step, plan_steps
 from .work import run_step
 from .workspace import Workspace
 
@@ -44,14 +44,14 @@ def _saved_identity(path: Path) -> dict | None:
 
 
 class Suite:
-    """A suite run in ``out``: the config's :func:`~crema.eval.suite.plan.plan`, step by step."""
+    """A suite run in ``out``: the config's :func:`~crema.eval.suite.plan.plan_steps`, step by step."""
 
     def __init__(self, cfg: SuiteConfig, out: str | os.PathLike, progress: bool = True):
         self.ws = Workspace(cfg, out, progress)
         self.cfg, self.out, self.progress = cfg, Path(out), progress
 
     def steps(self) -> list[Step]:
-        steps = plan(self.cfg, self.ws.loso_sources())
+        steps = plan_steps(self.cfg, self.ws.loso_sources())
         ids = [s.id for s in steps]
         if len(set(ids)) != len(ids):
             raise CremaError("suite config: two steps have the same id (a task listed twice?)")
