@@ -140,3 +140,23 @@ def test_paired_bootstrap_is_narrower_than_separate_intervals():
     assert diff == pytest.approx(metrics.auroc(y, a).macro - metrics.auroc(y, b).macro)
     separate = [metrics.percentile_interval(metrics.bootstrap_auroc(y, s, 1000, 0)) for s in (a, b)]
     assert low <= diff <= high and high - low < min(hi - lo for lo, hi in separate)
+
+
+def test_a_run_folder_from_before_the_typed_config_resumes(tmp_path):
+    """``OUT/suite.json`` in the old untyped form counts as the same suite; a changed one is refused."""
+    from crema.errors import CremaError
+    from crema.eval.suite import Suite
+
+    out = tmp_path / "card"
+    (out / "steps").mkdir(parents=True)
+    (out / "steps" / "pretrain").mkdir()
+    (out / "steps" / "pretrain" / "crema.json").write_text("{}")
+    (out / "suite.json").write_text((REPO / "results" / "card" / "suite.json").read_text())
+    cfg = load_suite_config(REPO / "configs" / "suite-card.json")
+    with pytest.raises(CremaError, match="--resume"):
+        Suite(cfg, out).claim_folder(resume=False)
+    Suite(cfg, out).claim_folder(resume=True)
+    assert suite_from_dict(json.loads((out / "suite.json").read_text())) == cfg  # now written typed
+    two_seeds = suite_from_dict({**to_dict(cfg), "pretrain_seeds": [0, 1]})
+    with pytest.raises(CremaError, match="differs from the one this run started with"):
+        Suite(two_seeds, out).claim_folder(resume=True)

@@ -77,7 +77,7 @@ class Suite:
                       {"suite": to_dict(self.cfg), "steps": status, "pretraining_overlap": self.ws.overlap_note()})
         return self.out / "results.json"
 
-    def _start(self, resume: bool) -> None:
+    def claim_folder(self, resume: bool) -> None:
         """Refuse to mix two suites in one folder, then record this one's config."""
         steps_dir = self.out / "steps"
         if steps_dir.is_dir() and any(steps_dir.iterdir()) and not resume:
@@ -92,7 +92,7 @@ class Suite:
     def run(self, resume: bool = False) -> dict:
         """Run every pending step; returns ``{"ran", "skipped", "already_done", "steps", "seconds"}``."""
         self.ws.check_corpora()
-        self._start(resume)
+        self.claim_folder(resume)
         steps = self.steps()
         counts = {"ran": 0, "skipped": 0, "already_done": 0}
         started = last_write = time.perf_counter()
