@@ -26,7 +26,8 @@ def md(header: list[str], rows: list[list[str]]) -> str:
 
 def main(run: str) -> int:
     sys.path.insert(0, str(REPO / "src"))
-    from crema.eval.report import load_results, pivot_table, summarise
+    from crema.eval.report import load_results
+    from crema.eval.summary import pivot_table, summarise
 
     summaries = summarise(load_results(Path(run))["results"])
     out = []

@@ -100,14 +100,10 @@ def final_table(records: list[dict], kind: str) -> dict[str, dict]:
 
 def paired_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Macro AUROC of ``a`` minus ``b`` (record scores ``(R, K)``) and its 95% interval from a
-    bootstrap over records shared by both: :func:`crema.eval.metrics.bootstrap_auroc` draws the
-    same resamples for the same ``n`` and ``seed``, so the replicates pair up."""
+    bootstrap over records shared by both (:func:`crema.eval.metrics.paired_bootstrap_auroc`)."""
     from crema.eval import metrics
 
-    point = metrics.auroc(y, a).macro - metrics.auroc(y, b).macro
-    diffs = metrics.bootstrap_auroc(y, a, n, seed) - metrics.bootstrap_auroc(y, b, n, seed)
-    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
-    return float(point), float(lo), float(hi)
+    return metrics.paired_bootstrap_auroc(y, a, b, n, seed)
 
 
 # ----------------------------------------------------------------------------- output

@@ -60,10 +60,13 @@ def test_finetune_command(tiny_ptbxl_corpus, tmp_path, capsys):
 
 
 def test_evaluate_resume_and_report(tiny_ptbxl_corpus, unlabeled_corpus, tiny_cinc_corpus, tmp_path, capsys):
+    """The tiny suite with two pretraining seeds: every step runs, resumes, and reports paired differences."""
     out = tmp_path / "suite"
     corpora = ["--corpus", f"ptbxl={tiny_ptbxl_corpus.path}", "--corpus", f"unlabeled={unlabeled_corpus.path}",
                "--corpus", f"cinc={tiny_cinc_corpus.path}"]
-    assert main(["evaluate", "--suite", str(SUITE_TINY), "--out", str(out), *corpora, "--no-progress"]) == 0
+    suite = tmp_path / "suite-tiny-2-seeds.json"
+    suite.write_text(json.dumps({**json.loads(SUITE_TINY.read_text()), "pretrain_seeds": [0, 1]}))
+    assert main(["evaluate", "--suite", str(suite), "--out", str(out), *corpora, "--no-progress"]) == 0
     first = capsys.readouterr().out
     data = json.loads((out / "results.json").read_text())
     steps = data["steps"]
@@ -80,22 +83,31 @@ def test_evaluate_resume_and_report(tiny_ptbxl_corpus, unlabeled_corpus, tiny_ci
     assert {r["severity"] for r in results if r["experiment"] == "corruption"} == {0, 1, 3, 5}
     for r in results:
         assert len(r["data_sha256"]) == 64 and r["config"]["suite"] == "tiny" and isinstance(r["seed"], int)
-    # every method pretrained to the configured number of steps, each from its own objective
+    # every method pretrained to the configured number of steps, each from its own objective, once
+    # per pretraining seed (seed 0 keeps the folder and step names of a one-seed suite)
     for method, mode in (("crema", "crema"), ("mae", "mae"), ("contrastive", "contrastive")):
-        ckpt = json.loads((out / "pretrain" / method / "config.json").read_text())
-        assert ckpt["step"] == 6 and ckpt["objective"]["mode"] == mode
+        for folder, seed in ((method, 0), (f"{method}@seed1", 1)):
+            ckpt = json.loads((out / "pretrain" / folder / "config.json").read_text())
+            assert ckpt["step"] == 6 and ckpt["objective"]["mode"] == mode and ckpt["train"]["seed"] == seed
+    weights = {json.loads((out / "steps" / "pretrain" / f"{name}.json").read_text())["weights_sha256"]
+               for name in ("crema", "crema@seed1")}
+    assert len(weights) == 2
+    probe_seeds = {(r["method"], r["pretrain_seed"]) for r in results
+                   if r["protocol"] == "probe" and r["experiment"] == "label_fraction"}
+    assert probe_seeds == {(m, s) for m in ("crema", "mae", "contrastive", "random_sit") for s in (0, 1)}
+    assert {r["pretrain_seed"] for r in results if r["method"] == "supervised_sit"} == {None}
 
     # --resume runs nothing the second time; without it the folder is refused
     stamp = (out / "steps").stat().st_mtime_ns, sorted(p.stat().st_mtime_ns for p in (out / "steps").rglob("*.json"))
-    assert main(["evaluate", "--suite", str(SUITE_TINY), "--out", str(out), *corpora, "--resume", "--no-progress"]) == 0
+    assert main(["evaluate", "--suite", str(suite), "--out", str(out), *corpora, "--resume", "--no-progress"]) == 0
     assert f"0 ran, {len(steps)} already done" in capsys.readouterr().out
     assert sorted(p.stat().st_mtime_ns for p in (out / "steps").rglob("*.json")) == stamp[1]
-    assert main(["evaluate", "--suite", str(SUITE_TINY), "--out", str(out), *corpora, "--no-progress"]) == 1
+    assert main(["evaluate", "--suite", str(suite), "--out", str(out), *corpora, "--no-progress"]) == 1
     assert "--resume" in capsys.readouterr().err
     # a pretraining step whose record is lost resumes from its checkpoint instead of starting over
     record = json.loads((out / "steps" / "pretrain" / "mae.json").read_text())
     (out / "steps" / "pretrain" / "mae.json").unlink()
-    assert main(["evaluate", "--suite", str(SUITE_TINY), "--out", str(out), *corpora, "--resume", "--no-progress"]) == 0
+    assert main(["evaluate", "--suite", str(suite), "--out", str(out), *corpora, "--resume", "--no-progress"]) == 0
     assert f"1 ran, {len(steps) - 1} already done" in capsys.readouterr().out
     again = json.loads((out / "steps" / "pretrain" / "mae.json").read_text())
     assert again["resumed"] and again["pretrain_step"] == 6 and again["weights_sha256"] == record["weights_sha256"]
@@ -117,13 +129,23 @@ def test_evaluate_resume_and_report(tiny_ptbxl_corpus, unlabeled_corpus, tiny_ci
     row = next(s for s in summary if s["method"] == "crema" and s["protocol"] == "finetune"
                and s["experiment"] == "label_fraction")
     assert row["seeds"] == [0, 1] and row["auroc_ci95"][0] <= row["auroc_mean"] <= row["auroc_ci95"][1]
+    assert row["pretrain_seeds"] == [0, 1]
+    # paired differences: CREMA minus MAE and minus random init, on both pretraining seeds
+    paired = json.loads((out / "paired.json").read_text())
+    for reference in ("mae", "random_sit"):
+        d = next(d for d in paired if d["method"] == "crema" and d["minus"] == reference and d["fraction"] == 1.0
+                 and d["protocol"] == "probe" and d["task"] == TASK)
+        assert set(d["per_pretrain_seed"]) == {"0", "1"} and d["n_pairs"] == 2
+        assert d["ci95"][0] <= d["difference"] <= d["ci95"][1]
+    assert any(d["minus"] == "supervised_sit" and d["protocol"] == "finetune" for d in paired)
+    assert f"## {TASK}: paired differences in macro AUROC" in md
 
 
 def test_evaluate_rejects_bad_configs(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"tasks": [{"corpus": "p", "task": "t"}], "corpora": {"p": "x"}, "method": {}}))
     assert main(["evaluate", "--suite", str(bad), "--out", str(tmp_path / "o")]) == 1
-    assert "unknown key(s) ['method']" in capsys.readouterr().err
+    assert "bad.json: SuiteConfig: unknown config keys ['method']" in capsys.readouterr().err
     missing = tmp_path / "missing.json"
     missing.write_text(json.dumps({"methods": {}, "tasks": [{"corpus": "p", "task": "t"}]}))
     assert main(["evaluate", "--suite", str(missing), "--out", str(tmp_path / "o")]) == 1

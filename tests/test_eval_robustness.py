@@ -83,8 +83,9 @@ def test_classifier_curve_starts_at_its_clean_test_auroc(tiny_classifier_checkpo
     model, config = load_classifier(tiny_classifier_checkpoint)
     split = task_split(tiny_ptbxl_corpus, config["task"])
     curve = robustness.classifier_severity_curve(
-        model, split, tiny_ptbxl_corpus, config["crop"], np.asarray(config["thresholds"]),
-        ["gaussian_noise", "missing_leads"], [0, 2, 5], seed=0, n_bootstrap=1000)
+        model, split, tiny_ptbxl_corpus, np.asarray(config["thresholds"]),
+        robustness.SeverityGrid(("gaussian_noise", "missing_leads"), (0, 2, 5), seed=0, n_bootstrap=1000),
+        robustness.Inference(crop=config["crop"]))
     assert [(c["corruption"], c["severity"]) for c in curve] == [
         ("gaussian_noise", 0), ("gaussian_noise", 2), ("gaussian_noise", 5),
         ("missing_leads", 0), ("missing_leads", 2), ("missing_leads", 5)]

@@ -199,24 +199,44 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     unknown = set(data) - set(known)
     if unknown:
         raise ConfigError(f"{where.rstrip('.') or cls.__name__}: unknown config keys {sorted(unknown)}")
+    missing = [name for name, f in known.items() if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    if missing:
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: missing required keys {missing}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
         _check_type(value, hints[name], f"{where}{name}")
-        kwargs[name] = _coerce(known[name], value, f"{where}{name}.")
+        kwargs[name] = _coerce(hints[name], value, f"{where}{name}")
     cfg = cls(**kwargs)
     check_config(cfg, where)
     return cfg
 
 
-def _coerce(f: dataclasses.Field, value: Any, where: str = "") -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-    if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-        return from_dict(type(default), value, where)
-    if isinstance(value, list):
-        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """A type-checked JSON value as the field holds it: nested settings become their dataclass
+    (also inside ``X | None``, ``tuple[X, ...]`` and ``dict[str, X]``), lists become tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        return from_dict(hint, value, f"{where}.")
+    if origin in (typing.Union, types.UnionType):
+        # the checked value fits one member; a dataclass member applies to an object value
+        inner = [a for a in args if dataclasses.is_dataclass(a)]
+        if inner and isinstance(value, Mapping):
+            return from_dict(inner[0], value, f"{where}.")
+        return _coerce(_plain(args), value, where)
+    if origin is dict and len(args) == 2 and isinstance(value, Mapping):
+        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args or (Any,) * len(value)
+        return tuple(_coerce(h, v, f"{where}.{i}") for i, (h, v) in enumerate(zip(items, value)))
     return value
+
+
+def _plain(args: tuple) -> Any:
+    """The non-None member of an optional annotation (``Any`` when there are several)."""
+    rest = [a for a in args if a is not type(None)]
+    return rest[0] if len(rest) == 1 else Any
 
 
 # ----------------------------------------------------------------------------- validation
@@ -255,7 +275,13 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     if hint is str:
         return None if isinstance(value, str) else "a string"
     if hint is dict or origin is dict:
-        return None if isinstance(value, Mapping) else "an object"
+        if not isinstance(value, Mapping):
+            return "an object"
+        for item in value.values():  # dict[str, X]: every value an X
+            problem = _type_problem(item, args[1]) if len(args) == 2 else None
+            if problem:
+                return f"an object whose values are each {problem}"
+        return None
     if origin is tuple:
         return _tuple_problem(value, args)
     if dataclasses.is_dataclass(hint):
@@ -324,7 +350,9 @@ def check_config(cfg: Any, where: str = "") -> None:
     """Raise :class:`ConfigError` naming the first field of ``cfg`` outside its range (sampling
     rate and window positive, band edges ordered, model sizes positive...)."""
     check = _RANGE_CHECKS.get(type(cfg))
-    problems = check(cfg) if check else []
+    if check is None:  # configs defined outside this module name their own problems
+        check = getattr(type(cfg), "problems", None)
+    problems = list(check(cfg)) if check else []
     if problems:
         raise ConfigError(f"{where}{problems[0]}")
 

@@ -103,7 +103,7 @@ def _run_probe(args: argparse.Namespace) -> int:
     from .features import FINGERPRINT_WHAT, corpus_fingerprint, rows_sha256
     from .probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
     from .report import make_result, results_text, write_results
-    from .robustness import DEFAULT_CORRUPTIONS, probe_severity_curve
+    from .robustness import DEFAULT_CORRUPTIONS, Inference, SeverityGrid, probe_severity_curve
 
     if any(not 0 < f <= 1 for f in args.fractions):
         raise CremaError(f"--fractions must be in (0, 1], got {args.fractions}")
@@ -124,9 +124,9 @@ def _run_probe(args: argparse.Namespace) -> int:
                                config=config, kind=args.head, n_bootstrap=args.n_bootstrap, progress=progress)
     if args.corruptions is not None:
         probe, info = fit_probe_on_fraction(feats, 1.0, args.seeds[0], args.head)
-        curve = probe_severity_curve(encoder, probe, feats, corpus, crop, args.corruptions or DEFAULT_CORRUPTIONS,
-                                     range(6), 0, cache, weights_sha, data_sha, args.batch_size, args.device,
-                                     args.n_bootstrap, progress)
+        grid = SeverityGrid(tuple(args.corruptions or DEFAULT_CORRUPTIONS), n_bootstrap=args.n_bootstrap)
+        run = Inference(crop, args.batch_size, args.device, progress, cache, weights_sha, data_sha)
+        curve = probe_severity_curve(encoder, probe, feats, corpus, grid, run)
         results += [make_result(step=f"corruptions/{c['corruption']}/s{c['severity']}", method=method,
                                 protocol="probe", task=args.task, experiment="corruption", seed=args.seeds[0],
                                 evaluation=c["evaluation"], config={**config, "level": c["level"]},

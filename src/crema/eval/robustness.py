@@ -14,7 +14,7 @@ bursts are defined here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -146,10 +146,34 @@ def transform_key(name: str, severity: int, seed: int) -> str:
 
 # ----------------------------------------------------------------------------- AUROC vs severity
 
+@dataclass(frozen=True)
+class SeverityGrid:
+    """What a severity curve measures: which corruptions at which severities, and how each point
+    is scored."""
+
+    corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
+    severities: tuple[int, ...] = tuple(range(N_SEVERITIES + 1))  # 0 = clean
+    seed: int = 0                 # with the corpus row, seeds each record's corruption stream
+    n_bootstrap: int = 1000       # bootstrap resamples of the test records per point
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How test inputs go through a model. The cache fields apply to frozen-encoder features,
+    which are stored under ``cache_dir`` keyed by the weights, the corpus and the corruption."""
+
+    crop: int | None = None       # input length; None = the model's window
+    batch_size: int = 64
+    device: Any = "cpu"
+    progress: bool = False
+    cache_dir: Any = None         # None = no feature cache
+    weights_sha: str | None = None
+    corpus_sha: str | None = None
+
+
 def severity_curve(predict: Callable[[Callable | None, str], np.ndarray], y_and_keys: Callable[[np.ndarray], tuple],
-                   corruptions: Sequence[str], severities: Sequence[int], fs: float, seed: int,
-                   classes: Sequence[str], thresholds: np.ndarray, n_bootstrap: int = 1000) -> list[dict]:
-    """Metrics at every (corruption, severity).
+                   grid: SeverityGrid, fs: float, classes: Sequence[str], thresholds: np.ndarray) -> list[dict]:
+    """Metrics at every (corruption, severity) of ``grid``.
 
     Args:
         predict: ``(transform or None, cache key) -> (n, K)`` window probabilities of the test rows.
@@ -160,29 +184,38 @@ def severity_curve(predict: Callable[[Callable | None, str], np.ndarray], y_and_
         dicts ``{"corruption", "severity", "level", "evaluation"}``; severity 0 (clean) is
         computed once and reported under every corruption.
     """
+    def scored(transform, key):
+        y, p = y_and_keys(predict(transform, key))
+        return metrics.evaluate(y, p, classes, thresholds, grid.n_bootstrap, seed=0, keep_replicates=True)
+
     clean = None
     out = []
-    for name in corruptions:
+    for name in grid.corruptions:
         corruption = get_corruption(name)
-        for severity in severities:
+        for severity in grid.severities:
             if severity == 0:
-                if clean is None:
-                    y, p = y_and_keys(predict(None, ""))
-                    clean = metrics.evaluate(y, p, classes, thresholds, n_bootstrap, seed=0, keep_replicates=True)
+                clean = clean or scored(None, "")
                 evaluation = clean
             else:
-                y, p = y_and_keys(predict(corruption_transform(name, severity, fs, seed),
-                                          transform_key(name, severity, seed)))
-                evaluation = metrics.evaluate(y, p, classes, thresholds, n_bootstrap, seed=0, keep_replicates=True)
+                evaluation = scored(corruption_transform(name, severity, fs, grid.seed),
+                                    transform_key(name, severity, grid.seed))
             level = 0.0 if severity == 0 else corruption.levels[severity - 1]
             out.append({"corruption": name, "severity": int(severity), "level": level, "evaluation": evaluation})
     return out
 
 
-def probe_severity_curve(encoder, probe, feats, corpus, crop: int | None, corruptions: Sequence[str],
-                         severities: Sequence[int], seed: int = 0, cache_dir=None, weights_sha: str | None = None,
-                         corpus_sha: str | None = None, batch_size: int = 64, device="cpu",
-                         n_bootstrap: int = 1000, progress: bool = False) -> list[dict]:
+def _record_level(split):
+    """Window probabilities of the test rows -> record-level labels and mean probabilities."""
+    from .probe import record_mean
+
+    def record_level(p):
+        means, first = record_mean(p, split.keys["test"])
+        return split.y["test"][first], means
+
+    return record_level
+
+
+def probe_severity_curve(encoder, probe, feats, corpus, grid: SeverityGrid, run: Inference) -> list[dict]:
     """AUROC vs severity for a linear probe: test features are recomputed on corrupted inputs."""
     from .features import encoder_features
     from .probe import record_mean
@@ -195,35 +228,25 @@ def probe_severity_curve(encoder, probe, feats, corpus, crop: int | None, corrup
         if transform is None:
             x = feats.x["test"]
         else:
-            x = encoder_features(encoder, corpus, split.rows["test"], crop, cache_dir, weights_sha, corpus_sha,
-                                 transform=transform, transform_key=key, batch_size=batch_size, device=device,
-                                 progress=progress)
+            x = encoder_features(encoder, corpus, split.rows["test"], run.crop, run.cache_dir, run.weights_sha,
+                                 run.corpus_sha, transform=transform, transform_key=key, batch_size=run.batch_size,
+                                 device=run.device, progress=run.progress)
         return probe.predict_proba(x)
 
-    def record_level(p):
-        means, first = record_mean(p, split.keys["test"])
-        return split.y["test"][first], means
-
-    return severity_curve(predict, record_level, corruptions, severities, float(corpus.preprocess.fs), seed,
-                          split.classes, thresholds, n_bootstrap)
+    return severity_curve(predict, _record_level(split), grid, float(corpus.preprocess.fs), split.classes,
+                          thresholds)
 
 
-def classifier_severity_curve(model, split, corpus, crop: int | None, thresholds: np.ndarray,
-                              corruptions: Sequence[str], severities: Sequence[int], seed: int = 0,
-                              batch_size: int = 64, device="cpu", n_bootstrap: int = 1000) -> list[dict]:
+def classifier_severity_curve(model, split, corpus, thresholds: np.ndarray, grid: SeverityGrid,
+                              run: Inference) -> list[dict]:
     """AUROC vs severity for a fine-tuned classifier (``thresholds`` from its checkpoint)."""
     from ..train.finetune import predict_proba
     from .features import resolve_device
-    from .probe import record_mean
 
-    device = resolve_device(device)
+    device = resolve_device(run.device)
 
     def predict(transform, key):
-        return predict_proba(model, corpus, split.rows["test"], crop, batch_size, device, transform)
+        return predict_proba(model, corpus, split.rows["test"], run.crop, run.batch_size, device, transform)
 
-    def record_level(p):
-        means, first = record_mean(p, split.keys["test"])
-        return split.y["test"][first], means
-
-    return severity_curve(predict, record_level, corruptions, severities, float(corpus.preprocess.fs), seed,
-                          split.classes, np.asarray(thresholds), n_bootstrap)
+    return severity_curve(predict, _record_level(split), grid, float(corpus.preprocess.fs), split.classes,
+                          np.asarray(thresholds))

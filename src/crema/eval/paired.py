@@ -1,0 +1,116 @@
+"""Paired differences between methods: each method minus a reference on the same test records,
+the same seeds and the same pretraining seeds, with a paired-bootstrap interval.
+
+Two methods' macro AUROCs at one setting vary together (the same test records are hard for both),
+so their separate 95% intervals overlap even when one is better on every resample. The paired
+difference removes that shared part: the results of the two methods are matched on
+``(pretrain_seed, seed)`` (a reference that no pretraining seed touches, such as a SiT trained from
+scratch, matches on ``seed`` alone), and bootstrap replicate ``r`` of every result resampled the
+same records (``results.json`` keeps the replicates, drawn with the same resampling seed), so the
+interval is that of the mean replicate difference (:func:`crema.eval.metrics.paired_difference`).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import metrics
+
+# the references each method is compared with, per protocol: plain MAE (does the method's own idea
+# help?), an encoder that learned nothing (does pretraining help at all?) and, for probes, the
+# training-free random-kernel features (is pretraining worth its cost?)
+REFERENCES: dict[str, tuple[str, ...]] = {"probe": ("mae", "random_sit", "random_kernels"),
+                                          "finetune": ("mae", "supervised_sit")}
+NOT_COMPARED = ("random_sit", "random_kernels", "supervised_sit", "supervised_resnet1d")  # baselines
+PAIRED_EXPERIMENTS = ("label_fraction", "leave_source_out")
+SETTING_FIELDS = ("task", "experiment", "protocol", "fraction", "holdout_source")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Macro AUROC of ``method`` minus ``reference`` at one setting, over matched result pairs."""
+
+    setting: dict                 # task, experiment, protocol, fraction, holdout_source
+    method: str
+    reference: str
+    difference: float             # mean over pairs of (method - reference)
+    low: float                    # 95% paired-bootstrap interval
+    high: float
+    per_pretrain_seed: dict       # pretraining seed (None: not recorded) -> mean difference over seeds
+    n_pairs: int
+
+    @property
+    def wins(self) -> str:
+        """Pretraining seeds on which the method is ahead, as ``"k/n"``."""
+        values = list(self.per_pretrain_seed.values())
+        return f"{sum(v > 0 for v in values)}/{len(values)}"
+
+    def to_dict(self) -> dict:
+        clean = lambda v: None if not np.isfinite(v) else round(float(v), 6)  # noqa: E731
+        return {**self.setting, "method": self.method, "minus": self.reference,
+                "difference": clean(self.difference), "ci95": [clean(self.low), clean(self.high)],
+                "per_pretrain_seed": {str(k): clean(v) for k, v in self.per_pretrain_seed.items()},
+                "wins": self.wins, "n_pairs": self.n_pairs}
+
+
+def _key(result: dict) -> tuple:
+    return result.get("pretrain_seed"), int(result["seed"])
+
+
+def _replicates(result: dict) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in result.get("bootstrap_auroc") or []])
+
+
+def _comparable(a: dict, b: dict) -> bool:
+    """Same test records, resampled the same way (else the replicates do not pair up)."""
+    same_rows = a.get("test_rows_sha256") == b.get("test_rows_sha256")
+    same_boot = a.get("bootstrap") == b.get("bootstrap") and len(_replicates(a)) == len(_replicates(b)) > 0
+    return same_rows and same_boot
+
+
+def pairs(method: dict[tuple, dict], reference: dict[tuple, dict]) -> list[tuple[dict, dict]]:
+    """Results of a method and of its reference matched on ``(pretrain_seed, seed)``, or on the
+    seed alone when the reference has no pretraining seed."""
+    matched = []
+    for key, a in sorted(method.items(), key=lambda kv: (kv[0][0] is None, kv[0])):
+        b = reference.get(key) or reference.get((None, key[1]))
+        if b is not None and _comparable(a, b):
+            matched.append((a, b))
+    return matched
+
+
+def difference(setting: dict, method: str, reference: str, matched: Sequence[tuple[dict, dict]]) -> PairedDifference:
+    """The paired difference over ``matched`` result pairs (at least one)."""
+    a_values = np.array([a["auroc"]["macro"] if a["auroc"]["macro"] is not None else np.nan for a, _ in matched])
+    b_values = np.array([b["auroc"]["macro"] if b["auroc"]["macro"] is not None else np.nan for _, b in matched])
+    point, low, high = metrics.paired_difference(
+        float(np.mean(a_values)), float(np.mean(b_values)),
+        np.mean([_replicates(a) for a, _ in matched], axis=0), np.mean([_replicates(b) for _, b in matched], axis=0))
+    by_seed: dict = defaultdict(list)
+    for (a, _), va, vb in zip(matched, a_values, b_values):
+        by_seed[a.get("pretrain_seed")].append(va - vb)
+    return PairedDifference(setting, method, reference, point, low, high,
+                            {k: float(np.mean(v)) for k, v in by_seed.items()}, len(matched))
+
+
+def paired_differences(results: Iterable[dict]) -> list[PairedDifference]:
+    """Every method minus each of its :data:`REFERENCES` at every label fraction and held-out
+    source where both have comparable results; baselines are references, not compared."""
+    by_setting: dict[tuple, dict[str, dict[tuple, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        if r.get("experiment") in PAIRED_EXPERIMENTS:
+            by_setting[tuple(r.get(f) for f in SETTING_FIELDS)][r["method"]][_key(r)] = r
+    out = []
+    for setting_key, methods in by_setting.items():
+        setting = dict(zip(SETTING_FIELDS, setting_key))
+        for reference in REFERENCES.get(setting["protocol"], ()):
+            for method in sorted(methods):
+                if method in NOT_COMPARED or method == reference or reference not in methods:
+                    continue
+                matched = pairs(methods[method], methods[reference])
+                if matched:
+                    out.append(difference(setting, method, reference, matched))
+    return out

@@ -1,0 +1,168 @@
+"""What the steps of a suite share: its corpora (opened once, fingerprinted once), its models
+(pretraining configs, checkpoints, encoders) and its output folder."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...config import ModelConfig, RunConfig, to_dict
+from ...data.corpus import Corpus, is_corpus
+from ...data.dataset import select_rows
+from ...errors import CremaError
+from ...model.sit import SiTEncoder
+from ...train.checkpoint import MODEL_FILE, load_encoder
+from ...train.finetune import FinetuneConfig
+from ..features import FINGERPRINT_WHAT, corpus_fingerprint, file_sha256, module_sha256
+from ..rocket import RandomKernelFeatures
+from .config import SuiteConfig, referenced_corpora, split_spec
+from .plan import Encoder
+
+RANDOM_KERNELS = 2000  # kernels of the training-free baseline (4,000 PPV + max features)
+
+
+class Workspace:
+    """A suite's config, output folder ``out`` and the corpora and encoders its steps load."""
+
+    def __init__(self, cfg: SuiteConfig, out: str | os.PathLike, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self._corpora: dict[str, Corpus] = {}
+        self._fingerprints: dict[str, str] = {}
+        self._encoders: dict[Encoder, tuple] = {}
+
+    # ------------------------------------------------------------------ data
+
+    def corpus_dir(self, name: str) -> Path:
+        return Path(self.cfg.corpora[name])
+
+    def corpus(self, name: str) -> Corpus:
+        if name not in self._corpora:
+            self._corpora[name] = Corpus(self.corpus_dir(name))
+        return self._corpora[name]
+
+    def fingerprint(self, name: str) -> str:
+        if name not in self._fingerprints:
+            self._fingerprints[name] = corpus_fingerprint(self.corpus_dir(name))
+        return self._fingerprints[name]
+
+    def data_section(self) -> dict:
+        """``results.json``'s ``data``: each corpus read, with its fingerprint."""
+        return {name: {"path": str(self.corpus_dir(name)), "sha256": self.fingerprint(name),
+                       "hash_of": FINGERPRINT_WHAT} for name in referenced_corpora(self.cfg)}
+
+    def check_corpora(self) -> None:
+        for name in referenced_corpora(self.cfg):
+            if not is_corpus(self.corpus_dir(name)):
+                raise CremaError(f"corpus {name!r}: {self.corpus_dir(name)} is not a prepared corpus; "
+                                 f"run `crema prepare` into it or pass --corpus {name}=DIR")
+
+    def loso_sources(self) -> list[str]:
+        """The sources held out in turn (all of the corpus's when the config names none)."""
+        loso = self.cfg.leave_source_out
+        if loso is None:
+            return []
+        if loso.sources:
+            return list(loso.sources)
+        return sorted(set(self.corpus(loso.corpus).index["source"].astype(str)))
+
+    # ------------------------------------------------------------------ models
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.cfg.pretrain.model
+
+    def checkpoint_dir(self, encoder: Encoder) -> Path:
+        return self.out / "pretrain" / encoder.name
+
+    def run_config(self, encoder: Encoder) -> RunConfig:
+        """The pretraining run of a method at one seed, as ``crema pretrain --config`` reads it."""
+        pre = self.cfg.pretrain
+        specs = []
+        for spec in pre.corpora:
+            name, splits = split_spec(spec)
+            specs.append(f"{self.corpus_dir(name)}{splits}")
+        train = dataclasses.replace(pre.train, corpora=tuple(specs), out=str(self.checkpoint_dir(encoder)),
+                                    seed=encoder.pretrain_seed, device=self.cfg.device)
+        return RunConfig(model=pre.model, objective=self.cfg.methods[encoder.method], train=train)
+
+    def pretrain_data(self) -> dict[str, str]:
+        return {spec: self.fingerprint(split_spec(spec)[0]) for spec in self.cfg.pretrain.corpora}
+
+    def encoder(self, encoder: Encoder) -> tuple[torch.nn.Module, str, dict]:
+        """``(module, weights sha256, what to record about it)`` of a pretrained checkpoint or a
+        randomly initialised baseline (seeded by its pretraining seed)."""
+        if encoder not in self._encoders:
+            self._encoders[encoder] = self._load(encoder)
+        return self._encoders[encoder]
+
+    def _load(self, encoder: Encoder) -> tuple[torch.nn.Module, str, dict]:
+        seed = encoder.pretrain_seed
+        if encoder.method == "random_kernels":
+            module = RandomKernelFeatures(RANDOM_KERNELS, self.model_config.n_leads, seed=seed).eval()
+            return module, module_sha256(module), {"init": "random kernels", "kernels": RANDOM_KERNELS,
+                                                   "init_seed": seed}
+        if encoder.method == "random_sit":
+            torch.manual_seed(seed)
+            module = SiTEncoder(self.model_config).eval()
+            return module, module_sha256(module), {"init": "random", "init_seed": seed}
+        ckpt = self.checkpoint_dir(encoder)
+        module, config = load_encoder(ckpt)
+        return module, file_sha256(ckpt / MODEL_FILE), {
+            "checkpoint": str(ckpt), "pretrain_step": config.get("step"), "objective": config.get("objective"),
+            "fs": (config.get("preprocess") or {}).get("fs")}
+
+    def encoder_for(self, encoder: Encoder, corpus: Corpus) -> tuple[torch.nn.Module, str, dict]:
+        """:meth:`encoder`, refusing a corpus prepared at another rate than the pretraining data."""
+        module, weights_sha, extra = self.encoder(encoder)
+        fs = extra.get("fs")
+        if fs is not None and float(fs) != float(corpus.preprocess.fs):
+            raise CremaError(f"{encoder.name} was pretrained at {fs} Hz but {corpus.path} is at "
+                             f"{corpus.preprocess.fs} Hz; prepare the evaluation corpora like the pretraining ones")
+        return module, weights_sha, extra
+
+    def crop_for(self, corpus: Corpus, encoder: Encoder) -> int:
+        """Model input length: the SiT window, or the whole corpus window for random kernels."""
+        if encoder.method == "random_kernels":
+            return int(corpus.signals.shape[-1])
+        return min(self.model_config.window, int(corpus.signals.shape[-1]))
+
+    def finetune_config(self, encoder: Encoder, corpus_name: str, task: str, fraction: float, seed: int,
+                        holdout: str | None, out: Path) -> FinetuneConfig:
+        """The suite's fine-tuning settings for one run of ``encoder``."""
+        settings = self.cfg.finetune
+        if not encoder.pretrained:  # LP-FT starts from pretrained features; these have none
+            settings = dataclasses.replace(settings, probe_init=False)
+        arch: dict[str, Any] = {"arch": "sit", "checkpoint": str(self.checkpoint_dir(encoder))}
+        if encoder.method == "supervised_resnet1d":
+            arch = {"arch": "resnet1d"}
+        elif encoder.method == "supervised_sit":
+            arch = {"arch": "sit", "model": to_dict(self.model_config)}
+        return dataclasses.replace(settings, corpus=str(self.corpus_dir(corpus_name)), task=task, out=str(out),
+                                   fraction=fraction, seed=seed, holdout_source=holdout, device=self.cfg.device,
+                                   n_bootstrap=self.cfg.n_bootstrap, **arch)
+
+    # ------------------------------------------------------------------ notes
+
+    def overlap_note(self) -> dict:
+        """Records of the evaluation test sets that pretraining also saw (matched on
+        ``source_id``; self-supervised, but worth knowing)."""
+        if not self.cfg.methods:
+            return {}
+        specs = [f"{self.corpus(name).path}{splits}" for name, splits in map(split_spec, self.cfg.pretrain.corpora)]
+        seen: set[str] = set()
+        for corpus, rows in select_rows(specs):  # the rows pretraining really saw, deduplicated
+            seen.update(corpus.index["source_id"].astype(str).to_numpy()[rows].tolist())
+        notes = {}
+        for t in self.cfg.tasks:
+            corpus = self.corpus(t.corpus)
+            test = corpus.index["source_id"].astype(str).to_numpy()[corpus.rows(split="test")]
+            notes[f"{t.corpus}:{t.task}:test"] = {"n_test_records": int(len(set(test))),
+                                                  "also_in_pretraining": sorted(set(test) & seen)}
+        loso = self.cfg.leave_source_out
+        if loso:
+            ids = set(self.corpus(loso.corpus).index["source_id"].astype(str))
+            notes[f"{loso.corpus}:{loso.task}:all"] = {"n_records": len(ids), "also_in_pretraining": len(ids & seen)}
+        return notes
