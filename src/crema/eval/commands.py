@@ -92,7 +92,7 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from .suite import torch_threads
+    from ..runtime import torch_threads
 
     with torch_threads(args.threads):
         return _run_probe(args)
@@ -212,7 +212,7 @@ def finetune_config_from_args(args: argparse.Namespace):
 
 def run_finetune(args: argparse.Namespace) -> int:
     from ..train.finetune import finetune
-    from .suite import torch_threads
+    from ..runtime import torch_threads
 
     cfg = finetune_config_from_args(args)
     with torch_threads(args.threads):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CremaError
 from ..atomic import atomic_path
+from ..runtime import resolve_device
 
 # (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
 BatchTransform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -92,13 +93,6 @@ def iter_batches(corpus, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np
         signals = np.asarray(corpus.signals[batch[order]], dtype=np.float32)[inverse]
         lead_mask = np.asarray(corpus.lead_mask[batch[order]], dtype=bool)[inverse]
         yield signals, lead_mask, batch
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None = CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.inference_mode()

@@ -213,7 +213,6 @@ def classifier_severity_curve(model, split, corpus, crop: int | None, thresholds
                               batch_size: int = 64, device="cpu", n_bootstrap: int = 1000) -> list[dict]:
     """AUROC vs severity for a fine-tuned classifier (``thresholds`` from its checkpoint)."""
     from ..train.finetune import predict_proba
-    from .features import resolve_device
     from .probe import record_mean
 
     device = resolve_device(device)

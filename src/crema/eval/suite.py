@@ -31,7 +31,6 @@ Suite config (JSON; every key is optional except ``tasks`` or ``leave_source_out
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -46,6 +45,7 @@ import numpy as np
 from ..config import (AugmentConfig, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, atomic_write_text,
                       from_dict, load_json, read_json_object, save_json, to_dict)
 from ..errors import CremaError
+from ..runtime import torch_threads
 
 BASELINES = ("random_sit", "random_kernels", "supervised_sit", "supervised_resnet1d")
 RANDOM_KERNELS = 2000  # kernels of the training-free baseline (4,000 PPV + max features)
@@ -601,22 +601,3 @@ def run_suite(config_path: str | os.PathLike, out: str | os.PathLike, resume: bo
     with torch_threads(cfg["threads"]):
         return Suite(cfg, out, progress).run(resume=resume)
 
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run with ``n`` torch CPU threads (None = leave as is), restoring the setting afterwards.
-
-    Small models on a shared machine run far faster on one thread: measured on 2 busy cores,
-    a tiny fine-tune plus its corruption curve took 42.0 s with 2 threads and 3.8 s with 1.
-    """
-    import torch
-
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig, ObjectiveConfig
-from ..train.distributed import gather_no_grad, gather_with_grad, rank
+from ..runtime import gather_no_grad, gather_with_grad, rank
 from .decoder import MAEDecoder
 from .masking import random_masking
 from .sit import SiTEncoder

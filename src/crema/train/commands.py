@@ -148,7 +148,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     base = run_config_from_checkpoint(load_config(args.out)) if args.resume else recipe
     cfg = build_run_config(args, base)
     result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
-    from .distributed import detect
+    from ..runtime import detect
 
     if detect().is_main:
         state = f"stopped by signal {result.interrupted_by} at" if result.interrupted_by else "finished"

@@ -52,7 +52,7 @@ from .. import __version__
 from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
 from ..errors import CremaError
 from ..model.crema import CREMA, contrastive_scale
-from . import distributed as dist_utils
+from .. import runtime as dist_utils
 from .checkpoint import (CONFIG_FILE, load_checkpoint, load_config, load_state_into,
                          load_training_state, run_config_from_checkpoint, save_checkpoint)
 from .schedule import lr_at, make_adamw, scaled_lr, set_lr

@@ -35,7 +35,7 @@ from ..config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessCon
 from ..data.preprocess import preprocess_recording
 from ..atomic import replace_directory
 from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
-from ..eval.features import resolve_device
+from ..runtime import resolve_device
 from ..train import checkpoint as ckpt
 from ..weights import resolve as resolve_model
 from .inputs import InputItem, check_same_windows, collect_inputs
