@@ -6,18 +6,18 @@ Single process (CPU, or the one GPU it finds)::
 
 One node, 8 GPUs (the same flags; the effective batch is batch-size x accum x 8)::
 
-    torchrun --standalone --nproc_per_node 8 -m crema.train.pretrain \
+    torchrun --standalone --nproc_per_node 8 -m crema pretrain \
         --corpus runs/corpora/unlabeled --out runs/pretrain/base --size base --batch-size 128
 
 Two nodes (run on each, node-rank 0 and 1)::
 
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST0 --master_port 29500 \
-        -m crema.train.pretrain --corpus ... --out ...
+        -m crema pretrain --corpus ... --out ...
 
 SLURM (one task per GPU; MASTER_ADDR = the first host of the allocation)::
 
     export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-    srun python -m crema.train.pretrain --corpus ... --out ...
+    srun python -m crema pretrain --corpus ... --out ...
 
 Continue an interrupted run exactly where its last checkpoint left it::
 
@@ -35,7 +35,6 @@ import json
 import math
 import random
 import signal
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -534,13 +533,3 @@ class Trainer:
         self.logger.write(record)
         return record
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m crema.train.pretrain ARGS`` = ``crema pretrain ARGS`` (for torchrun -m)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
