@@ -259,10 +259,6 @@ def _colours(methods: Iterable[str]) -> dict[str, Any]:
     return {m: palette[i % len(palette)] for i, m in enumerate(ordered)}
 
 
-def _series_label(key: dict) -> str:
-    return f"{key['method']} ({key['protocol']})"
-
-
 def _legend_outside(fig, ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
