@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig, ObjectiveConfig
+from ..data.augment import WANDER_LOW_HZ, WANDER_SINES, WANDER_SPAN_HZ, wander_drift
 from ..runtime import gather_no_grad, gather_with_grad, rank
 from .decoder import MAEDecoder
 from .masking import random_masking
@@ -53,7 +54,7 @@ def augment_view(x: Tensor, scale: float, noise: float, wander: float, fs: float
 
     Amplitude is scaled by ``1 + U(-scale, scale)``; Gaussian noise of std ``noise`` is added;
     baseline wander is two sines of 0.05-0.5 Hz with random phases and amplitudes up to
-    ``wander``. All draws come from ``generator`` (CPU) when given, so views are reproducible.
+    ``wander`` (:func:`crema.data.augment.wander_drift`). All draws come from ``generator`` (CPU) when given, so views are reproducible.
     Zero settings draw nothing.
     """
     if scale == 0 and noise == 0 and wander == 0:
@@ -71,10 +72,10 @@ def augment_view(x: Tensor, scale: float, noise: float, wander: float, fs: float
         out = out + noise * torch.randn(b, c, t, generator=generator, device=dev).to(x.device, x.dtype)
     if wander:
         seconds = torch.arange(t, device=x.device, dtype=x.dtype) / fs               # (T,)
-        freq = 0.05 + 0.45 * rand(b, c, 2, 1)                                        # Hz
-        phase = 2.0 * math.pi * rand(b, c, 2, 1)
-        amp = wander * rand(b, c, 2, 1)
-        out = out + (amp * torch.sin(2.0 * math.pi * freq * seconds + phase)).sum(dim=2)
+        freq = WANDER_LOW_HZ + WANDER_SPAN_HZ * rand(b, c, WANDER_SINES, 1)          # Hz
+        phase = 2.0 * math.pi * rand(b, c, WANDER_SINES, 1)
+        amp = wander * rand(b, c, WANDER_SINES, 1)
+        out = out + wander_drift(seconds, freq, phase, amp, sin=torch.sin)
     return out
 
 
