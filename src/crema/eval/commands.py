@@ -70,7 +70,7 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
 
     from ..config import ModelConfig
     from ..model.sit import SiTEncoder
-    from ..train.checkpoint import MODEL_FILE, load_encoder
+    from ..train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder, model_fs
     from ..weights import resolve as resolve_model
     from .features import file_sha256, module_sha256
 
@@ -83,10 +83,7 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
             raise CremaError(f"--random-init: {exc}") from exc
         return encoder.eval(), module_sha256(encoder), {"init": "random", "size": args.size, "init_seed": args.init_seed}
     encoder, config = load_encoder(args.checkpoint)
-    fs = (config.get("preprocess") or {}).get("fs")
-    if fs is not None and float(fs) != float(corpus.preprocess.fs):
-        raise CremaError(f"{args.checkpoint}: the model expects {fs} Hz input but {corpus.path} was prepared "
-                         f"at {corpus.preprocess.fs} Hz")
+    check_corpus_rate(model_fs(config), corpus.preprocess.fs, args.checkpoint, corpus.path)
     return encoder, file_sha256(resolve_model(args.checkpoint) / MODEL_FILE), {"checkpoint": str(args.checkpoint),
                                                                         "kind": config.get("kind")}
 
@@ -211,7 +208,7 @@ def finetune_config_from_args(args: argparse.Namespace):
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..train.finetune import finetune
+    from .finetune import finetune
     from ..runtime import torch_threads
 
     cfg = finetune_config_from_args(args)

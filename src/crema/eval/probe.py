@@ -46,6 +46,12 @@ class TaskSplit:
     def sizes(self) -> dict[str, int]:
         return {part: int(len(r)) for part, r in self.rows.items()}
 
+    def record_level(self, scores: np.ndarray, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Window scores ``(n, K)`` of ``part`` -> per-record ``(y (R, K), mean scores (R, K))``,
+        records in order of first appearance (:func:`record_mean`)."""
+        means, first = record_mean(scores, self.keys[part])
+        return self.y[part][first], means
+
 
 def record_keys(corpus, rows: np.ndarray) -> np.ndarray:
     """``source/record_id`` of each row (object array)."""
@@ -322,12 +328,9 @@ def evaluate_probe(probe, feats: ProbeFeatures, x_test: np.ndarray | None = None
     validation. ``x_test`` replaces the test features (e.g. features of corrupted inputs)."""
     split = feats.split
     if thresholds is None:
-        p_val, first_val = record_mean(probe.predict_proba(feats.x["val"]), split.keys["val"])
-        thresholds = metrics.pick_thresholds(split.y["val"][first_val], p_val)
-    p_test, first = record_mean(probe.predict_proba(feats.x["test"] if x_test is None else x_test),
-                                split.keys["test"])
-    return metrics.evaluate(split.y["test"][first], p_test, split.classes, thresholds, n_bootstrap, seed=0,
-                            keep_replicates=True)
+        thresholds = metrics.pick_thresholds(*split.record_level(probe.predict_proba(feats.x["val"]), "val"))
+    y_test, p_test = split.record_level(probe.predict_proba(feats.x["test"] if x_test is None else x_test), "test")
+    return metrics.evaluate(y_test, p_test, split.classes, thresholds, n_bootstrap, seed=0, keep_replicates=True)
 
 
 def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind: str = "logistic",

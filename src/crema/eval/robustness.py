@@ -14,12 +14,15 @@ bursts are defined here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..data import augment
+from ..runtime import resolve_device
 from . import metrics
+from .features import encoder_features, predict_proba
 
 N_SEVERITIES = 5
 MOTION_BURSTS = 3                 # bursts per record
@@ -70,7 +73,7 @@ def _additive_fs(fn) -> Callable:
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
     Corruption("gaussian_noise", (0.05, 0.1, 0.2, 0.4, 0.8), "noise std (z units)",
                _additive(augment.gaussian_noise)),
-    Corruption("baseline_wander", (0.25, 0.5, 1.0, 2.0, 4.0), "drift peak (z units)",
+    Corruption("baseline_wander", (0.25, 0.5, 1.0, 2.0, 4.0), "amplitude of each of 2 drift sines, up to (z units)",
                _additive_fs(augment.baseline_wander)),
     Corruption("powerline_50hz", (0.05, 0.1, 0.2, 0.4, 0.8), "50 Hz amplitude (z units)",
                lambda x, mask, rng, level, fs: (augment.powerline_hum(x, rng, level, fs=fs, hz=50.0), mask)),
@@ -184,12 +187,8 @@ def probe_severity_curve(encoder, probe, feats, corpus, crop: int | None, corrup
                          corpus_sha: str | None = None, batch_size: int = 64, device="cpu",
                          n_bootstrap: int = 1000, progress: bool = False) -> list[dict]:
     """AUROC vs severity for a linear probe: test features are recomputed on corrupted inputs."""
-    from .features import encoder_features
-    from .probe import record_mean
-
     split = feats.split
-    p_val, first_val = record_mean(probe.predict_proba(feats.x["val"]), split.keys["val"])
-    thresholds = metrics.pick_thresholds(split.y["val"][first_val], p_val)
+    thresholds = metrics.pick_thresholds(*split.record_level(probe.predict_proba(feats.x["val"]), "val"))
 
     def predict(transform, key):
         if transform is None:
@@ -200,29 +199,18 @@ def probe_severity_curve(encoder, probe, feats, corpus, crop: int | None, corrup
                                  progress=progress)
         return probe.predict_proba(x)
 
-    def record_level(p):
-        means, first = record_mean(p, split.keys["test"])
-        return split.y["test"][first], means
-
-    return severity_curve(predict, record_level, corruptions, severities, float(corpus.preprocess.fs), seed,
-                          split.classes, thresholds, n_bootstrap)
+    return severity_curve(predict, partial(split.record_level, part="test"), corruptions, severities,
+                          float(corpus.preprocess.fs), seed, split.classes, thresholds, n_bootstrap)
 
 
 def classifier_severity_curve(model, split, corpus, crop: int | None, thresholds: np.ndarray,
                               corruptions: Sequence[str], severities: Sequence[int], seed: int = 0,
                               batch_size: int = 64, device="cpu", n_bootstrap: int = 1000) -> list[dict]:
     """AUROC vs severity for a fine-tuned classifier (``thresholds`` from its checkpoint)."""
-    from ..train.finetune import predict_proba
-    from .probe import record_mean
-
     device = resolve_device(device)
 
     def predict(transform, key):
         return predict_proba(model, corpus, split.rows["test"], crop, batch_size, device, transform)
 
-    def record_level(p):
-        means, first = record_mean(p, split.keys["test"])
-        return split.y["test"][first], means
-
-    return severity_curve(predict, record_level, corruptions, severities, float(corpus.preprocess.fs), seed,
-                          split.classes, np.asarray(thresholds), n_bootstrap)
+    return severity_curve(predict, partial(split.record_level, part="test"), corruptions, severities,
+                          float(corpus.preprocess.fs), seed, split.classes, np.asarray(thresholds), n_bootstrap)

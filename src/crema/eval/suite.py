@@ -44,8 +44,10 @@ import numpy as np
 
 from ..config import (AugmentConfig, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, atomic_write_text,
                       from_dict, load_json, read_json_object, save_json, to_dict)
+from ..data.corpus import parse_corpus_spec
 from ..errors import CremaError
 from ..runtime import torch_threads
+from ..train.checkpoint import check_corpus_rate
 
 BASELINES = ("random_sit", "random_kernels", "supervised_sit", "supervised_resnet1d")
 RANDOM_KERNELS = 2000  # kernels of the training-free baseline (4,000 PPV + max features)
@@ -137,8 +139,10 @@ def _with_defaults(where: str, entry: dict, defaults: dict, required: tuple[str,
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
-    name, sep, splits = str(spec).partition(":")
-    return name, (sep + splits if sep else "")
+    """``"name:train,val"`` -> ``("name", ":train,val")`` by the one corpus-spec rule
+    (:func:`crema.data.corpus.parse_corpus_spec`)."""
+    name, splits = parse_corpus_spec(spec)
+    return str(name), (":" + ",".join(splits) if splits else "")
 
 
 def _referenced_corpora(cfg: dict) -> list[str]:
@@ -267,10 +271,7 @@ class Suite:
     def encoder_for(self, method: str, corpus):
         """:meth:`encoder`, refusing a corpus prepared at another rate than the pretraining data."""
         encoder, weights_sha, extra = self.encoder(method)
-        fs = extra.get("fs")
-        if fs is not None and float(fs) != float(corpus.preprocess.fs):
-            raise CremaError(f"{method} was pretrained at {fs} Hz but {corpus.path} is at "
-                             f"{corpus.preprocess.fs} Hz; prepare the evaluation corpora like the pretraining ones")
+        check_corpus_rate(extra.get("fs"), corpus.preprocess.fs, method, corpus.path)
         return encoder, weights_sha, extra
 
     def crop_for(self, corpus, method: str | None = None) -> int:
@@ -413,7 +414,7 @@ class Suite:
 
     def finetune_step(self, method: str, corpus_name: str, task: str, fraction: float, seed: int,
                       holdout: str | None = None) -> dict:
-        from ..train.finetune import finetune
+        from .finetune import finetune
 
         step_id = self.finetune_id(method, task, fraction, seed, holdout)
         out = self.out / _safe(step_id)

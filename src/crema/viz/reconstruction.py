@@ -6,35 +6,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import STANDARD_LEADS
 from ..atomic import atomic_path
-
-
-def reconstruct_window(model: torch.nn.Module, signal: np.ndarray, lead_mask: np.ndarray | None,
-                       seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reconstruct one window with a CREMA model.
-
-    Args:
-        model: a :class:`crema.model.crema.CREMA` (with a decoder).
-        signal: ``(12, T)`` preprocessed; only its first ``model window`` samples are used.
-        lead_mask: ``(12,)`` bool, True = present (None = all present).
-        seed: seeds the random mask.
-
-    Returns:
-        ``signal (12, W)``, ``pred (12, W)`` (input on visible patches, reconstruction on
-        masked ones), ``mask (12, N)`` bool, True = masked; all numpy.
-    """
-    window = model.model_cfg.window
-    signal = np.asarray(signal, dtype=np.float32)[:, :window]
-    if signal.shape[-1] < window:
-        raise ValueError(f"the record gives {signal.shape[-1]} samples, fewer than the model window {window}")
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(signal))[None].to(device)
-    lm = None if lead_mask is None else torch.as_tensor(np.asarray(lead_mask, bool))[None].to(device)
-    pred, mask = model.reconstruct(x, seed=seed, lead_mask=lm)
-    return signal, pred[0].cpu().numpy(), mask[0].cpu().numpy()
 
 
 def plot_reconstruction(signal: np.ndarray, pred: np.ndarray, mask: np.ndarray, out: str | os.PathLike,
