@@ -6,7 +6,7 @@ import numpy as np
 import crema
 from crema.paths import sample_root
 from crema.train.checkpoint import load_pretrained
-from crema.viz.commands import first_window_reconstruction, windows_from_record
+from crema.viz.reconstruction import first_window_reconstruction, windows_from_record
 
 RECORD = sample_root() / "records100" / "00000" / "00001_lr.hea"
 
