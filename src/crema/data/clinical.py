@@ -524,6 +524,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
         resolution_uv: ``ChannelSensitivity`` in uV, coarsened only if int16 would overflow.
     """
     _require("pydicom", path)
+    # pydicom is optional (the ``formats`` extra): imported only when a DICOM file is written
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -564,7 +565,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
 
 
 def _dicom_channel(lead: str, step_mv: float):
-    from pydicom.dataset import Dataset
+    from pydicom.dataset import Dataset  # optional, see write_dicom_ecg
 
     canon = _lead_or_none(lead) or lead
     source = Dataset()

@@ -1,12 +1,17 @@
 """CLI subcommands of the evaluation area: ``crema probe``, ``crema finetune``, ``crema evaluate``
-and ``crema report``."""
+and ``crema report``.
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import MODEL_SIZES
+from ..config import MODEL_SIZES, AugmentConfig, ModelConfig
 from ..errors import CremaError
 
 
@@ -68,7 +73,6 @@ def _register_probe(subparsers: Any) -> None:
 def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     import torch
 
-    from ..config import ModelConfig
     from ..model.sit import SiTEncoder
     from ..train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder, model_fs
     from ..weights import resolve as resolve_model
@@ -186,7 +190,6 @@ def _register_finetune(subparsers: Any) -> None:
 
 def finetune_config_from_args(args: argparse.Namespace):
     """The :class:`FinetuneConfig` the flags describe."""
-    from ..config import AugmentConfig
     from ..train.finetune import FinetuneConfig
 
     augment_values = _key_values(args.augment, "--augment")

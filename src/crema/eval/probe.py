@@ -16,8 +16,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
+from ..errors import CremaError
 from . import metrics
+from .features import encoder_features, rows_sha256
+from .report import make_result
 
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
 
@@ -70,8 +74,6 @@ def task_split(corpus, task: str, holdout_source: str | None = None,
     Raises:
         CremaError: the task is not in the corpus, or a part has no labelled row.
     """
-    from ..errors import CremaError
-
     if task not in corpus.classes:
         raise CremaError(f"task {task!r} is not in this corpus (it has {sorted(corpus.classes)})")
     srcs = list(sources) if sources else None
@@ -313,8 +315,6 @@ def probe_features(encoder, corpus, split: TaskSplit, crop: int | None, cache_di
     They are computed (and cached, see :mod:`crema.eval.features`) once for every row of the
     corpus, so every task and every held-out source probed on that corpus reuses one cache file.
     """
-    from .features import encoder_features
-
     every_row = np.arange(len(corpus), dtype=np.int64)
     feats = encoder_features(encoder, corpus, every_row, crop, cache_dir, weights_sha, corpus_sha,
                              batch_size=batch_size, device=device, progress=progress)
@@ -337,8 +337,6 @@ def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind
                           **probe_kwargs) -> tuple[object, dict]:
     """Fit a probe on a seeded label fraction of the training rows; returns ``(probe, info)``
     with ``n_train`` (windows), the selected rows' sha256 and the probe's own summary."""
-    from .features import rows_sha256
-
     split = feats.split
     keep = fraction_subset(split.y["train"], fraction, seed, groups=split.keys["train"])
     probe, fit_info = fit_probe(kind, feats.x["train"][keep], split.y["train"][keep], feats.x["val"],
@@ -358,11 +356,6 @@ def probe_experiment(feats: ProbeFeatures, fractions: Sequence[float], seeds: Se
                      step_prefix: str = "probe", progress: bool = True, **probe_kwargs) -> list[dict]:
     """Probe every label fraction with every seed; returns ``results.json`` entries.
     ``probe_kwargs`` go to the probe's fit function (e.g. ``Cs`` for the logistic probe)."""
-    from tqdm.auto import tqdm
-
-    from .features import rows_sha256
-    from .report import make_result
-
     split = feats.split
     jobs = [(f, s) for f in fractions for s in seeds_for(f, seeds, kind)]
     results = []

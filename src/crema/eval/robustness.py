@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data import augment
+from ..errors import CremaError
 from ..runtime import resolve_device
 from . import metrics
 from .features import encoder_features, predict_proba
@@ -92,7 +93,6 @@ DEFAULT_CORRUPTIONS: tuple[str, ...] = ("gaussian_noise", "baseline_wander", "po
 
 def get_corruption(name: str) -> Corruption:
     if name not in CORRUPTIONS:
-        from ..errors import CremaError
         raise CremaError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
     return CORRUPTIONS[name]
 

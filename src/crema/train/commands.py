@@ -1,4 +1,9 @@
-"""CLI subcommand of the training area: ``crema pretrain``."""
+"""CLI subcommand of the training area: ``crema pretrain``.
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, MODEL_SIZES
+from ..config import MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, from_dict, read_json_object
 from ..errors import CremaError
 
 # flag dest -> (config part, field)
@@ -122,8 +127,6 @@ def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) ->
 def load_recipe(path: str | Path) -> RunConfig:
     """A :class:`RunConfig` from a JSON recipe; the extra keys of a checkpoint's ``config.json``
     (``kind``, ``step``, ``crema_version``) and a ``_comment`` are allowed and ignored."""
-    from ..config import from_dict, read_json_object
-
     data = read_json_object(path, "run config")
     data = {k: v for k, v in data.items() if k not in ("kind", "step", "crema_version", "_comment")}
     try:

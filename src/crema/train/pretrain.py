@@ -46,9 +46,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
+from ..data.corpus import parse_corpus_spec
+from ..data.dataset import open_corpora
 from ..errors import CremaError
 from ..model.crema import CREMA, contrastive_scale
 from .. import runtime as dist_utils
@@ -145,9 +148,6 @@ def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: in
     Raises :class:`CremaError` when a corpus is missing, the corpora were prepared with
     different preprocessing, or their windows are shorter than the model's.
     """
-    from ..data.corpus import parse_corpus_spec
-    from ..data.dataset import open_corpora
-
     if not specs:
         raise CremaError("no corpus given (--corpus DIR[:splits])")
     # Check preprocessing from each corpus's preprocess.json before reading any index.
@@ -313,7 +313,7 @@ class _Logger:
     def __init__(self, out: Path, enabled: bool, tensorboard: bool):
         self.path, self.enabled, self.tb = out / LOG_FILE, enabled, None
         if enabled and tensorboard:
-            try:
+            try:  # optional: the tensorboard package is not a dependency
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
@@ -482,8 +482,6 @@ class Trainer:
         return sums
 
     def run(self) -> PretrainResult:
-        from tqdm.auto import tqdm
-
         t = self.cfg.train
         bar = tqdm(total=t.steps, initial=self.step, disable=not (self.progress and self.info.is_main),
                    desc="pretrain", unit="step", dynamic_ncols=True)

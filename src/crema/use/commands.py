@@ -10,6 +10,10 @@ outputs atomically every ``--chunk`` records (less often once the output is larg
 :func:`run_batch`). A re-run with the same ``--out`` skips the records already in the output (the
 output's ``.run.json`` sidecar records which checkpoint and options made it). Exit status 0 when
 every record succeeded, 1 when any failed (the outputs then hold the records that did not).
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
 """
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
 """``crema plot-reconstruction``: what a pretrained model makes of a masked ECG.
 
 The windows are masked and decoded by :func:`crema.model.inference.reconstruct_windows` (through
-:func:`crema.viz.reconstruction.first_window_reconstruction`), the function behind :meth:`crema.use.api.CremaModel.reconstruct`, so the figure shows exactly what
-the Python API returns for the same record and seed (the first window, centre-cropped to the
-model's input).
+:func:`crema.viz.reconstruction.first_window_reconstruction`), the function behind
+:meth:`crema.use.api.CremaModel.reconstruct`, so the figure shows exactly what the Python API
+returns for the same record and seed (the first window, centre-cropped to the model's input).
+
+Only the standard library and ``errors`` are imported at the top: the CLI imports every commands
+module to build its parser, and torch would add seconds to every command's start.
 """
 from __future__ import annotations
 
@@ -30,8 +33,6 @@ def register(subparsers: Any) -> None:
 
 
 def run_plot_reconstruction(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: the CLI imports every commands module to build its parser,
-    # and torch would add seconds to every command's start.
     from ..train.checkpoint import load_pretrained
     from .reconstruction import (first_window_reconstruction, masked_mse, plot_reconstruction, windows_from_corpus,
                                  windows_from_record)
