@@ -66,7 +66,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 def _add_batch_options(p: argparse.ArgumentParser) -> None:
     _add_input_options(p)
-    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
+    # 8 = crema.model.inference.DEFAULT_BATCH, written out to keep torch out of the CLI's start
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8; on a CPU "
+                   "small chunks beat big batches)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                    help=f"records between output flushes (default {DEFAULT_CHUNK})")
