@@ -389,7 +389,6 @@ class CREMA(nn.Module):
             positive), ``loss_rec_views (V,)`` (reconstruction loss of each view) — scalars
             are 0-d tensors; terms that the mode does not use are 0.
         """
-        obj = self.objective
         views = self.make_views(x, generator)
         lm = None if lead_mask is None else lead_mask.to(torch.bool).repeat(self.n_views, 1)
         tokens = self.encoder.forward_tokens(views.signal, views.keep_idx, lm)        # (VB, L, D)
@@ -402,13 +401,16 @@ class CREMA(nn.Module):
             out["loss_rec"] = out["loss_rec_views"].mean()
         if self.projector is not None:
             out["loss_con"], out["acc"] = self.contrastive_loss(tokens, lm, patient_ids)
-        if obj.mode == "crema":
-            out["loss"] = out["loss_rec"] + obj.lambda_con * con_scale * out["loss_con"]
-        elif obj.mode == "mae":
-            out["loss"] = out["loss_rec"]
-        else:
-            out["loss"] = out["loss_con"]
+        out["loss"] = self.total_loss(out["loss_rec"], out["loss_con"], con_scale)
         return out
+
+    def total_loss(self, loss_rec: Tensor, loss_con: Tensor, con_scale: float | Tensor) -> Tensor:
+        """The mode's loss from its terms: ``crema`` = ``loss_rec + lambda_con * con_scale *
+        loss_con``; ``mae`` = ``loss_rec``; ``contrastive`` = ``loss_con``."""
+        obj = self.objective
+        if obj.mode == "crema":
+            return loss_rec + obj.lambda_con * con_scale * loss_con
+        return loss_rec if obj.mode == "mae" else loss_con
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, seed: int | None = None,
