@@ -209,7 +209,7 @@ def final_scores(features: dict[str, np.ndarray], corpora: Path, dims: dict[str,
     leave-one-source-out (100%), with per-record test scores for paired comparisons."""
     from crema.data.corpus import Corpus
     from crema.eval import metrics
-    from crema.eval.probe import ProbeFeatures, fit_probe_on_fraction, record_mean, seeds_for, task_split
+    from crema.eval.probe import ProbeFeatures, fit_probe_on_fraction, seeds_for, task_split
 
     out = {}
     for kind, sl in dims.items():
@@ -221,9 +221,9 @@ def final_scores(features: dict[str, np.ndarray], corpora: Path, dims: dict[str,
         for fraction in (0.01, 0.1, 1.0):
             for seed in seeds_for(fraction, [0, 1, 2], "logistic"):
                 probe, _ = fit_probe_on_fraction(feats, fraction, seed)
-                scores, first = record_mean(probe.predict_proba(feats.x["test"]), split.keys["test"])
+                y, scores = split.record_level(probe.predict_proba(feats.x["test"]), "test")
                 res[f"test/f{fraction:g}/s{seed}"] = {
-                    "auroc": float(metrics.auroc(split.y["test"][first], scores).macro),
+                    "auroc": float(metrics.auroc(y, scores).macro),
                     "scores": scores.round(5).tolist()}
         cinc = Corpus(corpora / "cinc")
         xc = features["cinc"][:, sl]
@@ -235,8 +235,8 @@ def final_scores(features: dict[str, np.ndarray], corpora: Path, dims: dict[str,
                 continue
             s_feats = ProbeFeatures(s_split, {p: xc[r] for p, r in s_split.rows.items()})
             probe, _ = fit_probe_on_fraction(s_feats, 1.0, 0)
-            scores, first = record_mean(probe.predict_proba(s_feats.x["test"]), s_split.keys["test"])
-            res[f"loso/{source}"] = {"auroc": float(metrics.auroc(s_split.y["test"][first], scores).macro)}
+            y, scores = s_split.record_level(probe.predict_proba(s_feats.x["test"]), "test")
+            res[f"loso/{source}"] = {"auroc": float(metrics.auroc(y, scores).macro)}
         out[kind] = res
     return out
 

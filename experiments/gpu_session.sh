@@ -30,7 +30,7 @@ timeout 60 python3 -m crema.cli pretrain --corpus $C/unlabeled --out /tmp/smoke/
     --steps ${SMOKE_STEPS:-60} --batch-size 64 --device $DEVICE --no-progress --log-every 20 > $L/smoke_bf16.log 2>&1
 cp /tmp/smoke/bf16/log.jsonl $L/smoke_bf16_log.jsonl; tail -1 $L/smoke_bf16_log.jsonl
 ( stamp "smoke: torchrun with NCCL on 1 GPU (beside the screen)"
-  timeout 60 torchrun --standalone --nproc_per_node 1 -m crema.train.pretrain --corpus $C/unlabeled \
+  timeout 60 torchrun --standalone --nproc_per_node 1 -m crema pretrain --corpus $C/unlabeled \
       --out /tmp/smoke/ddp --size tiny --window 1250 --steps ${SMOKE_STEPS:-30} --batch-size 64 --no-progress --log-every 10 \
       && tail -1 /tmp/smoke/ddp/log.jsonl ) > $L/smoke.log 2>&1 &
 ( while sleep 15; do tar -cf "$OUT/results.tar" -C / tmp/logs $(cd / && ls tmp/search/*.json* 2>/dev/null) 2>/dev/null; done ) &

@@ -32,8 +32,9 @@ def tiny_cinc_corpus(cinc_root: Path, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_classifier_checkpoint(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_path_factory) -> Path:
-    from crema.eval.suite import torch_threads
-    from crema.train.finetune import FinetuneConfig, finetune
+    from crema.runtime import torch_threads
+    from crema.eval.finetune import finetune
+    from crema.train.finetune import FinetuneConfig
 
     out = tmp_path_factory.mktemp("tiny_classifier")
     cfg = FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task="ptbxl-superdiagnostic", out=str(out),
@@ -46,7 +47,7 @@ def tiny_classifier_checkpoint(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_
 
 @pytest.fixture
 def one_torch_thread():
-    from crema.eval.suite import torch_threads
+    from crema.runtime import torch_threads
 
     with torch_threads(1):
         yield

@@ -13,7 +13,8 @@ from crema.data.preprocess import preprocess_recording
 from crema.data.readers import read_record
 from crema.data.recording import Recording
 from crema.errors import CheckpointError, CremaError, PreprocessError, ReadError
-from crema.use.api import INDEX_COLUMNS, MissingLeadsWarning, crop_offsets
+from crema.model.inference import crop_starts
+from crema.use.api import INDEX_COLUMNS, MissingLeadsWarning
 
 # small models on the shared test machine run much faster on one torch thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,8 +77,8 @@ def test_embed_shapes_index_and_crop_average(pre, long_hea, ptbxl_hea):
     assert result.index["start_s"].tolist() == [0.0, 0.0, 10.0, 20.0]
     assert np.isfinite(result.embeddings).all() and not result.errors
     # 2500-sample windows, 1000-sample model: outputs of crops at 0, 750, 1500 are averaged
-    starts, length = crop_offsets(2500, 1000)
-    assert starts == [0, 750, 1500] and length == 1000
+    starts = crop_starts(2500, 1000)
+    assert starts == [0, 750, 1500]
     x = torch.from_numpy(pre.prepare(read_record(ptbxl_hea)).signals)
     with torch.inference_mode():
         expected = sum(pre.encoder(x[..., s:s + 1000], lead_mask=torch.ones(1, 12, dtype=torch.bool))
@@ -130,7 +131,8 @@ def test_predict_probabilities_per_class(cls, pre, ptbxl_hea, long_hea):
 def test_predict_matches_the_evaluation_pipeline(cls, classifier_dir, tiny_ptbxl_corpus, ptbxl_root):
     """The API on raw PTB-XL files gives the probabilities the fine-tuning code computes on the
     prepared corpus (same preprocessing, same crop averaging; the corpus stores float16)."""
-    from crema.train.finetune import load_classifier, predict_proba
+    from crema.eval.features import predict_proba
+    from crema.train.finetune import load_classifier
 
     network, config = load_classifier(classifier_dir)
     rows = np.arange(4)
@@ -210,7 +212,7 @@ def test_missing_leads_warn_and_use_the_lead_mask(pre, ptbxl_hea):
     with pytest.warns(MissingLeadsWarning):
         x = torch.from_numpy(pre.prepare(limb).signals)
     assert (x[:, 6:] == 0).all()
-    starts, _ = crop_offsets(2500, 1000)
+    starts = crop_starts(2500, 1000)
 
     def embed_with(mask):
         with torch.inference_mode():

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import save_file
 from crema.config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig
 from crema.model.crema import two_view_info_nce
-from crema.train import distributed as D
+from crema import runtime as D
 from crema.train.pretrain import Trainer
 
 out, corpus = Path(sys.argv[1]), sys.argv[2]

@@ -14,7 +14,8 @@ from crema.model.heads import Classifier
 from crema.model.resnet1d import ResNet1d, ResNet1dConfig
 from crema.model.sit import SiTEncoder
 from crema.train.checkpoint import load_config, load_encoder
-from crema.train.finetune import (FinetuneConfig, finetune, layer_decay_groups, layer_id, load_classifier)
+from crema.eval.finetune import finetune
+from crema.train.finetune import FinetuneConfig, layer_decay_groups, layer_id, load_classifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

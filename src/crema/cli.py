@@ -23,9 +23,10 @@ from .errors import CremaError, describe_write_error, printable
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "crema.data.commands",      # prepare, info
-    "crema.train.commands",     # pretrain, plot-reconstruction
+    "crema.train.commands",     # pretrain
     "crema.eval.commands",      # finetune, probe, evaluate, report
     "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export
+    "crema.viz.commands",       # plot-reconstruction
     "crema.serve.commands",     # serve
     "crema.demo",               # demo
     "crema.weights.commands",   # models

@@ -23,6 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
+from .cli import main
 from .paths import sample_root
 
 TASK = "ptbxl-superdiagnostic"
@@ -45,8 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _step(title: str, argv: list[str]) -> None:
-    from .cli import main
-
     print(f"\n==> {title}\n    crema {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()
     code = main(argv)
@@ -56,6 +55,8 @@ def _step(title: str, argv: list[str]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the CLI imports this module to build its parser, and these
+    # bring in torch and pandas, seconds on every command's start.
     from .eval.report import load_results, results_text
     from .train.checkpoint import load_config
 

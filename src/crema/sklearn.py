@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .errors import CremaError
+from .model.inference import DEFAULT_BATCH
 from .use.api import CremaModel, load
 from .use.inputs import InputItem, collect_inputs
 
@@ -48,7 +49,7 @@ class CremaEmbedder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, model: str | os.PathLike | CremaModel, fs: float | None = None,
-                 leads: Sequence[str] | None = None, batch_size: int = 64, device: str = "cpu"):
+                 leads: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH, device: str = "cpu"):
         self.model = model
         self.fs = fs
         self.leads = leads

@@ -13,10 +13,11 @@ import numpy as np
 from ..config import STANDARD_LEADS, AugmentConfig
 from .leads import canonical_lead
 
-# Baseline wander: a few slow sines in this band (breathing, body movement).
-WANDER_BAND_HZ = (0.05, 0.5)
-WANDER_COMPONENTS = 3
-WANDER_STEP = 10  # samples between exact evaluations of the drift
+# Baseline wander (breathing, body movement): per lead, WANDER_SINES slow sines with
+# frequencies uniform in WANDER_LOW_HZ + [0, WANDER_SPAN_HZ), i.e. 0.05-0.5 Hz.
+WANDER_SINES = 2
+WANDER_LOW_HZ = 0.05
+WANDER_SPAN_HZ = 0.45
 
 
 def amplitude_scale(x: np.ndarray, rng: np.random.Generator, severity: float) -> np.ndarray:
@@ -36,27 +37,30 @@ def gaussian_noise(x: np.ndarray, rng: np.random.Generator, severity: float) -> 
     return x + np.float32(severity) * rng.standard_normal(size=x.shape, dtype=np.float32)
 
 
+def wander_drift(seconds, freq, phase, amp, sin=np.sin):
+    """The baseline-wander drift ``(..., T)``: ``sum_k amp_k sin(2 pi freq_k t + phase_k)``.
+
+    Args:
+        seconds: ``(T,)`` sample times; freq (Hz), phase (rad), amp: ``(..., WANDER_SINES, 1)``.
+        sin: ``np.sin`` for numpy arrays, ``torch.sin`` for tensors (the pretraining views).
+    """
+    return (amp * sin(2.0 * np.pi * freq * seconds + phase)).sum(-2)
+
+
 def baseline_wander(x: np.ndarray, rng: np.random.Generator, severity: float,
                     fs: float = 250.0) -> np.ndarray:
-    """Add a slow drift: per lead, a sum of a few sines between 0.05 and 0.5 Hz with random
-    phases, scaled so that its peak amplitude is about ``severity``."""
+    """Add a slow drift: per lead, :data:`WANDER_SINES` sines of 0.05-0.5 Hz with random phases
+    and amplitudes uniform in ``[0, severity)`` (the pretraining views' wander, see
+    :func:`crema.model.crema.augment_view`)."""
     x = np.asarray(x, dtype=np.float32)
     if severity <= 0:
         return x.copy()
-    lead_shape = x.shape[:-1] + (WANDER_COMPONENTS, 1)
-    freqs = rng.uniform(*WANDER_BAND_HZ, size=lead_shape)
-    phases = rng.uniform(0.0, 2 * np.pi, size=lead_shape)
-    weights = rng.uniform(0.5, 1.0, size=lead_shape)
-    # The drift is far below the sampling rate, so it is evaluated every WANDER_STEP samples
-    # and interpolated linearly (error < 0.1 % of its amplitude), which is ~10x cheaper.
-    n = x.shape[-1]
-    coarse_t = np.arange(0, n + WANDER_STEP, WANDER_STEP, dtype=np.float64) / fs
-    coarse = (weights * np.sin(2 * np.pi * freqs * coarse_t + phases)).sum(axis=-2)
-    coarse *= severity / weights.sum(axis=-2)
-    frac = (np.arange(WANDER_STEP, dtype=np.float64) / WANDER_STEP)
-    fine = coarse[..., :-1, None] * (1 - frac) + coarse[..., 1:, None] * frac
-    drift = fine.reshape(*fine.shape[:-2], -1)[..., :n]
-    return (x + drift).astype(np.float32)
+    shape = x.shape[:-1] + (WANDER_SINES, 1)
+    freq = WANDER_LOW_HZ + WANDER_SPAN_HZ * rng.random(shape)
+    phase = 2.0 * np.pi * rng.random(shape)
+    amp = severity * rng.random(shape)
+    seconds = np.arange(x.shape[-1], dtype=np.float64) / fs
+    return (x + wander_drift(seconds, freq, phase, amp)).astype(np.float32)
 
 
 def powerline_hum(x: np.ndarray, rng: np.random.Generator, severity: float, fs: float = 250.0,

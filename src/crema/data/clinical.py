@@ -44,6 +44,7 @@ from defusedxml import ElementTree as SafeET
 from ..errors import ReadError
 from .leads import UnknownLeadError, canonical_lead
 from .recording import Recording
+from .units import mv_per_unit
 from ..atomic import atomic_path
 
 PathLike = str | os.PathLike
@@ -52,14 +53,6 @@ HL7_NS = "urn:hl7-org:v3"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 _H = f"{{{HL7_NS}}}"
 _XSI_TYPE = f"{{{XSI_NS}}}type"
-
-# Millivolts per unit, keyed by a lower-cased unit with the micro sign spelled "u".
-_MV_PER_UNIT: dict[str, float] = {
-    "v": 1000.0, "volt": 1000.0, "volts": 1000.0,
-    "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-    "uv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
-    "nv": 1e-6, "nanovolt": 1e-6, "nanovolts": 1e-6,
-}
 
 # SCP-ECG / MDC lead numbers (DICOM CID 3001 code values "5.6.3-9-<n>" and "2:<n>").
 _SCP_LEAD_NUMBERS: dict[int, str] = {
@@ -79,15 +72,6 @@ _DICOM_REQUIRED = ("NumberOfWaveformChannels", "NumberOfWaveformSamples", "Sampl
 
 
 # ============================================================================ shared helpers
-
-def mv_per_unit(unit: str | None, path: PathLike, what: str) -> float:
-    """Millivolts per ``unit`` (``uV``, ``mV``, ``V``, ``MICROVOLTS`` ...); a non-voltage unit is a
-    :class:`ReadError` naming ``what`` carries it."""
-    key = (unit or "").strip().lower().replace("µ", "u").replace("μ", "u")
-    if key not in _MV_PER_UNIT:
-        raise ReadError(path, f"{what} has unit {unit!r}, which is not a voltage (uV, mV or V)")
-    return _MV_PER_UNIT[key]
-
 
 def _lead_or_none(name: str) -> str | None:
     """CREMA's spelling of a lead name, or ``None`` for a lead CREMA does not use."""
@@ -540,6 +524,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
         resolution_uv: ``ChannelSensitivity`` in uV, coarsened only if int16 would overflow.
     """
     _require("pydicom", path)
+    # pydicom is optional (the ``formats`` extra): imported only when a DICOM file is written
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -580,7 +565,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
 
 
 def _dicom_channel(lead: str, step_mv: float):
-    from pydicom.dataset import Dataset
+    from pydicom.dataset import Dataset  # optional, see write_dicom_ecg
 
     canon = _lead_or_none(lead) or lead
     source = Dataset()

@@ -1,4 +1,9 @@
-"""``crema prepare`` and ``crema info``."""
+"""``crema prepare`` and ``crema info``.
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +12,7 @@ from pathlib import Path
 
 from ..config import PreprocessConfig
 from ..errors import printable
+from .rates import check_fs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,7 +86,6 @@ def preprocess_config_from_args(args: argparse.Namespace) -> PreprocessConfig:
 def run_prepare(args: argparse.Namespace) -> int:
     """Prepare the corpus; exit status 1 when any record of the source could not be prepared."""
     from .prepare import prepare_corpus
-    from .rates import check_fs
 
     if args.input_fs is not None:
         check_fs(args.input_fs, "--input-fs")

@@ -318,7 +318,6 @@ def _build_in_temporary(out: Path, src: Source, jobs: list[RecordJob], cfg: Prep
         report = _write_corpus(tmp, src, results, cfg, request, workers)
         report["seconds"] = round(time.perf_counter() - t0, 3)
         save_json(tmp / "prepare_report.json", report)
-        _match_permissions(tmp)
         replace_directory(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -527,13 +526,3 @@ def _report(src: Source, results: list[RecordResult], index: pd.DataFrame, reque
         skipped=skipped, workers=workers, request=request, crema_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-
-
-def _match_permissions(folder: Path) -> None:
-    """Give every file the mode ``np.save`` gave ``signals.npy`` (the user's umask): the JSON
-    files come from temporary files, which are private by default, and a corpus is often shared."""
-    mode = (folder / "signals.npy").stat().st_mode & 0o777
-    for path in folder.iterdir():
-        path.chmod(mode)
-
-

@@ -30,6 +30,7 @@ from ..errors import CremaError, ReadError, is_utf8_name, printable
 from .leads import UnknownLeadError, canonical_lead, duplicate_leads
 from .rates import rate_problem
 from .recording import Recording
+from .units import mv_per_unit
 from .wfdb_fast import fast_path_enabled, read_fast
 
 PathLike = str | os.PathLike
@@ -53,8 +54,6 @@ METADATA_PATTERN = re.compile(r".*(dx_mapping|_mapping|_labels?|_database|statem
 # Bytes per sample of the WFDB storage formats, to check a signal file against its header.
 _WFDB_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2,
                           "212": 1.5, "310": 4 / 3, "311": 4 / 3}
-# Physical unit -> factor to millivolts.
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 # CPSC 2018 originals and the CinC challenge data are all at this rate.
 CPSC_FS = 500.0
 
@@ -237,7 +236,7 @@ def read_wfdb(header: Path) -> Recording:
     if not math.isclose(float(record.fs), parsed["fs"], rel_tol=1e-9):
         # wfdb replaces a rate it cannot use (nan, inf, negative) by its default 250 Hz
         raise ReadError(header, f"WFDB read {record.fs} Hz but the header says {parsed['fs']:g} Hz")
-    scale = np.array([_unit_to_mv(header, u) for u in (record.units or ["mV"] * record.n_sig)],
+    scale = np.array([mv_per_unit(u or "mV", header, "a signal") for u in (record.units or ["mV"] * record.n_sig)],
                      dtype=np.float64)
     signal = (record.p_signal * scale).T
     return Recording(signal=signal, fs=float(record.fs), leads=tuple(record.sig_name),
@@ -364,17 +363,10 @@ def read_cinc_mat(header: Path, parsed: dict | None = None) -> Recording:
     sigs = parsed["signals"]
     baseline = np.array([s["baseline"] for s in sigs], dtype=np.float64)[:, None]
     gain = np.array([s["gain"] for s in sigs], dtype=np.float64)[:, None]
-    scale = np.array([_unit_to_mv(header, s["units"]) for s in sigs], dtype=np.float64)[:, None]
+    scale = np.array([mv_per_unit(s["units"] or "mV", header, "a signal") for s in sigs], dtype=np.float64)[:, None]
     signal = (val - baseline) / gain * scale
     return Recording(signal=signal, fs=parsed["fs"], leads=tuple(s["name"] for s in sigs),
                      record_id=header.stem, meta=parse_comments(parsed["comments"]))
-
-
-def _unit_to_mv(path: Path, units: str | None) -> float:
-    key = (units or "mV").strip().lower()
-    if key not in _TO_MV:
-        raise ReadError(path, f"unsupported signal unit {units!r} (expected mV, uV or V)")
-    return _TO_MV[key]
 
 
 def parse_comments(comments: Iterable[str]) -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..config import STANDARD_LEADS
 from ..errors import CremaError, ReadError
@@ -385,8 +386,6 @@ def stack_ids(path: str | os.PathLike, n: int, ids: str | os.PathLike | None = N
 def read_ids_file(path: Path) -> list[str]:
     """Ids from a ``.csv`` with a header (the ``record_id``/``exam_id``/``ecg_id``/``id``... column,
     else the first) or a text file with one id per line."""
-    import pandas as pd
-
     try:
         if path.suffix.lower() == ".csv":
             table = pd.read_csv(path, dtype=str, keep_default_na=False)

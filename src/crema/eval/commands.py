@@ -1,12 +1,17 @@
 """CLI subcommands of the evaluation area: ``crema probe``, ``crema finetune``, ``crema evaluate``
-and ``crema report``."""
+and ``crema report``.
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import MODEL_SIZES
+from ..config import MODEL_SIZES, AugmentConfig, ModelConfig
 from ..errors import CremaError
 
 
@@ -68,9 +73,8 @@ def _register_probe(subparsers: Any) -> None:
 def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     import torch
 
-    from ..config import ModelConfig
     from ..model.sit import SiTEncoder
-    from ..train.checkpoint import MODEL_FILE, load_encoder
+    from ..train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder, model_fs
     from ..weights import resolve as resolve_model
     from .features import file_sha256, module_sha256
 
@@ -83,16 +87,13 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
             raise CremaError(f"--random-init: {exc}") from exc
         return encoder.eval(), module_sha256(encoder), {"init": "random", "size": args.size, "init_seed": args.init_seed}
     encoder, config = load_encoder(args.checkpoint)
-    fs = (config.get("preprocess") or {}).get("fs")
-    if fs is not None and float(fs) != float(corpus.preprocess.fs):
-        raise CremaError(f"{args.checkpoint}: the model expects {fs} Hz input but {corpus.path} was prepared "
-                         f"at {corpus.preprocess.fs} Hz")
+    check_corpus_rate(model_fs(config), corpus.preprocess.fs, args.checkpoint, corpus.path)
     return encoder, file_sha256(resolve_model(args.checkpoint) / MODEL_FILE), {"checkpoint": str(args.checkpoint),
                                                                         "kind": config.get("kind")}
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from .suite import torch_threads
+    from ..runtime import torch_threads
 
     with torch_threads(args.threads):
         return _run_probe(args)
@@ -189,7 +190,6 @@ def _register_finetune(subparsers: Any) -> None:
 
 def finetune_config_from_args(args: argparse.Namespace):
     """The :class:`FinetuneConfig` the flags describe."""
-    from ..config import AugmentConfig
     from ..train.finetune import FinetuneConfig
 
     augment_values = _key_values(args.augment, "--augment")
@@ -211,8 +211,8 @@ def finetune_config_from_args(args: argparse.Namespace):
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..train.finetune import finetune
-    from .suite import torch_threads
+    from .finetune import finetune
+    from ..runtime import torch_threads
 
     cfg = finetune_config_from_args(args)
     with torch_threads(args.threads):

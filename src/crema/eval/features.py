@@ -3,7 +3,7 @@
 Evaluation inputs are read straight from the corpus memmap in batches (no shuffling, no
 augmentation). When the corpus window is longer than the model's window, each window is covered
 by evenly spaced crops of the model's length (first at 0, last at the end) and their outputs are
-averaged, so nothing depends on a random crop.
+averaged (:func:`crema.model.inference.crop_average`), so nothing depends on a random crop.
 
 The cache file name is a sha256 of: the encoder weights (the checkpoint's ``model.safetensors``
 bytes, or the tensors of an in-memory encoder), the corpus fingerprint (:func:`corpus_fingerprint`),
@@ -22,8 +22,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import CremaError
 from ..atomic import atomic_path
+from ..model.heads import Probabilities
+from ..model.inference import DEFAULT_BATCH, crop_average, crop_starts
+from ..runtime import resolve_device
 
 # (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
 BatchTransform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -72,16 +74,6 @@ def module_sha256(module: nn.Module) -> str:
 
 # ----------------------------------------------------------------------------- batches
 
-def crop_starts(window: int, crop: int | None) -> list[int]:
-    """Start offsets of the evenly spaced crops of length ``crop`` that cover ``window`` samples."""
-    if crop is None or crop == window:
-        return [0]
-    if crop > window:
-        raise CremaError(f"corpus windows have {window} samples, fewer than the model's {crop}")
-    n = -(-window // crop)  # ceil
-    return [int(round(s)) for s in np.linspace(0, window - crop, n)]
-
-
 def iter_batches(corpus, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,))`` in row order."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -94,15 +86,8 @@ def iter_batches(corpus, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np
         yield signals, lead_mask, batch
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None = CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @torch.inference_mode()
-def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = None, batch_size: int = 64,
+def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = None, batch_size: int = DEFAULT_BATCH,
                 transform: BatchTransform | None = None, device: str | torch.device | None = "cpu",
                 desc: str = "features", progress: bool = True) -> np.ndarray:
     """Run ``model(x, lead_mask=...)`` over corpus rows; crop outputs are averaged.
@@ -120,9 +105,11 @@ def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = N
     """
     device = resolve_device(device)
     model = model.to(device).eval()
-    window = int(corpus.signals.shape[-1])
-    starts = crop_starts(window, crop)
-    length = window if crop is None else crop
+
+    def forward(x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+        return model(x, lead_mask=lead_mask)
+
+    crop_starts(int(corpus.signals.shape[-1]), crop)  # a corpus shorter than the crop fails before any work
     outputs = []
     for signals, lead_mask, batch_rows in tqdm(iter_batches(corpus, rows, batch_size),
                                                total=-(-len(rows) // batch_size), desc=desc,
@@ -131,11 +118,18 @@ def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = N
             signals, lead_mask = transform(signals, lead_mask, batch_rows)
         x = torch.from_numpy(np.ascontiguousarray(signals)).to(device)
         mask = torch.from_numpy(np.ascontiguousarray(lead_mask)).to(device)
-        out = sum(model(x[..., s:s + length], lead_mask=mask).float() for s in starts) / len(starts)
-        outputs.append(out.cpu().numpy())
+        outputs.append(crop_average(forward, x, mask, crop).cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)
+
+
+def predict_proba(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, batch_size: int,
+                  device: torch.device, transform: BatchTransform | None = None, progress: bool = False) -> np.ndarray:
+    """Probabilities ``(n, K)`` float64 of a classifier (logits ``(B, K)``) over corpus rows,
+    crops averaged as in :func:`apply_model`."""
+    return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
+                       desc="predict", progress=progress).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -155,7 +149,7 @@ def cache_key(weights_sha: str, corpus_sha: str, rows: np.ndarray, crop: int | N
 def encoder_features(encoder: nn.Module, corpus, rows: np.ndarray, crop: int | None = None,
                      cache_dir: str | os.PathLike | None = None, weights_sha: str | None = None,
                      corpus_sha: str | None = None, transform: BatchTransform | None = None,
-                     transform_key: str = "", batch_size: int = 64,
+                     transform_key: str = "", batch_size: int = DEFAULT_BATCH,
                      device: str | torch.device | None = "cpu", progress: bool = True) -> np.ndarray:
     """Pooled features ``(n, D)`` float32 of a frozen encoder over corpus ``rows``, cached as
     ``<cache_dir>/<key>.npy`` when ``cache_dir`` is given.

@@ -16,8 +16,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
+from ..errors import CremaError
 from . import metrics
+from .features import encoder_features, rows_sha256
+from .report import make_result
 
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
 
@@ -46,6 +50,12 @@ class TaskSplit:
     def sizes(self) -> dict[str, int]:
         return {part: int(len(r)) for part, r in self.rows.items()}
 
+    def record_level(self, scores: np.ndarray, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Window scores ``(n, K)`` of ``part`` -> per-record ``(y (R, K), mean scores (R, K))``,
+        records in order of first appearance (:func:`record_mean`)."""
+        means, first = record_mean(scores, self.keys[part])
+        return self.y[part][first], means
+
 
 def record_keys(corpus, rows: np.ndarray) -> np.ndarray:
     """``source/record_id`` of each row (object array)."""
@@ -64,8 +74,6 @@ def task_split(corpus, task: str, holdout_source: str | None = None,
     Raises:
         CremaError: the task is not in the corpus, or a part has no labelled row.
     """
-    from ..errors import CremaError
-
     if task not in corpus.classes:
         raise CremaError(f"task {task!r} is not in this corpus (it has {sorted(corpus.classes)})")
     srcs = list(sources) if sources else None
@@ -307,8 +315,6 @@ def probe_features(encoder, corpus, split: TaskSplit, crop: int | None, cache_di
     They are computed (and cached, see :mod:`crema.eval.features`) once for every row of the
     corpus, so every task and every held-out source probed on that corpus reuses one cache file.
     """
-    from .features import encoder_features
-
     every_row = np.arange(len(corpus), dtype=np.int64)
     feats = encoder_features(encoder, corpus, every_row, crop, cache_dir, weights_sha, corpus_sha,
                              batch_size=batch_size, device=device, progress=progress)
@@ -322,20 +328,15 @@ def evaluate_probe(probe, feats: ProbeFeatures, x_test: np.ndarray | None = None
     validation. ``x_test`` replaces the test features (e.g. features of corrupted inputs)."""
     split = feats.split
     if thresholds is None:
-        p_val, first_val = record_mean(probe.predict_proba(feats.x["val"]), split.keys["val"])
-        thresholds = metrics.pick_thresholds(split.y["val"][first_val], p_val)
-    p_test, first = record_mean(probe.predict_proba(feats.x["test"] if x_test is None else x_test),
-                                split.keys["test"])
-    return metrics.evaluate(split.y["test"][first], p_test, split.classes, thresholds, n_bootstrap, seed=0,
-                            keep_replicates=True)
+        thresholds = metrics.pick_thresholds(*split.record_level(probe.predict_proba(feats.x["val"]), "val"))
+    y_test, p_test = split.record_level(probe.predict_proba(feats.x["test"] if x_test is None else x_test), "test")
+    return metrics.evaluate(y_test, p_test, split.classes, thresholds, n_bootstrap, seed=0, keep_replicates=True)
 
 
 def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind: str = "logistic",
                           **probe_kwargs) -> tuple[object, dict]:
     """Fit a probe on a seeded label fraction of the training rows; returns ``(probe, info)``
     with ``n_train`` (windows), the selected rows' sha256 and the probe's own summary."""
-    from .features import rows_sha256
-
     split = feats.split
     keep = fraction_subset(split.y["train"], fraction, seed, groups=split.keys["train"])
     probe, fit_info = fit_probe(kind, feats.x["train"][keep], split.y["train"][keep], feats.x["val"],
@@ -355,11 +356,6 @@ def probe_experiment(feats: ProbeFeatures, fractions: Sequence[float], seeds: Se
                      step_prefix: str = "probe", progress: bool = True, **probe_kwargs) -> list[dict]:
     """Probe every label fraction with every seed; returns ``results.json`` entries.
     ``probe_kwargs`` go to the probe's fit function (e.g. ``Cs`` for the logistic probe)."""
-    from tqdm.auto import tqdm
-
-    from .features import rows_sha256
-    from .report import make_result
-
     split = feats.split
     jobs = [(f, s) for f in fractions for s in seeds_for(f, seeds, kind)]
     results = []

@@ -14,12 +14,16 @@ bursts are defined here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..data import augment
+from ..errors import CremaError
+from ..runtime import resolve_device
 from . import metrics
+from .features import encoder_features, predict_proba
 
 N_SEVERITIES = 5
 MOTION_BURSTS = 3                 # bursts per record
@@ -70,7 +74,7 @@ def _additive_fs(fn) -> Callable:
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
     Corruption("gaussian_noise", (0.05, 0.1, 0.2, 0.4, 0.8), "noise std (z units)",
                _additive(augment.gaussian_noise)),
-    Corruption("baseline_wander", (0.25, 0.5, 1.0, 2.0, 4.0), "drift peak (z units)",
+    Corruption("baseline_wander", (0.25, 0.5, 1.0, 2.0, 4.0), "amplitude of each of 2 drift sines, up to (z units)",
                _additive_fs(augment.baseline_wander)),
     Corruption("powerline_50hz", (0.05, 0.1, 0.2, 0.4, 0.8), "50 Hz amplitude (z units)",
                lambda x, mask, rng, level, fs: (augment.powerline_hum(x, rng, level, fs=fs, hz=50.0), mask)),
@@ -89,7 +93,6 @@ DEFAULT_CORRUPTIONS: tuple[str, ...] = ("gaussian_noise", "baseline_wander", "po
 
 def get_corruption(name: str) -> Corruption:
     if name not in CORRUPTIONS:
-        from ..errors import CremaError
         raise CremaError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
     return CORRUPTIONS[name]
 
@@ -204,25 +207,10 @@ def severity_curve(predict: Callable[[Callable | None, str], np.ndarray], y_and_
     return out
 
 
-def _record_level(split):
-    """Window probabilities of the test rows -> record-level labels and mean probabilities."""
-    from .probe import record_mean
-
-    def record_level(p):
-        means, first = record_mean(p, split.keys["test"])
-        return split.y["test"][first], means
-
-    return record_level
-
-
 def probe_severity_curve(encoder, probe, feats, corpus, grid: SeverityGrid, run: Inference) -> list[dict]:
     """AUROC vs severity for a linear probe: test features are recomputed on corrupted inputs."""
-    from .features import encoder_features
-    from .probe import record_mean
-
     split = feats.split
-    p_val, first_val = record_mean(probe.predict_proba(feats.x["val"]), split.keys["val"])
-    thresholds = metrics.pick_thresholds(split.y["val"][first_val], p_val)
+    thresholds = metrics.pick_thresholds(*split.record_level(probe.predict_proba(feats.x["val"]), "val"))
 
     def predict(transform, key):
         if transform is None:
@@ -233,20 +221,17 @@ def probe_severity_curve(encoder, probe, feats, corpus, grid: SeverityGrid, run:
                                  device=run.device, progress=run.progress)
         return probe.predict_proba(x)
 
-    return severity_curve(predict, _record_level(split), grid, float(corpus.preprocess.fs), split.classes,
-                          thresholds)
+    return severity_curve(predict, partial(split.record_level, part="test"), grid, float(corpus.preprocess.fs),
+                          split.classes, thresholds)
 
 
 def classifier_severity_curve(model, split, corpus, thresholds: np.ndarray, grid: SeverityGrid,
                               run: Inference) -> list[dict]:
     """AUROC vs severity for a fine-tuned classifier (``thresholds`` from its checkpoint)."""
-    from ..train.finetune import predict_proba
-    from .features import resolve_device
-
     device = resolve_device(run.device)
 
     def predict(transform, key):
         return predict_proba(model, corpus, split.rows["test"], run.crop, run.batch_size, device, transform)
 
-    return severity_curve(predict, _record_level(split), grid, float(corpus.preprocess.fs), split.classes,
-                          np.asarray(thresholds))
+    return severity_curve(predict, partial(split.record_level, part="test"), grid, float(corpus.preprocess.fs),
+                          split.classes, np.asarray(thresholds))

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig, ObjectiveConfig
-from ..train.distributed import gather_no_grad, gather_with_grad, rank
+from ..data.augment import WANDER_LOW_HZ, WANDER_SINES, WANDER_SPAN_HZ, wander_drift
+from ..runtime import gather_no_grad, gather_with_grad, rank
 from .decoder import MAEDecoder
 from .masking import random_masking
 from .sit import SiTEncoder
@@ -53,7 +54,7 @@ def augment_view(x: Tensor, scale: float, noise: float, wander: float, fs: float
 
     Amplitude is scaled by ``1 + U(-scale, scale)``; Gaussian noise of std ``noise`` is added;
     baseline wander is two sines of 0.05-0.5 Hz with random phases and amplitudes up to
-    ``wander``. All draws come from ``generator`` (CPU) when given, so views are reproducible.
+    ``wander`` (:func:`crema.data.augment.wander_drift`). All draws come from ``generator`` (CPU) when given, so views are reproducible.
     Zero settings draw nothing.
     """
     if scale == 0 and noise == 0 and wander == 0:
@@ -71,10 +72,10 @@ def augment_view(x: Tensor, scale: float, noise: float, wander: float, fs: float
         out = out + noise * torch.randn(b, c, t, generator=generator, device=dev).to(x.device, x.dtype)
     if wander:
         seconds = torch.arange(t, device=x.device, dtype=x.dtype) / fs               # (T,)
-        freq = 0.05 + 0.45 * rand(b, c, 2, 1)                                        # Hz
-        phase = 2.0 * math.pi * rand(b, c, 2, 1)
-        amp = wander * rand(b, c, 2, 1)
-        out = out + (amp * torch.sin(2.0 * math.pi * freq * seconds + phase)).sum(dim=2)
+        freq = WANDER_LOW_HZ + WANDER_SPAN_HZ * rand(b, c, WANDER_SINES, 1)          # Hz
+        phase = 2.0 * math.pi * rand(b, c, WANDER_SINES, 1)
+        amp = wander * rand(b, c, WANDER_SINES, 1)
+        out = out + wander_drift(seconds, freq, phase, amp, sin=torch.sin)
     return out
 
 
@@ -388,7 +389,6 @@ class CREMA(nn.Module):
             positive), ``loss_rec_views (V,)`` (reconstruction loss of each view) — scalars
             are 0-d tensors; terms that the mode does not use are 0.
         """
-        obj = self.objective
         views = self.make_views(x, generator)
         lm = None if lead_mask is None else lead_mask.to(torch.bool).repeat(self.n_views, 1)
         tokens = self.encoder.forward_tokens(views.signal, views.keep_idx, lm)        # (VB, L, D)
@@ -401,13 +401,16 @@ class CREMA(nn.Module):
             out["loss_rec"] = out["loss_rec_views"].mean()
         if self.projector is not None:
             out["loss_con"], out["acc"] = self.contrastive_loss(tokens, lm, patient_ids)
-        if obj.mode == "crema":
-            out["loss"] = out["loss_rec"] + obj.lambda_con * con_scale * out["loss_con"]
-        elif obj.mode == "mae":
-            out["loss"] = out["loss_rec"]
-        else:
-            out["loss"] = out["loss_con"]
+        out["loss"] = self.total_loss(out["loss_rec"], out["loss_con"], con_scale)
         return out
+
+    def total_loss(self, loss_rec: Tensor, loss_con: Tensor, con_scale: float | Tensor) -> Tensor:
+        """The mode's loss from its terms: ``crema`` = ``loss_rec + lambda_con * con_scale *
+        loss_con``; ``mae`` = ``loss_rec``; ``contrastive`` = ``loss_con``."""
+        obj = self.objective
+        if obj.mode == "crema":
+            return loss_rec + obj.lambda_con * con_scale * loss_con
+        return loss_rec if obj.mode == "mae" else loss_con
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, seed: int | None = None,

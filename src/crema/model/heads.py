@@ -49,3 +49,14 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, K)`` of signals ``(B, C, T)``; ``lead_mask`` ``(B, C)`` bool, True = present."""
         return self.head(self.dropout(self.features(x, lead_mask)))
+
+
+class Probabilities(nn.Module):
+    """Wrap a classifier so that it returns sigmoid probabilities ``(B, K)`` instead of logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.model(x, lead_mask=lead_mask))

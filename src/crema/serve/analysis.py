@@ -29,6 +29,8 @@ from ..errors import CremaError
 from ..use.api import CremaModel, MissingLeadsWarning, load, mean_by_record, stack_prepared
 from ..use.contract import contract_report
 from ..use.inputs import collect_inputs
+from ..viz.paper import plot_ecg_paper
+from ..viz.reconstruction import masked_mse, plot_reconstruction
 
 N_NEIGHBOURS = 5
 MAX_UPLOAD_FILES = 8        # a WFDB record is two or three files; more is not one ECG
@@ -168,8 +170,6 @@ class Viewer:
                 for i in order]
 
     def _reconstruction(self, rec, name: str) -> str:
-        from ..viz.reconstruction import masked_mse, plot_reconstruction
-
         recon = self.recon
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingLeadsWarning)
@@ -241,8 +241,6 @@ def _corpus_labels(spec: str, table: pd.DataFrame) -> list[str]:
 # ----------------------------------------------------------------------------- images
 
 def _paper_png(rec, labels: Sequence[str]) -> bytes:
-    from ..viz.paper import plot_ecg_paper
-
     fig = plot_ecg_paper(rec, labels=labels, dpi=100)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor())

@@ -1,5 +1,10 @@
 """``crema serve MODEL``: the local ECG viewer (needs the ``serve`` extra: starlette, uvicorn,
-python-multipart)."""
+python-multipart).
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
+"""
 from __future__ import annotations
 
 import argparse

@@ -39,6 +39,10 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig, from_dict
 from ..errors import CheckpointError, ConfigError, WriteError
+from ..model.crema import CREMA
+from ..model.heads import Classifier
+from ..model.resnet1d import ResNet1d, ResNet1dConfig
+from ..model.sit import SiTEncoder
 from ..weights import resolve as resolve_model
 
 MODEL_FILE = "model.safetensors"
@@ -247,11 +251,7 @@ def check_checkpoint_config(config: Any, path: str | os.PathLike) -> None:
 
 
 def _model_config_class(arch: str) -> type:
-    if arch == "resnet1d":
-        from ..model.resnet1d import ResNet1dConfig  # the model package imports this module
-
-        return ResNet1dConfig
-    return ModelConfig
+    return ResNet1dConfig if arch == "resnet1d" else ModelConfig
 
 
 def _check_classifier_fields(config: dict) -> None:
@@ -295,6 +295,22 @@ def load_checkpoint(directory: str | os.PathLike,
     return state, config
 
 
+def model_fs(config: Mapping[str, Any]) -> float | None:
+    """The sampling rate a checkpoint's inputs were preprocessed to (None if unrecorded)."""
+    fs = (config.get("preprocess") or {}).get("fs")
+    return None if fs is None else float(fs)
+
+
+def check_corpus_rate(fs: float | None, corpus_fs: float, model: str | os.PathLike,
+                      corpus: str | os.PathLike) -> None:
+    """Refuse a corpus prepared at another sampling rate than the model's inputs, ``fs`` (None
+    = unknown, accepted): a model sees time through its patch length, so another rate silently
+    changes what it sees."""
+    if fs is not None and float(fs) != float(corpus_fs):
+        raise CheckpointError(f"{model}: the model was trained at {fs} Hz but the corpus {corpus} is at "
+                              f"{corpus_fs} Hz; prepare the corpus at the model's rate")
+
+
 def load_training_state(directory: str | os.PathLike) -> dict[str, Any]:
     """The resume state (``weights_only``), checked to belong to the same step as the weights."""
     directory = Path(directory)
@@ -334,31 +350,63 @@ def encoder_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
 
 
+def build_encoder(config: Mapping[str, Any], where: str | os.PathLike) -> SiTEncoder:
+    """A freshly initialised SiT encoder for a checkpoint's ``model`` entry."""
+    try:
+        return SiTEncoder(from_dict(ModelConfig, config["model"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: bad model config ({exc!r})") from None
+
+
+def build_network(config: Mapping[str, Any], where: str | os.PathLike) -> nn.Module:
+    """The module a checkpoint's weights belong to, freshly initialised: ``CREMA`` (pretrain),
+    ``Classifier`` around a ``SiTEncoder`` (SiT classifier) or ``ResNet1d`` (whose ``model``
+    entry is its ``ResNet1dConfig``). The one place that maps a ``config.json`` to a module."""
+    kind, arch = config.get("kind"), config.get("arch", "sit")
+    if kind == "pretrain":
+        try:
+            cfg = run_config_from_checkpoint(config)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        return CREMA(cfg.model, cfg.objective, fs=cfg.preprocess.fs)
+    if kind != "classifier":
+        raise CheckpointError(f"{where}: unknown checkpoint kind {kind!r} (pretrain or classifier)")
+    try:
+        n_classes = len(config["classes"])
+        if arch == "sit":
+            return Classifier(build_encoder(config, where), n_classes)
+        if arch == "resnet1d":
+            return ResNet1d.from_config(from_dict(ResNet1dConfig, config["model"]), n_classes)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: bad checkpoint config ({exc!r})") from None
+    raise CheckpointError(f"{where}: unknown classifier arch {arch!r} (sit or resnet1d)")
+
+
+def load_network(directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+                 ) -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint folder (or a shipped model's name) -> ``(module in eval mode on
+    map_location, config dict)``; the module is :func:`build_network`'s."""
+    state, config = load_checkpoint(directory, map_location)
+    network = build_network(config, directory)
+    load_state_into(network, state, directory)
+    return network.to(map_location).eval(), config
+
+
 def load_encoder(directory: str | os.PathLike,
                  map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The SiT encoder of a ``pretrain`` or ``classifier`` checkpoint, with its config.
 
     Returns ``(SiTEncoder in eval mode, config dict)``.
     """
-    from ..model.sit import SiTEncoder  # the model package imports this module's neighbours
-
     state, config = load_checkpoint(directory, map_location)
-    kind = config.get("kind")
-    if kind not in ("pretrain", "classifier"):
-        raise CheckpointError(f"{directory}: unknown checkpoint kind {kind!r}")
     if config.get("arch", "sit") != "sit":
         raise CheckpointError(f"{directory}: a {config.get('arch')!r} classifier has no SiT encoder")
-    try:
-        model_cfg = from_dict(ModelConfig, config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{directory}: bad model config ({exc})") from exc
-    encoder = SiTEncoder(model_cfg)
+    encoder = build_encoder(config, directory)
     weights = encoder_state(state)
     if not weights:
         raise CheckpointError(f"{directory}: no '{ENCODER_PREFIX}*' weights in {MODEL_FILE}")
     load_state_into(encoder, weights, directory)
-    encoder.to(map_location).eval()
-    return encoder, config
+    return encoder.to(map_location).eval(), config
 
 
 def run_config_from_checkpoint(config: Mapping[str, Any]) -> RunConfig:
@@ -381,14 +429,9 @@ def load_pretrained(directory: str | os.PathLike,
                     map_location: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
     """The whole CREMA model (encoder, decoder, projector) of a ``pretrain`` checkpoint, in
     eval mode, with its run config: for reconstructions or to continue training elsewhere."""
-    from ..model.crema import CREMA
-
-    state, config = load_checkpoint(directory, map_location)
     try:
-        cfg = run_config_from_checkpoint(config)
+        cfg = run_config_from_checkpoint(load_config(resolve_model(directory)))
     except CheckpointError as exc:
         raise CheckpointError(f"{directory}: {exc}") from exc
-    model = CREMA(cfg.model, cfg.objective, fs=cfg.preprocess.fs)
-    load_state_into(model, state, directory)
-    model.to(map_location).eval()
+    model, _ = load_network(directory, map_location)
     return model, cfg

@@ -1,4 +1,9 @@
-"""CLI subcommands of the training area: ``crema pretrain`` and ``crema plot-reconstruction``."""
+"""CLI subcommand of the training area: ``crema pretrain``.
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, MODEL_SIZES
+from ..config import MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, from_dict, read_json_object
 from ..errors import CremaError
 
 # flag dest -> (config part, field)
@@ -27,7 +32,6 @@ _TRAIN_FLAGS = {"corpus": "corpora", "out": "out", "steps": "steps", "batch_size
 
 def register(subparsers: Any) -> None:
     _register_pretrain(subparsers)
-    _register_plot(subparsers)
 
 
 # ----------------------------------------------------------------------------- pretrain
@@ -123,8 +127,6 @@ def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) ->
 def load_recipe(path: str | Path) -> RunConfig:
     """A :class:`RunConfig` from a JSON recipe; the extra keys of a checkpoint's ``config.json``
     (``kind``, ``step``, ``crema_version``) and a ``_comment`` are allowed and ignored."""
-    from ..config import from_dict, read_json_object
-
     data = read_json_object(path, "run config")
     data = {k: v for k, v in data.items() if k not in ("kind", "step", "crema_version", "_comment")}
     try:
@@ -148,76 +150,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     base = run_config_from_checkpoint(load_config(args.out)) if args.resume else recipe
     cfg = build_run_config(args, base)
     result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
-    from .distributed import detect
+    from ..runtime import detect
 
     if detect().is_main:
         state = f"stopped by signal {result.interrupted_by} at" if result.interrupted_by else "finished"
         print(f"crema pretrain: {state} step {result.step}/{cfg.train.steps}; checkpoint in {result.out}")
     return 128 + int(result.interrupted_by) if result.interrupted_by else 0
-
-
-# ----------------------------------------------------------------------------- plot-reconstruction
-
-def _register_plot(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "plot-reconstruction", help="draw a pretrained model's reconstruction of a masked ECG",
-        description="Preprocess a record with the checkpoint's own preprocessing, mask its first window, "
-                    "and draw the 12 leads with the masked patches and their reconstruction.")
-    p.add_argument("checkpoint", help="pretraining checkpoint folder")
-    p.add_argument("record", nargs="?", help="an ECG file (any format crema reads); or use --corpus/--row")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
-    p.add_argument("--corpus", help="a prepared corpus folder to take the window from (with --row)")
-    p.add_argument("--row", type=int, help="row of --corpus")
-    p.add_argument("--fs", type=float, help="sampling rate for files that do not carry one (.npy/.csv)")
-    p.set_defaults(func=run_plot_reconstruction)
-
-
-def _window_from_record(path: str, fs: float | None, preprocess: Any) -> tuple[Any, Any, str]:
-    from ..data.preprocess import preprocess_recording
-    from ..data.readers import read_record
-
-    rec = read_record(path, fs=fs)
-    windows = preprocess_recording(rec, preprocess)
-    return windows.signals[0], windows.lead_mask, f"{Path(path).name}"
-
-
-def _window_from_corpus(directory: str, row: int | None, preprocess: Any) -> tuple[Any, Any, str]:
-    from ..config import to_dict
-    from ..data.corpus import Corpus
-
-    if row is None:
-        raise CremaError("--corpus needs --row")
-    corpus = Corpus(directory)
-    if to_dict(corpus.preprocess) != to_dict(preprocess):
-        raise CremaError(f"{directory}: corpus preprocessing differs from the checkpoint's; "
-                         "pass the raw record instead so it is preprocessed like the training data")
-    if not 0 <= row < len(corpus):
-        raise CremaError(f"{directory}: row {row} out of range (0..{len(corpus) - 1})")
-    record_id = str(corpus.index.iloc[row].get("record_id", row))
-    return corpus.signals[row], corpus.lead_mask[row], f"{record_id} (row {row})"
-
-
-def run_plot_reconstruction(args: argparse.Namespace) -> int:
-    from ..viz.reconstruction import masked_mse, plot_reconstruction, reconstruct_window
-    from .checkpoint import load_pretrained
-
-    if (args.record is None) == (args.corpus is None):
-        raise CremaError("give either a RECORD file or --corpus DIR --row i")
-    model, cfg = load_pretrained(args.checkpoint)
-    if args.corpus is not None:
-        signal, lead_mask, name = _window_from_corpus(args.corpus, args.row, cfg.preprocess)
-    else:
-        signal, lead_mask, name = _window_from_record(args.record, args.fs, cfg.preprocess)
-    try:
-        signal, pred, mask = reconstruct_window(model, signal, lead_mask, seed=args.seed)
-    except ValueError as exc:
-        raise CremaError(f"{name}: {exc}") from exc
-    err = masked_mse(signal, pred, mask, lead_mask)
-    title = (f"{name}: CREMA reconstruction, {cfg.objective.mask_ratio:.0%} of patches masked per lead "
-             f"(seed {args.seed}); MSE on masked samples {err:.3f} (z-scored units)"
-             + ("; masked patches de-normalised with the true patch mean/std" if cfg.objective.norm_target else ""))
-    out = plot_reconstruction(signal, pred, mask, args.out, fs=cfg.preprocess.fs,
-                              lead_mask=lead_mask, leads=cfg.model.leads, title=title)
-    print(f"crema plot-reconstruction: wrote {out}")
-    return 0

@@ -1,7 +1,9 @@
 """Supervised training of a classifier: fine-tuning a pretrained SiT, or training a SiT or the
 1-D ResNet baseline from scratch (supervised from scratch = fine-tune from a random init).
 
-Usage (the CLI wraps :func:`finetune`)::
+This module is the training half: the config, the model, layer-wise lr decay, the loader and
+one epoch. The protocol around it (label split, early stopping on validation AUROC, thresholds,
+test metrics, ``results.json``) is :func:`crema.eval.finetune.finetune`, which the CLI wraps::
 
     crema finetune --checkpoint runs/pretrain --corpus runs/corpora/ptbxl --task ptbxl-superdiagnostic --out runs/ft
     crema finetune --init random --arch resnet1d --corpus runs/corpora/ptbxl --task ptbxl-superdiagnostic --out runs/rn
@@ -9,32 +11,27 @@ Usage (the CLI wraps :func:`finetune`)::
 Recipe: encoder + linear head, multi-label BCE on logits, AdamW with linear warm-up and a cosine
 decay per step, layer-wise learning-rate decay for a pretrained encoder (``patch_embed``,
 ``lead_embed``, ``cls_token`` are layer 0, ``blocks.i`` layer ``i + 1``, ``norm`` and the head
-layer ``depth + 1``; each layer's lr is scaled by ``layer_decay ** (depth + 1 - layer)``),
-early stopping on validation macro AUROC. The best epoch is saved as a checkpoint folder
-(``model.safetensors`` + ``config.json`` of kind ``classifier``) with F1 thresholds picked on
-validation, next to ``finetune_log.jsonl`` and a ``results.json`` with its test metrics.
+layer ``depth + 1``; each layer's lr is scaled by ``layer_decay ** (depth + 1 - layer)``).
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..config import AugmentConfig, ModelConfig, atomic_write_text, from_dict, to_dict
+from ..config import AugmentConfig, ModelConfig, from_dict, to_dict
+from ..data.dataset import ECGWindows
 from ..errors import CremaError
 from ..model.heads import Classifier
 from ..model.resnet1d import ResNet1d, ResNet1dConfig
-from .checkpoint import load_checkpoint, load_encoder, load_state_into, save_checkpoint
+from ..model.sit import SiTEncoder
+from ..weights import resolve as resolve_model
+from .checkpoint import check_corpus_rate, load_config, load_encoder, load_network, model_fs
 from .schedule import is_no_decay, lr_at, set_lr
 
 DEFAULT_LAYER_DECAY = 0.75  # for a pretrained encoder; training from scratch uses 1.0
@@ -133,7 +130,8 @@ def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float
 
 # ----------------------------------------------------------------------------- building models
 
-def _corpus_preprocess(corpus) -> dict:
+def corpus_preprocess(corpus) -> dict:
+    """The corpus's ``PreprocessConfig`` as the plain dict a checkpoint's config stores."""
     pre = corpus.preprocess
     return to_dict(pre) if not isinstance(pre, dict) else dict(pre)
 
@@ -154,13 +152,9 @@ def build_classifier(cfg: FinetuneConfig, n_classes: int, corpus_window: int, co
         raise CremaError(f"unknown arch {cfg.arch!r}; choose 'sit' or 'resnet1d'")
     if cfg.checkpoint:
         encoder, ckpt_cfg = load_encoder(cfg.checkpoint)
-        ckpt_fs = (ckpt_cfg.get("preprocess") or {}).get("fs")
-        if ckpt_fs is not None and float(ckpt_fs) != float(corpus_fs):
-            raise CremaError(f"{cfg.checkpoint}: the model was trained at {ckpt_fs} Hz but the corpus "
-                             f"{cfg.corpus} is at {corpus_fs} Hz; prepare the corpus at the model's rate")
+        check_corpus_rate(model_fs(ckpt_cfg), corpus_fs, cfg.checkpoint, cfg.corpus)
         model_cfg = encoder.cfg
     else:
-        from ..model.sit import SiTEncoder
         overrides = dict(cfg.model or {})
         size = overrides.pop("size", cfg.size)
         overrides.setdefault("window", corpus_window)
@@ -178,41 +172,18 @@ def load_classifier(directory: str | os.PathLike, map_location: str | torch.devi
     ``config["classes"]`` names the K outputs and ``config["thresholds"]`` their F1 cut-offs
     (applied to ``sigmoid(logits)``).
     """
-    state, config = load_checkpoint(directory, map_location)
-    if config.get("kind") != "classifier":
-        raise CremaError(f"{directory}: not a classifier checkpoint (kind {config.get('kind')!r})")
-    n_classes = len(config.get("classes", []))
-    arch = config.get("arch", "sit")
-    try:
-        if arch == "resnet1d":
-            model: nn.Module = ResNet1d.from_config(from_dict(ResNet1dConfig, config["model"]), n_classes)
-        elif arch == "sit":
-            from ..model.sit import SiTEncoder
-            model = Classifier(SiTEncoder(from_dict(ModelConfig, config["model"])), n_classes)
-        else:
-            raise CremaError(f"{directory}: unknown classifier arch {arch!r}")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CremaError(f"{directory}: bad classifier config ({exc})") from exc
-    load_state_into(model, state, directory)
-    return model.to(map_location).eval(), config
-
-
-class Probabilities(nn.Module):
-    """Wrap a classifier so that it returns probabilities ``(B, K)`` instead of logits."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.model(x, lead_mask=lead_mask))
+    kind = load_config(resolve_model(directory)).get("kind")
+    if kind != "classifier":
+        raise CremaError(f"{directory}: not a classifier checkpoint (kind {kind!r})")
+    return load_network(directory, map_location)
 
 
 # ----------------------------------------------------------------------------- training
 
-def _loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, crop: int | None) -> DataLoader:
-    from ..data.dataset import ECGWindows
-
+def training_loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, crop: int | None
+                    ) -> DataLoader:
+    """Shuffled, augmented, labelled training batches: ``signal (B, 12, crop)``, ``lead_mask
+    (B, 12)``, ``label (B, K)``; call ``.dataset.set_epoch(epoch)`` for fresh draws."""
     dataset = ECGWindows(corpus, rows, labels=y, augment=cfg.augment, crop=crop, seed=cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     # a last batch of one ECG breaks BatchNorm in training mode; drop it only then
@@ -221,191 +192,27 @@ def _loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, crop: 
                       num_workers=cfg.num_workers, drop_last=drop_last)
 
 
-def predict_proba(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, batch_size: int,
-                  device: torch.device, transform=None, progress: bool = False) -> np.ndarray:
-    """Probabilities ``(n, K)`` of a classifier over corpus rows (crops averaged, see features)."""
-    from ..eval.features import apply_model
-
-    return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
-                       desc="predict", progress=progress).astype(np.float64)
-
-
-def record_level(probs: np.ndarray, split, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """Window probabilities -> per-record ``(y (R, K), probs (R, K))``."""
-    from ..eval.probe import record_mean
-
-    means, first = record_mean(probs, split.keys[part])
-    return split.y[part][first], means
-
-
-def _validation_score(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """``(macro AUROC, BCE)``; early stopping uses AUROC, or minus BCE when no class has both
-    a positive and a negative in validation."""
-    from ..eval import metrics
-
-    au = metrics.auroc(y, p).macro
-    clipped = np.clip(p, 1e-7, 1 - 1e-7)
-    bce = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
-    return au, bce
-
-
-def init_head_from_probe(model: nn.Module, corpus, train_rows: np.ndarray, train_y: np.ndarray, split,
-                         crop: int | None, cfg: FinetuneConfig, device: torch.device) -> None:
-    """LP-FT (Kumar et al. 2022): fit the logistic probe on the frozen encoder's features of the
-    training rows (C chosen on validation) and copy it into ``model.head``, so fine-tuning starts
-    from the probe instead of a random head that would first distort the pretrained features."""
-    from ..eval.features import encoder_features
-    from ..eval.probe import fit_logistic_probe
-
-    def feats(rows: np.ndarray) -> np.ndarray:
-        return encoder_features(model.encoder, corpus, rows, crop, batch_size=cfg.eval_batch_size,
-                                device=device, progress=False)
-
-    probe, _ = fit_logistic_probe(feats(train_rows), train_y, feats(split.rows["val"]), split.y["val"],
-                                  seed=cfg.seed)
-    weight, bias = probe.as_linear()
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(weight, dtype=model.head.weight.dtype))
-        model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
-
-
-def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = None) -> dict[str, Any]:
-    """Train, early-stop, pick thresholds, test, and save the best classifier in ``cfg.out``.
-
-    Args:
-        method: the name results are filed under (default ``finetune_sit`` from a checkpoint,
-            ``supervised_sit`` or ``supervised_resnet1d`` from scratch).
-
-    Returns:
-        the summary written to ``<out>/finetune_summary.json``: best epoch, validation AUROC per
-        epoch, test metrics (:func:`crema.eval.metrics.evaluate`), sizes and data hashes, and
-        ``result``, the entry of ``<out>/results.json``.
-    """
-    from ..data.corpus import Corpus
-    from ..eval import metrics
-    from ..eval.features import FINGERPRINT_WHAT, corpus_fingerprint, resolve_device, rows_sha256
-    from ..eval.probe import fraction_subset, task_split
-    from ..eval.report import make_result, write_results
-
-    started = time.perf_counter()
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.patience < 1:
-        raise CremaError(f"epochs ({cfg.epochs}), batch size ({cfg.batch_size}) and patience ({cfg.patience}) "
-                         "must be at least 1")
-    out = Path(cfg.out)
-    corpus = Corpus(cfg.corpus)
-    split = task_split(corpus, cfg.task, cfg.holdout_source, cfg.sources)
-    keep = fraction_subset(split.y["train"], cfg.fraction, cfg.seed, groups=split.keys["train"])
-    train_rows, train_y = split.rows["train"][keep], split.y["train"][keep]
-
-    corpus_window = int(corpus.signals.shape[-1])
-    preprocess = _corpus_preprocess(corpus)
-    model, model_entry = build_classifier(cfg, len(split.classes), corpus_window, float(preprocess["fs"]))
-    crop = cfg.crop or (min(model.encoder.cfg.window, corpus_window) if cfg.arch == "sit" else None)
-    eval_crop = crop if cfg.arch == "sit" else None
-    device = resolve_device(cfg.device)
-    model.to(device)
-
-    layer_decay = cfg.effective_layer_decay
-    optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.weight_decay, layer_decay), lr=cfg.lr)
-    loader = _loader(corpus, train_rows, train_y, cfg, crop)
-    steps_per_epoch = max(1, len(loader))
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+                step: int, warmup: int, total_steps: int, device: torch.device) -> tuple[list[float], int]:
+    """One pass over ``loader`` with multi-label BCE on logits, the lr set per step by the
+    warm-up + cosine schedule; returns ``(losses of the steps, step after the epoch)``."""
+    model.train()
     loss_fn = nn.BCEWithLogitsLoss()
-
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "finetune_log.jsonl"
-    log_lines: list[str] = []
-    history: list[dict] = []
-    best = {"score": -math.inf, "epoch": -1, "state": None, "val_auroc": float("nan")}
-    if cfg.probe_init:
-        if cfg.arch != "sit":
-            raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
-        init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device)
-        y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                                  cfg.eval_batch_size, device), split, "val")
-        val_auroc, val_bce = _validation_score(y_val, p_val)
-        entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe",
-                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce}
-        history.append(entry)
-        log_lines.append(json.dumps(entry))
-        best = {"score": val_auroc if np.isfinite(val_auroc) else -val_bce, "epoch": -1, "val_auroc": val_auroc,
-                "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
-    step, stale = 0, 0
-    for epoch in tqdm(range(cfg.epochs), desc=f"finetune {cfg.arch}", disable=not progress):
-        model.train()
-        loader.dataset.set_epoch(epoch)  # fresh crops and augmentations each epoch
-        t0, losses = time.perf_counter(), []
-        for batch in loader:
-            set_lr(optimizer, lr_at(step, cfg.lr, cfg.min_lr, warmup, total_steps))
-            x = batch["signal"].to(device, non_blocking=True)
-            mask = batch["lead_mask"].to(device, non_blocking=True)
-            target = batch["label"].to(device, torch.float32)
-            loss = loss_fn(model(x, lead_mask=mask), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-        y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                                  cfg.eval_batch_size, device), split, "val")
-        val_auroc, val_bce = _validation_score(y_val, p_val)
-        score = val_auroc if np.isfinite(val_auroc) else -val_bce
-        entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
-                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce,
-                 "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(entry)
-        log_lines.append(json.dumps(entry))
-        atomic_write_text(log_path, "\n".join(log_lines) + "\n")
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "val_auroc": val_auroc,
-                    "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
-            stale = 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-
-    model.load_state_dict(best["state"])
-    y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                              cfg.eval_batch_size, device), split, "val")
-    thresholds = metrics.pick_thresholds(y_val, p_val)
-    y_test, p_test = record_level(predict_proba(model, corpus, split.rows["test"], eval_crop,
-                                                cfg.eval_batch_size, device), split, "test")
-    evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
-                                  keep_replicates=True)
-    data_sha = corpus_fingerprint(cfg.corpus)
-    config = {
-        "kind": "classifier", "arch": cfg.arch, "model": model_entry, "preprocess": preprocess,
-        "task": cfg.task, "classes": split.classes, "thresholds": [float(t) for t in thresholds],
-        "crop": eval_crop, "init": cfg.checkpoint or "random", "best_epoch": best["epoch"],
-        "val_auroc": None if not np.isfinite(best["val_auroc"]) else float(best["val_auroc"]),
-        "finetune": to_dict(cfg), "data_sha256": data_sha,
-    }
-    save_checkpoint(out, model, config)
-    summary = {
-        "best_epoch": best["epoch"], "epochs_run": sum(h["epoch"] >= 0 for h in history), "history": history,
-        "layer_decay": layer_decay, "n_train": int(len(train_rows)), "n_val": int(len(split.rows["val"])),
-        "n_test_windows": int(len(split.rows["test"])), "test": evaluation,
-        "train_rows_sha256": rows_sha256(train_rows), "test_rows_sha256": rows_sha256(split.rows["test"]),
-        "data_sha256": data_sha, "data_hash_of": FINGERPRINT_WHAT, "classes": split.classes,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    atomic_write_text(out / "finetune_summary.json", json.dumps(summary, indent=2) + "\n")
-    method = method or default_method(cfg)
-    result = make_result(
-        step=str(out), method=method, protocol="finetune", task=cfg.task,
-        experiment="leave_source_out" if cfg.holdout_source else "label_fraction", seed=cfg.seed,
-        evaluation=evaluation, config=to_dict(cfg), data_sha256=data_sha,
-        train_rows_sha256=summary["train_rows_sha256"], test_rows_sha256=summary["test_rows_sha256"],
-        n_train=summary["n_train"], n_val=summary["n_val"], fraction=cfg.fraction,
-        holdout_source=cfg.holdout_source)
-    write_results(out / "results.json", [result], {cfg.corpus: {"sha256": data_sha, "hash_of": FINGERPRINT_WHAT}})
-    return {**summary, "result": result}
+    losses = []
+    for batch in loader:
+        set_lr(optimizer, lr_at(step, cfg.lr, cfg.min_lr, warmup, total_steps))
+        x = batch["signal"].to(device, non_blocking=True)
+        mask = batch["lead_mask"].to(device, non_blocking=True)
+        target = batch["label"].to(device, torch.float32)
+        loss = loss_fn(model(x, lead_mask=mask), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+    return losses, step
 
 
-def default_method(cfg: FinetuneConfig) -> str:
-    """How results of a run are labelled when the caller gives no method name."""
-    if cfg.arch == "resnet1d":
-        return "supervised_resnet1d"
-    return "finetune_sit" if cfg.checkpoint else "supervised_sit"
+def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model``'s state dict (the best epoch so far, kept while training goes on)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

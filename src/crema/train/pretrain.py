@@ -6,18 +6,18 @@ Single process (CPU, or the one GPU it finds)::
 
 One node, 8 GPUs (the same flags; the effective batch is batch-size x accum x 8)::
 
-    torchrun --standalone --nproc_per_node 8 -m crema.train.pretrain \
+    torchrun --standalone --nproc_per_node 8 -m crema pretrain \
         --corpus runs/corpora/unlabeled --out runs/pretrain/base --size base --batch-size 128
 
 Two nodes (run on each, node-rank 0 and 1)::
 
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST0 --master_port 29500 \
-        -m crema.train.pretrain --corpus ... --out ...
+        -m crema pretrain --corpus ... --out ...
 
 SLURM (one task per GPU; MASTER_ADDR = the first host of the allocation)::
 
     export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-    srun python -m crema.train.pretrain --corpus ... --out ...
+    srun python -m crema pretrain --corpus ... --out ...
 
 Continue an interrupted run exactly where its last checkpoint left it::
 
@@ -35,7 +35,6 @@ import json
 import math
 import random
 import signal
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -47,12 +46,15 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
+from ..data.corpus import parse_corpus_spec
+from ..data.dataset import open_corpora
 from ..errors import CremaError
 from ..model.crema import CREMA, contrastive_scale
-from . import distributed as dist_utils
+from .. import runtime as dist_utils
 from .checkpoint import (CONFIG_FILE, load_checkpoint, load_config, load_state_into,
                          load_training_state, run_config_from_checkpoint, save_checkpoint)
 from .schedule import lr_at, make_adamw, scaled_lr, set_lr
@@ -146,9 +148,6 @@ def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: in
     Raises :class:`CremaError` when a corpus is missing, the corpora were prepared with
     different preprocessing, or their windows are shorter than the model's.
     """
-    from ..data.corpus import parse_corpus_spec
-    from ..data.dataset import open_corpora
-
     if not specs:
         raise CremaError("no corpus given (--corpus DIR[:splits])")
     # Check preprocessing from each corpus's preprocess.json before reading any index.
@@ -314,7 +313,7 @@ class _Logger:
     def __init__(self, out: Path, enabled: bool, tensorboard: bool):
         self.path, self.enabled, self.tb = out / LOG_FILE, enabled, None
         if enabled and tensorboard:
-            try:
+            try:  # optional: the tensorboard package is not a dependency
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
@@ -483,8 +482,6 @@ class Trainer:
         return sums
 
     def run(self) -> PretrainResult:
-        from tqdm.auto import tqdm
-
         t = self.cfg.train
         bar = tqdm(total=t.steps, initial=self.step, disable=not (self.progress and self.info.is_main),
                    desc="pretrain", unit="step", dynamic_ncols=True)
@@ -534,13 +531,3 @@ class Trainer:
         self.logger.write(record)
         return record
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m crema.train.pretrain ARGS`` = ``crema pretrain ARGS`` (for torchrun -m)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

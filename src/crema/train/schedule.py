@@ -5,7 +5,6 @@ The schedule is a pure function of the step, so resuming needs only the step cou
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -50,10 +49,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's learning rate (times the group's ``lr_scale`` if it has one)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
-def count_params(params: Iterable[torch.Tensor]) -> int:
-    return sum(p.numel() for p in params)
 
 
 def make_adamw(model: nn.Module, lr: float, weight_decay: float,

@@ -31,11 +31,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig, from_dict, save_json
+from ..config import STANDARD_LEADS, ModelConfig, PreprocessConfig, from_dict, save_json
 from ..data.preprocess import preprocess_recording
 from ..atomic import replace_directory
 from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
-from ..eval.features import resolve_device
+from ..model.inference import DEFAULT_BATCH, infer, reconstruct_windows
+from ..runtime import resolve_device
 from ..train import checkpoint as ckpt
 from ..weights import resolve as resolve_model
 from .inputs import InputItem, check_same_windows, collect_inputs
@@ -134,57 +135,8 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
         folder = folder.parent
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such model folder")
-    state, config = ckpt.load_checkpoint(folder)
-    network = build_network(config, folder)
-    ckpt.load_state_into(network, state, folder)
+    network, config = ckpt.load_network(folder)
     return CremaModel(network, config, folder, resolve_device(device))
-
-
-def build_network(config: dict[str, Any], where: str | os.PathLike) -> nn.Module:
-    """The module a checkpoint's weights belong to: ``CREMA`` (pretrain), ``Classifier`` (SiT
-    classifier) or ``ResNet1d``."""
-    kind, arch = config.get("kind"), config.get("arch", "sit")
-    try:
-        if kind == "pretrain":
-            from ..model.crema import CREMA
-
-            objective = from_dict(ObjectiveConfig, config.get("objective", {}))
-            fs = float(config.get("preprocess", {}).get("fs", PreprocessConfig().fs))
-            return CREMA(from_dict(ModelConfig, config["model"]), objective, fs=fs)
-        if kind == "classifier":
-            n_classes = len(config["classes"])
-            if arch == "sit":
-                from ..model.heads import Classifier
-                from ..model.sit import SiTEncoder
-
-                return Classifier(SiTEncoder(from_dict(ModelConfig, config["model"])), n_classes)
-            if arch == "resnet1d":
-                from ..model.resnet1d import ResNet1d, ResNet1dConfig
-
-                # a ResNet classifier's "model" entry is its ResNet1dConfig
-                return ResNet1d.from_config(from_dict(ResNet1dConfig, config["model"]), n_classes)
-            raise CheckpointError(f"{where}: unknown classifier arch {arch!r} (sit or resnet1d)")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: bad checkpoint config ({exc!r})") from None
-    raise CheckpointError(f"{where}: unknown checkpoint kind {kind!r} (pretrain or classifier)")
-
-
-def centre_crop(signals: np.ndarray, window: int) -> tuple[np.ndarray, int]:
-    """``(W, C, T) -> (W, C, min(T, window))`` taking the middle; returns the crop offset."""
-    excess = signals.shape[-1] - window
-    if excess <= 0:
-        return signals, 0
-    offset = excess // 2
-    return signals[..., offset:offset + window], offset
-
-
-def crop_offsets(length: int, crop: int | None) -> tuple[list[int], int]:
-    """Evenly spaced crops of ``crop`` samples covering ``length`` (first at 0, last at the end):
-    ``(starts, crop length)``; one crop of everything when ``crop`` is None or not shorter."""
-    if crop is None or crop >= length:
-        return [0], length
-    n = -(-length // crop)  # ceil: enough crops to cover every sample
-    return [int(round(s)) for s in np.linspace(0, length - crop, n)], crop
 
 
 class CremaModel:
@@ -292,7 +244,7 @@ class CremaModel:
     def _as_prepared(self, windows, record_id: str, source: str) -> Prepared:
         """Check preprocessed :class:`~crema.data.preprocess.Windows` against the model and warn
         about missing leads."""
-        _, length = crop_offsets(windows.signals.shape[-1], self.crop)
+        length = self.input_crop(windows.signals.shape[-1]) or windows.signals.shape[-1]
         if self.model_config is not None and length % self.model_config.patch_size:
             raise PreprocessError(
                 f"record {record_id}: model inputs of {length} samples are not a multiple "
@@ -328,29 +280,25 @@ class CremaModel:
 
     # ------------------------------------------------------------------ inference
 
-    @torch.inference_mode()
-    def run(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], signals: np.ndarray,
-            lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Apply ``fn(x (b, 12, crop), lead_mask (b, 12)) -> (b, ...)`` in batches to windows
-        ``(n, 12, T)``, averaging over the crops that cover each window; returns numpy ``(n, ...)``."""
-        if batch_size < 1:
-            raise CremaError(f"batch_size must be at least 1, got {batch_size}")
-        starts, length = crop_offsets(signals.shape[-1], self.crop)
-        outputs = []
-        for start in range(0, len(signals), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(signals[start:start + batch_size])).to(self.device)
-            mask = torch.from_numpy(np.ascontiguousarray(lead_mask[start:start + batch_size])).to(self.device)
-            out = sum(fn(x[..., s:s + length], mask).float() for s in starts) / len(starts)
-            outputs.append(out.cpu().numpy())
-        return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+    def input_crop(self, length: int) -> int | None:
+        """The crop that windows of ``length`` samples are covered with (outputs averaged):
+        :attr:`crop` when shorter than the window, else None (the whole window is the input)."""
+        return self.crop if self.crop is not None and self.crop < length else None
 
-    def encode_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def run(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], signals: np.ndarray,
+            lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Apply ``fn(x (b, 12, crop), lead_mask (b, 12)) -> (b, ...)`` in batches to windows
+        ``(n, 12, T)``, averaging over the crops that cover each window
+        (:func:`crema.model.inference.infer`); returns numpy ``(n, ...)``."""
+        return infer(fn, signals, lead_mask, self.input_crop(signals.shape[-1]), batch_size, self.device)
+
+    def encode_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Embeddings of preprocessed windows: ``(n, 12, T)``, ``(n, 12)`` -> ``(n, D)`` float32."""
         encoder = self.encoder
         out = self.run(lambda x, m: encoder(x, lead_mask=m), signals, lead_mask, batch_size)
         return out.reshape(len(signals), self.dim).astype(np.float32)
 
-    def classify_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def classify_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Sigmoid probabilities of preprocessed windows: ``(n, 12, T)`` -> ``(n, K)`` float32."""
         self.require_classifier("predict")
         out = self.run(lambda x, m: torch.sigmoid(self.network(x, lead_mask=m)), signals, lead_mask, batch_size)
@@ -365,7 +313,7 @@ class CremaModel:
     # ------------------------------------------------------------------ user-facing
 
     def embed_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                      batch_size: int = 64, on_error: str = "raise", progress: bool = False, *,
+                      batch_size: int = DEFAULT_BATCH, on_error: str = "raise", progress: bool = False, *,
                       dataset: str | None = None, ids: str | os.PathLike | None = None) -> EmbedResult:
         """Embeddings of every window of every record, with an index saying which is which.
 
@@ -388,7 +336,7 @@ class CremaModel:
         return EmbedResult(self.encode_windows(signals, lead_mask, batch_size), index, failures)
 
     def embed(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-              batch_size: int = 64, *, dataset: str | None = None,
+              batch_size: int = DEFAULT_BATCH, *, dataset: str | None = None,
               ids: str | os.PathLike | None = None) -> np.ndarray:
         """Embeddings ``(n_windows, D)`` float32 of ``inputs`` (rows in input order; a record
         longer than one window gives several rows, see :meth:`embed_records` for the index)."""
@@ -408,19 +356,10 @@ class CremaModel:
                              f"(this is a {self.kind} {self.arch} checkpoint)")
         prepared, _ = _split(self.iter_prepared(inputs, fs, leads))
         signals, lead_mask, _ = stack_prepared(prepared, self.preprocess.window)
-        signals = np.ascontiguousarray(centre_crop(signals, self.window)[0])
-        preds, masks = [], []
-        for start in range(0, len(signals), batch_size):
-            x = torch.from_numpy(signals[start:start + batch_size]).to(self.device)
-            m = torch.from_numpy(lead_mask[start:start + batch_size]).to(self.device)
-            # Each batch is seeded with seed + its first row: reproducible for a given batch_size.
-            pred, mask = self.network.reconstruct(x, seed=None if seed is None else seed + start, lead_mask=m)
-            preds.append(pred.float().cpu().numpy())
-            masks.append(mask.cpu().numpy())
-        return np.concatenate(preds), np.concatenate(masks), signals
+        return reconstruct_windows(self.network, signals, lead_mask, seed, batch_size)
 
     def predict_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                        batch_size: int = 64, on_error: str = "raise", progress: bool = False, *,
+                        batch_size: int = DEFAULT_BATCH, on_error: str = "raise", progress: bool = False, *,
                         dataset: str | None = None, ids: str | os.PathLike | None = None) -> PredictResult:
         """Class probabilities per window and per record (mean over windows) with thresholded labels."""
         self.require_classifier("predict")
@@ -431,7 +370,7 @@ class CremaModel:
         return PredictResult(probs, index, self.record_table(probs, index), failures)
 
     def predict(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
-                batch_size: int = 64, *, dataset: str | None = None,
+                batch_size: int = DEFAULT_BATCH, *, dataset: str | None = None,
                 ids: str | os.PathLike | None = None) -> pd.DataFrame:
         """Probabilities per record: a DataFrame indexed by ``record_id`` with one column per class
         (the classifier's class names), averaged over the record's windows."""

@@ -10,6 +10,10 @@ outputs atomically every ``--chunk`` records (less often once the output is larg
 :func:`run_batch`). A re-run with the same ``--out`` skips the records already in the output (the
 output's ``.run.json`` sidecar records which checkpoint and options made it). Exit status 0 when
 every record succeeded, 1 when any failed (the outputs then hold the records that did not).
+
+Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+commands module to build its parser, so each command imports its torch/pandas/scipy machinery
+inside its run function, and ``crema --help`` or a typo stays fast.
 """
 from __future__ import annotations
 
@@ -62,7 +66,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 def _add_batch_options(p: argparse.ArgumentParser) -> None:
     _add_input_options(p)
-    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
+    # 8 = crema.model.inference.DEFAULT_BATCH, written out to keep torch out of the CLI's start
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8; on a CPU "
+                   "small chunks beat big batches)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                    help=f"records between output flushes (default {DEFAULT_CHUNK})")

@@ -74,7 +74,7 @@ def export_onnx(model: CremaModel, out: str | os.PathLike, lead_mask: bool = Tru
     Returns:
         The written path.
     """
-    import onnx
+    import onnx  # optional (the ``onnx`` extra): only export needs it
 
     graph, output_names = export_graph(model)
     input_names = ["signal", "lead_mask"] if lead_mask else ["signal"]
@@ -128,7 +128,7 @@ def _metadata(model: CremaModel, lead_mask: bool) -> dict[str, str]:
 
 def onnx_session(path: str | os.PathLike):
     """An onnxruntime CPU session for ``path``."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional (the ``onnx`` extra): only the parity check needs it
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

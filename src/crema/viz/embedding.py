@@ -6,6 +6,9 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
 
 Method = Literal["pca", "tsne"]
 MAX_CATEGORIES = 10      # more categories than this: the rarest are drawn grey as "other"
@@ -18,10 +21,6 @@ def project_2d(embeddings: np.ndarray, method: Method = "pca", seed: int = 0) ->
 
     Embeddings are standardised per feature first, so that no single wide feature dominates.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
-
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 3:
         raise ValueError(f"need embeddings of shape (n >= 3, D), got {x.shape}")

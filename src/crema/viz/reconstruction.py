@@ -6,35 +6,50 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from ..config import STANDARD_LEADS
 from ..atomic import atomic_path
+from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
+from ..data.corpus import Corpus
+from ..data.preprocess import preprocess_recording
+from ..data.readers import read_record
+from ..errors import CremaError
+from ..model.inference import reconstruct_windows
 
 
-def reconstruct_window(model: torch.nn.Module, signal: np.ndarray, lead_mask: np.ndarray | None,
-                       seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reconstruct one window with a CREMA model.
+def windows_from_record(path: str, fs: float | None, preprocess: PreprocessConfig
+                        ) -> tuple[np.ndarray, np.ndarray, str]:
+    """A record's preprocessed windows ``(W, 12, T)``, their lead mask ``(W, 12)`` and a name."""
+    windows = preprocess_recording(read_record(path, fs=fs), preprocess)
+    lead_mask = np.repeat(windows.lead_mask[None], len(windows.signals), axis=0)
+    return windows.signals, lead_mask, Path(path).name
 
-    Args:
-        model: a :class:`crema.model.crema.CREMA` (with a decoder).
-        signal: ``(12, T)`` preprocessed; only its first ``model window`` samples are used.
-        lead_mask: ``(12,)`` bool, True = present (None = all present).
-        seed: seeds the random mask.
 
-    Returns:
-        ``signal (12, W)``, ``pred (12, W)`` (input on visible patches, reconstruction on
-        masked ones), ``mask (12, N)`` bool, True = masked; all numpy.
-    """
-    window = model.model_cfg.window
-    signal = np.asarray(signal, dtype=np.float32)[:, :window]
-    if signal.shape[-1] < window:
-        raise ValueError(f"the record gives {signal.shape[-1]} samples, fewer than the model window {window}")
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(signal))[None].to(device)
-    lm = None if lead_mask is None else torch.as_tensor(np.asarray(lead_mask, bool))[None].to(device)
-    pred, mask = model.reconstruct(x, seed=seed, lead_mask=lm)
-    return signal, pred[0].cpu().numpy(), mask[0].cpu().numpy()
+def windows_from_corpus(directory: str, row: int | None, preprocess: PreprocessConfig
+                        ) -> tuple[np.ndarray, np.ndarray, str]:
+    """One stored corpus window ``(1, 12, T)``, its lead mask ``(1, 12)`` and a name; the corpus
+    must have been preprocessed exactly as the checkpoint's inputs."""
+    if row is None:
+        raise CremaError("--corpus needs --row")
+    corpus = Corpus(directory)
+    if to_dict(corpus.preprocess) != to_dict(preprocess):
+        raise CremaError(f"{directory}: corpus preprocessing differs from the checkpoint's; "
+                         "pass the raw record instead so it is preprocessed like the training data")
+    if not 0 <= row < len(corpus):
+        raise CremaError(f"{directory}: row {row} out of range (0..{len(corpus) - 1})")
+    record_id = str(corpus.index.iloc[row].get("record_id", row))
+    signals = np.asarray(corpus.signals[row:row + 1], dtype=np.float32)
+    return signals, np.asarray(corpus.lead_mask[row:row + 1], dtype=bool), f"{record_id} (row {row})"
+
+
+def first_window_reconstruction(model, signals: np.ndarray, lead_mask: np.ndarray, seed: int
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(window (12, W), pred (12, W), mask (12, N))`` of the first of ``signals (n, 12, T)``,
+    reconstructed together with the others as the API does."""
+    pred, mask, windows = reconstruct_windows(model, signals, lead_mask, seed=seed)
+    return windows[0], pred[0], mask[0]
 
 
 def plot_reconstruction(signal: np.ndarray, pred: np.ndarray, mask: np.ndarray, out: str | os.PathLike,
@@ -48,12 +63,6 @@ def plot_reconstruction(signal: np.ndarray, pred: np.ndarray, mask: np.ndarray, 
         lead_mask: ``(C,)`` bool, absent leads are labelled so.
         out: the PNG path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
     c, t = signal.shape
     n = mask.shape[1]
     patch = t // n
@@ -61,7 +70,9 @@ def plot_reconstruction(signal: np.ndarray, pred: np.ndarray, mask: np.ndarray, 
     masked_samples = np.repeat(mask, patch, axis=1)                        # (C, T)
     shown = np.where(masked_samples, pred, np.nan)
     per_col = (c + 1) // 2
-    fig, axes = plt.subplots(per_col, 2, figsize=(14, 1.45 * per_col + 1.2), sharex=True, squeeze=False)
+    # a bare Figure, not pyplot: no global backend switch and nothing left open in pyplot's registry
+    fig = Figure(figsize=(14, 1.45 * per_col + 1.2))
+    axes = fig.subplots(per_col, 2, sharex=True, squeeze=False)
     for lead in range(c):
         ax = axes[lead % per_col, lead // per_col]
         for start in np.flatnonzero(mask[lead]):
@@ -76,18 +87,15 @@ def plot_reconstruction(signal: np.ndarray, pred: np.ndarray, mask: np.ndarray, 
         ax.set_xlabel("time (s)")
     for extra in range(c, per_col * 2):
         axes[extra % per_col, extra // per_col].set_visible(False)
-    fig.legend(handles=[plt.Line2D([], [], color="black", lw=1, label="input"),
-                        plt.Line2D([], [], color="tab:red", lw=1, label="reconstruction of masked patches"),
+    fig.legend(handles=[Line2D([], [], color="black", lw=1, label="input"),
+                        Line2D([], [], color="tab:red", lw=1, label="reconstruction of masked patches"),
                         Patch(color="0.88", label="masked patch (hidden from the encoder)")],
                loc="lower center", ncol=3, frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     out = Path(out)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     return out
 
 

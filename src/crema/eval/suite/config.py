@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...config import (MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, from_dict, read_json_object)
+from ...data.corpus import parse_corpus_spec
 from ...errors import ConfigError
 from ...train.finetune import FinetuneConfig
 from ..robustness import CORRUPTIONS, N_SEVERITIES
@@ -181,9 +182,10 @@ def _seed_problems(cfg: SuiteConfig) -> list[str]:
 
 
 def split_spec(spec: str) -> tuple[str, str]:
-    """``"ptbxl:train"`` -> ``("ptbxl", ":train")``; ``"unlabeled"`` -> ``("unlabeled", "")``."""
-    name, sep, splits = str(spec).partition(":")
-    return name, (sep + splits if sep else "")
+    """``"ptbxl:train"`` -> ``("ptbxl", ":train")``; ``"unlabeled"`` -> ``("unlabeled", "")``, by the
+    one corpus-spec rule (:func:`crema.data.corpus.parse_corpus_spec`)."""
+    name, splits = parse_corpus_spec(spec)
+    return str(name), (":" + ",".join(splits) if splits else "")
 
 
 def referenced_corpora(cfg: SuiteConfig) -> list[str]:

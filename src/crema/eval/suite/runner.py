@@ -2,7 +2,6 @@
 ``results.json`` kept current, so that an interrupted suite resumes where it stopped."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -14,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ...config import atomic_write_text, load_json, save_json, to_dict
 from ...errors import ConfigError, CremaError
+from ...runtime import torch_threads
 from ..report import write_results
 from .config import SuiteConfig, load_suite_config, suite_from_dict, with_run_settings
 from .plan import Step, plan_steps
@@ -133,21 +133,3 @@ def run_suite(config_path: str | os.PathLike, out: str | os.PathLike, resume: bo
     cfg = with_run_settings(load_suite_config(config_path, corpus_overrides), device, threads)
     with torch_threads(cfg.threads):
         return Suite(cfg, out, progress).run(resume=resume)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run with ``n`` torch CPU threads (None = leave as is), restoring the setting afterwards.
-
-    Small models on a shared machine run far faster on one thread: measured on 2 busy cores,
-    a tiny fine-tune plus its corruption curve took 42.0 s with 2 threads and 3.8 s with 1.
-    """
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

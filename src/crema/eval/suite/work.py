@@ -8,9 +8,10 @@ import numpy as np
 
 from ...config import to_dict
 from ...train.checkpoint import MODEL_FILE, STATE_FILE
-from ...train.finetune import finetune, load_classifier
+from ...train.finetune import load_classifier
 from ...train.pretrain import pretrain
 from ..features import file_sha256, rows_sha256
+from ..finetune import finetune
 from ..probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
 from ..report import make_result
 from ..robustness import DEFAULT_CORRUPTIONS, Inference, SeverityGrid, classifier_severity_curve, probe_severity_curve

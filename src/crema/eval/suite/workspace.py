@@ -14,7 +14,7 @@ from ...data.corpus import Corpus, is_corpus
 from ...data.dataset import select_rows
 from ...errors import CremaError
 from ...model.sit import SiTEncoder
-from ...train.checkpoint import MODEL_FILE, load_encoder
+from ...train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder
 from ...train.finetune import FinetuneConfig
 from ..features import FINGERPRINT_WHAT, corpus_fingerprint, file_sha256, module_sha256
 from ..rocket import RandomKernelFeatures
@@ -117,10 +117,7 @@ class Workspace:
     def encoder_for(self, encoder: Encoder, corpus: Corpus) -> tuple[torch.nn.Module, str, dict]:
         """:meth:`encoder`, refusing a corpus prepared at another rate than the pretraining data."""
         module, weights_sha, extra = self.encoder(encoder)
-        fs = extra.get("fs")
-        if fs is not None and float(fs) != float(corpus.preprocess.fs):
-            raise CremaError(f"{encoder.name} was pretrained at {fs} Hz but {corpus.path} is at "
-                             f"{corpus.preprocess.fs} Hz; prepare the evaluation corpora like the pretraining ones")
+        check_corpus_rate(extra.get("fs"), corpus.preprocess.fs, encoder.name, corpus.path)
         return module, weights_sha, extra
 
     def crop_for(self, corpus: Corpus, encoder: Encoder) -> int:

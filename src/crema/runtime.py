@@ -1,16 +1,20 @@
-"""Process-group plumbing for data-parallel training under ``python``, ``torchrun`` and SLURM.
+"""Where this process runs: its device, its CPU threads and its place in a data-parallel job.
 
-The same script runs everywhere: :func:`detect` reads the environment that the launcher
-sets (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` from torchrun;
+Every layer may import this module (the contrastive loss gathers embeddings across ranks, the
+inference API picks a device, the suite pins CPU threads), so it imports nothing from CREMA.
+
+Data-parallel jobs run under ``python``, ``torchrun`` and SLURM with the same script:
+:func:`detect` reads the environment that the launcher sets (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` from torchrun;
 ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` from ``srun``), and a plain ``python``
 run is a world of one with no process group at all.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
@@ -51,16 +55,40 @@ def detect(environ: Mapping[str, str] | None = None) -> DistInfo:
     return DistInfo()
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None = CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def pick_device(preference: str, info: DistInfo) -> torch.device:
-    """``auto`` = this process's GPU when CUDA is available, else CPU; or an explicit device."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(preference)
+    """:func:`resolve_device`, then a bare ``cuda`` becomes this process's GPU (its local rank),
+    made the current CUDA device."""
+    device = resolve_device(preference)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (None = leave as is), restoring the setting afterwards.
+
+    Small models on a shared machine run far faster on one thread: measured on 2 busy cores,
+    a tiny fine-tune plus its corruption curve took 42.0 s with 2 threads and 3.8 s with 1.
+    """
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def setup(device_preference: str = "auto") -> tuple[DistInfo, torch.device]:
@@ -98,12 +126,6 @@ def rank() -> int:
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
-
-
-def rank0_print(*args: Any, **kwargs: Any) -> None:
-    """``print`` on rank 0 only, so a many-process job writes each message once."""
-    if rank() == 0:
-        print(*args, **kwargs)
 
 
 class _GatherWithGrad(torch.autograd.Function):

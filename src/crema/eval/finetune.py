@@ -1,0 +1,179 @@
+"""The fine-tuning protocol: train a classifier (:mod:`crema.train.finetune`), early-stop on
+validation macro AUROC, pick F1 thresholds on validation, test once, and save the best epoch.
+
+The best epoch is saved as a checkpoint folder (``model.safetensors`` + ``config.json`` of kind
+``classifier``) with its thresholds, next to ``finetune_log.jsonl``, ``finetune_summary.json``
+and a ``results.json`` with its test metrics. Scores are per record: the mean over a record's
+windows (:meth:`crema.eval.probe.TaskSplit.record_level`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import atomic_write_text, to_dict
+from ..data.corpus import Corpus
+from ..errors import CremaError
+from ..runtime import resolve_device
+from ..train.checkpoint import save_checkpoint
+from ..train.finetune import (FinetuneConfig, build_classifier, corpus_preprocess, layer_decay_groups, state_copy,
+                              train_epoch, training_loader)
+from . import metrics
+from .features import FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, rows_sha256
+from .probe import TaskSplit, fit_logistic_probe, fraction_subset, task_split
+from .report import make_result, write_results
+
+
+def validation_score(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """``(macro AUROC, BCE)`` of record-level ``y, p (R, K)``; early stopping uses AUROC, or
+    minus BCE when no class has both a positive and a negative in validation."""
+    au = metrics.auroc(y, p).macro
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    bce = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
+    return au, bce
+
+
+def init_head_from_probe(model: nn.Module, corpus, train_rows: np.ndarray, train_y: np.ndarray, split: TaskSplit,
+                         crop: int | None, cfg: FinetuneConfig, device: torch.device) -> None:
+    """LP-FT (Kumar et al. 2022): fit the logistic probe on the frozen encoder's features of the
+    training rows (C chosen on validation) and copy it into ``model.head``, so fine-tuning starts
+    from the probe instead of a random head that would first distort the pretrained features."""
+    def feats(rows: np.ndarray) -> np.ndarray:
+        return encoder_features(model.encoder, corpus, rows, crop, batch_size=cfg.eval_batch_size,
+                                device=device, progress=False)
+
+    probe, _ = fit_logistic_probe(feats(train_rows), train_y, feats(split.rows["val"]), split.y["val"],
+                                  seed=cfg.seed)
+    weight, bias = probe.as_linear()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(weight, dtype=model.head.weight.dtype))
+        model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
+
+
+def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = None) -> dict[str, Any]:
+    """Train, early-stop, pick thresholds, test, and save the best classifier in ``cfg.out``.
+
+    Args:
+        method: the name results are filed under (default ``finetune_sit`` from a checkpoint,
+            ``supervised_sit`` or ``supervised_resnet1d`` from scratch).
+
+    Returns:
+        the summary written to ``<out>/finetune_summary.json``: best epoch, validation AUROC per
+        epoch, test metrics (:func:`crema.eval.metrics.evaluate`), sizes and data hashes, and
+        ``result``, the entry of ``<out>/results.json``.
+    """
+    started = time.perf_counter()
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.patience < 1:
+        raise CremaError(f"epochs ({cfg.epochs}), batch size ({cfg.batch_size}) and patience ({cfg.patience}) "
+                         "must be at least 1")
+    out = Path(cfg.out)
+    corpus = Corpus(cfg.corpus)
+    split = task_split(corpus, cfg.task, cfg.holdout_source, cfg.sources)
+    keep = fraction_subset(split.y["train"], cfg.fraction, cfg.seed, groups=split.keys["train"])
+    train_rows, train_y = split.rows["train"][keep], split.y["train"][keep]
+
+    corpus_window = int(corpus.signals.shape[-1])
+    preprocess = corpus_preprocess(corpus)
+    model, model_entry = build_classifier(cfg, len(split.classes), corpus_window, float(preprocess["fs"]))
+    crop = cfg.crop or (min(model.encoder.cfg.window, corpus_window) if cfg.arch == "sit" else None)
+    eval_crop = crop if cfg.arch == "sit" else None
+    device = resolve_device(cfg.device)
+    model.to(device)
+
+    def record_scores(part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-record ``(y, probabilities)`` of the model as it is now on ``part``."""
+        probs = predict_proba(model, corpus, split.rows[part], eval_crop, cfg.eval_batch_size, device)
+        return split.record_level(probs, part)
+
+    layer_decay = cfg.effective_layer_decay
+    optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.weight_decay, layer_decay), lr=cfg.lr)
+    loader = training_loader(corpus, train_rows, train_y, cfg, crop)
+    steps_per_epoch = max(1, len(loader))
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "finetune_log.jsonl"
+    log_lines: list[str] = []
+    history: list[dict] = []
+    best = {"score": -math.inf, "epoch": -1, "state": None, "val_auroc": float("nan")}
+    if cfg.probe_init:
+        if cfg.arch != "sit":
+            raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
+        init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device)
+        val_auroc, val_bce = validation_score(*record_scores("val"))
+        entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe",
+                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce}
+        history.append(entry)
+        log_lines.append(json.dumps(entry))
+        best = {"score": val_auroc if np.isfinite(val_auroc) else -val_bce, "epoch": -1, "val_auroc": val_auroc,
+                "state": state_copy(model)}
+    step, stale = 0, 0
+    for epoch in tqdm(range(cfg.epochs), desc=f"finetune {cfg.arch}", disable=not progress):
+        loader.dataset.set_epoch(epoch)  # fresh crops and augmentations each epoch
+        t0 = time.perf_counter()
+        losses, step = train_epoch(model, loader, optimizer, cfg, step, warmup, total_steps, device)
+        val_auroc, val_bce = validation_score(*record_scores("val"))
+        score = val_auroc if np.isfinite(val_auroc) else -val_bce
+        entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
+                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce,
+                 "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(entry)
+        log_lines.append(json.dumps(entry))
+        atomic_write_text(log_path, "\n".join(log_lines) + "\n")
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "val_auroc": val_auroc, "state": state_copy(model)}
+            stale = 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+
+    model.load_state_dict(best["state"])
+    thresholds = metrics.pick_thresholds(*record_scores("val"))
+    y_test, p_test = record_scores("test")
+    evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
+                                  keep_replicates=True)
+    data_sha = corpus_fingerprint(cfg.corpus)
+    config = {
+        "kind": "classifier", "arch": cfg.arch, "model": model_entry, "preprocess": preprocess,
+        "task": cfg.task, "classes": split.classes, "thresholds": [float(t) for t in thresholds],
+        "crop": eval_crop, "init": cfg.checkpoint or "random", "best_epoch": best["epoch"],
+        "val_auroc": None if not np.isfinite(best["val_auroc"]) else float(best["val_auroc"]),
+        "finetune": to_dict(cfg), "data_sha256": data_sha,
+    }
+    save_checkpoint(out, model, config)
+    summary = {
+        "best_epoch": best["epoch"], "epochs_run": sum(h["epoch"] >= 0 for h in history), "history": history,
+        "layer_decay": layer_decay, "n_train": int(len(train_rows)), "n_val": int(len(split.rows["val"])),
+        "n_test_windows": int(len(split.rows["test"])), "test": evaluation,
+        "train_rows_sha256": rows_sha256(train_rows), "test_rows_sha256": rows_sha256(split.rows["test"]),
+        "data_sha256": data_sha, "data_hash_of": FINGERPRINT_WHAT, "classes": split.classes,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    atomic_write_text(out / "finetune_summary.json", json.dumps(summary, indent=2) + "\n")
+    method = method or default_method(cfg)
+    result = make_result(
+        step=str(out), method=method, protocol="finetune", task=cfg.task,
+        experiment="leave_source_out" if cfg.holdout_source else "label_fraction", seed=cfg.seed,
+        evaluation=evaluation, config=to_dict(cfg), data_sha256=data_sha,
+        train_rows_sha256=summary["train_rows_sha256"], test_rows_sha256=summary["test_rows_sha256"],
+        n_train=summary["n_train"], n_val=summary["n_val"], fraction=cfg.fraction,
+        holdout_source=cfg.holdout_source)
+    write_results(out / "results.json", [result], {cfg.corpus: {"sha256": data_sha, "hash_of": FINGERPRINT_WHAT}})
+    return {**summary, "result": result}
+
+
+def default_method(cfg: FinetuneConfig) -> str:
+    """How results of a run are labelled when the caller gives no method name."""
+    if cfg.arch == "resnet1d":
+        return "supervised_resnet1d"
+    return "finetune_sit" if cfg.checkpoint else "supervised_sit"
