@@ -16,7 +16,19 @@ from crema.errors import PreprocessError
 
 @pytest.fixture(scope="module")
 def rec500(ptbxl_root):
-    return read_record(ptbxl_root / "records500/00000/00001_hr.hea")
+    """PTB-XL record 1 at 500 Hz: the real 500 Hz file where the shared copy has it, else the
+    sample's 100 Hz file resampled to 500 Hz. Only the 100-vs-500 Hz test needs the genuine file;
+    the others need a real ECG at a rate where 50/60 Hz hum and a 6 s cut are meaningful."""
+    hr = ptbxl_root / "records500/00000/00001_hr.hea"
+    if hr.is_file():
+        return read_record(hr)
+    lr = read_record(ptbxl_root / "records100/00000/00001_lr.hea")
+    return dataclasses.replace(lr, signal=resample(lr.signal, 100, 500), fs=500.0)
+
+
+@pytest.fixture(scope="module")
+def genuine_rec500(ptbxl_hr_root):
+    return read_record(ptbxl_hr_root / "records500/00000/00001_hr.hea")
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +53,9 @@ def test_resampled_lengths_and_window_shape(rec500, rec100):
     assert resample(rec100.signal, 100, 250).shape == (12, 2500)
 
 
-def test_100hz_and_500hz_versions_agree(rec500, rec100):
+def test_100hz_and_500hz_versions_agree(genuine_rec500, rec100):
     """The same PTB-XL record at two rates gives nearly the same model input."""
-    a = preprocess_recording(rec500).signals[0]
+    a = preprocess_recording(genuine_rec500).signals[0]
     b = preprocess_recording(rec100).signals[0]
     corr = [np.corrcoef(a[i], b[i])[0, 1] for i in range(12)]
     assert min(corr) > 0.95

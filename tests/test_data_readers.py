@@ -94,10 +94,10 @@ def test_cinc_header_metadata(cinc_root):
     assert ptb.fs == 1000 and ptb.meta["dx"] == ["251146004", "426783006"]
 
 
-def test_hr_records_equal_ptbxl_records(cinc_root, ptbxl_root):
+def test_hr_records_equal_ptbxl_records(cinc_root, ptbxl_hr_root):
     """HR00001 in CinC format is PTB-XL record 1 at 500 Hz."""
     a = read_record(cinc_root / "ptbxl" / "HR00001.hea")
-    b = read_record(ptbxl_root / "records500" / "00000" / "00001_hr.hea")
+    b = read_record(ptbxl_hr_root / "records500" / "00000" / "00001_hr.hea")
     np.testing.assert_allclose(a.signal, b.signal, atol=1e-3)
 
 
@@ -190,8 +190,8 @@ def test_broken_files_raise_read_error_naming_file(tmp_path, ptbxl_root, real_si
         assert problem in message, message
 
 
-def test_parse_header_fields(ptbxl_root):
-    parsed = parse_header(ptbxl_root / "records500" / "00000" / "00001_hr.hea")
+def test_parse_header_fields(ptbxl_hr_root):
+    parsed = parse_header(ptbxl_hr_root / "records500" / "00000" / "00001_hr.hea")
     assert parsed["n_sig"] == 12 and parsed["fs"] == 500 and parsed["sig_len"] == 5000
     assert parsed["signals"][0]["gain"] == 1000 and parsed["signals"][0]["baseline"] == 0
     assert [s["name"] for s in parsed["signals"]][:3] == ["I", "II", "III"]
