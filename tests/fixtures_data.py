@@ -19,7 +19,7 @@ from crema.paths import sample_root
 
 __all__ = ["data_root", "ptbxl_root", "ptbxl_hr_root", "ptbxl_headers", "cinc_root", "formats_root",
            "unlabeled_stack", "tiny_ptbxl_corpus", "unlabeled_corpus", "TINY_PTBXL_RECORDS",
-           "UNLABELED_ROWS", "shared_ptbxl_present"]
+           "UNLABELED_ROWS", "shared_ptbxl_present", "ptbxl_record_500hz"]
 
 TINY_PTBXL_RECORDS = 80    # first PTB-XL records in tiny_ptbxl_corpus (folds 1-10 all present)
 UNLABELED_ROWS = 128       # first rows of ptbxl-unlabeled/signals.npy in unlabeled_corpus
@@ -36,6 +36,23 @@ def _require(path: Path, what: str) -> Path:
 
 def shared_ptbxl_present() -> bool:
     return (_data_root() / "ptbxl" / "ptbxl_database.csv").is_file()
+
+
+def ptbxl_record_500hz(ptbxl_root: Path, ecg_id: int):
+    """PTB-XL record ``ecg_id`` at 500 Hz (12 leads, 5000 samples, mV): the real 500 Hz file where
+    the shared copy has it, else the sample's 100 Hz file resampled to 500 Hz. For tests that need
+    a real ECG at a rate where 50/60 Hz hum exists and lengths like 4321 samples fit, not the
+    genuine 500 Hz file (those ask for ``ptbxl_hr_root``)."""
+    import dataclasses
+
+    from crema.data.preprocess import resample
+    from crema.data.readers import read_record
+
+    hr = ptbxl_root / "records500" / "00000" / f"{ecg_id:05d}_hr.hea"
+    if hr.is_file():
+        return read_record(hr)
+    lr = read_record(ptbxl_root / "records100" / "00000" / f"{ecg_id:05d}_lr.hea")
+    return dataclasses.replace(lr, signal=resample(lr.signal, 100, 500).astype(np.float32), fs=500.0)
 
 
 @pytest.fixture(scope="session")

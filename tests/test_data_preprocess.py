@@ -12,18 +12,13 @@ from crema.data.preprocess import (Windows, preprocess_recording, rate_ratio, re
 from crema.data.readers import read_record
 from crema.data.recording import Recording
 from crema.errors import PreprocessError
+from fixtures_data import ptbxl_record_500hz
 
 
 @pytest.fixture(scope="module")
 def rec500(ptbxl_root):
-    """PTB-XL record 1 at 500 Hz: the real 500 Hz file where the shared copy has it, else the
-    sample's 100 Hz file resampled to 500 Hz. Only the 100-vs-500 Hz test needs the genuine file;
-    the others need a real ECG at a rate where 50/60 Hz hum and a 6 s cut are meaningful."""
-    hr = ptbxl_root / "records500/00000/00001_hr.hea"
-    if hr.is_file():
-        return read_record(hr)
-    lr = read_record(ptbxl_root / "records100/00000/00001_lr.hea")
-    return dataclasses.replace(lr, signal=resample(lr.signal, 100, 500), fs=500.0)
+    # Only the 100-vs-500 Hz test needs the genuine 500 Hz file (genuine_rec500).
+    return ptbxl_record_500hz(ptbxl_root, 1)
 
 
 @pytest.fixture(scope="module")
