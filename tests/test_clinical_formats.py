@@ -5,6 +5,7 @@ read_record, and a clear ReadError for every unsupported variant."""
 from __future__ import annotations
 
 import base64
+import shutil
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -169,10 +170,19 @@ def test_convert_refuses_overwrites_and_name_clashes_and_skips_bad_records(ptbxl
     assert crema_main(["convert", str(first), "--to", "edf", "--out", str(out)]) == 0
     before = (out / f"{first.stem}.edf").read_bytes()
     capsys.readouterr()
-    assert crema_main(["convert", str(first), str(second), "--to", "edf", "--out", str(out)]) == 1
+    folder = tmp_path / "records"  # a folder: every record in it
+    folder.mkdir()
+    for header in (first, second):
+        for suffix in (".hea", ".dat"):
+            shutil.copy(header.with_suffix(suffix), folder)
+    assert crema_main(["convert", str(folder), "--to", "edf", "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err and not (out / f"{second.stem}.edf").exists()
+    assert crema_main(["convert", str(tmp_path / "absent.hea"), "--to", "edf", "--out", str(out)]) == 1
+    assert "absent.hea: no such file" in capsys.readouterr().err
     clash = tmp_path / "other" / first.name
     clash.parent.mkdir()
+    for suffix in (".hea", ".dat"):
+        shutil.copy(first.with_suffix(suffix), clash.parent)
     assert crema_main(["convert", str(first), str(clash), "--to", "edf", "--out", str(out), "--force"]) == 1
     assert "would both be written" in capsys.readouterr().err
     broken = tmp_path / "broken.xml"

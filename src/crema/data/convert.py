@@ -21,7 +21,7 @@ import numpy as np
 from ..atomic import default_file_mode
 from ..errors import CremaError, ReadError, WriteError, printable
 from . import clinical
-from .readers import read_record
+from .readers import find_records, read_record
 from .recording import Recording
 
 SUFFIXES = {"wfdb": ".hea", "edf": ".edf", "dicom": ".dcm", "aecg": ".xml", "muse": ".xml"}
@@ -30,8 +30,9 @@ SUFFIXES = {"wfdb": ".hea", "edf": ".edf", "dicom": ".dcm", "aecg": ".xml", "mus
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert", help="rewrite ECG records as WFDB, EDF+, DICOM, HL7 aECG or GE MUSE XML",
-        description="Read each INPUT (any format crema reads) and write it to DIR/NAME.EXT in the "
-                    "format --to names, NAME being the input's file name without its suffix. A "
+        description="Read each record of the INPUTs (files in any format crema reads, folders "
+                    "searched recursively, glob patterns) and write it to DIR/NAME.EXT in the "
+                    "format --to names, NAME being its file name without the suffix. A "
                     "record that cannot be read or written is reported and skipped; the exit "
                     "status is then 1.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
@@ -88,9 +89,10 @@ def _write_wfdb(rec: Recording, out: Path, name: str) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    names = [output_name(path) for path in args.inputs]
+    paths = find_records(args.inputs)
+    names = [output_name(path) for path in paths]
     seen: dict[str, Path] = {}
-    for path, name in zip(args.inputs, names):
+    for path, name in zip(paths, names):
         if name in seen:
             raise CremaError(f"{printable(str(seen[name]))} and {printable(str(path))} would both be written "
                              f"as {name}{SUFFIXES[args.to]}; convert them into different folders")
@@ -106,7 +108,7 @@ def run_convert(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise WriteError(args.out, exc) from None
     failed = 0
-    for path, name in zip(args.inputs, names):
+    for path, name in zip(paths, names):
         try:
             target = convert_record(read_record(path, fs=args.fs), args.to, args.out, name)
         except ReadError as exc:  # one bad record: report it, convert the others
