@@ -10,6 +10,7 @@ import pytest
 from crema.data import cinc, ptbxl
 from crema.data.readers import find_records, read_record
 from crema.errors import CremaError
+from crema.paths import data_root
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,16 @@ def test_rate_detection(ptbxl_root, tmp_path):
         ptbxl.load_ptbxl_index(ptbxl_root, rate=250)
 
 
-def test_cinc_scored_classes_and_merges(cinc_root):
+@pytest.fixture(scope="module")
+def mapping_root():
+    """A folder holding the CinC dx mapping tables: the shared CinC folder, else the packaged copy
+    (the shipped sample holds the tables but no CinC record)."""
+    shared = data_root() / "cinc"
+    return shared if shared.is_dir() else cinc.mapping_path(2021).parent
+
+
+def test_cinc_scored_classes_and_merges(mapping_root):
+    cinc_root = mapping_root
     code_to_class, classes = cinc.scored_classes(2021, cinc_root)
     assert len(classes) == 26  # 30 scored codes, 4 merged pairs
     assert code_to_class["713427006"] == code_to_class["59118001"] == "RBBB"

@@ -37,15 +37,21 @@ def test_every_shared_record_reads(data_root):
     assert lead_counts == {12, 15}
 
 
-def test_find_records_lists_one_path_per_record(cinc_root, ptbxl_root):
+def test_find_records_lists_one_path_per_record(cinc_root):
     listed = find_records(cinc_root)
     assert len(listed) == 221 and all(p.suffix == ".hea" for p in listed)  # no .mat, no mapping CSVs
     assert len(find_records(cinc_root / "ptbxl" / "HR00001.mat")) == 1
     assert find_records(cinc_root / "ptbxl" / "HR00001.mat")[0].name == "HR00001.hea"
-    assert len(find_records(str(ptbxl_root / "records100" / "*" / "*_lr.dat"))) == 500
-    assert ptbxl_root / "ptbxl_database.csv" not in find_records(ptbxl_root)
     with pytest.raises(ReadError, match="no such file"):
         find_records(cinc_root / "nope")
+
+
+def test_find_records_on_ptbxl_lists_headers_not_tables(ptbxl_root):
+    dat_files = find_records(str(ptbxl_root / "records100" / "*" / "*_lr.dat"))
+    assert len(dat_files) == 500 and all(p.suffix == ".hea" for p in dat_files)  # each .dat by its .hea
+    listed = find_records(ptbxl_root)
+    assert ptbxl_root / "ptbxl_database.csv" not in listed and ptbxl_root / "scp_statements.csv" not in listed
+    assert len(listed) == (1000 if (ptbxl_root / "records500").is_dir() else 500)
 
 
 def test_georgia_header_quirk_uses_the_fallback(cinc_root):
