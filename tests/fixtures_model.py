@@ -2,7 +2,7 @@
 
 - ``tiny_model_config``: a ModelConfig small enough for CPU tests (width 32, depth 2, window 1000).
 - ``real_ecgs``: the first 32 real ECGs of ``ptbxl-unlabeled/signals.npy`` as float32
-  ``(32, 12, 2500)`` at 250 Hz (z-scored); skips when the shared data is absent.
+  ``(32, 12, 2500)`` at 250 Hz (z-scored); from the shared stack, else the one built from the sample.
 - ``tiny_pretrain_checkpoint``: a pretraining checkpoint folder (4 steps on ``tiny_ptbxl_corpus``).
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from crema.config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig
-from crema.paths import data_root
 
 __all__ = ["tiny_model_config", "real_ecgs", "tiny_pretrain_checkpoint", "tiny_run_config"]
 
@@ -32,11 +31,8 @@ def tiny_model_config() -> ModelConfig:
 
 
 @pytest.fixture(scope="session")
-def real_ecgs() -> np.ndarray:
-    path = data_root() / "ptbxl-unlabeled" / "signals.npy"
-    if not path.is_file():
-        pytest.skip(f"shared ECG data not found at {path} (set CREMA_DATA)")
-    return np.load(path, mmap_mode="r")[:32].astype(np.float32)
+def real_ecgs(unlabeled_stack) -> np.ndarray:
+    return np.load(unlabeled_stack, mmap_mode="r")[:32].astype(np.float32)
 
 
 @pytest.fixture(scope="session")

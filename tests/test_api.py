@@ -37,8 +37,9 @@ def cls(classifier_dir):
 
 
 @pytest.fixture(scope="module")
-def ptbxl_hea(data_root):
-    return data_root / "ptbxl" / "records500" / "00000" / "00001_hr.hea"
+def ptbxl_hea(ptbxl_headers):
+    """PTB-XL record 1: 500 Hz from the shared data, else 100 Hz from the shipped sample."""
+    return ptbxl_headers[0]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_embed_shapes_index_and_crop_average(pre, long_hea, ptbxl_hea):
     result = pre.embed_records([ptbxl_hea, long_hea])
     assert result.embeddings.shape == (4, 32) and result.embeddings.dtype == np.float32
     assert list(result.index.columns) == list(INDEX_COLUMNS)
-    assert result.index["record_id"].tolist() == ["00001_hr", "S0001", "S0001", "S0001"]
+    assert result.index["record_id"].tolist() == [ptbxl_hea.stem, "S0001", "S0001", "S0001"]
     assert result.index["window"].tolist() == [0, 0, 1, 2]
     assert result.index["start_s"].tolist() == [0.0, 0.0, 10.0, 20.0]
     assert np.isfinite(result.embeddings).all() and not result.errors
@@ -113,7 +114,7 @@ def test_reconstruct_keeps_visible_patches(pre, ptbxl_hea):
 
 def test_predict_probabilities_per_class(cls, pre, ptbxl_hea, long_hea):
     probs = cls.predict([ptbxl_hea, long_hea])
-    assert list(probs.columns) == cls.classes and list(probs.index) == ["00001_hr", "S0001"]
+    assert list(probs.columns) == cls.classes and list(probs.index) == [ptbxl_hea.stem, "S0001"]
     assert ((probs.to_numpy() >= 0) & (probs.to_numpy() <= 1)).all()
     result = cls.predict_records(long_hea)
     assert result.window_probs.shape == (3, len(cls.classes))
@@ -161,12 +162,12 @@ def test_resnet_classifier_predicts_but_cannot_embed(tmp_path, ptbxl_hea, pre):
         model.embed(ptbxl_hea)
 
 
-def test_save_pretrained_round_trip(pre, cls, tmp_path, long_hea):
+def test_save_pretrained_round_trip(pre, cls, tmp_path, ptbxl_hea):
     for model, name in ((pre, "pre"), (cls, "cls")):
         out = model.save_pretrained(tmp_path / name)
         assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocess.json"]
         again = crema.load(out)
-        assert np.array_equal(again.embed(long_hea), model.embed(long_hea))
+        assert np.array_equal(again.embed(ptbxl_hea), model.embed(ptbxl_hea))
         assert again.preprocess == model.preprocess and again.classes == model.classes
     with pytest.raises(CremaError, match="onto its own folder"):
         pre.save_pretrained(pre.source)
@@ -175,28 +176,30 @@ def test_save_pretrained_round_trip(pre, cls, tmp_path, long_hea):
 # ----------------------------------------------------------------------------- bad input
 
 def test_raw_array_needs_a_plausible_rate(pre, ptbxl_hea):
-    signal = read_record(ptbxl_hea).signal
+    rec = read_record(ptbxl_hea)
+    signal, fs = rec.signal, rec.fs
     with pytest.raises(CremaError, match="needs its sampling rate"):
         pre.embed(signal)
-    for fs in (0, -500, 5e5, float("nan")):
+    for bad in (0, -500, 5e5, float("nan")):
         with pytest.raises(CremaError, match="not a plausible ECG rate"):
-            pre.embed(signal, fs=fs)
+            pre.embed(signal, fs=bad)
     # leads last is recognised by the axis whose size is the lead count
-    assert np.array_equal(pre.embed(signal.T, fs=500), pre.embed(signal, fs=500))
+    assert np.array_equal(pre.embed(signal.T, fs=fs), pre.embed(signal, fs=fs))
     with pytest.raises(CremaError, match=r"matches neither \(12, T\) nor \(T, 12\)"):
-        pre.embed(signal[:8], fs=500)
+        pre.embed(signal[:8], fs=fs)
     with pytest.raises(CremaError, match="cannot use input of type dict"):
         pre.embed({"signal": signal})
 
 
 def test_short_nan_and_unreadable_inputs_fail_clearly(pre, ptbxl_hea, tmp_path):
-    signal = read_record(ptbxl_hea).signal
+    rec = read_record(ptbxl_hea)
+    signal, fs = rec.signal, rec.fs
     with pytest.raises(PreprocessError, match="shorter than the minimum"):
-        pre.embed(signal[:, :500], fs=500)  # 1 s
+        pre.embed(signal[:, :int(fs)], fs=fs)  # 1 s
     bad = signal.copy()
     bad[2, 10] = np.nan
     with pytest.raises(PreprocessError, match="NaN"):
-        pre.embed(bad, fs=500)
+        pre.embed(bad, fs=fs)
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(b"not dicom at all")
     with pytest.raises(ReadError, match="broken.dcm"):
@@ -247,4 +250,4 @@ def test_gpu_matches_cpu(tiny_pretrain_checkpoint, long_hea):
 def test_standard_lead_order_is_the_default_for_arrays(pre, ptbxl_hea):
     rec = read_record(ptbxl_hea)
     assert [name.upper() for name in rec.leads] == [name.upper() for name in STANDARD_LEADS]
-    assert np.array_equal(pre.embed(rec.signal, fs=500), pre.embed(ptbxl_hea))
+    assert np.array_equal(pre.embed(rec.signal, fs=rec.fs), pre.embed(ptbxl_hea))

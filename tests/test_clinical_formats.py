@@ -1,18 +1,23 @@
-"""Clinical formats (HL7 aECG, GE MUSE XML, DICOM, EDF+): round trips from a real PTB-XL record,
-dispatch through read_record, and a clear ReadError for every unsupported variant."""
+"""Clinical formats (HL7 aECG, GE MUSE XML, DICOM, EDF+): ``crema convert`` output read back by
+foreign readers (wfdb, pyedflib, pydicom; aECG and MUSE decoded here from their published layouts,
+as no independent reader of them is installed), round trips through our readers, dispatch through
+read_record, and a clear ReadError for every unsupported variant."""
 from __future__ import annotations
 
 import base64
+import shutil
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
+from crema.cli import main as crema_main
 from crema.data import clinical
 from crema.data.leads import to_standard
 from crema.data.readers import read_record
 from crema.data.recording import Recording
 from crema.errors import ReadError
+from fixtures_data import ptbxl_record_500hz
 
 pytest.importorskip("pydicom")
 pytest.importorskip("pyedflib")
@@ -21,12 +26,10 @@ H = clinical._H
 
 
 @pytest.fixture(scope="module")
-def ptbxl_rec(data_root) -> Recording:
-    """PTB-XL record 1 at 500 Hz: 12 leads, 5000 samples, mV."""
-    path = data_root / "ptbxl" / "records500" / "00000" / "00001_hr.hea"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    rec = read_record(path)
+def ptbxl_rec(ptbxl_root) -> Recording:
+    """PTB-XL record 1 at 500 Hz: 12 leads, 5000 samples, mV (resampled from the sample's 100 Hz
+    file without the shared data)."""
+    rec = ptbxl_record_500hz(ptbxl_root, 1)
     rec.meta.update(age=56, sex="F")
     return rec
 
@@ -61,6 +64,136 @@ def test_round_trip_keeps_signal_rate_and_leads(fmt, ptbxl_rec, tmp_path):
     # the generic reader dispatches on the suffix to the same reader
     assert np.array_equal(read_record(path).signal, back.signal)
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+# ----------------------------------------------------------------------------- crema convert
+
+# Foreign decoders, one per format, each returning (fs, lead names, signal (n_leads, T) in mV).
+# None of them calls crema's readers, so a writer and reader sharing one mistake cannot pass.
+
+def _foreign_wfdb(path):
+    import wfdb
+
+    record = wfdb.rdrecord(str(path.with_suffix("")))
+    assert record.units == ["mV"] * record.n_sig
+    return record.fs, record.sig_name, record.p_signal.T
+
+
+def _foreign_edf(path):
+    import pyedflib
+
+    with pyedflib.EdfReader(str(path)) as edf:
+        n = edf.signals_in_file
+        assert [edf.getPhysicalDimension(i) for i in range(n)] == ["uV"] * n
+        signal = np.stack([edf.readSignal(i) for i in range(n)]) / 1000.0
+        return edf.getSampleFrequency(0), edf.getSignalLabels(), signal
+
+
+def _foreign_dicom(path):
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    channels = ds.WaveformSequence[0].ChannelDefinitionSequence
+    assert {c.ChannelSensitivityUnitsSequence[0].CodeValue for c in channels} == {"uV"}
+    names = [c.ChannelSourceSequence[0].CodeMeaning for c in channels]
+    # pydicom applies ChannelSensitivity, its correction factor and the baseline
+    return float(ds.WaveformSequence[0].SamplingFrequency), names, ds.waveform_array(0).T / 1000.0
+
+
+def _foreign_aecg(path):
+    """HL7 v3 aECG: a GLIST_TS time sequence (increment in s) and per lead an SLIST_PQ whose
+    values are origin + scale * digits."""
+    ns = {"h": clinical.HL7_NS}
+    fs, names, rows = None, [], []
+    for sequence in ET.parse(path).getroot().iterfind(".//h:sequenceSet/h:component/h:sequence", ns):
+        code, value = sequence.find("h:code", ns).get("code"), sequence.find("h:value", ns)
+        if code == "TIME_ABSOLUTE":
+            fs = 1.0 / float(value.find("h:increment", ns).get("value"))
+            continue
+        origin, scale = value.find("h:origin", ns), value.find("h:scale", ns)
+        assert origin.get("unit") == scale.get("unit") == "uV"
+        digits = np.array(value.findtext("h:digits", namespaces=ns).split(), dtype=np.float64)
+        names.append(code.removeprefix("MDC_ECG_LEAD_"))
+        rows.append((float(origin.get("value")) + float(scale.get("value")) * digits) / 1000.0)
+    return fs, names, np.stack(rows)
+
+
+def _foreign_muse(path):
+    """GE MUSE XML: rate SampleBase * 10**SampleExponent; per lead base64 little-endian int16
+    samples times LeadAmplitudeUnitsPerBit microvolts."""
+    waveform = ET.parse(path).getroot().find("Waveform")
+    assert waveform.findtext("WaveformType") == "Rhythm"
+    fs = float(waveform.findtext("SampleBase")) * 10.0 ** int(waveform.findtext("SampleExponent"))
+    names, rows = [], []
+    for lead in waveform.iterfind("LeadData"):
+        assert lead.findtext("LeadAmplitudeUnits") == "MICROVOLTS"
+        raw = np.frombuffer(base64.b64decode(lead.findtext("WaveFormData")), dtype="<i2")
+        names.append(lead.findtext("LeadID"))
+        rows.append(raw * float(lead.findtext("LeadAmplitudeUnitsPerBit")) / 1000.0)
+    return fs, names, np.stack(rows)
+
+
+# (foreign decoder, output suffix, worst quantisation error in mV)
+CONVERTED = {
+    "wfdb": (_foreign_wfdb, ".hea", 0.0005),   # 16-bit over each lead's own range
+    "edf": (_foreign_edf, ".edf", 0.0001),
+    "dicom": (_foreign_dicom, ".dcm", 0.0005),
+    "aecg": (_foreign_aecg, ".xml", 0.0005),
+    "muse": (_foreign_muse, ".xml", 0.00244 + 1e-6),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(CONVERTED))
+def test_convert_output_reads_in_a_foreign_reader(fmt, ptbxl_headers, tmp_path, capsys):
+    decode, suffix, tolerance = CONVERTED[fmt]
+    source = ptbxl_headers[0]  # PTB-XL record 1 as its own WFDB files
+    rec = read_record(source)
+    assert crema_main(["convert", str(source), "--to", fmt, "--out", str(tmp_path / "out")]) == 0
+    path = tmp_path / "out" / f"{source.stem}{suffix}"
+    assert capsys.readouterr().out.split() == [str(path)]
+    fs, names, signal = decode(path)
+    assert fs == rec.fs
+    assert [_canonical([n.removeprefix("ECG ").removeprefix("Lead ")])[0] for n in names] == list(_canonical(rec.leads))
+    assert signal.shape == rec.signal.shape
+    error = np.abs(signal - rec.signal).max()
+    assert error <= tolerance, f"{fmt}: max error {error * 1000:.3f} uV"
+    assert np.abs(rec.signal).max() > 100 * tolerance  # the check is not vacuous
+    # and crema reads its own output back to the same values
+    assert np.abs(read_record(path).signal - signal).max() < 1e-6
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [f"{source.stem}.hea", f"{source.stem}.dat"] if fmt == "wfdb" else [path.name])
+
+
+def test_convert_refuses_overwrites_and_name_clashes_and_skips_bad_records(ptbxl_headers, tmp_path, capsys):
+    out = tmp_path / "out"
+    first, second = ptbxl_headers[:2]
+    assert crema_main(["convert", str(first), "--to", "edf", "--out", str(out)]) == 0
+    before = (out / f"{first.stem}.edf").read_bytes()
+    capsys.readouterr()
+    folder = tmp_path / "records"  # a folder: every record in it
+    folder.mkdir()
+    for header in (first, second):
+        for suffix in (".hea", ".dat"):
+            shutil.copy(header.with_suffix(suffix), folder)
+    assert crema_main(["convert", str(folder), "--to", "edf", "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err and not (out / f"{second.stem}.edf").exists()
+    assert crema_main(["convert", str(tmp_path / "absent.hea"), "--to", "edf", "--out", str(out)]) == 1
+    assert "absent.hea: no such file" in capsys.readouterr().err
+    clash = tmp_path / "other" / first.name
+    clash.parent.mkdir()
+    for suffix in (".hea", ".dat"):
+        shutil.copy(first.with_suffix(suffix), clash.parent)
+    assert crema_main(["convert", str(first), str(clash), "--to", "edf", "--out", str(out), "--force"]) == 1
+    assert "would both be written" in capsys.readouterr().err
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<RestingECG>")
+    code = crema_main(["convert", str(broken), str(second), "--to", "edf", "--out", str(out), "--force"])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.xml: not well-formed XML" in captured.err
+    assert "1 of 2 record(s) not converted" in captured.err
+    assert captured.out.split() == [str(out / f"{second.stem}.edf")]
+    assert (out / f"{first.stem}.edf").read_bytes() == before  # untouched without --force
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{first.stem}.edf", f"{second.stem}.edf"])
 
 
 def test_muse_stores_eight_leads_and_the_rest_are_derived(ptbxl_rec, tmp_path):

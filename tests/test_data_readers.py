@@ -37,15 +37,21 @@ def test_every_shared_record_reads(data_root):
     assert lead_counts == {12, 15}
 
 
-def test_find_records_lists_one_path_per_record(cinc_root, ptbxl_root):
+def test_find_records_lists_one_path_per_record(cinc_root):
     listed = find_records(cinc_root)
     assert len(listed) == 221 and all(p.suffix == ".hea" for p in listed)  # no .mat, no mapping CSVs
     assert len(find_records(cinc_root / "ptbxl" / "HR00001.mat")) == 1
     assert find_records(cinc_root / "ptbxl" / "HR00001.mat")[0].name == "HR00001.hea"
-    assert len(find_records(str(ptbxl_root / "records100" / "*" / "*_lr.dat"))) == 500
-    assert ptbxl_root / "ptbxl_database.csv" not in find_records(ptbxl_root)
     with pytest.raises(ReadError, match="no such file"):
         find_records(cinc_root / "nope")
+
+
+def test_find_records_on_ptbxl_lists_headers_not_tables(ptbxl_root):
+    dat_files = find_records(str(ptbxl_root / "records100" / "*" / "*_lr.dat"))
+    assert len(dat_files) == 500 and all(p.suffix == ".hea" for p in dat_files)  # each .dat by its .hea
+    listed = find_records(ptbxl_root)
+    assert ptbxl_root / "ptbxl_database.csv" not in listed and ptbxl_root / "scp_statements.csv" not in listed
+    assert len(listed) == (1000 if (ptbxl_root / "records500").is_dir() else 500)
 
 
 def test_georgia_header_quirk_uses_the_fallback(cinc_root):
@@ -94,10 +100,10 @@ def test_cinc_header_metadata(cinc_root):
     assert ptb.fs == 1000 and ptb.meta["dx"] == ["251146004", "426783006"]
 
 
-def test_hr_records_equal_ptbxl_records(cinc_root, ptbxl_root):
+def test_hr_records_equal_ptbxl_records(cinc_root, ptbxl_hr_root):
     """HR00001 in CinC format is PTB-XL record 1 at 500 Hz."""
     a = read_record(cinc_root / "ptbxl" / "HR00001.hea")
-    b = read_record(ptbxl_root / "records500" / "00000" / "00001_hr.hea")
+    b = read_record(ptbxl_hr_root / "records500" / "00000" / "00001_hr.hea")
     np.testing.assert_allclose(a.signal, b.signal, atol=1e-3)
 
 
@@ -190,8 +196,8 @@ def test_broken_files_raise_read_error_naming_file(tmp_path, ptbxl_root, real_si
         assert problem in message, message
 
 
-def test_parse_header_fields(ptbxl_root):
-    parsed = parse_header(ptbxl_root / "records500" / "00000" / "00001_hr.hea")
+def test_parse_header_fields(ptbxl_hr_root):
+    parsed = parse_header(ptbxl_hr_root / "records500" / "00000" / "00001_hr.hea")
     assert parsed["n_sig"] == 12 and parsed["fs"] == 500 and parsed["sig_len"] == 5000
     assert parsed["signals"][0]["gain"] == 1000 and parsed["signals"][0]["baseline"] == 0
     assert [s["name"] for s in parsed["signals"]][:3] == ["I", "II", "III"]

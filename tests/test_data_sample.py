@@ -21,8 +21,9 @@ def test_sample_layout_and_attribution():
     assert 10e6 < size < 20e6
 
 
-def test_sample_matches_the_shared_data(ptbxl_root):
-    root = sample_root()
+def test_sample_matches_the_shared_data(ptbxl_hr_root):
+    """Without the shared copy the fixtures fall back to the sample; this checks that is sound."""
+    ptbxl_root, root = ptbxl_hr_root, sample_root()
     for name in ("ptbxl_database.csv", "scp_statements.csv"):
         assert (root / name).read_bytes() == (ptbxl_root / name).read_bytes()
     for path in (root / "records100" / "00000").iterdir():

@@ -26,6 +26,15 @@ def _scales_by_name(groups):
     return {name: (g["lr_scale"], g["weight_decay"]) for g in groups for name in g["names"]}
 
 
+# The parameters of the tiny SiT classifier (depth 2) that weight decay applies to, written out
+# rather than derived, so that a change in the rule shows up here: matrices and conv kernels.
+# Norms, biases, the lead embedding and the CLS token are not decayed.
+DECAYED = {"encoder.patch_embed.stem.0.weight", "encoder.patch_embed.stem.2.weight",
+           "encoder.patch_embed.proj.weight", "head.weight",
+           *(f"encoder.blocks.{i}.{layer}.weight" for i in (0, 1)
+             for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"))}
+
+
 def test_layer_decay_groups_for_sit(tiny_model_config):
     cfg = ModelConfig(**{**tiny_model_config.__dict__, "pool": "cls"})
     model = Classifier(SiTEncoder(cfg), n_classes=5)
@@ -45,9 +54,36 @@ def test_layer_decay_groups_for_sit(tiny_model_config):
         else:
             assert name.startswith(("encoder.norm", "head")), name
             assert scale == 1.0
-        no_decay = name.endswith("bias") or "norm" in name or name.endswith(("lead_embed", "cls_token"))
-        assert (wd == 0.0) == no_decay, name
+        assert wd == (0.05 if name in DECAYED else 0.0), name
+    assert DECAYED < set(names) and {"encoder.cls_token", "encoder.lead_embed", "encoder.norm.weight"} <= set(names)
     assert layer_id("encoder.blocks.1.attn.qkv.weight", depth) == 2 and layer_id("head.weight", depth) == depth + 1
+
+
+def test_finetune_optimizer_groups_by_name(tiny_ptbxl_corpus, tiny_pretrain_checkpoint, tmp_path, monkeypatch):
+    """The AdamW that finetune() builds and steps: weight decay on exactly the DECAYED parameters,
+    and after training each group's learning rate scaled by 0.5 per layer below the head."""
+    built = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    finetune(FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task=TASK, out=str(tmp_path / "ft"),
+                            checkpoint=str(tiny_pretrain_checkpoint), epochs=1, batch_size=16, lr=1e-3,
+                            weight_decay=0.05, layer_decay=0.5, device="cpu", n_bootstrap=10), progress=False)
+    (optimizer,) = built
+    decay = {name: g["weight_decay"] for g in optimizer.param_groups for name in g["names"]}
+    assert {n for n, wd in decay.items() if wd == 0.05} == DECAYED
+    assert {wd for n, wd in decay.items() if n not in DECAYED} == {0.0}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(decay)
+    lr = {name: g["lr"] for g in optimizer.param_groups for name in g["names"]}
+    head = lr["head.weight"]
+    assert head > 0 and lr["encoder.norm.weight"] == head
+    assert lr["encoder.blocks.1.attn.qkv.weight"] == pytest.approx(head * 0.5)
+    assert lr["encoder.blocks.0.mlp.fc1.bias"] == pytest.approx(head * 0.25)
+    assert lr["encoder.patch_embed.proj.weight"] == lr["encoder.lead_embed"] == pytest.approx(head * 0.125)
 
 
 def test_layer_decay_groups_for_resnet():

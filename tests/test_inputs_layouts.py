@@ -16,6 +16,7 @@ import pytest
 import crema
 from crema.cli import main
 from crema.data.readers import read_record
+from fixtures_data import ptbxl_record_500hz
 
 h5py = pytest.importorskip("h5py")
 
@@ -38,9 +39,19 @@ def model(tiny_pretrain_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def ptbxl_records(data_root):
-    """Five real PTB-XL records at 500 Hz (10 s, 12 leads): their .hea paths and signals (5, 12, 5000)."""
-    folder = data_root / "ptbxl" / "records500" / "00000"
+def ptbxl_records(ptbxl_root, tmp_path_factory):
+    """Five real PTB-XL records at 500 Hz (10 s, 12 leads): their .hea paths and signals (5, 12, 5000).
+    Without the shared 500 Hz files, the sample's 100 Hz records resampled to 500 Hz and written
+    as WFDB files, the signals read back from those files (so both hold the same 16-bit values)."""
+    import wfdb
+
+    folder = ptbxl_root / "records500" / "00000"
+    if not folder.is_dir():
+        folder = tmp_path_factory.mktemp("ptbxl500")
+        for i, stem in enumerate(PTBXL_STEMS, start=1):
+            rec = ptbxl_record_500hz(ptbxl_root, i)
+            wfdb.wrsamp(stem, fs=500, units=["mV"] * 12, sig_name=list(rec.leads),
+                        p_signal=rec.signal.T.astype(np.float64), fmt=["16"] * 12, write_dir=str(folder))
     paths = [folder / f"{stem}.hea" for stem in PTBXL_STEMS]
     return paths, np.stack([read_record(p).signal for p in paths])
 

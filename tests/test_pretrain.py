@@ -149,4 +149,7 @@ def test_truncated_run_folder_copies_cleanly(tiny_pretrain_checkpoint, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(tiny_pretrain_checkpoint, copy)
     encoder, config = load_encoder(copy)
-    assert config["kind"] == "pretrain" and not encoder.training
+    original, original_config = load_encoder(tiny_pretrain_checkpoint)
+    assert config == original_config and config["kind"] == "pretrain" and not encoder.training
+    copied, weights = encoder.state_dict(), original.state_dict()
+    assert copied.keys() == weights.keys() and all(torch.equal(copied[k], weights[k]) for k in weights)

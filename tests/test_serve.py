@@ -47,10 +47,15 @@ def client(viewer):
 
 
 @pytest.fixture(scope="module")
-def record_files(data_root):
-    """PTB-XL record 1 at 500 Hz: its .hea and .dat (the reference holds its 100 Hz version)."""
-    folder = data_root / "ptbxl" / "records500" / "00000"
-    return [folder / "00001_hr.hea", folder / "00001_hr.dat"]
+def record_files(ptbxl_headers):
+    """PTB-XL record 1: its .hea and .dat, at 500 Hz from the shared data (the reference holds its
+    100 Hz version), else the sample's 100 Hz files (the very ones in the reference)."""
+    header = ptbxl_headers[0]
+    return [header, header.with_suffix(".dat")]
+
+
+def _rate(record_files) -> int:
+    return 500 if record_files[0].name.endswith("_hr.hea") else 100
 
 
 def _upload(client, paths, **fields):
@@ -82,7 +87,7 @@ def test_analysis_of_a_real_record(client, tiny_classifier_checkpoint, record_fi
     response = _upload(client, record_files)
     assert response.status_code == 200, response.text
     r = response.json()
-    assert r["file"] == "00001_hr.hea" and r["fs"] == 500 and r["windows"] == 1
+    assert r["file"] == record_files[0].name and r["fs"] == _rate(record_files) and r["windows"] == 1
     assert all(check["ok"] for check in r["contract"]["checks"])
     assert set(r["contract"]["leads"].values()) == {"recorded"}
     # the predictions are crema.load(...).predict's, with the checkpoint's thresholds
@@ -130,11 +135,11 @@ def test_bad_uploads_get_the_cli_message(client, record_files, tmp_path):
     assert response.json()["error"] == f"broken.edf: {cli_error.value.problem}".replace(f"{tmp_path}{os.sep}", "")
 
     response = _upload(client, record_files[:1])       # a header without its signal file
-    assert response.status_code == 400 and "signal file 00001_hr.dat is missing" in response.json()["error"]
+    assert response.status_code == 400 and f"signal file {record_files[1].name} is missing" in response.json()["error"]
     np.save(tmp_path / "raw.npy", read_record(record_files[0]).signal)
     response = _upload(client, [tmp_path / "raw.npy"])
     assert response.status_code == 400 and "sampling rate unknown" in response.json()["error"]
-    assert _upload(client, [tmp_path / "raw.npy"], fs="500").status_code == 200
+    assert _upload(client, [tmp_path / "raw.npy"], fs=str(_rate(record_files))).status_code == 200
     response = _upload(client, [tmp_path / "raw.npy"], fs="5")
     assert response.status_code == 400 and "not a plausible ECG rate" in response.json()["error"]
     clinical.write_edf(read_record(record_files[0]), tmp_path / "a.edf")
@@ -192,7 +197,8 @@ def test_viewer_in_headless_chromium(chromium, server, record_files, tmp_path):
             page.wait_for_selector("#results:not([hidden])", timeout=60_000)
             page.wait_for_function("document.getElementById('plot').complete && "
                                    "document.getElementById('plot').naturalWidth > 0")
-            assert page.inner_text("#record-title").startswith("00001_hr.hea: 10.0 s at 500 Hz")
+            assert page.inner_text("#record-title").startswith(
+                f"{record_files[0].name}: 10.0 s at {_rate(record_files)} Hz")
             assert page.locator("#contract td.ok").count() == 4 and page.locator("#contract td.bad").count() == 0
             assert page.locator("#predictions tbody tr").count() == 5
             assert page.inner_text("#neighbours tbody tr:first-child td:first-child") == "00001"

@@ -14,6 +14,7 @@ import crema
 from crema.cli import main
 from crema.data import clinical
 from crema.data.readers import read_record
+from crema.paths import data_root
 
 # small models on the shared test machine run much faster on one torch thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -26,19 +27,22 @@ def classifier_dir(tiny_classifier_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def ecg_folder(data_root, tmp_path_factory):
+def ecg_folder(ptbxl_headers, tmp_path_factory):
     """Two PTB-XL records (WFDB), a Georgia record (its header names the .mat), PTB-XL record 3 as
-    HL7 aECG, GE MUSE, DICOM and EDF files, and one broken file."""
+    HL7 aECG, GE MUSE, DICOM and EDF files, and one broken file. PTB-XL is at 500 Hz with the
+    shared data; without it the sample's 100 Hz files, and PTB-XL record 6 in the Georgia
+    record's place (the shipped sample has no CinC record)."""
     folder = tmp_path_factory.mktemp("ecgs")
-    ptbxl = data_root / "ptbxl" / "records500" / "00000"
     (folder / "wfdb").mkdir()
-    for stem in ("00001_hr", "00002_hr"):
+    for header in ptbxl_headers[:2]:
         for suffix in (".hea", ".dat"):
-            shutil.copy(ptbxl / f"{stem}{suffix}", folder / "wfdb")
+            shutil.copy(header.with_suffix(suffix), folder / "wfdb")
     (folder / "cinc").mkdir()
-    for suffix in (".hea", ".mat"):
-        shutil.copy(data_root / "cinc" / "georgia" / f"E00271{suffix}", folder / "cinc")
-    rec = read_record(ptbxl / "00003_hr.hea")
+    georgia = data_root() / "cinc" / "georgia"
+    for path in ([georgia / "E00271.hea", georgia / "E00271.mat"] if georgia.is_dir()
+                 else [ptbxl_headers[5], ptbxl_headers[5].with_suffix(".dat")]):
+        shutil.copy(path, folder / "cinc")
+    rec = read_record(ptbxl_headers[2])
     (folder / "clinical").mkdir()
     clinical.write_aecg(rec, folder / "clinical" / "aecg.xml")
     clinical.write_muse_xml(rec, folder / "clinical" / "muse.xml")
@@ -57,7 +61,7 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsys, data_root):
+def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsys, ptbxl_headers):
     out = tmp_path / "emb"
     code, stdout, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out,
                               "--chunk", "3", "--no-progress", "--per-window")  # several flushes
@@ -66,7 +70,9 @@ def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsy
     index = pd.read_csv(tmp_path / "emb.index.csv", dtype={"record_id": str})
     assert emb.shape == (len(index), 32) and index["source"].nunique() == GOOD_RECORDS
     assert len(index) == GOOD_RECORDS  # every record here is 10 s: one window each
-    assert set(index["record_id"]) == {"00001_hr", "00002_hr", "E00271", "aecg", "muse", "ecg"}
+    wfdb_ids = {p.stem for p in (ecg_folder / "wfdb").glob("*.hea")}
+    other_id = next((ecg_folder / "cinc").glob("*.hea")).stem
+    assert set(index["record_id"]) == {*wfdb_ids, other_id, "aecg", "muse", "ecg"}
     errors = pd.read_csv(tmp_path / "emb.errors.csv")
     assert errors["source"].tolist() == [str(ecg_folder / "clinical" / "broken.edf")]
     assert "not a readable EDF" in errors["reason"][0]
@@ -77,8 +83,9 @@ def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsy
     run = json.loads((tmp_path / "emb.run.json").read_text())
     assert run["windows"] == GOOD_RECORDS and run["failed"] == 1
     # the same as the Python API
-    api = crema.load(tiny_pretrain_checkpoint).embed(ecg_folder / "wfdb" / "00001_hr.hea")
-    assert np.allclose(emb[index["record_id"] == "00001_hr"], api, atol=1e-6)
+    first = ptbxl_headers[0]
+    api = crema.load(tiny_pretrain_checkpoint).embed(ecg_folder / "wfdb" / first.name)
+    assert np.allclose(emb[index["record_id"] == first.stem], api, atol=1e-6)
 
     # re-run: everything is done already; rows past the index (a flush interrupted between the
     # array and the index) are dropped
@@ -87,25 +94,29 @@ def test_embed_then_resume(tiny_pretrain_checkpoint, ecg_folder, tmp_path, capsy
                         "--per-window")
     assert code == 1 and "0 records processed, 7 already done, 1 failed" in err
     assert np.array_equal(np.load(tmp_path / "emb.npy"), emb)
-    # a new record: only it is processed, appended after the old rows
-    shutil.copy(data_root / "cinc" / "ptb" / "S0001.hea", ecg_folder / "cinc")
-    shutil.copy(data_root / "cinc" / "ptb" / "S0001.mat", ecg_folder / "cinc")
+    # a new record: only it is processed, appended after the old rows (CinC PTB S0001, 38.4 s, three
+    # windows; without the shared data PTB-XL record 7, one window)
+    ptb = data_root() / "cinc" / "ptb"
+    new = [ptb / "S0001.hea", ptb / "S0001.mat"] if ptb.is_dir() else [ptbxl_headers[6], ptbxl_headers[6].with_suffix(".dat")]
+    starts = [0.0, 10.0, 20.0] if ptb.is_dir() else [0.0]
+    for path in new:
+        shutil.copy(path, ecg_folder / "cinc")
     try:
         code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, ecg_folder, "--out", out, "--no-progress",
                             "--per-window")
     finally:
-        for suffix in (".hea", ".mat"):
-            (ecg_folder / "cinc" / f"S0001{suffix}").unlink()
+        for path in new:
+            (ecg_folder / "cinc" / path.name).unlink()
     assert code == 1 and "1 records processed, 7 already done, 1 failed" in err
     grown = np.load(tmp_path / "emb.npy")
-    assert grown.shape == (GOOD_RECORDS + 3, 32) and np.array_equal(grown[:GOOD_RECORDS], emb)
+    assert grown.shape == (GOOD_RECORDS + len(starts), 32) and np.array_equal(grown[:GOOD_RECORDS], emb)
     index = pd.read_csv(tmp_path / "emb.index.csv")
-    assert index["start_s"].tolist()[-3:] == [0.0, 10.0, 20.0]
+    assert index["start_s"].tolist()[-len(starts):] == starts
 
 
 def test_embed_refuses_to_mix_checkpoints_and_fails_when_all_fail(
         tiny_pretrain_checkpoint, classifier_dir, ecg_folder, tmp_path, capsys):
-    wfdb_record = ecg_folder / "wfdb" / "00001_hr.hea"
+    wfdb_record = sorted((ecg_folder / "wfdb").glob("*.hea"))[0]
     assert _run(capsys, "embed", tiny_pretrain_checkpoint, wfdb_record, "--out", tmp_path / "e")[0] == 0
     code, _, err = _run(capsys, "embed", classifier_dir, wfdb_record, "--out", tmp_path / "e")
     assert code == 1 and "another checkpoint" in err
@@ -162,7 +173,7 @@ def test_plot_embed_map_export_and_onnx(tiny_pretrain_checkpoint, classifier_dir
 
     code, _, err = _run(capsys, "export", classifier_dir, "--out", tmp_path / "exported")
     assert code == 0, err
-    record = ecg_folder / "wfdb" / "00002_hr.hea"
+    record = sorted((ecg_folder / "wfdb").glob("*.hea"))[1]
     assert np.array_equal(crema.load(tmp_path / "exported").embed(record), crema.load(classifier_dir).embed(record))
 
     code, stdout, err = _run(capsys, "export-onnx", classifier_dir, "--out", tmp_path / "model.onnx")
@@ -170,15 +181,16 @@ def test_plot_embed_map_export_and_onnx(tiny_pretrain_checkpoint, classifier_dir
     assert "parity with PyTorch" in stdout and (tmp_path / "model.onnx").stat().st_size > 10_000
 
 
-def test_raw_arrays_need_their_rate(tiny_pretrain_checkpoint, data_root, tmp_path, capsys):
-    rec = read_record(data_root / "ptbxl" / "records500" / "00000" / "00004_hr.hea")
+def test_raw_arrays_need_their_rate(tiny_pretrain_checkpoint, ptbxl_headers, tmp_path, capsys):
+    rec = read_record(ptbxl_headers[3])
+    fs = str(int(rec.fs))
     np.save(tmp_path / "raw.npy", rec.signal)
     code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "raw.npy", "--out", tmp_path / "a")
     assert code == 1 and "sampling rate unknown" in err
     code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "raw.npy", "--fs", "0.5",
                         "--out", tmp_path / "b")
     assert code == 1 and "not a plausible ECG rate" in err
-    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "raw.npy", "--fs", "500",
+    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "raw.npy", "--fs", fs,
                         "--out", tmp_path / "c", "--no-progress")
     assert code == 0, err
     expected = crema.load(tiny_pretrain_checkpoint).embed(rec)
@@ -186,6 +198,6 @@ def test_raw_arrays_need_their_rate(tiny_pretrain_checkpoint, data_root, tmp_pat
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "raw.npy", "--fs", "500",
+        code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, tmp_path / "raw.npy", "--fs", fs,
                             "--out", tmp_path / "d.parquet")
         assert code == 1 and "needs pyarrow" in err

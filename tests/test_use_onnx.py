@@ -20,12 +20,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def windows(tiny_pretrain_checkpoint, data_root):
-    """Three real preprocessed windows cropped to the model (1000 samples); lead mask with one
-    row missing the chest leads."""
+def windows(tiny_pretrain_checkpoint, ptbxl_headers):
+    """Three real preprocessed windows cropped to the model (1000 samples), from PTB-XL records
+    1-3; lead mask with one row missing the chest leads."""
     model = crema.load(tiny_pretrain_checkpoint, device="cpu")
-    prepared = model.prepare(read_record(data_root / "cinc" / "ptb" / "S0001.hea"))
-    signals = np.ascontiguousarray(prepared.signals[:, :, 750:1750])
+    prepared = np.concatenate([model.prepare(read_record(p)).signals for p in ptbxl_headers[:3]])
+    signals = np.ascontiguousarray(prepared[:, :, 750:1750])
     mask = np.ones((3, 12), dtype=bool)
     mask[1, 6:] = False
     signals[1, 6:] = 0.0

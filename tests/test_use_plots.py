@@ -10,11 +10,13 @@ from crema.data.readers import read_record
 from crema.data.recording import Recording
 from crema.viz import paper
 from crema.viz.embedding import OTHER, category_labels, plot_embedding_map, project_2d
+from fixtures_data import ptbxl_record_500hz
 
 
 @pytest.fixture(scope="module")
-def rec(data_root) -> Recording:
-    return read_record(data_root / "ptbxl" / "records500" / "00000" / "00008_hr.hea")
+def rec(ptbxl_root) -> Recording:
+    """PTB-XL record 8 at 500 Hz (resampled from the sample's 100 Hz file without the shared data)."""
+    return ptbxl_record_500hz(ptbxl_root, 8)
 
 
 def test_page_is_millimetre_paper_at_25_mm_s_and_10_mm_mv(rec, tmp_path):
@@ -30,7 +32,7 @@ def test_page_is_millimetre_paper_at_25_mm_s_and_10_mm_mv(rec, tmp_path):
     texts = [t.get_text() for t in ax.texts] + [t.get_text() for t in fig.texts]
     for lead in ("I", "aVR", "V1", "V4", "II", "aVL", "V2", "V5", "III", "aVF", "V3", "V6"):
         assert lead in texts
-    assert "Predicted: NORM 0.91" in texts and "Record 00008_hr" in texts
+    assert "Predicted: NORM 0.91" in texts and f"Record {rec.record_id}" in texts
     lines = ax.get_lines()
     calibration = [l for l in lines if len(l.get_xdata()) == 6]
     assert len(calibration) == 4
@@ -61,8 +63,8 @@ def test_missing_leads_are_marked_and_short_records_leave_blank_paper(rec):
     assert np.isnan(rhythm.get_ydata()[2000:]).all() and np.isfinite(rhythm.get_ydata()[:2000]).all()
 
 
-def test_embedding_map_categories_and_numbers(data_root):
-    signals = np.load(data_root / "ptbxl-unlabeled" / "signals.npy", mmap_mode="r")[:40].astype(np.float32)
+def test_embedding_map_categories_and_numbers(unlabeled_stack):
+    signals = np.load(unlabeled_stack, mmap_mode="r")[:40].astype(np.float32)
     features = signals.reshape(40, 12, 50, 50).std(axis=-1).reshape(40, -1)  # crude real features
     xy = project_2d(features, "pca")
     assert xy.shape == (40, 2)

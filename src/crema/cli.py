@@ -23,6 +23,7 @@ from .errors import CremaError, describe_write_error, printable
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "crema.data.commands",      # prepare, info
+    "crema.data.convert",       # convert
     "crema.train.commands",     # pretrain
     "crema.eval.commands",      # finetune, probe, evaluate, report
     "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export

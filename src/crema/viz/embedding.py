@@ -9,11 +9,13 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 Method = Literal["pca", "tsne"]
 MAX_CATEGORIES = 10      # more categories than this: the rarest are drawn grey as "other"
 OTHER = "other"
 MISSING = "(none)"
+SMALL_PROJECTION = 5000  # points; fewer are projected on one thread (see project_2d)
 
 
 def project_2d(embeddings: np.ndarray, method: Method = "pca", seed: int = 0) -> np.ndarray:
@@ -24,13 +26,19 @@ def project_2d(embeddings: np.ndarray, method: Method = "pca", seed: int = 0) ->
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 3:
         raise ValueError(f"need embeddings of shape (n >= 3, D), got {x.shape}")
-    x = StandardScaler().fit_transform(x)
-    if method == "pca":
-        return PCA(n_components=2, random_state=seed).fit_transform(x)
-    if method == "tsne":
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"unknown projection {method!r}; choose 'pca' or 'tsne'")
+    # t-SNE runs 1000 gradient steps, each an OpenMP/BLAS parallel region. Below a few thousand
+    # points a step is too small to split: the threads spin at every fork and join, and beside
+    # torch's own threads on a busy machine a 40-point map took many times longer. One thread there.
+    with threadpool_limits(limits=1 if x.shape[0] < SMALL_PROJECTION else None):
+        x = StandardScaler().fit_transform(x)
+        if method == "pca":
+            return PCA(n_components=2, random_state=seed).fit_transform(x)
         perplexity = float(min(30.0, max(2.0, (x.shape[0] - 1) / 3)))
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
-    raise ValueError(f"unknown projection {method!r}; choose 'pca' or 'tsne'")
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                    n_jobs=1 if x.shape[0] < SMALL_PROJECTION else None)
+        return tsne.fit_transform(x)
 
 
 def plot_embedding_map(embeddings: np.ndarray, color_by: Sequence | None = None,
