@@ -3,7 +3,8 @@
 Written here rather than taken from timm so that checkpoints never depend on another
 library's private class names. Attention runs through
 :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel
-(flash / memory-efficient) where the device has one.
+(flash / memory-efficient) where the device has one, except when training in bf16 on a CPU
+(see :func:`explicit_attention`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,31 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
+                       dropout_p: float = 0.0) -> Tensor:
+    """Softmax attention as two matrix multiplies with the softmax in fp32.
+
+    Shapes: ``q, k, v (B, H, L, d_h)``, ``attn_mask`` bool broadcastable to ``(B, H, L, L)``
+    (True = attend) -> ``(B, H, L, d_h)`` in ``v``'s dtype. The same function as SDPA; used for
+    bf16 training on CPU, where the fused kernel's bf16 backward is several times slower than
+    these matmuls (it took about half of a training step). The scores are upcast before the
+    softmax because bf16's 8-bit mantissa would round small attention weights away.
+    """
+    scores = torch.matmul(q, k.transpose(-2, -1)).float() * (q.shape[-1] ** -0.5)   # (B, H, L, L)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return torch.matmul(weights.to(v.dtype), v)
+
+
+def use_explicit_attention(q: Tensor) -> bool:
+    """True for bf16 training on CPU: the one case where explicit matmuls beat the fused kernel
+    (measured in ``benchmarks/mfu.py``; in fp32, and in bf16 inference, the fused kernel wins)."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection.
 
@@ -85,8 +111,9 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                          # each (B, H, L, d_h)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        attend = explicit_attention if use_explicit_attention(q) else F.scaled_dot_product_attention
+        out = attend(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         out = out.transpose(1, 2).reshape(b, n, d)
         return self.proj_drop(self.proj(out))
 
