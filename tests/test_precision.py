@@ -4,19 +4,35 @@
 - explicit attention (bf16 training on CPU) equals the fused kernel in fp32;
 - precision settings resolve per device, ``CREMA_PRECISION`` replaces ``auto``;
 - bf16 embeddings of real ECGs (the shipped sample, the shipped model) match fp32 (cosine >= 0.9999);
-- a short seeded pretraining run in bf16 follows the fp32 loss curve.
+- a short seeded pretraining run in bf16 follows the fp32 loss curve;
+- the ``crema`` command re-executes itself once with glibc's allocator tunables.
 
 bf16 is forced in the parity tests, so they run (emulated, slower) on CPUs without bf16 too.
 """
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures_model import tiny_run_config
 
-from crema import precision
+import crema
+from crema import cli, precision
+from crema.config import ModelConfig
+from crema.data.readers import read_record
 from crema.model.blocks import Attention, explicit_attention, use_explicit_attention
-from crema.model.sit import PatchEmbed
+from crema.model.sit import PatchEmbed, SiTEncoder
+from crema.paths import sample_root
+from crema.train.pretrain import pretrain
+
+SHIPPED = "crema-mini-ecg12"
 
 
 # ----------------------------------------------------------------------------- stem chunking
@@ -70,3 +86,114 @@ def test_attention_module_in_bf16_training_is_close_to_fp32():
     assert F.cosine_similarity(ref.flatten(), low.float().flatten(), dim=0) > 0.999
     low.float().sum().backward()  # the explicit path has a backward
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# ----------------------------------------------------------------------------- precision settings
+
+def test_settings_resolve_per_device(monkeypatch):
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    assert precision.resolve("fp32", "cpu") == precision.resolve("off", "cpu") == "fp32"
+    assert precision.resolve("bf16", "cpu") == "bf16"
+    assert precision.resolve("auto", "cpu") == ("bf16" if precision.cpu_has_bf16() else "fp32")
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    assert precision.resolve("auto", "cpu") == "fp32"
+    assert precision.resolve("bf16", "cpu") == "bf16"  # an explicit setting wins over the variable
+    monkeypatch.setenv(precision.ENV_VAR, "bf16")
+    assert precision.resolve("auto", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="choose auto, bf16 or fp32"):
+        precision.resolve("fp16", "cpu")
+    monkeypatch.setenv(precision.ENV_VAR, "half")
+    with pytest.raises(ValueError, match="CREMA_PRECISION"):
+        precision.resolve("auto", "cpu")
+
+
+def test_cpu_flags_detection_matches_proc_cpuinfo():
+    flags = precision.cpu_flags()
+    assert isinstance(flags, frozenset)
+    if flags:  # Linux: the flags line of the first CPU
+        assert precision.cpu_has_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_autocast_context_follows_the_setting():
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 8)
+    with precision.autocast("cpu", "bf16"):
+        assert (x @ w).dtype == torch.bfloat16
+    with precision.autocast("cpu", "fp32"):
+        assert (x @ w).dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- parity on real ECGs
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_bf16_embeddings_match_fp32_on_the_shipped_sample(one_torch_thread):
+    records = sorted((sample_root() / "records100" / "00000").glob("*.hea"))[:24]
+    fp32 = crema.load(SHIPPED, device="cpu", precision="fp32")
+    bf16 = crema.load(SHIPPED, device="cpu", precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32.embed(records), bf16.embed(records)
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    assert _cosines(a, b).min() >= 0.9999
+
+
+def test_bf16_tiny_encoder_matches_fp32_on_real_ecgs(one_torch_thread):
+    """The wider ``tiny`` preset (random init) on ten-second sample ECGs, batch and single."""
+    model = crema.load(SHIPPED, device="cpu", precision="fp32")
+    records = sorted((sample_root() / "records100" / "00000").glob("*.hea"))[:8]
+    prepared = [model.prepare(read_record(path)) for path in records]
+    x = torch.from_numpy(np.concatenate([p.signals for p in prepared]))[..., :2500]
+    torch.manual_seed(0)
+    encoder = SiTEncoder(ModelConfig.from_size("tiny", window=2500)).eval()
+    with torch.inference_mode():
+        ref = encoder(x)
+        with precision.autocast("cpu", "bf16"):
+            low = encoder(x).float()
+    assert _cosines(ref.numpy(), low.numpy()).min() >= 0.9999
+
+
+def test_bf16_pretraining_follows_the_fp32_loss_curve(tiny_model_config, tiny_ptbxl_corpus, tmp_path,
+                                                      one_torch_thread):
+    logs = {}
+    for amp in ("fp32", "bf16"):
+        cfg = tiny_run_config(tiny_model_config, tiny_ptbxl_corpus.path, tmp_path / amp, steps=8, amp=amp)
+        pretrain(cfg, progress=False)
+        logs[amp] = [json.loads(line) for line in (tmp_path / amp / "log.jsonl").read_text().splitlines()]
+    for key in ("loss", "loss_rec", "loss_con"):
+        ref = np.array([r[key] for r in logs["fp32"]])
+        low = np.array([r[key] for r in logs["bf16"]])
+        assert len(ref) == len(low) == 8
+        assert np.abs(low - ref).max() <= 0.02 * np.abs(ref).max() + 1e-3, (key, ref, low)
+
+
+# ----------------------------------------------------------------------------- allocator settings
+
+def test_allocator_environment_rules():
+    env = {"PATH": "/bin"}
+    new = cli.allocator_environment(env, "linux", "glibc")
+    assert new["GLIBC_TUNABLES"] == cli.MALLOC_TUNABLES and new["PATH"] == "/bin"
+    assert cli.allocator_environment(new, "linux", "glibc") is None               # never twice
+    assert cli.allocator_environment(env, "darwin", "") is None                   # glibc only
+    assert cli.allocator_environment(env, "linux", "") is None                    # musl
+    assert cli.allocator_environment({**env, cli.NO_REEXEC_ENV: "1"}, "linux", "glibc") is None
+    other = cli.allocator_environment({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}, "linux", "glibc")
+    assert other["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0:" + cli.MALLOC_TUNABLES
+    own = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1000"}
+    assert cli.allocator_environment(own, "linux", "glibc") is None               # the user's choice
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="the allocator settings are glibc's")
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_the_command_re_executes_once_with_the_allocator_settings(opt_out):
+    code = ("import os; from crema import cli; cli.reexec_with_allocator_settings(); "
+            "print(os.environ.get('GLIBC_TUNABLES'), os.getpid())")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CREMA_REEXECED")}
+    env["CREMA_NO_REEXEC"] = "1" if opt_out else ""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split("\n")
+    assert len([line for line in lines if line]) == 1  # the code ran once: exec replaced the process
+    assert lines[0].split()[0] == ("None" if opt_out else cli.MALLOC_TUNABLES)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import precision
 from ..config import AugmentConfig, ModelConfig, atomic_write_text, from_dict, to_dict
 from ..errors import CremaError
 from ..model.heads import Classifier
@@ -74,6 +75,7 @@ class FinetuneConfig:
     n_bootstrap: int = 1000                 # bootstrap resamples for test intervals
     device: str = "auto"                    # auto = cuda if available, else cpu
     num_workers: int = 0                    # DataLoader worker processes
+    amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # bf16 autocast where the device has fast bf16
 
     @property
     def effective_layer_decay(self) -> float:
@@ -222,12 +224,15 @@ def _loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, crop: 
 
 
 def predict_proba(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, batch_size: int,
-                  device: torch.device, transform=None, progress: bool = False) -> np.ndarray:
-    """Probabilities ``(n, K)`` of a classifier over corpus rows (crops averaged, see features)."""
+                  device: torch.device, transform=None, progress: bool = False,
+                  amp: str = "fp32") -> np.ndarray:
+    """Probabilities ``(n, K)`` of a classifier over corpus rows (crops averaged, see features),
+    computed in the precision ``amp`` resolves to (:mod:`crema.precision`)."""
     from ..eval.features import apply_model
 
-    return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
-                       desc="predict", progress=progress).astype(np.float64)
+    with precision.autocast(device, amp):
+        return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
+                           desc="predict", progress=progress).astype(np.float64)
 
 
 def record_level(probs: np.ndarray, split, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -304,6 +309,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     eval_crop = crop if cfg.arch == "sit" else None
     device = resolve_device(cfg.device)
     model.to(device)
+    precision.autocast(device, cfg.amp)  # refuse a bad amp setting before any work
 
     layer_decay = cfg.effective_layer_decay
     optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.weight_decay, layer_decay), lr=cfg.lr)
@@ -323,7 +329,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
             raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
         init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device)
         y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                                  cfg.eval_batch_size, device), split, "val")
+                                                  cfg.eval_batch_size, device, amp=cfg.amp), split, "val")
         val_auroc, val_bce = _validation_score(y_val, p_val)
         entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe",
                  "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce}
@@ -341,14 +347,15 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
             x = batch["signal"].to(device, non_blocking=True)
             mask = batch["lead_mask"].to(device, non_blocking=True)
             target = batch["label"].to(device, torch.float32)
-            loss = loss_fn(model(x, lead_mask=mask), target)
+            with precision.autocast(device, cfg.amp):
+                loss = loss_fn(model(x, lead_mask=mask), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             step += 1
         y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                                  cfg.eval_batch_size, device), split, "val")
+                                                  cfg.eval_batch_size, device, amp=cfg.amp), split, "val")
         val_auroc, val_bce = _validation_score(y_val, p_val)
         score = val_auroc if np.isfinite(val_auroc) else -val_bce
         entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
@@ -368,10 +375,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
 
     model.load_state_dict(best["state"])
     y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                              cfg.eval_batch_size, device), split, "val")
+                                              cfg.eval_batch_size, device, amp=cfg.amp), split, "val")
     thresholds = metrics.pick_thresholds(y_val, p_val)
     y_test, p_test = record_level(predict_proba(model, corpus, split.rows["test"], eval_crop,
-                                                cfg.eval_batch_size, device), split, "test")
+                                                cfg.eval_batch_size, device, amp=cfg.amp), split, "test")
     evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
                                   keep_replicates=True)
     data_sha = corpus_fingerprint(cfg.corpus)

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from .. import __version__
+from .. import __version__, precision
 from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
 from ..errors import CremaError
 from ..model.crema import CREMA, contrastive_scale
@@ -275,11 +275,11 @@ class PretrainResult:
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "off" or (amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())):
-        return contextlib.nullcontext()
-    if amp not in ("auto", "bf16"):
-        raise CremaError(f"unknown amp setting {amp!r}; choose auto, bf16 or off")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 autocast or nothing, as ``amp`` resolves on ``device`` (:mod:`crema.precision`)."""
+    try:
+        return precision.autocast(device, amp)
+    except ValueError as exc:
+        raise CremaError(f"amp: {exc}") from None
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -537,8 +537,10 @@ class Trainer:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m crema.train.pretrain ARGS`` = ``crema pretrain ARGS`` (for torchrun -m)."""
-    from ..cli import main as cli_main
+    from ..cli import main as cli_main, reexec_with_allocator_settings
 
+    if argv is None:  # launched as a command (torchrun -m crema.train.pretrain): tune the allocator
+        reexec_with_allocator_settings()
     return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, precision as precision_
 from ..config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig, from_dict, save_json
 from ..data.preprocess import preprocess_recording
 from ..atomic import replace_directory
@@ -117,7 +117,8 @@ class PredictResult:
     errors: list[Failure] = field(default_factory=list)
 
 
-def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "CremaModel":
+def load(path: str | os.PathLike, device: str | torch.device | None = None,
+         precision: str = "auto") -> "CremaModel":
     """Load a CREMA model folder (``config.json`` + ``model.safetensors``) for inference.
 
     Args:
@@ -125,6 +126,9 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
             pretraining or fine-tuning, or one exported with
             :meth:`CremaModel.save_pretrained` / ``crema export`` (or its ``model.safetensors``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
+        precision: ``"auto"`` (bf16 where the device multiplies it fast: a recent GPU, or a CPU
+            with AVX512-BF16/AMX; else fp32), ``"bf16"`` or ``"fp32"``; see :mod:`crema.precision`.
+            Weights stay fp32 either way; bf16 embeddings match fp32 to cosine >= 0.9999.
 
     Raises:
         CheckpointError: the folder is missing files or does not match the code.
@@ -137,7 +141,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
     state, config = ckpt.load_checkpoint(folder)
     network = build_network(config, folder)
     ckpt.load_state_into(network, state, folder)
-    return CremaModel(network, config, folder, resolve_device(device))
+    return CremaModel(network, config, folder, resolve_device(device), precision)
 
 
 def build_network(config: dict[str, Any], where: str | os.PathLike) -> nn.Module:
@@ -198,10 +202,11 @@ class CremaModel:
         window: samples per model input (a SiT's window; longer preprocessed windows are
             covered by averaged crops, see :attr:`crop`).
         device: where inference runs.
+        precision: ``"bf16"`` or ``"fp32"``, what the ``precision`` setting resolved to on ``device``.
     """
 
     def __init__(self, network: nn.Module, config: dict[str, Any], source: Path,
-                 device: torch.device):
+                 device: torch.device, precision: str = "auto"):
         self.config = config
         self.source = source
         self.kind: str = config["kind"]
@@ -211,6 +216,7 @@ class CremaModel:
         self.classes: list[str] | None = list(config["classes"]) if self.kind == "classifier" else None
         self.thresholds = self._thresholds(config)
         self.device = device
+        self.precision = precision_.resolve(precision, device)
         self.network = network.to(device).eval()
 
     def __repr__(self) -> str:
@@ -219,7 +225,8 @@ class CremaModel:
             what += f" {self.model_config.size} (D={self.model_config.dim})"
         if self.classes:
             what += f", {len(self.classes)} classes"
-        return f"CremaModel({what}, window {self.window} at {self.preprocess.fs:g} Hz, {self.device})"
+        return (f"CremaModel({what}, window {self.window} at {self.preprocess.fs:g} Hz, {self.device}, "
+                f"{self.precision})")
 
     # ------------------------------------------------------------------ properties
 
@@ -329,6 +336,7 @@ class CremaModel:
     # ------------------------------------------------------------------ inference
 
     @torch.inference_mode()
+    @precision_.autocast_method
     def run(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], signals: np.ndarray,
             lead_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Apply ``fn(x (b, 12, crop), lead_mask (b, 12)) -> (b, ...)`` in batches to windows
