@@ -75,7 +75,8 @@ class FinetuneConfig:
     n_bootstrap: int = 1000                 # bootstrap resamples for test intervals
     device: str = "auto"                    # auto = cuda if available, else cpu
     num_workers: int = 0                    # DataLoader worker processes
-    amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # bf16 autocast where the device has fast bf16
+    amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # training in bf16 autocast where the device has fast
+                                            # bf16; validation and test stay fp32, like every evaluation
 
     @property
     def effective_layer_decay(self) -> float:
@@ -224,15 +225,12 @@ def _loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, crop: 
 
 
 def predict_proba(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, batch_size: int,
-                  device: torch.device, transform=None, progress: bool = False,
-                  amp: str = "fp32") -> np.ndarray:
-    """Probabilities ``(n, K)`` of a classifier over corpus rows (crops averaged, see features),
-    computed in the precision ``amp`` resolves to (:mod:`crema.precision`)."""
+                  device: torch.device, transform=None, progress: bool = False) -> np.ndarray:
+    """Probabilities ``(n, K)`` of a classifier over corpus rows (crops averaged, see features)."""
     from ..eval.features import apply_model
 
-    with precision.autocast(device, amp):
-        return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
-                           desc="predict", progress=progress).astype(np.float64)
+    return apply_model(Probabilities(model), corpus, rows, crop, batch_size, transform, device,
+                       desc="predict", progress=progress).astype(np.float64)
 
 
 def record_level(probs: np.ndarray, split, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -329,7 +327,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
             raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
         init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device)
         y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                                  cfg.eval_batch_size, device, amp=cfg.amp), split, "val")
+                                                  cfg.eval_batch_size, device), split, "val")
         val_auroc, val_bce = _validation_score(y_val, p_val)
         entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe",
                  "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce}
@@ -355,7 +353,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
             losses.append(loss.item())
             step += 1
         y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                                  cfg.eval_batch_size, device, amp=cfg.amp), split, "val")
+                                                  cfg.eval_batch_size, device), split, "val")
         val_auroc, val_bce = _validation_score(y_val, p_val)
         score = val_auroc if np.isfinite(val_auroc) else -val_bce
         entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
@@ -375,10 +373,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
 
     model.load_state_dict(best["state"])
     y_val, p_val = record_level(predict_proba(model, corpus, split.rows["val"], eval_crop,
-                                              cfg.eval_batch_size, device, amp=cfg.amp), split, "val")
+                                              cfg.eval_batch_size, device), split, "val")
     thresholds = metrics.pick_thresholds(y_val, p_val)
     y_test, p_test = record_level(predict_proba(model, corpus, split.rows["test"], eval_crop,
-                                                cfg.eval_batch_size, device, amp=cfg.amp), split, "test")
+                                                cfg.eval_batch_size, device), split, "test")
     evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
                                   keep_replicates=True)
     data_sha = corpus_fingerprint(cfg.corpus)
