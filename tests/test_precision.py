@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,11 +69,25 @@ def test_explicit_attention_equals_the_fused_kernel_with_a_mask():
     assert torch.allclose(explicit_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
 
 
-def test_explicit_attention_only_for_bf16_training_on_cpu():
-    x = torch.randn(2, 4, 8)
-    assert not use_explicit_attention(x)                                   # fp32
-    assert not use_explicit_attention(x.bfloat16())                        # bf16 inference
-    assert use_explicit_attention(x.bfloat16().requires_grad_())           # bf16 training
+def test_explicit_attention_in_bf16_on_cpu_for_training_and_wide_heads():
+    narrow, wide = torch.randn(2, 4, 8), torch.randn(2, 4, 64)
+    assert not use_explicit_attention(wide)                                # fp32
+    assert not use_explicit_attention(narrow.bfloat16())                   # bf16 inference, d_h 8
+    assert use_explicit_attention(wide.bfloat16())                         # bf16 inference, d_h 64
+    assert use_explicit_attention(narrow.bfloat16().requires_grad_())      # bf16 training
+
+
+def test_explicit_attention_in_batch_chunks_is_the_same(monkeypatch):
+    from crema.model import blocks
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(7, 3, 20, 16) for _ in range(3))
+    mask = (torch.rand(7, 20) > 0.3)[:, None, None, :]
+    with torch.inference_mode():
+        whole = explicit_attention(q, k, v, mask)
+        monkeypatch.setattr(blocks, "INFERENCE_SCORES_BYTES", 2 * 3 * 20 * 20 * 4)  # 2 rows a chunk
+        assert torch.equal(explicit_attention(q, k, v, mask), whole)
+        assert torch.equal(explicit_attention(q, k, v), blocks._attend(q, k, v, None, 0.0))
 
 
 def test_attention_module_in_bf16_training_is_close_to_fp32():
@@ -197,3 +212,32 @@ def test_the_command_re_executes_once_with_the_allocator_settings(opt_out):
     lines = proc.stdout.split("\n")
     assert len([line for line in lines if line]) == 1  # the code ran once: exec replaced the process
     assert lines[0].split()[0] == ("None" if opt_out else cli.MALLOC_TUNABLES)
+
+
+# ----------------------------------------------------------------------------- the MFU benchmark's FLOPs
+
+def _mfu_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mfu.py"
+    spec = importlib.util.spec_from_file_location("crema_bench_mfu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("workload", ["embed", "mae_step", "crema_step"])
+def test_mfu_analytic_flops_equal_the_flop_counter(workload, one_torch_thread):
+    """The benchmark's FLOP formulas against torch's FlopCounterMode (plus the CPU attention
+    ops), in fp32 (fused attention) and bf16 training (explicit attention matmuls)."""
+    mfu = _mfu_module()
+    cfg = ModelConfig.from_size("mini", window=500)
+    analytic = mfu.analytic_flops(cfg, workload, 0.75)
+    if workload == "embed":
+        _, run = mfu.embed_runs(cfg, 2)
+    else:
+        _, run = mfu.step_runs(cfg, workload.split("_")[0], 2)
+    assert mfu.counted_flops(run, 2) == pytest.approx(analytic, rel=0.01)
+    if workload != "embed":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert mfu.counted_flops(run, 2) == pytest.approx(analytic, rel=0.01)
