@@ -241,3 +241,17 @@ def test_mfu_analytic_flops_equal_the_flop_counter(workload, one_torch_thread):
     if workload != "embed":
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert mfu.counted_flops(run, 2) == pytest.approx(analytic, rel=0.01)
+
+
+def test_onnx_export_runs_the_stem_whole(tiny_pretrain_checkpoint, tmp_path, one_torch_thread):
+    """A chunk loop traced at the example's batch would break the dynamic batch axis."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from crema.use.onnx_export import check_parity, export_onnx
+
+    model = crema.load(tiny_pretrain_checkpoint, device="cpu")
+    model.encoder.patch_embed.chunk = 7  # far below the example's 2 x 12 x 20 patches
+    path = export_onnx(model, tmp_path / "encoder.onnx")
+    signals = np.random.default_rng(0).standard_normal((3, 12, model.window)).astype(np.float32)
+    diffs = check_parity(model, path, signals, np.ones((3, 12), dtype=bool), batch_sizes=(1, 3))
+    assert max(diffs.values()) < 1e-4

@@ -18,6 +18,13 @@ from ..config import ModelConfig
 from .blocks import Block, init_weights, key_padding_to_attn_mask, sinusoidal_embedding
 
 
+def _tracing() -> bool:
+    """True while an exporter or compiler traces the model: a chunk loop would be frozen at the
+    example's batch size (ONNX exports have a dynamic batch axis), so the stem runs whole."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+    return torch.jit.is_tracing() or compiling()
+
+
 class PatchEmbed(nn.Module):
     """A small 1-D conv stem applied to every patch on its own, then a projection to width D.
 
@@ -50,7 +57,7 @@ class PatchEmbed(nn.Module):
         return self.proj(features.flatten(1))                       # (m, D)
 
     def forward(self, patches: Tensor) -> Tensor:
-        if self.chunk <= 0 or len(patches) <= self.chunk:
+        if self.chunk <= 0 or len(patches) <= self.chunk or _tracing():
             return self.embed_chunk(patches)
         return torch.cat([self.embed_chunk(part) for part in patches.split(self.chunk)])
 
