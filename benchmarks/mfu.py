@@ -18,8 +18,9 @@ What it does:
    in chunks of 600 patches), ``bf16`` (autocast; in training attention as explicit matmuls
    with an fp32 softmax, in inference too for heads of 32+ channels), and the other attention
    kernel under bf16 to show why each path uses the one it does (``bf16 sdpa`` / ``bf16 explicit``).
-4. Each of two child processes runs all of it: one started with glibc's malloc tunables (what
-   the ``crema`` command sets, see :mod:`crema.cli`), one without. Page faults per call show
+4. Each size and workload runs in two child processes, one after the other: one started with
+   glibc's malloc tunables (what the ``crema`` command sets, see :mod:`crema.cli`), one without
+   (close in time, because the load of a shared machine drifts). Page faults per call show
    the difference; memory is the peak RSS growth during a variant's first call, after
    ``malloc_trim`` has handed free heap memory back (so the growth is the call's working set).
 
@@ -347,7 +348,8 @@ def measure_size(size: str, args: argparse.Namespace, memory: bool) -> dict:
         counted = counted_flops(_variant(run, model, False, 600), batch) if workload != "embed_b1" else None
         out[workload] = {"batch": batch, "flops_per_ecg": analytic_flops(cfg, workload, mask_ratio),
                          "flops_per_ecg_counted": counted, "variants": rows}
-        print(f"  {size} {workload}: " + ", ".join(f"{k} {v['ecg_per_s']:.2f} ECG/s" for k, v in rows.items()),
+        tag = "tuned" if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") else "plain"
+        print(f"  {size} {workload} ({tag}): " + ", ".join(f"{k} {v['ecg_per_s']:.2f} ECG/s" for k, v in rows.items()),
               file=sys.stderr, flush=True)
     return out
 
@@ -357,27 +359,45 @@ def child(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tuned = "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
-    result = {"allocator_tuned": tuned,
-              "peak_gflops": {"fp32": gemm_peak(torch.float32, 2048, args.gemm_repeats),
-                              "bf16": gemm_peak(torch.bfloat16, 2048, args.gemm_repeats)},
-              "sizes": {}}
-    print(f"  peak GFLOP/s (allocator tuned: {tuned}): {result['peak_gflops']}", file=sys.stderr, flush=True)
+    result = {"allocator_tuned": tuned, "peak_gflops": None, "sizes": {}}
+    if args.gemm_repeats > 0:
+        result["peak_gflops"] = {"fp32": gemm_peak(torch.float32, 2048, args.gemm_repeats),
+                                 "bf16": gemm_peak(torch.bfloat16, 2048, args.gemm_repeats)}
+        print(f"  peak GFLOP/s (allocator tuned: {tuned}): {result['peak_gflops']}", file=sys.stderr, flush=True)
     for size in args.sizes:
         result["sizes"][size] = measure_size(size, args, memory=True)
     return result
 
 
-def run_child(args: argparse.Namespace, tuned: bool) -> dict:
+def run_children(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Measure every (size, workload) in a child with the malloc tunables, then at once in one
+    without, so that the two see the shared machine in nearly the same state; the GEMM peak in
+    each setting's first child. Returns the merged (tuned, plain) results."""
+    merged: dict[bool, dict] = {}
+    for size in args.sizes:
+        for workload in args.workloads:
+            for tuned in (True, False):
+                first = tuned not in merged
+                part = run_child(args, tuned, size, workload, peak=first)
+                if first:
+                    merged[tuned] = part
+                else:
+                    merged[tuned]["sizes"].setdefault(size, {}).update(part["sizes"][size])
+    return merged[True], merged[False]
+
+
+def run_child(args: argparse.Namespace, tuned: bool, size: str, workload: str, peak: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CREMA_REEXECED")}
     env["OMP_NUM_THREADS"] = "1"
     if tuned:
         env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "child.json"
-        command = [sys.executable, __file__, "--child-out", str(path), "--sizes", *args.sizes,
-                   "--workloads", *args.workloads, "--window", str(args.window), "--batch", str(args.batch),
+        command = [sys.executable, __file__, "--child-out", str(path), "--sizes", size,
+                   "--workloads", workload, "--window", str(args.window), "--batch", str(args.batch),
                    "--step-batch", str(args.step_batch), "--repeats", str(args.repeats),
-                   "--latency-runs", str(args.latency_runs), "--gemm-repeats", str(args.gemm_repeats)]
+                   "--latency-runs", str(args.latency_runs),
+                   "--gemm-repeats", str(args.gemm_repeats if peak else 0)]
         if not args.kernel_variants:
             command.append("--no-kernel-variants")
         subprocess.run(command, env=env, check=True)
@@ -523,10 +543,7 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.perf_counter()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        print("child with glibc malloc tunables", file=sys.stderr, flush=True)
-        tuned = run_child(args, tuned=True)
-        print("child without", file=sys.stderr, flush=True)
-        plain = run_child(args, tuned=False)
+        tuned, plain = run_children(args)
         rows = combine(tuned, plain)
         result = {
             "benchmark": "mfu", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
