@@ -14,8 +14,8 @@ What it does:
    at ``--batch``), ``MAE step`` and ``CREMA step`` (forward, backward, AdamW at
    ``--step-batch``; CREMA has two views of the same crop).
 3. Variants, timed interleaved (one call of each in turn, ``--repeats`` rounds, medians):
-   ``baseline`` = the code before this benchmark (fp32, whole-batch conv stem), ``fp32`` (stem
-   in chunks of 600 patches), ``bf16`` (autocast; in training attention as explicit matmuls
+   ``baseline`` = the code before this benchmark (fp32, whole-batch conv stem, the whole batch
+   in one pass), ``fp32`` (stem in chunks of 600 patches, inference in parts of 8 ECGs), ``bf16`` (autocast; in training attention as explicit matmuls
    with an fp32 softmax, in inference too for heads of 32+ channels), and the other attention
    kernel under bf16 to show why each path uses the one it does (``bf16 sdpa`` / ``bf16 explicit``).
 4. Each size and workload runs in two child processes, one after the other: one started with
@@ -230,22 +230,28 @@ def interleaved(variants: dict[str, Callable[[], None]], repeats: int, memory: b
 # ----------------------------------------------------------------------------- workloads
 
 class _Stem:
-    """Set every conv stem's chunk size for the duration of a call (0 = whole batch)."""
+    """For the duration of a call, set every conv stem's chunk size and every encoder's
+    inference batch (0 = whole batch: the code before issue 12)."""
 
     def __init__(self, model: torch.nn.Module, chunk: int):
-        from crema.model.sit import PatchEmbed
+        from crema.model.sit import PatchEmbed, SiTEncoder
 
         self.stems = [m for m in model.modules() if isinstance(m, PatchEmbed)]
+        self.encoders = [m for m in model.modules() if isinstance(m, SiTEncoder)]
         self.chunk = chunk
 
     def __enter__(self):
-        self.saved = [s.chunk for s in self.stems]
+        self.saved = [s.chunk for s in self.stems], [e.inference_batch for e in self.encoders]
         for stem in self.stems:
             stem.chunk = self.chunk
+        for encoder in self.encoders:
+            encoder.inference_batch = 8 if self.chunk else 0
 
     def __exit__(self, *exc):
-        for stem, chunk in zip(self.stems, self.saved):
+        for stem, chunk in zip(self.stems, self.saved[0]):
             stem.chunk = chunk
+        for encoder, batch in zip(self.encoders, self.saved[1]):
+            encoder.inference_batch = batch
 
 
 class _Attention:
@@ -476,7 +482,7 @@ def markdown(result: dict) -> str:
              f"{result['window']} samples (600 tokens for patch 50), CPU seconds per call, medians of "
              f"{result['repeats']} interleaved rounds; allocator tunables on (as the `crema` command sets them). "
              "*vs today*: ECG/s over the `baseline` variant (the code before issue 12: fp32, whole-batch "
-             "stem) in the process without the tunables; *allocator gain*: the same variant with / without "
+             "stem, a batch in one pass) in the process without the tunables; *allocator gain*: the same variant with / without "
              "them; *peak RSS*: growth of the resident memory during the variant's first call, after "
              "`malloc_trim` (the call's working set, weights and inputs excluded).",
              "",

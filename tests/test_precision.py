@@ -255,3 +255,18 @@ def test_onnx_export_runs_the_stem_whole(tiny_pretrain_checkpoint, tmp_path, one
     signals = np.random.default_rng(0).standard_normal((3, 12, model.window)).astype(np.float32)
     diffs = check_parity(model, path, signals, np.ones((3, 12), dtype=bool), batch_sizes=(1, 3))
     assert max(diffs.values()) < 1e-4
+
+
+def test_inference_in_parts_of_the_batch_is_the_same(one_torch_thread):
+    torch.manual_seed(0)
+    encoder = SiTEncoder(ModelConfig.from_size("mini", window=500)).eval()
+    x = torch.randn(11, 12, 500)
+    lead_mask = torch.rand(11, 12) > 0.2
+    with torch.no_grad():
+        encoder.inference_batch = 0
+        whole = encoder(x, lead_mask=lead_mask)
+        encoder.inference_batch = 4
+        parts = encoder(x, lead_mask=lead_mask)
+    assert torch.allclose(whole, parts, atol=1e-5, rtol=1e-5)
+    grad_mode = encoder(x[:5])  # with autograd: one pass (nothing to gain, gradients to keep)
+    assert grad_mode.requires_grad
