@@ -33,8 +33,8 @@ COMMAND_MODULES = (
 )
 
 # glibc hands every freed block above its mmap threshold (32 MB at most) back to the OS, so each
-# batch page-faults its activations in again (about a million faults per batch of 64 ECGs, 15-35%
-# of CPU time). These tunables keep such blocks in the heap; glibc reads them only at process
+# batch page-faults its activations in again (up to about a million faults per batch of 64 ECGs,
+# 15-35% of CPU time). These tunables keep such blocks in the heap; glibc reads them only at process
 # start (mallopt from inside Python comes too late), hence the re-exec in main().
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
 NO_REEXEC_ENV = "CREMA_NO_REEXEC"        # set to 1 to run with glibc's default allocator settings
@@ -88,11 +88,11 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def allocator_environment(environ: dict[str, str], platform: str, libc: str) -> dict[str, str] | None:
+def allocator_environment(environ: dict[str, str], system: str, libc: str) -> dict[str, str] | None:
     """The environment to re-execute with so that glibc keeps freed memory, or None when the
     process should run as it is: not Linux/glibc, opted out, already re-executed, or the
     tunables already set."""
-    if not platform.startswith("linux") or libc != "glibc":
+    if not system.startswith("linux") or libc != "glibc":
         return None
     if environ.get(NO_REEXEC_ENV, "") not in ("", "0") or _REEXEC_MARK in environ:
         return None
