@@ -1,6 +1,7 @@
 """``make bench``: run every benchmark in turn, each printing its table and writing its JSON
-under ``runs/bench/``. Extra arguments are not passed on; run a script alone to change its
-settings (``python benchmarks/<name>.py --help``)."""
+under ``runs/bench/``; the MFU benchmark also rewrites its table in the README's speed section.
+Extra arguments are not passed on; run a script alone to change its settings
+(``python benchmarks/<name>.py --help``)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +10,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("prepare_throughput.py", "dataset_throughput.py", "pretrain_throughput.py", "inference_throughput.py")
+SCRIPTS = ("prepare_throughput.py", "dataset_throughput.py", "pretrain_throughput.py", "inference_throughput.py",
+           "mfu.py")
+EXTRA_ARGS = {"mfu.py": ["--readme", str(HERE.parent / "README.md")]}
 
 
 def main() -> int:
@@ -17,7 +20,7 @@ def main() -> int:
     for name in SCRIPTS:
         print(f"\n==> {name}", flush=True)
         t0 = time.perf_counter()
-        code = subprocess.call([sys.executable, str(HERE / name)])
+        code = subprocess.call([sys.executable, str(HERE / name), *EXTRA_ARGS.get(name, [])])
         print(f"    {name}: exit {code} after {time.perf_counter() - t0:.0f} s", flush=True)
         if code:
             failed.append(name)

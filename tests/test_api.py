@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def pre(tiny_pretrain_checkpoint):
-    return crema.load(tiny_pretrain_checkpoint, device="cpu")
+    # fp32: these tests compare with encoders run by hand (bf16 parity: tests/test_precision.py)
+    return crema.load(tiny_pretrain_checkpoint, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def classifier_dir(tiny_classifier_checkpoint):
 
 @pytest.fixture(scope="module")
 def cls(classifier_dir):
-    return crema.load(classifier_dir, device="cpu")
+    return crema.load(classifier_dir, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +167,7 @@ def test_save_pretrained_round_trip(pre, cls, tmp_path, ptbxl_hea):
     for model, name in ((pre, "pre"), (cls, "cls")):
         out = model.save_pretrained(tmp_path / name)
         assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocess.json"]
-        again = crema.load(out)
+        again = crema.load(out, precision=model.precision)
         assert np.array_equal(again.embed(ptbxl_hea), model.embed(ptbxl_hea))
         assert again.preprocess == model.preprocess and again.classes == model.classes
     with pytest.raises(CremaError, match="onto its own folder"):

@@ -153,7 +153,8 @@ class PretrainConfig:
     grad_clip: float = 1.0                  # max global gradient norm; 0 = off
     seed: int = 0                           # seeds data order, masks, init
     num_workers: int = 0                    # DataLoader worker processes
-    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast: auto = on GPU only
+    amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # bf16 autocast: auto = where the device has fast
+                                            # bf16 (GPU, or CPU with AVX512-BF16/AMX; crema.precision)
     compile: bool = False                   # torch.compile the model
     ckpt_every: int = 500                   # checkpoint every N steps (and always at the end)
     log_every: int = 10                     # JSONL log every N steps

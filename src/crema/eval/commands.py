@@ -182,6 +182,8 @@ def _register_finetune(subparsers: Any) -> None:
     p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast (default auto: where the GPU or CPU has fast bf16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest for "
                    "small models on a busy machine)")
@@ -207,7 +209,7 @@ def finetune_config_from_args(args: argparse.Namespace):
         warmup_epochs=args.warmup_epochs, dropout=args.dropout, probe_init=args.probe_init,
         patience=args.patience, fraction=args.fraction,
         seed=args.seed, holdout_source=args.holdout_source, crop=args.crop, augment=augment,
-        n_bootstrap=args.n_bootstrap, device=args.device, num_workers=args.workers)
+        n_bootstrap=args.n_bootstrap, device=args.device, num_workers=args.workers, amp=args.amp)
 
 
 def run_finetune(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import precision
 from ..config import atomic_write_text, to_dict
 from ..data.corpus import Corpus
 from ..errors import CremaError
@@ -87,6 +88,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     eval_crop = crop if cfg.arch == "sit" else None
     device = resolve_device(cfg.device)
     model.to(device)
+    precision.autocast(device, cfg.amp)  # refuse a bad amp setting before any work
 
     def record_scores(part: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-record ``(y, probabilities)`` of the model as it is now on ``part``."""

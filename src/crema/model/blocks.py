@@ -3,7 +3,8 @@
 Written here rather than taken from timm so that checkpoints never depend on another
 library's private class names. Attention runs through
 :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel
-(flash / memory-efficient) where the device has one.
+(flash / memory-efficient) where the device has one, except in bf16 on a CPU where explicit
+matrix multiplies are faster (see :func:`use_explicit_attention`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,59 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+# Without autograd, explicit attention runs over batch chunks whose fp32 scores fit in this many
+# bytes: larger score tensors are mmapped and page-faulted in again on every call by glibc's
+# default allocator, which made whole-batch explicit attention 2x slower than the fused kernel.
+INFERENCE_SCORES_BYTES = 8 << 20
+# Below this head width the softmax, not the matmuls, dominates explicit attention, and the
+# fused kernel is faster in inference (measured: mini, d_h = 16).
+MIN_EXPLICIT_HEAD_DIM = 32
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
+                       dropout_p: float = 0.0) -> Tensor:
+    """Softmax attention as two matrix multiplies with the softmax in fp32.
+
+    Shapes: ``q, k, v (B, H, L, d_h)``, ``attn_mask`` bool ``(B or 1, 1 or H, 1 or L, L)``
+    (True = attend) -> ``(B, H, L, d_h)`` in ``v``'s dtype. The same function as SDPA; used in
+    bf16 on CPU, where the fused kernel's bf16 backward is about twice as slow as these matmuls,
+    and its bf16 forward slower than them for heads of 32 channels or more. The scores are
+    upcast before the softmax because bf16's 8-bit mantissa would round small weights away.
+    """
+    if q.requires_grad or not len(q):
+        return _attend(q, k, v, attn_mask, dropout_p)
+    rows = max(1, INFERENCE_SCORES_BYTES // (4 * q.shape[1] * q.shape[2] * k.shape[2]))
+    if len(q) <= rows:
+        return _attend(q, k, v, attn_mask, dropout_p)
+    parts = []
+    for start in range(0, len(q), rows):
+        end = start + rows
+        mask = attn_mask if attn_mask is None or len(attn_mask) == 1 else attn_mask[start:end]
+        parts.append(_attend(q[start:end], k[start:end], v[start:end], mask, dropout_p))
+    return torch.cat(parts)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float) -> Tensor:
+    """:func:`explicit_attention` on one chunk."""
+    scores = torch.matmul(q, k.transpose(-2, -1)).float() * (q.shape[-1] ** -0.5)   # (B, H, L, L)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return torch.matmul(weights.to(v.dtype), v)
+
+
+def use_explicit_attention(q: Tensor) -> bool:
+    """True in bf16 on CPU for training, and for inference with heads of at least
+    :data:`MIN_EXPLICIT_HEAD_DIM` channels: where explicit matmuls beat the fused kernel
+    (measured in ``benchmarks/mfu.py``, rows ``bf16 sdpa`` / ``bf16 explicit``). In fp32 the
+    fused kernel is faster."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return False
+    return q.requires_grad or q.shape[-1] >= MIN_EXPLICIT_HEAD_DIM
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection.
 
@@ -85,8 +139,9 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                          # each (B, H, L, d_h)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        attend = explicit_attention if use_explicit_attention(q) else F.scaled_dot_product_attention
+        out = attend(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         out = out.transpose(1, 2).reshape(b, n, d)
         return self.proj_drop(self.proj(out))
 

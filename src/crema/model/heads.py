@@ -48,7 +48,14 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, K)`` of signals ``(B, C, T)``; ``lead_mask`` ``(B, C)`` bool, True = present."""
-        return self.head(self.dropout(self.features(x, lead_mask)))
+        return fp32_head(self.head, self.dropout(self.features(x, lead_mask)))
+
+
+def fp32_head(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``head(features)`` in fp32 even under bf16 autocast: logits rounded to bf16's 8-bit
+    mantissa tie many records' probabilities, which moves AUROCs and thresholds. ``(B, D) -> (B, K)``."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return head(features.float())
 
 
 class Probabilities(nn.Module):

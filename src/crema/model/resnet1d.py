@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .heads import fp32_head
+
 
 @dataclass(frozen=True)
 class ResNet1dConfig:
@@ -120,4 +122,4 @@ class ResNet1d(nn.Module):
 
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, K)`` of signals ``(B, C, T)``."""
-        return self.head(self.dropout(self.features(x, lead_mask)))
+        return fp32_head(self.head, self.dropout(self.features(x, lead_mask)))

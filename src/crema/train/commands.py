@@ -82,7 +82,8 @@ def _register_pretrain(subparsers: Any) -> None:
     p.add_argument("--con-ramp-steps", type=int, help="then ramps linearly to lambda over this many steps")
     p.add_argument("--seed", type=int, help="seed of init, data order, masks (default 0)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
-    p.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast (default auto = GPU only)")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp32", "off"],
+                   help="bf16 autocast (default auto: where the GPU or CPU has fast bf16; off = fp32)")
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
     p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps (default 500; always at the end)")
     p.add_argument("--log-every", type=int, help="log.jsonl line every N steps (default 10)")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .. import precision
 from ..config import AugmentConfig, ModelConfig, from_dict, to_dict
 from ..data.dataset import ECGWindows
 from ..errors import CremaError
@@ -71,6 +72,8 @@ class FinetuneConfig:
     n_bootstrap: int = 1000                 # bootstrap resamples for test intervals
     device: str = "auto"                    # auto = cuda if available, else cpu
     num_workers: int = 0                    # DataLoader worker processes
+    amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # training in bf16 autocast where the device has fast
+                                            # bf16; validation and test stay fp32, like every evaluation
 
     @property
     def effective_layer_decay(self) -> float:
@@ -204,7 +207,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         x = batch["signal"].to(device, non_blocking=True)
         mask = batch["lead_mask"].to(device, non_blocking=True)
         target = batch["label"].to(device, torch.float32)
-        loss = loss_fn(model(x, lead_mask=mask), target)
+        with precision.autocast(device, cfg.amp):
+            loss = loss_fn(model(x, lead_mask=mask), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

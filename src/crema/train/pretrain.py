@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, precision
 from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
 from ..data.corpus import parse_corpus_spec
 from ..data.dataset import open_corpora
@@ -274,11 +274,11 @@ class PretrainResult:
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "off" or (amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())):
-        return contextlib.nullcontext()
-    if amp not in ("auto", "bf16"):
-        raise CremaError(f"unknown amp setting {amp!r}; choose auto, bf16 or off")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 autocast or nothing, as ``amp`` resolves on ``device`` (:mod:`crema.precision`)."""
+    try:
+        return precision.autocast(device, amp)
+    except ValueError as exc:
+        raise CremaError(f"amp: {exc}") from None
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, precision as precision_
 from ..config import STANDARD_LEADS, ModelConfig, PreprocessConfig, from_dict, save_json
 from ..data.preprocess import preprocess_recording
 from ..atomic import replace_directory
@@ -118,7 +118,8 @@ class PredictResult:
     errors: list[Failure] = field(default_factory=list)
 
 
-def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "CremaModel":
+def load(path: str | os.PathLike, device: str | torch.device | None = None,
+         precision: str = "auto") -> "CremaModel":
     """Load a CREMA model folder (``config.json`` + ``model.safetensors``) for inference.
 
     Args:
@@ -126,6 +127,9 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
             pretraining or fine-tuning, or one exported with
             :meth:`CremaModel.save_pretrained` / ``crema export`` (or its ``model.safetensors``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
+        precision: ``"auto"`` (bf16 where the device multiplies it fast: a recent GPU, or a CPU
+            with AVX512-BF16/AMX; else fp32), ``"bf16"`` or ``"fp32"``; see :mod:`crema.precision`.
+            Weights stay fp32 either way; bf16 embeddings match fp32 to cosine >= 0.9999.
 
     Raises:
         CheckpointError: the folder is missing files or does not match the code.
@@ -136,7 +140,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> "
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such model folder")
     network, config = ckpt.load_network(folder)
-    return CremaModel(network, config, folder, resolve_device(device))
+    return CremaModel(network, config, folder, resolve_device(device), precision)
 
 
 class CremaModel:
@@ -150,10 +154,11 @@ class CremaModel:
         window: samples per model input (a SiT's window; longer preprocessed windows are
             covered by averaged crops, see :attr:`crop`).
         device: where inference runs.
+        precision: ``"bf16"`` or ``"fp32"``, what the ``precision`` setting resolved to on ``device``.
     """
 
     def __init__(self, network: nn.Module, config: dict[str, Any], source: Path,
-                 device: torch.device):
+                 device: torch.device, precision: str = "auto"):
         self.config = config
         self.source = source
         self.kind: str = config["kind"]
@@ -163,6 +168,7 @@ class CremaModel:
         self.classes: list[str] | None = list(config["classes"]) if self.kind == "classifier" else None
         self.thresholds = self._thresholds(config)
         self.device = device
+        self.precision = precision_.resolve(precision, device)
         self.network = network.to(device).eval()
 
     def __repr__(self) -> str:
@@ -171,7 +177,8 @@ class CremaModel:
             what += f" {self.model_config.size} (D={self.model_config.dim})"
         if self.classes:
             what += f", {len(self.classes)} classes"
-        return f"CremaModel({what}, window {self.window} at {self.preprocess.fs:g} Hz, {self.device})"
+        return (f"CremaModel({what}, window {self.window} at {self.preprocess.fs:g} Hz, {self.device}, "
+                f"{self.precision})")
 
     # ------------------------------------------------------------------ properties
 
@@ -285,6 +292,8 @@ class CremaModel:
         :attr:`crop` when shorter than the window, else None (the whole window is the input)."""
         return self.crop if self.crop is not None and self.crop < length else None
 
+    @torch.inference_mode()
+    @precision_.autocast_method
     def run(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], signals: np.ndarray,
             lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Apply ``fn(x (b, 12, crop), lead_mask (b, 12)) -> (b, ...)`` in batches to windows

@@ -1,0 +1,577 @@
+"""Model-FLOP utilisation (MFU) of CREMA on this machine: how close each workload runs to the
+measured matrix-multiply peak, in fp32 and bf16, with and without the allocator settings.
+
+    python benchmarks/mfu.py                              # tiny + mini, one thread, ~5-10 min
+    python benchmarks/mfu.py --sizes tiny mini small      # small adds several minutes
+    python benchmarks/mfu.py --render runs/bench/mfu.json --readme README.md   # table only
+
+What it does:
+
+1. The peak: median GFLOP/s of a 2048^3 matrix multiply in fp32 and in bf16, in the same process
+   as the workloads (bf16 is native where the CPU has AVX512-BF16/AMX, emulated otherwise).
+2. Workloads per model size (random init; 12 leads, ``--window`` samples per lead, 10 s at
+   250 Hz by default = 600 tokens): ``embed b1`` (latency of one ECG), ``embed bN`` (throughput
+   at ``--batch``), ``MAE step`` and ``CREMA step`` (forward, backward, AdamW at
+   ``--step-batch``; CREMA has two views of the same crop).
+3. Variants, timed interleaved (one call of each in turn, ``--repeats`` rounds, medians):
+   ``baseline`` = the code before this benchmark (fp32, whole-batch conv stem, the whole batch
+   in one pass), ``fp32`` (stem in chunks of 600 patches, inference in parts of 8 ECGs), ``bf16`` (autocast; in training attention as explicit matmuls
+   with an fp32 softmax, in inference too for heads of 32+ channels), and the other attention
+   kernel under bf16 to show why each path uses the one it does (``bf16 sdpa`` / ``bf16 explicit``).
+4. Each size and workload runs in two child processes, one after the other: one started with
+   glibc's malloc tunables (what the ``crema`` command sets, see :mod:`crema.cli`), one without
+   (close in time, because the load of a shared machine drifts). Page faults per call show
+   the difference; memory is the peak RSS growth during a variant's first call, after
+   ``malloc_trim`` has handed free heap memory back (so the growth is the call's working set).
+
+Times are CPU seconds of the process (one torch thread), so that other jobs on a shared
+machine slow the wall clock but not the figures much; wall-clock times are in the JSON too.
+FLOPs are counted analytically (multiply-add = 2, backward = 2x forward except the first
+convolution's, which needs no input gradient) and cross-checked with
+``torch.utils.flop_counter.FlopCounterMode`` plus the CPU flash-attention ops it does not know.
+
+Prints a table and writes ``runs/bench/mfu.json``; ``--readme`` replaces the table between the
+``mfu-table`` markers of a Markdown file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
+README_START, README_END = "<!-- mfu-table:start -->", "<!-- mfu-table:end -->"
+WORKLOADS = ("embed_b1", "embed", "mae_step", "crema_step")
+# Targets of issue 12 (per thread, tiny). "Today" is the baseline variant in the child without
+# the allocator settings, measured in the same run.
+TARGET_EMBED_PER_S, TARGET_LATENCY_MS, TARGET_BF16_MFU, TARGET_STEP_SPEEDUP = 60.0, 15.0, 0.20, 2.0
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+def encoder_flops(cfg, tokens_per_lead: int) -> int:
+    """Forward FLOPs of the SiT encoder on one ECG with ``tokens_per_lead`` patches per lead.
+
+    Stem per patch: conv 1->S (k 7) over P samples, conv S->S (k 5, stride 2) over P/2, Linear
+    S*P/2 -> D; blocks per token 24 D^2 (qkv 3D^2, proj D^2, MLP 8D^2, x2 for multiply-add);
+    attention 4 L^2 D per ECG (scores and weighted sum).
+    """
+    p, s, d = cfg.patch_size, cfg.stem_channels, cfg.dim
+    half = (p + 1) // 2
+    tokens = cfg.n_leads * tokens_per_lead
+    stem = 2 * (7 * s * p + 5 * s * s * half + s * half * d) * tokens
+    blocks = cfg.depth * (2 * tokens * (4 * d * d + 2 * d * int(d * cfg.mlp_ratio)) + 4 * tokens * tokens * d)
+    return stem + blocks
+
+
+def first_conv_flops(cfg, tokens_per_lead: int) -> int:
+    """Forward FLOPs of the stem's first convolution (its backward has no input gradient)."""
+    return 2 * 7 * cfg.stem_channels * cfg.patch_size * cfg.n_leads * tokens_per_lead
+
+
+def decoder_flops(cfg, visible_per_lead: int) -> int:
+    """Forward FLOPs of the MAE decoder for one ECG: embed visible tokens D -> Dd, blocks over all
+    C*N tokens (attention within each lead in ``per_lead`` mode), head Dd -> P."""
+    n, c, dd = cfg.n_patches, cfg.n_leads, cfg.decoder_dim
+    tokens = c * n
+    embed = 2 * c * visible_per_lead * cfg.dim * dd
+    per_token = 2 * (4 * dd * dd + 2 * dd * int(dd * cfg.mlp_ratio))
+    seq, n_seq = (n, c) if cfg.decoder_mode == "per_lead" else (tokens, 1)
+    blocks = cfg.decoder_depth * (per_token * tokens + n_seq * 4 * seq * seq * dd)
+    return embed + blocks + 2 * tokens * dd * cfg.patch_size
+
+
+def projector_flops(cfg) -> int:
+    return 2 * (cfg.dim * cfg.projector_hidden + cfg.projector_hidden * cfg.projector_dim)
+
+
+def analytic_flops(cfg, workload: str, mask_ratio: float) -> int:
+    """Model FLOPs per ECG of ``workload`` (a step: forward + backward = 3x forward, less the
+    first convolution's input gradient)."""
+    from crema.model.masking import n_visible
+
+    n = cfg.n_patches
+    if workload in ("embed", "embed_b1"):
+        return encoder_flops(cfg, n)
+    k = n_visible(n, mask_ratio)
+    view = encoder_flops(cfg, k) + decoder_flops(cfg, k)
+    step = 3 * view - first_conv_flops(cfg, k)
+    if workload == "mae_step":
+        return step
+    return 2 * step + 2 * 3 * projector_flops(cfg)
+
+
+def _cpu_attention_formulas() -> dict:
+    """FlopCounterMode formulas for the CPU flash-attention ops it does not count. The backward
+    counts the four gradient matmuls (2x forward), not the recomputed scores, as model FLOPs do."""
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+
+    def forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
+def counted_flops(run: Callable[[], None], batch: int) -> int:
+    """FLOPs per ECG of one call of ``run`` (over ``batch`` ECGs) by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
+    with counter:
+        run()
+    return counter.get_total_flops() // batch
+
+
+# ----------------------------------------------------------------------------- timing and memory
+
+def gemm_peak(dtype: torch.dtype, n: int, repeats: int) -> float:
+    """Median GFLOP/s of an ``n x n x n`` matrix multiply in ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        torch.matmul(a, b)
+        times.append(time.process_time() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def _status_kb(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark of this process's RSS (Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _trim_heap() -> None:
+    """Hand free heap memory back to the OS (glibc ``malloc_trim``), so that the RSS before a
+    call is its live data and the growth during it the call's own working set."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_rss_growth_mb(run: Callable[[], None]) -> float | None:
+    """Peak RSS during one call of ``run`` above the RSS before it, MB (None off Linux)."""
+    _trim_heap()
+    before = _status_kb("VmRSS")
+    if before is None or not _reset_peak_rss():
+        return None
+    run()
+    peak = _status_kb("VmHWM")
+    return None if peak is None else round(max(0, peak - before) / 1024, 1)
+
+
+def timed_call(run: Callable[[], None]) -> tuple[float, float, int]:
+    """CPU seconds, wall seconds and minor page faults of one call."""
+    import resource
+
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu, wall = time.process_time(), time.perf_counter()
+    run()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return cpu, wall, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+
+def interleaved(variants: dict[str, Callable[[], None]], repeats: int, memory: bool) -> dict[str, dict]:
+    """Time ``variants`` in turn (one warm-up each, which also measures memory), ``repeats``
+    rounds; per variant the median CPU and wall seconds and page faults per call."""
+    samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in variants}
+    peaks = {name: (peak_rss_growth_mb(run) if memory else None) for name, run in variants.items()}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            samples[name].append(timed_call(run))
+    return {name: {"cpu_s": statistics.median(s[0] for s in runs),
+                   "wall_s": statistics.median(s[1] for s in runs),
+                   "page_faults": int(statistics.median(s[2] for s in runs)),
+                   "cpu_s_all": [round(s[0], 4) for s in runs],
+                   "peak_rss_growth_mb": peaks[name]}
+            for name, runs in samples.items()}
+
+
+# ----------------------------------------------------------------------------- workloads
+
+class _Stem:
+    """For the duration of a call, set every conv stem's chunk size and every encoder's
+    inference batch (0 = whole batch: the code before issue 12)."""
+
+    def __init__(self, model: torch.nn.Module, chunk: int):
+        from crema.model.sit import PatchEmbed, SiTEncoder
+
+        self.stems = [m for m in model.modules() if isinstance(m, PatchEmbed)]
+        self.encoders = [m for m in model.modules() if isinstance(m, SiTEncoder)]
+        self.chunk = chunk
+
+    def __enter__(self):
+        self.saved = [s.chunk for s in self.stems], [e.inference_batch for e in self.encoders]
+        for stem in self.stems:
+            stem.chunk = self.chunk
+        for encoder in self.encoders:
+            encoder.inference_batch = 8 if self.chunk else 0
+
+    def __exit__(self, *exc):
+        for stem, chunk in zip(self.stems, self.saved[0]):
+            stem.chunk = chunk
+        for encoder, batch in zip(self.encoders, self.saved[1]):
+            encoder.inference_batch = batch
+
+
+class _Attention:
+    """Force the attention kernel choice of :mod:`crema.model.blocks` (None = its own rule)."""
+
+    def __init__(self, explicit: bool | None):
+        self.explicit = explicit
+
+    def __enter__(self):
+        from crema.model import blocks
+
+        self.saved = blocks.use_explicit_attention
+        if self.explicit is not None:
+            blocks.use_explicit_attention = lambda q: self.explicit
+
+    def __exit__(self, *exc):
+        from crema.model import blocks
+
+        blocks.use_explicit_attention = self.saved
+
+
+def default_is_explicit(cfg, training: bool) -> bool:
+    """Whether :mod:`crema.model.blocks` picks explicit attention in bf16 for this encoder."""
+    from crema.model.blocks import use_explicit_attention
+
+    q = torch.empty(1, cfg.heads, 1, cfg.dim // cfg.heads, dtype=torch.bfloat16, requires_grad=training)
+    return use_explicit_attention(q)
+
+
+def _variant(run: Callable[[], None], model: torch.nn.Module, bf16: bool, chunk: int,
+             explicit: bool | None = None) -> Callable[[], None]:
+    def call() -> None:
+        with _Stem(model, chunk), _Attention(explicit), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            run()
+    return call
+
+
+def embed_runs(cfg, batch: int) -> tuple[torch.nn.Module, Callable[[], None]]:
+    from crema.model.sit import SiTEncoder
+
+    torch.manual_seed(0)
+    encoder = SiTEncoder(cfg).eval()
+    x = torch.randn(batch, cfg.n_leads, cfg.window)
+
+    def run() -> None:
+        with torch.inference_mode():
+            encoder(x)
+    return encoder, run
+
+
+def step_runs(cfg, mode: str, batch: int) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """One optimiser step (forward, backward, AdamW) of CREMA in ``mode`` (mae or crema)."""
+    from crema.config import ObjectiveConfig
+    from crema.model.crema import CREMA
+
+    torch.manual_seed(0)
+    model = CREMA(cfg, ObjectiveConfig(mode=mode)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, cfg.n_leads, cfg.window)
+    lead_mask = torch.ones(batch, cfg.n_leads, dtype=torch.bool)
+
+    def run() -> None:
+        # As crema.train.pretrain: autocast over the forward only; the backward runs in the
+        # forward's dtypes.
+        out = model(x, lead_mask=lead_mask)
+        with torch.autocast("cpu", enabled=False):
+            out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model, run
+
+
+def measure_size(size: str, args: argparse.Namespace, memory: bool) -> dict:
+    """Every workload and variant of one model size."""
+    from crema.config import ModelConfig, ObjectiveConfig
+
+    cfg = ModelConfig.from_size(size, window=args.window)
+    mask_ratio = ObjectiveConfig().mask_ratio
+    out = {"config": {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "window": cfg.window,
+                      "patch_size": cfg.patch_size, "tokens": cfg.n_leads * cfg.n_patches}}
+    plans = {
+        "embed_b1": (lambda: embed_runs(cfg, 1), 1),
+        "embed": (lambda: embed_runs(cfg, args.batch), args.batch),
+        "mae_step": (lambda: step_runs(cfg, "mae", args.step_batch), args.step_batch),
+        "crema_step": (lambda: step_runs(cfg, "crema", args.step_batch), args.step_batch),
+    }
+    for workload in args.workloads:
+        build, batch = plans[workload]
+        model, run = build()
+        variants = {"baseline": _variant(run, model, False, 0), "fp32": _variant(run, model, False, 600),
+                    "bf16": _variant(run, model, True, 600)}
+        if args.kernel_variants:
+            explicit = not default_is_explicit(cfg, training=workload.endswith("_step"))
+            variants[f"bf16 {'explicit' if explicit else 'sdpa'}"] = _variant(run, model, True, 600, explicit)
+        repeats = args.latency_runs if workload == "embed_b1" else args.repeats
+        rows = interleaved(variants, repeats, memory)
+        for row in rows.values():
+            row["ecg_per_s"] = batch / row["cpu_s"]
+            row["ms_per_call"] = 1000 * row["cpu_s"]
+        counted = counted_flops(_variant(run, model, False, 600), batch) if workload != "embed_b1" else None
+        out[workload] = {"batch": batch, "flops_per_ecg": analytic_flops(cfg, workload, mask_ratio),
+                         "flops_per_ecg_counted": counted, "variants": rows}
+        tag = "tuned" if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") else "plain"
+        print(f"  {size} {workload} ({tag}): " + ", ".join(f"{k} {v['ecg_per_s']:.2f} ECG/s" for k, v in rows.items()),
+              file=sys.stderr, flush=True)
+    return out
+
+
+def child(args: argparse.Namespace) -> dict:
+    """Everything measured in this process (one allocator setting)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tuned = "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
+    result = {"allocator_tuned": tuned, "peak_gflops": None, "sizes": {}}
+    if args.gemm_repeats > 0:
+        result["peak_gflops"] = {"fp32": gemm_peak(torch.float32, 2048, args.gemm_repeats),
+                                 "bf16": gemm_peak(torch.bfloat16, 2048, args.gemm_repeats)}
+        print(f"  peak GFLOP/s (allocator tuned: {tuned}): {result['peak_gflops']}", file=sys.stderr, flush=True)
+    for size in args.sizes:
+        result["sizes"][size] = measure_size(size, args, memory=True)
+    return result
+
+
+def run_children(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Measure every (size, workload) in a child with the malloc tunables, then at once in one
+    without, so that the two see the shared machine in nearly the same state; the GEMM peak in
+    each setting's first child. Returns the merged (tuned, plain) results."""
+    merged: dict[bool, dict] = {}
+    for size in args.sizes:
+        for workload in args.workloads:
+            for tuned in (True, False):
+                first = tuned not in merged
+                part = run_child(args, tuned, size, workload, peak=first)
+                if first:
+                    merged[tuned] = part
+                else:
+                    merged[tuned]["sizes"].setdefault(size, {}).update(part["sizes"][size])
+    return merged[True], merged[False]
+
+
+def run_child(args: argparse.Namespace, tuned: bool, size: str, workload: str, peak: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CREMA_REEXECED")}
+    env["OMP_NUM_THREADS"] = "1"
+    if tuned:
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "child.json"
+        command = [sys.executable, __file__, "--child-out", str(path), "--sizes", size,
+                   "--workloads", workload, "--window", str(args.window), "--batch", str(args.batch),
+                   "--step-batch", str(args.step_batch), "--repeats", str(args.repeats),
+                   "--latency-runs", str(args.latency_runs),
+                   "--gemm-repeats", str(args.gemm_repeats if peak else 0)]
+        if not args.kernel_variants:
+            command.append("--no-kernel-variants")
+        subprocess.run(command, env=env, check=True)
+        return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------- report
+
+def combine(tuned: dict, plain: dict) -> list[dict]:
+    """One row per (size, workload, variant) of the tuned child, with MFU, the plain child's
+    memory and speed for the same variant, and the speed-up over the plain baseline."""
+    rows = []
+    peaks = tuned["peak_gflops"]
+    for size, workloads in tuned["sizes"].items():
+        for workload in WORKLOADS:
+            if workload not in workloads:
+                continue
+            entry, other = workloads[workload], plain["sizes"][size][workload]
+            base = other["variants"]["baseline"]["ecg_per_s"]
+            for variant, row in entry["variants"].items():
+                gflops = row["ecg_per_s"] * entry["flops_per_ecg"] / 1e9
+                same = other["variants"].get(variant)
+                rows.append({
+                    "size": size, "workload": workload, "batch": entry["batch"], "variant": variant,
+                    "ecg_per_s": row["ecg_per_s"], "ms_per_call": row["ms_per_call"], "gflops": gflops,
+                    "mfu_fp32": gflops / peaks["fp32"], "mfu_bf16": gflops / peaks["bf16"],
+                    "gflop_per_ecg": entry["flops_per_ecg"] / 1e9,
+                    "gflop_per_ecg_counted": (entry["flops_per_ecg_counted"] or math.nan) / 1e9,
+                    "page_faults": row["page_faults"],
+                    "plain_page_faults": same["page_faults"] if same else None,
+                    "allocator_speedup": row["ecg_per_s"] / same["ecg_per_s"] if same else None,
+                    "speedup_vs_today": row["ecg_per_s"] / base,
+                    "peak_rss_growth_mb": row["peak_rss_growth_mb"],
+                    "plain_peak_rss_growth_mb": same["peak_rss_growth_mb"] if same else None})
+    return rows
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The issue's targets for ``tiny`` against the bf16 rows: measured, target, met."""
+    def find(workload: str) -> dict | None:
+        return next((r for r in rows if r["size"] == "tiny" and r["workload"] == workload
+                     and r["variant"] == "bf16"), None)
+
+    checks = []
+    embed, one = find("embed"), find("embed_b1")
+    if embed:
+        checks.append({"target": f"tiny embedding >= {TARGET_EMBED_PER_S:g} ECG/s per thread at batch {embed['batch']}",
+                       "measured": embed["ecg_per_s"], "goal": TARGET_EMBED_PER_S, "higher_is_better": True})
+        checks.append({"target": f"tiny embedding >= {TARGET_BF16_MFU:.0%} of the bf16 peak",
+                       "measured": embed["mfu_bf16"], "goal": TARGET_BF16_MFU, "higher_is_better": True})
+    if one:
+        checks.append({"target": f"tiny batch-1 latency <= {TARGET_LATENCY_MS:g} ms",
+                       "measured": one["ms_per_call"], "goal": TARGET_LATENCY_MS, "higher_is_better": False})
+    for workload, name in (("mae_step", "MAE"), ("crema_step", "CREMA")):
+        row = find(workload)
+        if row:
+            checks.append({"target": f"tiny {name} step >= {TARGET_STEP_SPEEDUP:g}x today's ECG/s",
+                           "measured": row["speedup_vs_today"], "goal": TARGET_STEP_SPEEDUP,
+                           "higher_is_better": True})
+    for check in checks:
+        ratio = check["measured"] / check["goal"]
+        check["met"] = ratio >= 1 if check["higher_is_better"] else ratio <= 1
+        check["of_goal"] = ratio if check["higher_is_better"] else 1 / ratio
+    return checks
+
+
+NAMES = {"embed_b1": "embed b1", "embed": "embed b{batch}", "mae_step": "MAE step b{batch}",
+         "crema_step": "CREMA step b{batch}"}
+
+
+def markdown(result: dict) -> str:
+    """The README table: peaks, one row per size/workload/variant, then the targets."""
+    peaks = result["peak_gflops"]
+    lines = [f"Peak of this run (2048^3 matrix multiply, one thread): **fp32 {peaks['fp32']:.0f} GFLOP/s, "
+             f"bf16 {peaks['bf16']:.0f} GFLOP/s** (bf16 native: {result['cpu_bf16']}). Window "
+             f"{result['window']} samples (600 tokens for patch 50), CPU seconds per call, medians of "
+             f"{result['repeats']} interleaved rounds; allocator tunables on (as the `crema` command sets them). "
+             "*vs today*: ECG/s over the `baseline` variant (the code before issue 12: fp32, whole-batch "
+             "stem, a batch in one pass) in the process without the tunables; *allocator gain*: the same variant with / without "
+             "them; *peak RSS*: growth of the resident memory during the variant's first call, after "
+             "`malloc_trim` (the call's working set, weights and inputs excluded).",
+             "",
+             "| size | workload | variant | ECG/s | ms/call | GFLOP/ECG (counted) | GFLOP/s | MFU fp32 | MFU bf16 "
+             "| vs today | allocator gain | faults/call (without) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        name = NAMES[r["workload"]].format(batch=r["batch"])
+        counted = "" if math.isnan(r["gflop_per_ecg_counted"]) else f" ({r['gflop_per_ecg_counted']:.3f})"
+        gain = "" if r["allocator_speedup"] is None else f"{r['allocator_speedup']:.2f}x"
+        faults = f"{r['page_faults']:,}" + ("" if r["plain_page_faults"] is None else f" ({r['plain_page_faults']:,})")
+        memory = "" if r["peak_rss_growth_mb"] is None else f"{r['peak_rss_growth_mb']:.0f}"
+        lines.append(f"| {r['size']} | {name} | {r['variant']} | {r['ecg_per_s']:.2f} | {r['ms_per_call']:.1f} "
+                     f"| {r['gflop_per_ecg']:.3f}{counted} | {r['gflops']:.0f} | {r['mfu_fp32']:.0%} "
+                     f"| {r['mfu_bf16']:.0%} | {r['speedup_vs_today']:.2f}x | {gain} | {faults} | {memory} |")
+    lines += ["", "| target (issue 12, tiny, bf16) | measured | met |", "|---|---|---|"]
+    for c in result["targets"]:
+        value = f"{c['measured']:.1%}" if "peak" in c["target"] else f"{c['measured']:.2f}"
+        verdict = "yes" if c["met"] else f"**no: {c['of_goal']:.0%} of the target**"
+        lines.append(f"| {c['target']} | {value} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: Path, table: str) -> None:
+    """Replace the text between the mfu-table markers of ``path`` by ``table``."""
+    text = path.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    path.write_text(text[:start] + "\n" + table + text[end:])
+
+
+def print_table(result: dict) -> None:
+    print()
+    print(markdown(result))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", nargs="+", default=["tiny", "mini"], help="model presets (tiny mini small base)")
+    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    p.add_argument("--window", type=int, default=2500, help="samples per lead (default 2500: 10 s at 250 Hz)")
+    p.add_argument("--batch", type=int, default=64, help="embedding batch (default 64)")
+    p.add_argument("--step-batch", type=int, default=16, help="training batch (default 16)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds of each variant (default 3)")
+    p.add_argument("--latency-runs", type=int, default=15, help="timed batch-1 calls (default 15)")
+    p.add_argument("--gemm-repeats", type=int, default=7)
+    p.add_argument("--no-kernel-variants", dest="kernel_variants", action="store_false",
+                   help="skip the other-attention-kernel rows")
+    p.add_argument("--out", default="runs/bench/mfu.json")
+    p.add_argument("--readme", type=Path, help="rewrite the table between the mfu-table markers of this file")
+    p.add_argument("--render", type=Path, help="only print (and --readme) the table of this JSON")
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.child_out:
+        Path(args.child_out).write_text(json.dumps(child(args)))
+        return 0
+    if args.render:
+        result = json.loads(args.render.read_text())
+    else:
+        from crema.precision import cpu_has_bf16
+
+        started = time.perf_counter()
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        tuned, plain = run_children(args)
+        rows = combine(tuned, plain)
+        result = {
+            "benchmark": "mfu", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "cpu_bf16": cpu_has_bf16(), "torch_threads": 1, "window": args.window, "repeats": args.repeats,
+            "timing": "CPU seconds of the process per call (one thread), medians of interleaved rounds",
+            "load_average_1min": {"start": load, "end": os.getloadavg()[0] if load is not None else None},
+            "peak_gflops": tuned["peak_gflops"], "peak_gflops_plain_child": plain["peak_gflops"],
+            "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+            "children": {"tuned": tuned, "plain": plain},
+            "command": " ".join(["benchmarks/mfu.py", *(argv if argv is not None else sys.argv[1:])]),
+        }
+        result["targets"] = targets(rows)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    print_table(result)
+    if args.readme:
+        write_readme(args.readme, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
