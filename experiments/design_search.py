@@ -276,7 +276,8 @@ def run_job(job: dict) -> dict:
     try:
         from crema.model.crema import CREMA
         from crema.train.checkpoint import load_encoder
-        from crema.train.pretrain import pretrain, seed_everything
+        from crema.train.pretrain import pretrain
+        from crema.train.rng import seed_everything
 
         steps = job.get("steps")
         if job.get("budget_s") and variant != "random_init":

@@ -70,7 +70,8 @@ def run(design: str, args) -> dict:
     sys.path.insert(0, str(REPO / "experiments"))
     import design_search
     from crema.model.crema import CREMA
-    from crema.train.pretrain import open_pretrain_data, seed_everything
+    from crema.train.rng import seed_everything
+    from crema.train.stream import open_pretrain_data
     from crema.train.schedule import lr_at, make_adamw, scaled_lr, set_lr
 
     cfg = design_search.run_config("crema_base" if design == "same" else "crema_disjoint", 0, args.corpora,

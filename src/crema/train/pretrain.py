@@ -26,6 +26,11 @@ Continue an interrupted run exactly where its last checkpoint left it::
 The run folder holds ``config.json`` (kind ``pretrain``: model, objective, preprocess, train,
 step), ``model.safetensors``, ``training_state.pt`` and ``log.jsonl``. SIGINT/SIGTERM finish
 the current step, write a checkpoint and stop.
+
+This module holds the engine (:class:`Trainer`, :func:`pretrain`); its parts live beside it:
+:mod:`.stream` (corpora -> training set, the resumable batch sampler), :mod:`.rng` (RNG state),
+:mod:`.stop` (SIGINT/SIGTERM), :mod:`.logger` (``log.jsonl``), :mod:`.run_config` (the run's
+``config.json`` and what a resume may change).
 """
 from __future__ import annotations
 
@@ -33,235 +38,32 @@ import contextlib
 import dataclasses
 import json
 import math
-import random
 import signal
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from .. import __version__, precision
-from ..config import PreprocessConfig, RunConfig, atomic_write_text, load_json, to_dict
-from ..data.corpus import parse_corpus_spec
-from ..data.dataset import open_corpora
+from .. import precision
+from .. import runtime as dist_utils
+from ..config import RunConfig, atomic_write_text
 from ..errors import CremaError
 from ..model.crema import CREMA, contrastive_scale
-from .. import runtime as dist_utils
 from .checkpoint import (CONFIG_FILE, load_checkpoint, load_config, load_state_into,
                          load_training_state, run_config_from_checkpoint, save_checkpoint)
+from .logger import LOG_FILE, RunLogger, truncate_log
+from .rng import rng_state, seed_everything, set_rng_state
+from .run_config import check_resumable, checkpoint_config
 from .schedule import lr_at, make_adamw, scaled_lr, set_lr
+from .stop import StopFlag
+from .stream import EpochBatches, PretrainData, open_pretrain_data
 
-LOG_FILE = "log.jsonl"
-
-# Fields of the train config that may change when a run is resumed; anything else would
-# make the continuation differ from the uninterrupted run, so it is refused.
-RESUME_MUTABLE = frozenset({"steps", "ckpt_every", "log_every", "num_workers", "device",
-                            "tensorboard", "compile", "out"})
-
-
-# ----------------------------------------------------------------------------- config <-> checkpoint
-
-def checkpoint_config(cfg: RunConfig, step: int) -> dict[str, Any]:
-    """The ``config.json`` of a pretraining checkpoint."""
-    return {"kind": "pretrain", "crema_version": __version__, "step": int(step), **to_dict(cfg)}
-
-
-def check_resumable(saved: RunConfig, cfg: RunConfig) -> None:
-    """Refuse to resume with settings that would change the run (other than RESUME_MUTABLE)."""
-    problems = []
-    for part in ("model", "objective", "preprocess"):
-        if to_dict(getattr(saved, part)) != to_dict(getattr(cfg, part)):
-            problems.append(part)
-    old, new = to_dict(saved.train), to_dict(cfg.train)
-    problems += [f"train.{k}" for k in old if k not in RESUME_MUTABLE and old[k] != new.get(k)]
-    if problems:
-        raise CremaError(f"cannot resume: settings differ from the saved run in {', '.join(problems)}")
-
-
-# ----------------------------------------------------------------------------- data
-
-@dataclass
-class PretrainData:
-    """The training set of a run and the corpora's preprocessing.
-
-    ``dataset`` is indexed by ``(epoch, i)`` pairs and yields dicts with ``signal (12, W)``
-    (cropped to the model window), ``lead_mask (12,)``, ``row`` and ``patient`` (int, -1 =
-    unknown).
-    """
-
-    dataset: Dataset
-    preprocess: PreprocessConfig
-    window: int
-
-
-class EpochIndexed(Dataset):
-    """Wraps a dataset with ``set_epoch`` so that the epoch travels inside the index
-    ``(epoch, i)``: DataLoader workers hold their own copies of the dataset, which a
-    ``set_epoch`` call in the main process would never reach. Adds each item's ``patient``."""
-
-    def __init__(self, dataset: Dataset, patients: np.ndarray):
-        self.dataset, self.patients, self.epoch = dataset, patients, None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        epoch, i = key
-        if self.epoch != epoch:
-            self.dataset.set_epoch(epoch)
-            self.epoch = epoch
-        item = dict(self.dataset[i])
-        item["patient"] = int(self.patients[i])
-        return item
-
-
-def _patient_codes(corpus: Any, offset: int) -> tuple[np.ndarray, int]:
-    """Integer code per corpus row for its (source, patient_id); -1 where the id is unknown.
-    Codes of different corpora never collide (``offset``)."""
-    index = corpus.index
-    if "patient_id" not in index.columns:
-        return np.full(len(index), -1, dtype=np.int64), offset
-    pid = index["patient_id"].fillna("").astype(str)
-    source = index["source"].fillna("").astype(str) if "source" in index.columns else ""
-    key = (source + "/" + pid).where(pid != "", None)
-    codes, uniques = pd.factorize(key, use_na_sentinel=True)
-    codes = np.where(codes >= 0, codes + offset, -1).astype(np.int64)
-    return codes, offset + len(uniques)
-
-
-def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: int = 0,
-                       view_crop: str = "same") -> PretrainData:
-    """Open every corpus spec (``DIR`` or ``DIR:split[,split]``) as one training set, with
-    random crops of ``window`` samples (drawn per item from ``(seed, epoch, index)``) and
-    duplicate records across corpora dropped (see :func:`crema.data.dataset.open_corpora`).
-    With ``view_crop`` other than ``same`` items are whole corpus windows: the model crops
-    each view itself (``disjoint`` needs corpus windows of at least twice ``window``).
-
-    Raises :class:`CremaError` when a corpus is missing, the corpora were prepared with
-    different preprocessing, or their windows are shorter than the model's.
-    """
-    if not specs:
-        raise CremaError("no corpus given (--corpus DIR[:splits])")
-    # Check preprocessing from each corpus's preprocess.json before reading any index.
-    preprocess, first = None, None
-    for spec in specs:
-        path = parse_corpus_spec(spec)[0]
-        if not (path / "preprocess.json").is_file():
-            continue  # open_corpora reports what is missing
-        cfg = load_json(path / "preprocess.json", PreprocessConfig)
-        if preprocess is None:
-            preprocess, first = cfg, path
-        elif to_dict(cfg) != to_dict(preprocess):
-            raise CremaError(
-                f"corpora were prepared with different preprocessing: {first} has "
-                f"{to_dict(preprocess)}, {path} has {to_dict(cfg)}; prepare them alike")
-    if preprocess is not None and preprocess.window < window:
-        raise CremaError(f"{first}: corpus windows have {preprocess.window} samples, "
-                         f"fewer than the model window {window}")
-    if view_crop == "disjoint" and preprocess is not None and preprocess.window < 2 * window:
-        raise CremaError(f"{first}: view_crop 'disjoint' needs corpus windows of at least "
-                         f"{2 * window} samples (twice the model window); they have {preprocess.window}")
-    crop = window if view_crop == "same" else None
-    concat = open_corpora(list(specs), crop=crop, random_crop=True, seed=seed)
-    preprocess = concat.datasets[0].corpus.preprocess
-    patients, offset = [], 0
-    for part in concat.datasets:
-        codes, offset = _patient_codes(part.corpus, offset)
-        patients.append(codes[part.rows])
-    return PretrainData(dataset=EpochIndexed(concat, np.concatenate(patients)),
-                        preprocess=preprocess, window=window)
-
-
-class EpochBatches:
-    """Infinite batch sampler: DistributedSampler epochs (``set_epoch`` each pass) cut into
-    full batches of ``(epoch, index)`` keys, starting ``skip`` batches in. Skipping costs no
-    data loading, which is what makes resuming at the exact batch cheap."""
-
-    def __init__(self, sampler: DistributedSampler, batch_size: int, skip: int = 0):
-        self.sampler, self.batch_size, self.skip = sampler, batch_size, skip
-        self.per_epoch = len(sampler) // batch_size
-        if self.per_epoch == 0:
-            raise CremaError(f"each process gets {len(sampler)} ECGs per epoch, fewer than one "
-                             f"batch of {batch_size}; use a smaller --batch-size")
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, start = divmod(self.skip, self.per_epoch)
-        while True:
-            self.sampler.set_epoch(epoch)
-            order = list(self.sampler)
-            for b in range(start, self.per_epoch):
-                yield [(epoch, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
-            epoch, start = epoch + 1, 0
-
-
-# ----------------------------------------------------------------------------- RNG state
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain values (safe for ``weights_only``)."""
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    npy = state["numpy"]
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------- signals
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag checked between steps (a second signal is not caught)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopFlag":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-# ----------------------------------------------------------------------------- the engine
 
 @dataclass
 class PretrainResult:
@@ -279,59 +81,6 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
         return precision.autocast(device, amp)
     except ValueError as exc:
         raise CremaError(f"amp: {exc}") from None
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone), and a
-    partial last line left by a kill in the middle of writing it.
-
-    Raises:
-        CremaError: a line other than the last is not JSON (the file was damaged otherwise).
-    """
-    if not path.is_file():
-        return
-    lines = path.read_bytes().decode("utf-8", "replace").splitlines()
-    kept = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # the write a kill interrupted: its step is redone anyway
-                break
-            raise CremaError(f"{path}: line {number} is not JSON ({line[:60]!r}); fix or delete "
-                             "that line to resume") from None
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-class _Logger:
-    """Rank-0 JSONL log (+ optional TensorBoard)."""
-
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
-        self.path, self.enabled, self.tb = out / LOG_FILE, enabled, None
-        if enabled and tensorboard:
-            try:  # optional: the tensorboard package is not a dependency
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                warnings.warn("--tensorboard: the tensorboard package is not installed; JSONL only")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def pretrain(cfg: RunConfig, resume: bool = False, progress: bool = True,
@@ -405,7 +154,7 @@ class Trainer:
         # streams are exactly those of the uninterrupted run.
         if saved_rng is not None:
             set_rng_state(saved_rng)
-        self.logger = _Logger(self.out, info.is_main, t.tensorboard)
+        self.logger = RunLogger(self.out, info.is_main, t.tensorboard)
 
     # ------------------------------------------------------------------ state
 
@@ -426,7 +175,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.batches_done = int(state["step"]), int(state["batches_done"])
         if self.info.is_main:
-            _truncate_log(self.out / LOG_FILE, self.step)
+            truncate_log(self.out / LOG_FILE, self.step)
         dist_utils.barrier()
         rngs = state.get("rng", [])
         if len(rngs) == self.info.world_size:
