@@ -1,0 +1,232 @@
+"""The batch-job machinery of ``crema embed`` and ``crema predict``: their shared options, input
+expansion into one item per record, the output files and their resume fingerprint, and the loop
+that reads records a chunk at a time, skips bad ones and flushes outputs atomically.
+
+A command supplies two callbacks to :func:`run_batch`: ``process_chunk(prepared) -> records done``
+(its model work on one chunk) and ``flush(failures)`` (rewrite its outputs); see
+:mod:`crema.use.commands`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import atomic_write_text
+from ..data.leads import duplicate_leads
+from ..errors import CremaError, printable
+from .inputs import InputItem, check_fs, collect_inputs
+
+DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
+# Once the output is large, flush only after it has grown by this fraction: each flush rewrites the
+# whole output, so flushing every chunk would cost time quadratic in the number of records.
+FLUSH_GROWTH = 0.1
+
+
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fs", type=float,
+                   help="sampling rate (Hz) of raw arrays and stacks that carry none (.npy/.csv; HDF5 "
+                        "without one is taken as CODE-15%%'s 400 Hz)")
+    p.add_argument("--leads", help="comma-separated lead names of raw array rows (default the standard 12)")
+    p.add_argument("--dataset", help="the array of an .npz / dataset of an HDF5 stack holding the signals "
+                                     "(default: signal, signals, ..., tracings)")
+    p.add_argument("--ids", help="record ids of stack rows: a .csv/.txt file (one per row) or the name of an "
+                                 "array in the .npz/HDF5 (default: exam_id, record_id, ... when present)")
+
+
+def add_batch_options(p: argparse.ArgumentParser) -> None:
+    add_input_options(p)
+    # 8 = crema.model.inference.DEFAULT_BATCH, written out to keep torch out of the CLI's start
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8; on a CPU "
+                   "small chunks beat big batches)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help=f"records between output flushes (default {DEFAULT_CHUNK})")
+    p.add_argument("--overwrite", action="store_true", help="start again instead of resuming an existing --out")
+    p.add_argument("--per-window", action="store_true",
+                   help="one row per 10 s window instead of one per record (the mean of its windows)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def lead_list(text: str | None) -> list[str] | None:
+    """The ``--leads`` names, refusing a lead named twice (which row would be that lead?)."""
+    if not text:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    twice = duplicate_leads(names)
+    if twice:
+        raise CremaError(f"--leads names {', '.join(twice)} more than once ({text})")
+    return names
+
+
+def note(message: str) -> None:
+    tqdm.write(printable(message), file=sys.stderr)
+
+
+def failure_row(record_id: str, source: str, reason: str) -> dict:
+    """A row of ``OUT.errors.csv``; names that are not valid UTF-8 are shown as ``\\xNN``."""
+    return {"record_id": printable(record_id), "source": printable(source), "reason": printable(reason)}
+
+
+def expand_inputs(inputs: Iterable[str], fs: float | None, leads: list[str] | None,
+                  dataset: str | None = None, ids: str | None = None, preprocess=None
+                  ) -> tuple[list[InputItem], list[dict]]:
+    """Items for every record under ``inputs`` (see :func:`collect_inputs`); an input that does not
+    exist or cannot be opened (an unreadable stack, a corpus made with other preprocessing) is a
+    failure row. Warnings while opening (an assumed HDF5 rate) become notes on stderr."""
+    from ..data.stacks import AssumedRateWarning
+
+    items, failures = [], []
+    if fs is not None:
+        check_fs(fs)
+    for text in inputs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AssumedRateWarning)
+            try:
+                items.extend(collect_inputs(str(text), fs, leads, dataset=dataset, ids=ids,
+                                            preprocess=preprocess))
+            except CremaError as exc:
+                # the row names the input; the message need not say it twice
+                reason = str(exc).removeprefix(f"{text}: ").removeprefix(f"{Path(text)}: ")
+                failures.append(failure_row(Path(text).stem, str(text), reason))
+        for warning in caught:
+            note(f"note: {warning.message}")
+    seen, unique = set(), []
+    for item in items:  # an input named twice (file and its folder) is done once
+        if item.source not in seen:
+            seen.add(item.source)
+            unique.append(item)
+    return unique, failures
+
+
+class BatchOutputs:
+    """The files of one batch command, keyed on the main output path.
+
+    ``embed --out X`` writes ``X.npy``, ``X.index.csv``; ``predict --out X.csv`` writes ``X.csv``;
+    both also ``X.errors.csv`` (only while there are failures) and ``X.run.json`` (which
+    checkpoint and options made the output, and counts).
+    """
+
+    def __init__(self, out: str | os.PathLike, suffix: str):
+        out = Path(out)
+        base = out.with_suffix("") if out.suffix.lower() == suffix else out
+        self.base = base
+        self.errors = self.path(".errors.csv")
+        self.run = self.path(".run.json")
+
+    def path(self, suffix: str) -> Path:
+        """``OUT<suffix>`` beside the output (``OUT.npy``, ``OUT.index.csv`` ...)."""
+        return self.base.parent / f"{self.base.name}{suffix}"
+
+    def check_resumable(self, fingerprint: dict, overwrite: bool, exists: bool) -> bool:
+        """True when an existing output from the same checkpoint and options can be extended."""
+        if overwrite or not exists:
+            return False
+        if not self.run.is_file():
+            raise CremaError(f"{self.base}: output exists without its {self.run.name}; "
+                             "pass --overwrite or choose another --out")
+        previous = json.loads(self.run.read_text()).get("fingerprint")
+        if previous != fingerprint:
+            raise CremaError(f"{self.base}: existing output was made with another checkpoint or options "
+                             f"({self.run.name}); pass --overwrite or choose another --out")
+        return True
+
+    def write_errors(self, failures: list[dict]) -> None:
+        if failures:
+            atomic_write_text(self.errors, pd.DataFrame(failures, columns=["record_id", "source", "reason"])
+                              .to_csv(index=False))
+        else:
+            self.errors.unlink(missing_ok=True)
+
+    def write_run(self, fingerprint: dict, counts: dict) -> None:
+        atomic_write_text(self.run, json.dumps({"fingerprint": fingerprint, **counts}, indent=2) + "\n")
+
+
+def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
+    """What makes outputs comparable: the checkpoint's config and weights size, and input options."""
+    weights = model.source / "model.safetensors"
+    return {"checkpoint": str(model.source.resolve()), "config_sha256": model.config_sha256,
+            "weights_bytes": weights.stat().st_size if weights.exists() else None,
+            "fs": args.fs, "leads": args.leads, "dataset": args.dataset, "ids": args.ids,
+            "per_window": bool(args.per_window)}
+
+
+def prepare_chunk(model, chunk: list[InputItem], bar) -> tuple[list, list[dict]]:
+    """Load and preprocess a chunk of records: ``(prepared records, failure rows)``; missing-lead
+    warnings become one stderr line per record."""
+    from .api import Failure, MissingLeadsWarning
+
+    prepared, failures = [], []
+    for item in chunk:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MissingLeadsWarning)
+            for result in model.iter_prepared([item], on_error="skip"):
+                if isinstance(result, Failure):
+                    # readers name the file in the message; the row already has it
+                    row = failure_row(result.record_id, result.source, result.reason)
+                    row["reason"] = row["reason"].removeprefix(f"{row['source']}: ")
+                    failures.append(row)
+                    note(f"skipped {row['source']}: {row['reason']}")
+                else:
+                    prepared.append(result)
+        for warning in caught:
+            if issubclass(warning.category, MissingLeadsWarning):
+                note(f"note: {warning.message}")
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        bar.update(1)
+    return prepared, failures
+
+
+def source_key(source: str) -> str:
+    """A file's absolute path, so that a re-run naming the inputs differently still matches."""
+    return str(Path(source).resolve())
+
+
+def run_batch(args: argparse.Namespace, model, outputs: BatchOutputs, done_sources: set[str],
+              process_chunk, flush) -> int:
+    """Shared loop of ``embed`` and ``predict``: expand inputs, skip done records, process chunks,
+    flush; returns the exit status. ``model`` is the loaded :class:`~crema.use.api.CremaModel`;
+    ``args`` holds the input and batch options (:func:`add_batch_options`).
+
+    Records are read and processed ``--chunk`` at a time (memory holds one chunk of signals). The
+    outputs are flushed after a chunk when the records since the last flush number at least
+    ``--chunk`` and :data:`FLUSH_GROWTH` of those written, and at the end, so that an interrupted
+    run loses little and a run of millions of records does not spend its time rewriting outputs.
+    """
+    items, failures = expand_inputs(args.inputs, args.fs, lead_list(args.leads), args.dataset, args.ids,
+                                    model.preprocess)
+    if not items and not failures:
+        raise CremaError(f"no ECG records found in {' '.join(args.inputs)}")
+    for failure in failures:
+        note(f"skipped {failure['source']}: {failure['reason']}")
+    done = {source_key(source) for source in done_sources}
+    todo = [item for item in items if source_key(item.source) not in done]
+    skipped = len(items) - len(todo)
+    if skipped:
+        note(f"resuming: {skipped} records already in {outputs.base.name}, {len(todo)} to do")
+    succeeded = pending = 0
+    chunk_size = max(1, args.chunk)
+    with tqdm(total=len(todo), desc=args.command, unit="rec", disable=args.no_progress) as bar:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            prepared, chunk_failures = prepare_chunk(model, chunk, bar)
+            failures.extend(chunk_failures)
+            succeeded += process_chunk(prepared)
+            pending += len(chunk)
+            if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)):
+                flush(failures)
+                pending = 0
+    if pending or not todo:
+        flush(failures)  # the last records; or, with nothing to do, this run's failures and counts
+    print(printable(f"crema {args.command}: {succeeded} records processed, {skipped} already done, "
+                    f"{len(failures)} failed" + (f" (see {outputs.errors})" if failures else "")),
+          file=sys.stderr)
+    return 1 if failures else 0
