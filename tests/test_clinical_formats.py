@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 
 from crema.cli import main as crema_main
-from crema.data import clinical
+from crema.data import formats
+from crema.data.formats.aecg import HL7_NS
+from crema.data.formats.common import lead_or_none
+from crema.data.formats.dicom import DICOM_GENERAL_ECG_SOP
+from crema.data.formats.muse import MUSE_INDEPENDENT_LEADS
 from crema.data.leads import to_standard
 from crema.data.readers import read_record
 from crema.data.recording import Recording
@@ -22,7 +26,7 @@ from fixtures_data import ptbxl_record_500hz
 pytest.importorskip("pydicom")
 pytest.importorskip("pyedflib")
 
-H = clinical._H
+H = f"{{{HL7_NS}}}"
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +39,16 @@ def ptbxl_rec(ptbxl_root) -> Recording:
 
 
 def _canonical(leads):
-    return tuple(clinical._lead_or_none(name) for name in leads)
+    return tuple(lead_or_none(name) for name in leads)
 
 
 # (writer, reader, suffix, worst quantisation error in mV)
 FORMATS = {
-    "aecg": (clinical.write_aecg, clinical.read_xml_ecg, ".xml", 0.0005),
-    "muse": (lambda r, p: clinical.write_muse_xml(r, p, independent_only=False),
-             clinical.read_xml_ecg, ".xml", 0.00244 + 1e-6),
-    "dicom": (clinical.write_dicom_ecg, clinical.read_dicom_ecg, ".dcm", 0.0005),
-    "edf": (clinical.write_edf, clinical.read_edf_ecg, ".edf", 0.0001),
+    "aecg": (formats.write_aecg, formats.read_xml_ecg, ".xml", 0.0005),
+    "muse": (lambda r, p: formats.write_muse_xml(r, p, independent_only=False),
+             formats.read_xml_ecg, ".xml", 0.00244 + 1e-6),
+    "dicom": (formats.write_dicom_ecg, formats.read_dicom_ecg, ".dcm", 0.0005),
+    "edf": (formats.write_edf, formats.read_edf_ecg, ".edf", 0.0001),
 }
 
 
@@ -103,7 +107,7 @@ def _foreign_dicom(path):
 def _foreign_aecg(path):
     """HL7 v3 aECG: a GLIST_TS time sequence (increment in s) and per lead an SLIST_PQ whose
     values are origin + scale * digits."""
-    ns = {"h": clinical.HL7_NS}
+    ns = {"h": HL7_NS}
     fs, names, rows = None, [], []
     for sequence in ET.parse(path).getroot().iterfind(".//h:sequenceSet/h:component/h:sequence", ns):
         code, value = sequence.find("h:code", ns).get("code"), sequence.find("h:value", ns)
@@ -198,9 +202,9 @@ def test_convert_refuses_overwrites_and_name_clashes_and_skips_bad_records(ptbxl
 
 def test_muse_stores_eight_leads_and_the_rest_are_derived(ptbxl_rec, tmp_path):
     path = tmp_path / "muse.xml"
-    clinical.write_muse_xml(ptbxl_rec, path)
-    back = clinical.read_muse_xml(path)
-    assert back.leads == clinical.MUSE_INDEPENDENT_LEADS
+    formats.write_muse_xml(ptbxl_rec, path)
+    back = formats.read_muse_xml(path)
+    assert back.leads == MUSE_INDEPENDENT_LEADS
     assert back.meta["age"] == 56 and back.meta["sex"] == "F"
     full, present = to_standard(back.signal, back.leads)
     original, _ = to_standard(ptbxl_rec.signal, ptbxl_rec.leads)
@@ -215,21 +219,21 @@ def test_dicom_long_record_uses_general_ecg_iod(data_root, tmp_path):
     rec = read_record(data_root / "cinc" / "ptb" / "S0001.hea")  # 1000 Hz, longer than 16384 samples
     assert rec.signal.shape[1] > 16384
     path = tmp_path / "long.dcm"
-    clinical.write_dicom_ecg(rec, path)
-    assert pydicom.dcmread(path).SOPClassUID == clinical.DICOM_GENERAL_ECG_SOP
-    back = clinical.read_dicom_ecg(path)
+    formats.write_dicom_ecg(rec, path)
+    assert pydicom.dcmread(path).SOPClassUID == DICOM_GENERAL_ECG_SOP
+    back = formats.read_dicom_ecg(path)
     assert back.fs == 1000.0 and back.signal.shape == rec.signal.shape
     assert np.abs(back.signal - rec.signal).max() <= 0.0005 + 1e-6
 
 
 def test_edf_awkward_length_is_exact_and_unwritable_length_is_padded(ptbxl_rec, tmp_path):
     odd = Recording(ptbxl_rec.signal[:, :4321], 500.0, ptbxl_rec.leads, "odd")
-    clinical.write_edf(odd, tmp_path / "odd.edf")
-    assert clinical.read_edf_ecg(tmp_path / "odd.edf").signal.shape == (12, 4321)
+    formats.write_edf(odd, tmp_path / "odd.edf")
+    assert formats.read_edf_ecg(tmp_path / "odd.edf").signal.shape == (12, 4321)
     prime_rate = Recording(ptbxl_rec.signal[:, :4321], 257.0, ptbxl_rec.leads, "p")
     with pytest.warns(UserWarning, match="padded 48 samples"):
-        clinical.write_edf(prime_rate, tmp_path / "p.edf")
-    back = clinical.read_edf_ecg(tmp_path / "p.edf")
+        formats.write_edf(prime_rate, tmp_path / "p.edf")
+    back = formats.read_edf_ecg(tmp_path / "p.edf")
     assert back.fs == 257.0 and back.signal.shape == (12, 4369)
     assert np.abs(back.signal[:, :4321] - prime_rate.signal).max() < 1e-4
 
@@ -251,7 +255,7 @@ def test_edf_drops_non_ecg_signals_and_reads_mv(ptbxl_rec, tmp_path):
     writer.setSignalHeaders(headers)
     writer.writeSamples(signals)
     writer.close()
-    back = clinical.read_edf_ecg(path)
+    back = formats.read_edf_ecg(path)
     assert back.leads == ("I", "II")
     assert back.meta["dropped_leads"] == ["Resp"]
     assert np.abs(back.signal - ptbxl_rec.signal[:2]).max() < 0.001  # mV and uV both end in mV
@@ -299,10 +303,10 @@ def _aecg_fahrenheit(root):
 ])
 def test_xml_variants_are_refused_with_the_file_and_problem(writer, edit, problem, ptbxl_rec, tmp_path):
     good, bad = tmp_path / "good.xml", tmp_path / "bad.xml"
-    (clinical.write_aecg if writer == "aecg" else clinical.write_muse_xml)(ptbxl_rec, good)
+    (formats.write_aecg if writer == "aecg" else formats.write_muse_xml)(ptbxl_rec, good)
     _edit_xml(good, bad, edit)
     with pytest.raises(ReadError, match=problem) as info:
-        clinical.read_xml_ecg(bad)
+        formats.read_xml_ecg(bad)
     assert str(bad) in str(info.value)
 
 
@@ -310,7 +314,7 @@ def test_xml_of_another_kind_and_broken_xml_are_refused(tmp_path):
     other = tmp_path / "other.xml"
     other.write_text("<?xml version='1.0'?><catalog><book/></catalog>")
     with pytest.raises(ReadError, match="neither an HL7 aECG"):
-        clinical.read_xml_ecg(other)
+        formats.read_xml_ecg(other)
     broken = tmp_path / "broken.xml"
     broken.write_text("<RestingECG><Waveform>")
     with pytest.raises(ReadError, match="not well-formed XML"):
@@ -331,7 +335,7 @@ def test_dicom_without_waveform_is_refused(tmp_path):
     path = tmp_path / "image.dcm"
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(ReadError, match="no WaveformSequence") as info:
-        clinical.read_dicom_ecg(path)
+        formats.read_dicom_ecg(path)
     assert str(path) in str(info.value)
 
 
@@ -339,12 +343,12 @@ def test_dicom_non_voltage_channel_is_refused(ptbxl_rec, tmp_path):
     import pydicom
 
     path = tmp_path / "pressure.dcm"
-    clinical.write_dicom_ecg(ptbxl_rec, path)
+    formats.write_dicom_ecg(ptbxl_rec, path)
     ds = pydicom.dcmread(path)
     ds.WaveformSequence[0].ChannelDefinitionSequence[0].ChannelSensitivityUnitsSequence[0].CodeValue = "mm[Hg]"
     ds.save_as(path)
     with pytest.raises(ReadError, match="not a voltage"):
-        clinical.read_dicom_ecg(path)
+        formats.read_dicom_ecg(path)
 
 
 def test_edf_non_voltage_unit_is_refused(tmp_path):
@@ -358,7 +362,7 @@ def test_edf_non_voltage_unit_is_refused(tmp_path):
     writer.writeSamples([np.zeros(1000)])
     writer.close()
     with pytest.raises(ReadError, match="'degC', which is not a voltage") as info:
-        clinical.read_edf_ecg(path)
+        formats.read_edf_ecg(path)
     assert str(path) in str(info.value)
 
 
@@ -366,17 +370,17 @@ def test_non_edf_and_missing_files_are_refused(tmp_path):
     fake = tmp_path / "fake.edf"
     fake.write_bytes(b"0" * 300)
     with pytest.raises(ReadError, match="not a readable EDF"):
-        clinical.read_edf_ecg(fake)
+        formats.read_edf_ecg(fake)
     with pytest.raises(ReadError, match="file not found"):
-        clinical.read_dicom_ecg(tmp_path / "absent.dcm")
+        formats.read_dicom_ecg(tmp_path / "absent.dcm")
 
 
 def test_writers_refuse_nan(ptbxl_rec, tmp_path):
     signal = ptbxl_rec.signal.copy()
     signal[3, 100] = np.nan
     bad = Recording(signal, 500.0, ptbxl_rec.leads, "nan")
-    for writer, name in ((clinical.write_aecg, "a.xml"), (clinical.write_dicom_ecg, "a.dcm"),
-                         (clinical.write_edf, "a.edf")):
+    for writer, name in ((formats.write_aecg, "a.xml"), (formats.write_dicom_ecg, "a.dcm"),
+                         (formats.write_edf, "a.edf")):
         with pytest.raises(ReadError, match="NaN"):
             writer(bad, tmp_path / name)
         assert not (tmp_path / name).exists()
@@ -384,7 +388,7 @@ def test_writers_refuse_nan(ptbxl_rec, tmp_path):
 
 def test_muse_base64_payload_is_little_endian_int16(ptbxl_rec, tmp_path):
     path = tmp_path / "m.xml"
-    clinical.write_muse_xml(ptbxl_rec, path)
+    formats.write_muse_xml(ptbxl_rec, path)
     lead = ET.parse(path).getroot().find("Waveform/LeadData")
     raw = np.frombuffer(base64.b64decode(lead.findtext("WaveFormData")), dtype="<i2")
     per_bit_uv = float(lead.findtext("LeadAmplitudeUnitsPerBit"))
@@ -396,9 +400,9 @@ def test_dicom_waveform_missing_a_required_field_is_refused(ptbxl_rec, tmp_path)
     import pydicom
 
     path = tmp_path / "no_rate.dcm"
-    clinical.write_dicom_ecg(ptbxl_rec, path)
+    formats.write_dicom_ecg(ptbxl_rec, path)
     ds = pydicom.dcmread(path)
     del ds.WaveformSequence[0].SamplingFrequency
     ds.save_as(path)
     with pytest.raises(ReadError, match="lacks SamplingFrequency"):
-        clinical.read_dicom_ecg(path)
+        formats.read_dicom_ecg(path)

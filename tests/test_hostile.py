@@ -28,7 +28,7 @@ import crema
 from crema.cli import main
 from crema.config import (STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig,
                           PretrainConfig, RunConfig, to_dict)
-from crema.data import clinical
+from crema.data import formats
 from crema.data.corpus import Corpus
 from crema.data.prepare import prepare_corpus
 from crema.data.readers import find_records, read_record
@@ -520,7 +520,7 @@ EXTERNAL = '<!DOCTYPE RestingECG [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
 @pytest.mark.parametrize("doctype", [BOMB, EXTERNAL], ids=["entity-expansion", "external-entity"])
 def test_xml_entities_are_refused(tmp_path, doctype):
     rec = read_record(SAMPLE_RECORDS / "00001_lr.hea")
-    clinical.write_muse_xml(rec, tmp_path / "ecg.xml")
+    formats.write_muse_xml(rec, tmp_path / "ecg.xml")
     text = (tmp_path / "ecg.xml").read_text()
     declaration_end = text.index("?>") + 2
     (tmp_path / "ecg.xml").write_text(text[:declaration_end] + doctype + text[declaration_end:])
@@ -537,7 +537,7 @@ def test_csv_with_a_utf8_byte_order_mark_is_read(tmp_path):
 
 
 def test_broken_edf_prints_nothing_to_stdout(tmp_path, capfd):
-    clinical.write_edf(read_record(SAMPLE_RECORDS / "00001_lr.hea"), tmp_path / "ecg.edf")
+    formats.write_edf(read_record(SAMPLE_RECORDS / "00001_lr.hea"), tmp_path / "ecg.edf")
     data = (tmp_path / "ecg.edf").read_bytes()
     (tmp_path / "ecg.edf").write_bytes(data[: len(data) // 2])   # cut off in the middle
     with pytest.raises(ReadError, match=r"ecg\.edf: not a readable EDF/EDF\+ file \(the file is not EDF"):

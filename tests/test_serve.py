@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import crema
-from crema.data import clinical
+from crema.data import formats
 from crema.data.readers import read_record
 from crema.errors import ReadError
 
@@ -142,7 +142,7 @@ def test_bad_uploads_get_the_cli_message(client, record_files, tmp_path):
     assert _upload(client, [tmp_path / "raw.npy"], fs=str(_rate(record_files))).status_code == 200
     response = _upload(client, [tmp_path / "raw.npy"], fs="5")
     assert response.status_code == 400 and "not a plausible ECG rate" in response.json()["error"]
-    clinical.write_edf(read_record(record_files[0]), tmp_path / "a.edf")
+    formats.write_edf(read_record(record_files[0]), tmp_path / "a.edf")
     shutil.copy(tmp_path / "a.edf", tmp_path / "b.edf")
     response = _upload(client, [tmp_path / "a.edf", tmp_path / "b.edf"])
     assert response.status_code == 400 and "holds 2 records" in response.json()["error"]

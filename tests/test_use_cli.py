@@ -12,7 +12,7 @@ import pytest
 
 import crema
 from crema.cli import main
-from crema.data import clinical
+from crema.data import formats
 from crema.data.readers import read_record
 from crema.paths import data_root
 
@@ -44,10 +44,10 @@ def ecg_folder(ptbxl_headers, tmp_path_factory):
         shutil.copy(path, folder / "cinc")
     rec = read_record(ptbxl_headers[2])
     (folder / "clinical").mkdir()
-    clinical.write_aecg(rec, folder / "clinical" / "aecg.xml")
-    clinical.write_muse_xml(rec, folder / "clinical" / "muse.xml")
-    clinical.write_dicom_ecg(rec, folder / "clinical" / "ecg.dcm")
-    clinical.write_edf(rec, folder / "clinical" / "ecg.edf")
+    formats.write_aecg(rec, folder / "clinical" / "aecg.xml")
+    formats.write_muse_xml(rec, folder / "clinical" / "muse.xml")
+    formats.write_dicom_ecg(rec, folder / "clinical" / "ecg.dcm")
+    formats.write_edf(rec, folder / "clinical" / "ecg.edf")
     (folder / "clinical" / "broken.edf").write_bytes(b"this is not an EDF file" * 20)
     return folder
 

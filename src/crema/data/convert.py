@@ -1,7 +1,7 @@
 """``crema convert``: rewrite ECG records in another file format.
 
 Clinics export HL7 aECG, GE MUSE XML or DICOM; research tools want WFDB or EDF. Any file that
-``read_record`` reads is written as ``OUT/<name>.<ext>`` by the writers in :mod:`.clinical` (or
+``read_record`` reads is written as ``OUT/<name>.<ext>`` by the writers in :mod:`.formats` (or
 ``wfdb.wrsamp``). Every output appears whole or not at all: files are written beside their target
 and renamed onto it, and for WFDB the signal file is renamed before its header, so that a reader
 never finds a header whose signal is missing.
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..atomic import default_file_mode
 from ..errors import CremaError, ReadError, WriteError, printable
-from . import clinical
+from . import formats
 from .readers import find_records, read_record
 from .recording import Recording
 
@@ -56,13 +56,13 @@ def convert_record(rec: Recording, fmt: str, out: Path, name: str) -> Path:
     if fmt == "wfdb":
         _write_wfdb(rec, out, name)
     elif fmt == "edf":
-        clinical.write_edf(rec, target)
+        formats.write_edf(rec, target)
     elif fmt == "dicom":
-        clinical.write_dicom_ecg(rec, target)
+        formats.write_dicom_ecg(rec, target)
     elif fmt == "aecg":
-        clinical.write_aecg(rec, target)
+        formats.write_aecg(rec, target)
     else:  # muse: all leads, so that converting back loses none
-        clinical.write_muse_xml(rec, target, independent_only=False)
+        formats.write_muse_xml(rec, target, independent_only=False)
     return target
 
 

@@ -11,7 +11,7 @@ Formats, detected by suffix (and, for ``.mat``, by content):
 * ``.npy`` / ``.npz`` / ``.csv``: a plain array ``(12, T)`` or ``(T, 12)``; ``fs`` is required
   (an ``.npz`` may carry ``fs`` and ``leads`` arrays; a ``.csv`` may have a header row of lead
   names).
-* ``.xml`` (HL7 aECG, GE MUSE), ``.dcm`` (DICOM waveform), ``.edf``: :mod:`crema.data.clinical`.
+* ``.xml`` (HL7 aECG, GE MUSE), ``.dcm`` (DICOM waveform), ``.edf``: :mod:`crema.data.formats`.
 
 Every failure is a :class:`crema.errors.ReadError` naming the file and the problem.
 """
@@ -181,13 +181,13 @@ def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | 
     if suffix in (".npy", ".npz", ".csv"):
         return read_array_file(path, fs=fs, leads=leads)
     if suffix == ".xml":
-        from .clinical import read_xml_ecg
+        from .formats import read_xml_ecg
         return read_xml_ecg(path)
     if suffix == ".dcm":
-        from .clinical import read_dicom_ecg
+        from .formats import read_dicom_ecg
         return read_dicom_ecg(path)
     if suffix == ".edf":
-        from .clinical import read_edf_ecg
+        from .formats import read_edf_ecg
         return read_edf_ecg(path)
     if suffix in (".h5", ".hdf5", ".hdf"):
         raise ReadError(path, "an HDF5 file is a stack of records: crema embed / predict read it row "

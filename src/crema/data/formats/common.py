@@ -1,0 +1,105 @@
+"""What the clinical format modules share: lead names, assembling a :class:`Recording` from
+named rows, safe XML parsing and atomic XML writing, int16 quantisation, optional packages."""
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET  # for building trees to write; never for parsing input
+from pathlib import Path
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
+from ...atomic import atomic_path
+from ...errors import ReadError
+from ..leads import UnknownLeadError, canonical_lead
+from ..recording import Recording
+
+PathLike = str | os.PathLike
+
+
+def lead_or_none(name: str) -> str | None:
+    """CREMA's spelling of a lead name, or ``None`` for a lead CREMA does not use."""
+    try:
+        return canonical_lead(name)
+    except UnknownLeadError:
+        return None
+
+
+def assemble(path: PathLike, named_rows: list[tuple[str, np.ndarray]], fs: float,
+              fmt: str, meta: dict) -> Recording:
+    """Stack ``(file lead name, samples in mV)`` rows into a :class:`Recording`, dropping unknown
+    leads; raises :class:`ReadError` when no ECG lead is left or lengths differ."""
+    kept, dropped = [], []
+    for file_name, row in named_rows:
+        lead = lead_or_none(file_name)
+        if lead is None:
+            dropped.append(file_name)
+        elif lead in {k for k, _ in kept}:
+            # two different rows claim to be the same lead: which one is real is unknown
+            raise ReadError(path, f"{fmt}: lead {lead} appears more than once "
+                                  f"(leads: {', '.join(n for n, _ in named_rows)})")
+        else:
+            kept.append((lead, row))
+    if not kept:
+        names = [n for n, _ in named_rows]
+        raise ReadError(path, f"{fmt}: no ECG lead CREMA knows among {names}")
+    lengths = {len(row) for _, row in kept}
+    if len(lengths) != 1:
+        raise ReadError(path, f"{fmt}: leads have different lengths {sorted(lengths)}")
+    if not (math.isfinite(fs) and fs > 0):
+        raise ReadError(path, f"{fmt}: invalid sampling rate {fs!r}")
+    signal = np.stack([row for _, row in kept]).astype(np.float32)
+    meta = {"format": fmt, "path": str(path), **meta}
+    if dropped:
+        meta["dropped_leads"] = dropped
+    return Recording(signal=signal, fs=float(fs), leads=tuple(k for k, _ in kept),
+                     record_id=Path(path).stem, meta=meta)
+
+
+def parse_xml(path: PathLike) -> ET.Element:
+    """The root element of an XML file, parsed with ``defusedxml``: entity declarations (the
+    "billion laughs" bomb) and external references are refused whatever the runtime's expat."""
+    try:
+        return SafeET.parse(path).getroot()
+    except FileNotFoundError:
+        raise ReadError(path, "file not found") from None
+    except ET.ParseError as exc:
+        raise ReadError(path, f"not well-formed XML ({exc})") from None
+    except DefusedXmlException as exc:
+        raise ReadError(path, f"XML with entity declarations or external references is refused "
+                              f"(a possible XML bomb): {type(exc).__name__}") from None
+
+
+def write_xml(root: ET.Element, path: PathLike) -> None:
+    ET.indent(root, space=" ")
+    with atomic_path(path) as tmp:
+        ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
+
+
+def quantise(signal_mv: np.ndarray, step_mv: float, path: PathLike, fmt: str) -> np.ndarray:
+    """Round ``signal_mv / step_mv`` to int16, refusing values that do not fit."""
+    if not np.all(np.isfinite(signal_mv)):
+        raise ReadError(path, f"cannot write {fmt}: the signal contains NaN or infinite values")
+    digits = np.rint(signal_mv / step_mv)
+    if digits.size and (digits.max() > 32767 or digits.min() < -32768):
+        raise ReadError(path, f"cannot write {fmt}: amplitude {np.abs(signal_mv).max():.1f} mV "
+                        f"overflows int16 at {step_mv * 1000:g} uV per unit")
+    return digits.astype(np.int16)
+
+
+def step_for(signal_mv: np.ndarray, resolution_mv: float) -> float:
+    """The quantisation step: ``resolution_mv``, coarsened only if int16 would overflow."""
+    peak = float(np.abs(signal_mv).max()) if signal_mv.size else 0.0
+    step = max(resolution_mv, peak / 32000.0)
+    return float(f"{step:.6g}")  # what a decimal header field can hold exactly
+
+
+def require(module: str, path: PathLike):
+    """The optional package ``module`` (pydicom, pyedflib), or a ReadError saying how to install it."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ReadError(path, f"reading this format needs the optional package {module!r}: "
+                        "pip install 'crema-ecg[formats]'") from None
