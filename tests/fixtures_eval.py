@@ -34,7 +34,7 @@ def tiny_cinc_corpus(cinc_root: Path, tmp_path_factory):
 def tiny_classifier_checkpoint(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_path_factory) -> Path:
     from crema.runtime import torch_threads
     from crema.eval.finetune import finetune
-    from crema.train.finetune import FinetuneConfig
+    from crema.config import FinetuneConfig
 
     out = tmp_path_factory.mktemp("tiny_classifier")
     cfg = FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), task="ptbxl-superdiagnostic", out=str(out),

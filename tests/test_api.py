@@ -147,7 +147,8 @@ def test_predict_matches_the_evaluation_pipeline(cls, classifier_dir, tiny_ptbxl
 
 
 def test_resnet_classifier_predicts_but_cannot_embed(tmp_path, ptbxl_hea, pre):
-    from crema.model.resnet1d import ResNet1d, ResNet1dConfig
+    from crema.config import ResNet1dConfig
+    from crema.model.resnet1d import ResNet1d
     from crema.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)

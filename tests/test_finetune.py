@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 from crema.config import ModelConfig
 from crema.errors import CremaError
 from crema.model.heads import Classifier
-from crema.model.resnet1d import ResNet1d, ResNet1dConfig
+from crema.config import FinetuneConfig, ResNet1dConfig
+from crema.model.resnet1d import ResNet1d
 from crema.model.sit import SiTEncoder
 from crema.train.checkpoint import load_config, load_encoder
 from crema.eval.finetune import finetune
-from crema.train.finetune import FinetuneConfig, layer_decay_groups, layer_id, load_classifier
+from crema.train.finetune import layer_decay_groups, layer_id, load_classifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

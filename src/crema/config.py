@@ -172,6 +172,65 @@ class RunConfig:
     train: PretrainConfig = field(default_factory=PretrainConfig)
 
 
+@dataclass(frozen=True)
+class ResNet1dConfig:
+    """Widths and depths of :class:`ResNet1d`; stored in a classifier checkpoint's config.json."""
+
+    n_leads: int = 12                       # input channels
+    stem_width: int = 32                    # channels of the three stem convolutions
+    widths: tuple[int, ...] = (64, 128, 128, 256)  # channels of each residual stage
+    depths: tuple[int, ...] = (1, 1, 1, 1)  # basic blocks per stage
+    kernel_size: int = 5                    # odd kernel of every convolution
+    dropout: float = 0.0                    # dropout before the linear head
+
+
+DEFAULT_LAYER_DECAY = 0.75  # for a pretrained encoder; training from scratch uses 1.0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One supervised training run; written into the checkpoint's ``config.json``."""
+
+    corpus: str = ""                        # prepared corpus folder
+    task: str = "ptbxl-superdiagnostic"     # label task in the corpus
+    out: str = "runs/finetune"              # output folder (the classifier checkpoint)
+    arch: Literal["sit", "resnet1d"] = "sit"  # encoder architecture
+    checkpoint: str | None = None           # pretrained checkpoint folder; None = random init
+    size: str = "tiny"                      # SiT preset for a random init
+    model: dict | None = None               # ModelConfig overrides for a random-init SiT
+    resnet: ResNet1dConfig = field(default_factory=ResNet1dConfig)  # ResNet1d widths
+    epochs: int = 30                        # maximum epochs
+    batch_size: int = 32                    # ECGs per step
+    lr: float = 5e-4                        # peak learning rate (after warm-up)
+    min_lr: float = 1e-6                    # floor of the cosine decay
+    warmup_epochs: float = 1.0              # linear warm-up length, epochs
+    weight_decay: float = 0.05              # AdamW weight decay (not norms, biases, embeddings)
+    layer_decay: float | None = None        # None = 0.75 from a checkpoint, 1.0 from scratch
+    dropout: float = 0.0                    # dropout before the linear head
+    probe_init: bool = False                # LP-FT: start the head from a logistic probe on frozen
+                                            # features (C on validation); the probe is "epoch -1", so
+                                            # early stopping never ends below it on validation
+    patience: int = 5                       # epochs without a better validation AUROC before stopping
+    fraction: float = 1.0                   # fraction of labelled training records used
+    seed: int = 0                           # init, data order, label subset, augmentation
+    holdout_source: str | None = None       # leave-one-source-out: test on this source only
+    sources: tuple[str, ...] | None = None  # restrict train/val (and test) to these sources
+    crop: int | None = None                 # training crop length; None = model window (SiT) / corpus window
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation
+    eval_batch_size: int = 128              # ECGs per inference batch
+    n_bootstrap: int = 1000                 # bootstrap resamples for test intervals
+    device: str = "auto"                    # auto = cuda if available, else cpu
+    num_workers: int = 0                    # DataLoader worker processes
+    amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # training in bf16 autocast where the device has fast
+                                            # bf16; validation and test stay fp32, like every evaluation
+
+    @property
+    def effective_layer_decay(self) -> float:
+        if self.layer_decay is not None:
+            return self.layer_decay
+        return DEFAULT_LAYER_DECAY if self.checkpoint else 1.0
+
+
 # ----------------------------------------------------------------------------- JSON round trip
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import precision
-from ..config import atomic_write_text, to_dict
+from ..config import FinetuneConfig, atomic_write_text, to_dict
 from ..data.corpus import Corpus
 from ..errors import CremaError
 from ..runtime import resolve_device
 from ..train.checkpoint import save_checkpoint
-from ..train.finetune import (FinetuneConfig, build_classifier, corpus_preprocess, layer_decay_groups, state_copy,
+from ..train.finetune import (build_classifier, corpus_preprocess, layer_decay_groups, state_copy,
                               train_epoch, training_loader)
 from . import metrics
 from .features import FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, rows_sha256

@@ -8,24 +8,11 @@ concat pooling (average and max) and a linear head.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from ..config import ResNet1dConfig
 from .heads import fp32_head
-
-
-@dataclass(frozen=True)
-class ResNet1dConfig:
-    """Widths and depths of :class:`ResNet1d`; stored in a classifier checkpoint's config.json."""
-
-    n_leads: int = 12                       # input channels
-    stem_width: int = 32                    # channels of the three stem convolutions
-    widths: tuple[int, ...] = (64, 128, 128, 256)  # channels of each residual stage
-    depths: tuple[int, ...] = (1, 1, 1, 1)  # basic blocks per stage
-    kernel_size: int = 5                    # odd kernel of every convolution
-    dropout: float = 0.0                    # dropout before the linear head
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, relu: bool = True) -> nn.Sequential:

@@ -37,11 +37,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..config import ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig, from_dict
+from ..config import (ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, ResNet1dConfig, RunConfig,
+                      from_dict)
 from ..errors import CheckpointError, ConfigError, WriteError
 from ..model.crema import CREMA
 from ..model.heads import Classifier
-from ..model.resnet1d import ResNet1d, ResNet1dConfig
+from ..model.resnet1d import ResNet1d
 from ..model.sit import SiTEncoder
 from ..weights import resolve as resolve_model
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import (MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, from_dict, read_json_object)
+from ...config import (MODEL_SIZES, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig, from_dict,
+                       read_json_object)
 from ...data.corpus import parse_corpus_spec
 from ...errors import ConfigError
-from ...train.finetune import FinetuneConfig
 from ..robustness import CORRUPTIONS, N_SEVERITIES
 
 Protocol = Literal["probe", "finetune"]

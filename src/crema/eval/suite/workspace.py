@@ -9,13 +9,12 @@ from typing import Any
 
 import torch
 
-from ...config import ModelConfig, RunConfig, to_dict
+from ...config import FinetuneConfig, ModelConfig, RunConfig, to_dict
 from ...data.corpus import Corpus, is_corpus
 from ...data.dataset import select_rows
 from ...errors import CremaError
 from ...model.sit import SiTEncoder
 from ...train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder
-from ...train.finetune import FinetuneConfig
 from ..features import FINGERPRINT_WHAT, corpus_fingerprint, file_sha256, module_sha256
 from ..rocket import RandomKernelFeatures
 from .config import SuiteConfig, referenced_corpora, split_spec
