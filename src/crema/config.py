@@ -117,7 +117,8 @@ class ModelConfig:
 class ObjectiveConfig:
     """The CR-MAE loss ``L = L_rec + lambda * L_con`` and its views."""
 
-    mode: Literal["crema", "mae", "contrastive"] = "crema"  # mae = one view, no L_con; contrastive = no L_rec
+    mode: Literal["crema", "mae", "contrastive"] = "crema"  # the objective: crema = L_rec + lambda * L_con;
+                                            # mae = one view, no L_con; contrastive = no L_rec
     mask_ratio: float = 0.75                # fraction of each lead's patches hidden from the encoder
     lambda_con: float = 0.1                 # weight of the contrastive term
     tau: float = 0.1                        # InfoNCE temperature
@@ -144,7 +145,8 @@ class PretrainConfig:
     out: str = "runs/pretrain"              # run folder: checkpoints, log, config
     batch_size: int = 64                    # ECGs per process per step (before accumulation)
     accum_steps: int = 1                    # gradient accumulation steps
-    steps: int = 1000                       # optimiser steps in total
+    steps: int = 1000                       # optimiser steps in total; 0 checkpoints the initialised model
+                                            # (a random-init baseline)
     blr: float = 1.5e-4                     # base learning rate; lr = blr * effective_batch / 256
     min_lr: float = 1e-6                    # floor of the cosine schedule
     warmup_steps: int = 100                 # linear warm-up before the cosine decay
@@ -205,7 +207,8 @@ class FinetuneConfig:
     min_lr: float = 1e-6                    # floor of the cosine decay
     warmup_epochs: float = 1.0              # linear warm-up length, epochs
     weight_decay: float = 0.05              # AdamW weight decay (not norms, biases, embeddings)
-    layer_decay: float | None = None        # None = 0.75 from a checkpoint, 1.0 from scratch
+    layer_decay: float | None = None        # layer-wise lr decay; None = 0.75 from a checkpoint, 1.0 from
+                                            # scratch
     dropout: float = 0.0                    # dropout before the linear head
     probe_init: bool = False                # LP-FT: start the head from a logistic probe on frozen
                                             # features (C on validation); the probe is "epoch -1", so
@@ -215,7 +218,8 @@ class FinetuneConfig:
     seed: int = 0                           # init, data order, label subset, augmentation
     holdout_source: str | None = None       # leave-one-source-out: test on this source only
     sources: tuple[str, ...] | None = None  # restrict train/val (and test) to these sources
-    crop: int | None = None                 # training crop length; None = model window (SiT) / corpus window
+    crop: int | None = None                 # training crop in samples; None = model window (SiT) / corpus
+                                            # window
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation
     eval_batch_size: int = 128              # ECGs per inference batch
     n_bootstrap: int = 1000                 # bootstrap resamples for test intervals

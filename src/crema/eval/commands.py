@@ -1,7 +1,7 @@
 """CLI subcommands of the evaluation area: ``crema probe``, ``crema finetune``, ``crema evaluate``
 and ``crema report``.
 
-Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
+Only the standard library, ``config``, ``flags`` and ``errors`` are imported at the top: the CLI imports every
 commands module to build its parser, so each command imports its torch/pandas/scipy machinery
 inside its run function, and ``crema --help`` or a typo stays fast.
 """
@@ -11,8 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import MODEL_SIZES, AugmentConfig, ModelConfig
+from ..config import MODEL_SIZES, AugmentConfig, FinetuneConfig, ModelConfig
 from ..errors import CremaError
+from ..flags import add_field_flags, flag_values
 
 
 def register(subparsers: Any) -> None:
@@ -145,6 +146,15 @@ def _run_probe(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- finetune
 
+# flag dest -> FinetuneConfig field, for the flags made from the fields (help = the field's comment)
+_FINETUNE_FLAGS = {"arch": "arch", "size": "size", "corpus": "corpus", "task": "task", "out": "out",
+                   "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+                   "layer_decay": "layer_decay", "warmup_epochs": "warmup_epochs", "dropout": "dropout",
+                   "probe_init": "probe_init", "fraction": "fraction", "seed": "seed", "patience": "patience",
+                   "holdout_source": "holdout_source", "crop": "crop", "n_bootstrap": "n_bootstrap",
+                   "device": "device", "workers": "num_workers", "amp": "amp"}
+
+
 def _register_finetune(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "finetune", help="fine-tune a pretrained encoder, or train a SiT / ResNet1d from scratch",
@@ -155,45 +165,21 @@ def _register_finetune(subparsers: Any) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="pretraining checkpoint folder to start from")
     source.add_argument("--init", choices=["random"], help="random init: supervised training from scratch")
-    p.add_argument("--arch", choices=["sit", "resnet1d"], default="sit", help="encoder (default sit)")
-    p.add_argument("--size", choices=sorted(MODEL_SIZES), default="tiny", help="SiT preset for --init random")
     p.add_argument("--window", type=int, help="SiT window for --init random (default: corpus window)")
-    p.add_argument("--corpus", required=True, help="prepared corpus folder with labels for --task")
-    p.add_argument("--task", required=True, help="label task, e.g. ptbxl-superdiagnostic")
-    p.add_argument("--out", required=True, help="output folder (the classifier checkpoint)")
-    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
-    p.add_argument("--batch-size", type=int, default=32, help="ECGs per step (default 32)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
-    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
-    p.add_argument("--layer-decay", type=float,
-                   help="layer-wise lr decay (default 0.75 from a checkpoint, 1.0 from scratch)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, epochs (default 1)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout before the head (default 0)")
-    p.add_argument("--probe-init", action="store_true",
-                   help="linear-probe-then-fine-tune: start the head from a logistic probe on the frozen "
-                        "features; the probe counts as epoch -1 of early stopping")
-    p.add_argument("--fraction", type=float, default=1.0, help="fraction of labelled training records (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, data order, label subset (default 0)")
-    p.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
-    p.add_argument("--holdout-source", help="leave one source out: test on this source only")
-    p.add_argument("--crop", type=int, help="training crop in samples (default: model window)")
+    add_field_flags(p, FinetuneConfig, _FINETUNE_FLAGS, keep_defaults=True, options={
+        "corpus": {"required": True}, "task": {"required": True}, "out": {"required": True},
+        "size": {"choices": sorted(MODEL_SIZES)},
+        "amp": {"choices": ["auto", "bf16", "fp32"]}})  # "off" is the pretraining spelling of fp32
     p.add_argument("--augment", nargs="*", metavar="KEY=VALUE",
                    help="training augmentation, e.g. scale=0.1 noise=0.05 wander=0.1 lead_dropout=0.1 time_shift=0.1")
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="bf16 autocast (default auto: where the GPU or CPU has fast bf16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest for "
                    "small models on a busy machine)")
     p.set_defaults(func=run_finetune)
 
 
-def finetune_config_from_args(args: argparse.Namespace):
+def finetune_config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     """The :class:`FinetuneConfig` the flags describe."""
-    from ..train.finetune import FinetuneConfig
-
     augment_values = _key_values(args.augment, "--augment")
     try:
         augment = AugmentConfig(**{k: float(v) for k, v in augment_values.items()})
@@ -202,14 +188,8 @@ def finetune_config_from_args(args: argparse.Namespace):
     if not 0 < args.fraction <= 1:
         raise CremaError(f"--fraction must be in (0, 1], got {args.fraction}")
     model = {"size": args.size, **({"window": args.window} if args.window else {})}
-    return FinetuneConfig(
-        corpus=args.corpus, task=args.task, out=args.out, arch=args.arch, checkpoint=args.checkpoint,
-        size=args.size, model=model if args.checkpoint is None else None, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
-        warmup_epochs=args.warmup_epochs, dropout=args.dropout, probe_init=args.probe_init,
-        patience=args.patience, fraction=args.fraction,
-        seed=args.seed, holdout_source=args.holdout_source, crop=args.crop, augment=augment,
-        n_bootstrap=args.n_bootstrap, device=args.device, num_workers=args.workers, amp=args.amp)
+    return FinetuneConfig(**flag_values(args, _FINETUNE_FLAGS), checkpoint=args.checkpoint,
+                          model=model if args.checkpoint is None else None, augment=augment)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
