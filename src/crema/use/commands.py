@@ -6,14 +6,15 @@ stacks (``.npy``/``.npz`` ``(N, C, T)`` or ``(N, T, C)``, HDF5 in the CODE-15% l
 corpus folders (``DIR`` or ``DIR:split``); they write one row per record (its windows averaged) or,
 with ``--per-window``, one row per 10 s window. They show a progress bar, skip a bad record (listed
 on stderr and in ``OUT.errors.csv`` with its reason) and go on with the rest, and write their
-outputs atomically every ``--chunk`` records (less often once the output is large); that machinery
-is :mod:`crema.use.batch`, each command here supplies its model work and its output files. A re-run with the same ``--out`` skips the records already in the output (the
-output's ``.run.json`` sidecar records which checkpoint and options made it). Exit status 0 when
-every record succeeded, 1 when any failed (the outputs then hold the records that did not).
+outputs atomically every ``--chunk`` records (less often once the output is large). A re-run with
+the same ``--out`` skips the records already in the output (the output's ``.run.json`` sidecar
+records which checkpoint and options made it). Exit status 0 when every record succeeded, 1 when
+any failed (the outputs then hold the records that did not). That machinery is
+:mod:`crema.use.batch`; each command here loads its model, supplies the model work on a chunk and
+writes its own output files.
 
-Only the standard library, ``config`` and ``errors`` are imported at the top: the CLI imports every
-commands module to build its parser, so each command imports its torch/pandas/scipy machinery
-inside its run function, and ``crema --help`` or a typo stays fast.
+torch and the model code are imported inside the run functions: the CLI imports every commands
+module to build its parser, and ``crema --help`` or a typo stays fast.
 """
 from __future__ import annotations
 
