@@ -536,17 +536,20 @@ def device_interleaved(variants: dict[str, Callable[[], None]], repeats: int, ho
 
 
 def measure_device_size(size: str, args: argparse.Namespace, hooks: DeviceHooks,
-                        compile_fn: Callable | None = None, deadline: float | None = None) -> dict:
-    """Every workload and variant of one model size on the device (``compile_fn`` defaults to
-    torch.compile; a workload is skipped once ``deadline``, a perf_counter time, has passed)."""
+                        compile_fn: Callable | None = None, deadline: float | None = None,
+                        out: dict | None = None, after: Callable[[], None] | None = None) -> dict:
+    """Every workload and variant of one model size on the device, filled into ``out``
+    (``compile_fn`` defaults to torch.compile; a workload is skipped once ``deadline``, a
+    perf_counter time, has passed; ``after`` is called after each workload)."""
     from crema.config import ModelConfig, ObjectiveConfig
 
     compile_fn = compile_fn or torch.compile
     device, device_type = str(hooks.device), hooks.device.type
     cfg = ModelConfig.from_size(size, window=args.window)
     mask_ratio = ObjectiveConfig().mask_ratio
-    out = {"config": {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "window": cfg.window,
-                      "patch_size": cfg.patch_size, "tokens": cfg.n_leads * cfg.n_patches}, "skipped": []}
+    out = {} if out is None else out
+    out.update({"config": {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "window": cfg.window,
+                           "patch_size": cfg.patch_size, "tokens": cfg.n_leads * cfg.n_patches}, "skipped": []})
     plans = {
         "embed_b1": (lambda wrap: embed_runs(cfg, 1, device, wrap), 1),
         "embed": (lambda wrap: embed_runs(cfg, args.batch, device, wrap), args.batch),
@@ -590,6 +593,8 @@ def measure_device_size(size: str, args: argparse.Namespace, hooks: DeviceHooks,
         del model, run, variants
         if hooks.cuda:
             torch.cuda.empty_cache()
+        if after:
+            after()
     return out
 
 
@@ -638,25 +643,30 @@ def run_device(args: argparse.Namespace, hooks: DeviceHooks, compile_fn: Callabl
                         "less two steady calls) excluded",
               "peak_gflops": None, "sizes": {},
               "command": " ".join(["benchmarks/mfu.py", *args.argv])}
+
+    def checkpoint() -> None:
+        if result["peak_gflops"]:
+            result["rows"] = device_rows(result)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        if save:
+            save(result)
+
     if args.gemm_repeats > 0:
         result["peak_gflops"] = device_peaks(hooks, args.gemm_n, args.gemm_repeats)
         print(f"  peak GFLOP/s: {result['peak_gflops']}", file=sys.stderr, flush=True)
+    checkpoint()
     for size in args.sizes:
-        if save:
-            save(result)
-        result["sizes"][size] = measure_device_size(size, args, hooks, compile_fn, deadline)
-        result["seconds"] = round(time.perf_counter() - started, 1)
-    if result["peak_gflops"]:
-        result["rows"] = device_rows(result)
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    if save:
-        save(result)
+        result["sizes"][size] = {}
+        measure_device_size(size, args, hooks, compile_fn, deadline, result["sizes"][size], checkpoint)
+    checkpoint()
     return result
 
 
 def device_markdown(result: dict) -> str:
     """The README's GPU table: peaks, conditions, one row per size/workload/variant."""
     peaks = result["peak_gflops"]
+    if not peaks or not result.get("rows"):
+        return f"{GPU_NOT_MEASURED.split(':')[0]}: no complete workload in this run ({result.get('date')}).\n"
     tf32 = result["tf32_in_workloads"]
     lines = [f"{result['device_name']} (torch {result['torch']}, CUDA {result['cuda']}). Peak of this run "
              f"({peaks['n']}^3 matrix multiplies): **fp32 {peaks['fp32'] / 1e3:.1f} TFLOP/s (TF32 off), "
