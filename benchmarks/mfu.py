@@ -4,6 +4,7 @@ measured matrix-multiply peak, in fp32 and bf16, with and without the allocator 
     python benchmarks/mfu.py                              # tiny + mini, one thread, ~5-10 min
     python benchmarks/mfu.py --sizes tiny mini small      # small adds several minutes
     python benchmarks/mfu.py --render runs/bench/mfu.json --readme README.md   # table only
+    python benchmarks/mfu.py --device cuda --sizes tiny mini small --readme README.md   # on a GPU
 
 What it does:
 
@@ -32,6 +33,14 @@ convolution's, which needs no input gradient) and cross-checked with
 
 Prints a table and writes ``runs/bench/mfu.json``; ``--readme`` replaces the table between the
 ``mfu-table`` markers of a Markdown file.
+
+On a GPU (``--device cuda``; ``benchmarks/gpu_session.sh`` runs it with the pretraining and DDP
+smoke tests) the same workloads run in one process: wall-clock time between
+``torch.cuda.synchronize`` calls, GEMM peaks in fp32 with TF32 off and on and in bf16, variants
+``fp32``, ``bf16`` (autocast; fused SDPA attention in both) and ``bf16+compile`` (torch.compile,
+its compile time measured apart and left out of the steady state), the CUDA allocator's peak
+memory. It writes ``runs/bench/mfu-cuda.json`` (after every size, so a run cut short keeps its
+figures) and its own table between the ``mfu-gpu-table`` markers.
 """
 from __future__ import annotations
 
@@ -289,35 +298,43 @@ def _variant(run: Callable[[], None], model: torch.nn.Module, bf16: bool, chunk:
     return call
 
 
-def embed_runs(cfg, batch: int) -> tuple[torch.nn.Module, Callable[[], None]]:
+def embed_runs(cfg, batch: int, device: str = "cpu",
+               wrap: Callable | None = None) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """Embedding of ``batch`` random ECGs without autograd; ``wrap`` (e.g. torch.compile) wraps
+    the encoder that the call runs (the returned module is always the plain one)."""
     from crema.model.sit import SiTEncoder
 
     torch.manual_seed(0)
-    encoder = SiTEncoder(cfg).eval()
-    x = torch.randn(batch, cfg.n_leads, cfg.window)
+    encoder = SiTEncoder(cfg).eval().to(device)
+    forward = wrap(encoder) if wrap is not None else encoder
+    x = torch.randn(batch, cfg.n_leads, cfg.window).to(device)
 
     def run() -> None:
         with torch.inference_mode():
-            encoder(x)
+            forward(x)
     return encoder, run
 
 
-def step_runs(cfg, mode: str, batch: int) -> tuple[torch.nn.Module, Callable[[], None]]:
-    """One optimiser step (forward, backward, AdamW) of CREMA in ``mode`` (mae or crema)."""
+def step_runs(cfg, mode: str, batch: int, device: str = "cpu",
+              wrap: Callable | None = None) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """One optimiser step (forward, backward, AdamW) of CREMA in ``mode`` (mae or crema);
+    ``wrap`` (e.g. torch.compile) wraps the module the forward runs, as ``--compile`` does."""
     from crema.config import ObjectiveConfig
     from crema.model.crema import CREMA
 
     torch.manual_seed(0)
-    model = CREMA(cfg, ObjectiveConfig(mode=mode)).train()
+    model = CREMA(cfg, ObjectiveConfig(mode=mode)).train().to(device)
+    forward = wrap(model) if wrap is not None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, cfg.n_leads, cfg.window)
-    lead_mask = torch.ones(batch, cfg.n_leads, dtype=torch.bool)
+    x = torch.randn(batch, cfg.n_leads, cfg.window).to(device)
+    lead_mask = torch.ones(batch, cfg.n_leads, dtype=torch.bool).to(device)
+    device_type = torch.device(device).type
 
     def run() -> None:
         # As crema.train.pretrain: autocast over the forward only; the backward runs in the
         # forward's dtypes.
-        out = model(x, lead_mask=lead_mask)
-        with torch.autocast("cpu", enabled=False):
+        out = forward(x, lead_mask=lead_mask)
+        with torch.autocast(device_type, enabled=False):
             out["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -408,6 +425,275 @@ def run_child(args: argparse.Namespace, tuned: bool, size: str, workload: str, p
             command.append("--no-kernel-variants")
         subprocess.run(command, env=env, check=True)
         return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------- GPU (any torch device)
+#
+# ``--device cuda``: the same workloads and FLOPs in one process (no allocator children: glibc's
+# tunables concern host memory), wall-clock times between device synchronisations, the peak of
+# the CUDA caching allocator, and variants fp32 (fused SDPA: blocks.use_explicit_attention is
+# False off the CPU), bf16 (autocast, fused SDPA) and bf16 + torch.compile (compile time measured
+# apart, on the first calls, and left out of the steady-state figures). The helpers take the
+# device and its hooks as arguments, so that the tests run them on the CPU.
+
+DEVICE_VARIANTS = ("fp32", "bf16", "bf16+compile")
+GPU_README_START, GPU_README_END = "<!-- mfu-gpu-table:start -->", "<!-- mfu-gpu-table:end -->"
+GPU_NOT_MEASURED = "GPU figures: not yet measured (run benchmarks/gpu_session.sh on a GPU machine)"
+
+
+class DeviceHooks:
+    """What timing and memory need from a device: ``sync`` (wait for queued kernels),
+    ``reset_peak`` and ``peak_mb`` (allocator high-water mark, None where unknown)."""
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def allocated_mb(self) -> float | None:
+        return torch.cuda.memory_allocated(self.device) / 2 ** 20 if self.cuda else None
+
+    def peak_mb(self) -> float | None:
+        return torch.cuda.max_memory_allocated(self.device) / 2 ** 20 if self.cuda else None
+
+
+def synced_seconds(run: Callable[[], None], sync: Callable[[], None]) -> float:
+    """Wall seconds of one call of ``run``, from an idle device until its work has finished."""
+    sync()
+    start = time.perf_counter()
+    run()
+    sync()
+    return time.perf_counter() - start
+
+
+def device_gemm_peak(dtype: torch.dtype, n: int, repeats: int, hooks: DeviceHooks, inner: int = 10) -> float:
+    """Median GFLOP/s of ``inner`` back-to-back ``n^3`` matrix multiplies in ``dtype`` on the
+    device (fp32 follows the current ``torch.backends.cuda.matmul.allow_tf32``)."""
+    a = torch.randn(n, n, device=hooks.device).to(dtype)
+    b = torch.randn(n, n, device=hooks.device).to(dtype)
+
+    def run() -> None:
+        for _ in range(inner):
+            torch.matmul(a, b)
+    run()
+    times = [synced_seconds(run, hooks.sync) for _ in range(repeats)]
+    return inner * 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def device_peaks(hooks: DeviceHooks, n: int, repeats: int) -> dict:
+    """fp32 with TF32 off (true fp32), fp32 with TF32 on (what ``allow_tf32`` gives), bf16."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        fp32 = device_gemm_peak(torch.float32, n, repeats, hooks)
+        matmul.allow_tf32 = True
+        tf32 = device_gemm_peak(torch.float32, n, repeats, hooks)
+    finally:
+        matmul.allow_tf32 = saved
+    return {"fp32": fp32, "tf32": tf32, "bf16": device_gemm_peak(torch.bfloat16, n, repeats, hooks),
+            "n": n}
+
+
+def device_variant(run: Callable[[], None], device_type: str, bf16: bool) -> Callable[[], None]:
+    def call() -> None:
+        with torch.autocast(device_type, torch.bfloat16, enabled=bf16):
+            run()
+    return call
+
+
+def device_interleaved(variants: dict[str, Callable[[], None]], repeats: int, hooks: DeviceHooks,
+                       warmups: dict[str, int] | None = None) -> dict[str, dict]:
+    """Time ``variants`` in turn, ``repeats`` rounds, after warm-up calls (``warmups[name]``,
+    default 1) that are timed apart (``first_calls_s``: the compile time of a compiled variant)
+    and measure the allocator's peak during one call above what was allocated before it."""
+    warmups = warmups or {}
+    first: dict[str, list[float]] = {}
+    memory: dict[str, dict] = {}
+    for name, run in variants.items():
+        first[name] = [synced_seconds(run, hooks.sync) for _ in range(max(1, warmups.get(name, 1)))]
+        hooks.sync()
+        before = hooks.allocated_mb()
+        hooks.reset_peak()
+        synced_seconds(run, hooks.sync)
+        peak = hooks.peak_mb()
+        memory[name] = {"peak_mb": None if peak is None else round(peak, 1),
+                        "peak_growth_mb": None if peak is None else round(peak - before, 1)}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            samples[name].append(synced_seconds(run, hooks.sync))
+    return {name: {"wall_s": statistics.median(times), "wall_s_all": [round(t, 5) for t in times],
+                   "first_calls_s": [round(t, 3) for t in first[name]], **memory[name]}
+            for name, times in samples.items()}
+
+
+def measure_device_size(size: str, args: argparse.Namespace, hooks: DeviceHooks,
+                        compile_fn: Callable | None = None, deadline: float | None = None,
+                        out: dict | None = None, after: Callable[[], None] | None = None) -> dict:
+    """Every workload and variant of one model size on the device, filled into ``out``
+    (``compile_fn`` defaults to torch.compile; a workload is skipped once ``deadline``, a
+    perf_counter time, has passed; ``after`` is called after each workload)."""
+    from crema.config import ModelConfig, ObjectiveConfig
+
+    compile_fn = compile_fn or torch.compile
+    device, device_type = str(hooks.device), hooks.device.type
+    cfg = ModelConfig.from_size(size, window=args.window)
+    mask_ratio = ObjectiveConfig().mask_ratio
+    out = {} if out is None else out
+    out.update({"config": {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "window": cfg.window,
+                           "patch_size": cfg.patch_size, "tokens": cfg.n_leads * cfg.n_patches}, "skipped": []})
+    plans = {
+        "embed_b1": (lambda wrap: embed_runs(cfg, 1, device, wrap), 1),
+        "embed": (lambda wrap: embed_runs(cfg, args.batch, device, wrap), args.batch),
+        "mae_step": (lambda wrap: step_runs(cfg, "mae", args.step_batch, device, wrap), args.step_batch),
+        "crema_step": (lambda wrap: step_runs(cfg, "crema", args.step_batch, device, wrap), args.step_batch),
+    }
+    for workload in args.workloads:
+        if deadline is not None and time.perf_counter() > deadline:
+            out["skipped"].append(workload)
+            print(f"  {size} {workload}: skipped (--budget-s spent)", file=sys.stderr, flush=True)
+            continue
+        build, batch = plans[workload]
+        model, run = build(None)
+        variants: dict[str, Callable[[], None]] = {}
+        warmups: dict[str, int] = {}
+        for variant in args.variants:
+            if variant == "bf16+compile":
+                # A model of its own (same seed): the compiled graph specialises on it. Two
+                # warm-up calls: the first compiles, the second catches a recompilation.
+                _, compiled = build(compile_fn)
+                variants[variant] = device_variant(compiled, device_type, True)
+                warmups[variant] = 2
+            else:
+                variants[variant] = device_variant(run, device_type, variant == "bf16")
+        repeats = args.latency_runs if workload == "embed_b1" else args.repeats
+        rows = device_interleaved(variants, repeats, hooks, warmups)
+        for row in rows.values():
+            row["ecg_per_s"] = batch / row["wall_s"]
+            row["ms_per_call"] = 1000 * row["wall_s"]
+            row["compile_s"] = None
+        if "bf16+compile" in rows:
+            row = rows["bf16+compile"]
+            row["compile_s"] = round(sum(row["first_calls_s"]) - 2 * row["wall_s"], 2)
+        counted = None
+        if workload != "embed_b1" and args.count_flops:
+            counted = counted_flops(device_variant(run, device_type, False), batch)
+        out[workload] = {"batch": batch, "flops_per_ecg": analytic_flops(cfg, workload, mask_ratio),
+                         "flops_per_ecg_counted": counted, "variants": rows}
+        print(f"  {size} {workload}: " + ", ".join(f"{k} {v['ecg_per_s']:.1f} ECG/s" for k, v in rows.items()),
+              file=sys.stderr, flush=True)
+        del model, run, variants
+        if hooks.cuda:
+            torch.cuda.empty_cache()
+        if after:
+            after()
+    return out
+
+
+def device_rows(result: dict) -> list[dict]:
+    """One row per (size, workload, variant), with GFLOP/s and MFU against each peak."""
+    rows = []
+    peaks = result["peak_gflops"]
+    for size, workloads in result["sizes"].items():
+        for workload in WORKLOADS:
+            if workload not in workloads:
+                continue
+            entry = workloads[workload]
+            base = entry["variants"].get("fp32")
+            for variant, row in entry["variants"].items():
+                gflops = row["ecg_per_s"] * entry["flops_per_ecg"] / 1e9
+                rows.append({
+                    "size": size, "workload": workload, "batch": entry["batch"], "variant": variant,
+                    "ecg_per_s": row["ecg_per_s"], "ms_per_call": row["ms_per_call"], "gflops": gflops,
+                    **{f"mfu_{k}": gflops / peaks[k] for k in ("fp32", "tf32", "bf16")},
+                    "gflop_per_ecg": entry["flops_per_ecg"] / 1e9,
+                    "gflop_per_ecg_counted": (entry["flops_per_ecg_counted"] or math.nan) / 1e9,
+                    "speedup_vs_fp32": row["ecg_per_s"] / base["ecg_per_s"] if base else None,
+                    "compile_s": row["compile_s"], "peak_mb": row["peak_mb"],
+                    "peak_growth_mb": row["peak_growth_mb"]})
+    return rows
+
+
+def run_device(args: argparse.Namespace, hooks: DeviceHooks, compile_fn: Callable | None = None,
+               save: Callable[[dict], None] | None = None) -> dict:
+    """The whole device benchmark in this process; ``save`` is called with the partial result
+    after the peaks and after every size, so that a run cut off by a time limit leaves figures."""
+    started = time.perf_counter()
+    deadline = started + args.budget_s if args.budget_s else None
+    torch.manual_seed(0)
+    result = {"benchmark": "mfu", "device": hooks.device.type,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "python": platform.python_version(),
+              "cuda": torch.version.cuda if hooks.cuda else None,
+              "device_name": torch.cuda.get_device_name(hooks.device) if hooks.cuda else platform.processor(),
+              "window": args.window, "repeats": args.repeats, "latency_runs": args.latency_runs,
+              "variants": list(args.variants),
+              "tf32_in_workloads": {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                                    "cudnn_conv": torch.backends.cudnn.allow_tf32},
+              "timing": "wall seconds per call between device synchronisations, medians of interleaved "
+                        "rounds after warm-up; compile time (first two calls of the compiled variant "
+                        "less two steady calls) excluded",
+              "peak_gflops": None, "sizes": {},
+              "command": " ".join(["benchmarks/mfu.py", *args.argv])}
+
+    def checkpoint() -> None:
+        if result["peak_gflops"]:
+            result["rows"] = device_rows(result)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        if save:
+            save(result)
+
+    if args.gemm_repeats > 0:
+        result["peak_gflops"] = device_peaks(hooks, args.gemm_n, args.gemm_repeats)
+        print(f"  peak GFLOP/s: {result['peak_gflops']}", file=sys.stderr, flush=True)
+    checkpoint()
+    for size in args.sizes:
+        result["sizes"][size] = {}
+        measure_device_size(size, args, hooks, compile_fn, deadline, result["sizes"][size], checkpoint)
+    checkpoint()
+    return result
+
+
+def device_markdown(result: dict) -> str:
+    """The README's GPU table: peaks, conditions, one row per size/workload/variant."""
+    peaks = result["peak_gflops"]
+    if not peaks or not result.get("rows"):
+        return f"{GPU_NOT_MEASURED.split(':')[0]}: no complete workload in this run ({result.get('date')}).\n"
+    tf32 = result["tf32_in_workloads"]
+    lines = [f"{result['device_name']} (torch {result['torch']}, CUDA {result['cuda']}). Peak of this run "
+             f"({peaks['n']}^3 matrix multiplies): **fp32 {peaks['fp32'] / 1e3:.1f} TFLOP/s (TF32 off), "
+             f"TF32 {peaks['tf32'] / 1e3:.1f}, bf16 {peaks['bf16'] / 1e3:.1f}**. Window {result['window']} "
+             f"samples, wall-clock ms per call between synchronisations, medians of {result['repeats']} "
+             f"interleaved rounds ({result['latency_runs']} for batch 1) after warm-up; the fp32 rows ran "
+             f"with TF32 matmuls {'on' if tf32['matmul'] else 'off'} (cuDNN convolutions "
+             f"{'on' if tf32['cudnn_conv'] else 'off'}: torch's defaults); attention is the fused SDPA kernel. "
+             "*compile s*: the compiled variant's first two calls less two steady ones, left out of its "
+             "figures; *peak MB*: the CUDA allocator's peak during one call (weights included).",
+             "",
+             "| size | workload | variant | ECG/s | ms/call | GFLOP/ECG (counted) | TFLOP/s | MFU fp32 | MFU TF32 "
+             "| MFU bf16 | vs fp32 | compile s | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        name = NAMES[r["workload"]].format(batch=r["batch"])
+        compiled = "" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
+        memory = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+        speed = "" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}x"
+        counted = "" if math.isnan(r["gflop_per_ecg_counted"]) else f" ({r['gflop_per_ecg_counted']:.3f})"
+        lines.append(f"| {r['size']} | {name} | {r['variant']} | {r['ecg_per_s']:.1f} | {r['ms_per_call']:.2f} "
+                     f"| {r['gflop_per_ecg']:.3f}{counted} | {r['gflops'] / 1e3:.2f} | {r['mfu_fp32']:.0%} "
+                     f"| {r['mfu_tf32']:.0%} | {r['mfu_bf16']:.0%} | {speed} | {compiled} | {memory} |")
+    skipped = [f"{size} {w}" for size, entry in result["sizes"].items() for w in entry.get("skipped", [])]
+    if skipped:
+        lines += ["", "Not measured (time budget spent): " + ", ".join(skipped) + "."]
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- report
@@ -506,10 +792,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(path: Path, table: str) -> None:
-    """Replace the text between the mfu-table markers of ``path`` by ``table``."""
+def write_readme(path: Path, table: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
+    """Replace the text between the ``markers`` (default: the mfu-table ones) of ``path`` by ``table``."""
     text = path.read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
     path.write_text(text[:start] + "\n" + table + text[end:])
 
 
@@ -530,15 +816,58 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gemm-repeats", type=int, default=7)
     p.add_argument("--no-kernel-variants", dest="kernel_variants", action="store_false",
                    help="skip the other-attention-kernel rows")
-    p.add_argument("--out", default="runs/bench/mfu.json")
-    p.add_argument("--readme", type=Path, help="rewrite the table between the mfu-table markers of this file")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default: the CPU benchmark above) or cuda / cuda:N: the GPU benchmark, "
+                        "written to runs/bench/mfu-cuda.json and the mfu-gpu-table markers")
+    p.add_argument("--variants", nargs="+", default=list(DEVICE_VARIANTS), choices=DEVICE_VARIANTS,
+                   help="variants of the GPU benchmark (default all)")
+    p.add_argument("--gemm-n", type=int, default=8192, help="GPU peak: matrix size (default 8192)")
+    p.add_argument("--budget-s", type=float, default=0,
+                   help="GPU benchmark: start no workload after this many seconds (0 = no limit)")
+    p.add_argument("--no-flop-count", dest="count_flops", action="store_false",
+                   help="GPU benchmark: skip the FlopCounterMode cross-check")
+    p.add_argument("--out", help="JSON (default runs/bench/mfu.json, on a GPU runs/bench/mfu-cuda.json)")
+    p.add_argument("--readme", type=Path, help="rewrite the table between the mfu-table markers of this file "
+                                               "(mfu-gpu-table for a GPU result)")
     p.add_argument("--render", type=Path, help="only print (and --readme) the table of this JSON")
     p.add_argument("--child-out", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.out is None:
+        args.out = "runs/bench/mfu.json" if args.device == "cpu" else "runs/bench/mfu-cuda.json"
+    return args
+
+
+def save_json(path: str | Path, result: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def device_main(args: argparse.Namespace) -> int:
+    """``--device cuda``: the GPU benchmark in this process, its JSON and table."""
+    if args.render:
+        result = json.loads(args.render.read_text())
+    else:
+        hooks = DeviceHooks(args.device)
+        if hooks.cuda and not torch.cuda.is_available():
+            print("CUDA is not available", file=sys.stderr)
+            return 2
+        result = run_device(args, hooks, save=lambda partial: save_json(args.out, partial))
+        print(f"wrote {args.out}", file=sys.stderr)
+    table = device_markdown(result)
+    print()
+    print(table)
+    if args.readme:
+        write_readme(args.readme, table, (GPU_README_START, GPU_README_END))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # A GPU run's JSON names its device (the CPU benchmark's does not).
+    if args.device != "cpu" or (args.render and "device" in json.loads(args.render.read_text())):
+        return device_main(args)
     if args.child_out:
         Path(args.child_out).write_text(json.dumps(child(args)))
         return 0
@@ -563,10 +892,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["benchmarks/mfu.py", *(argv if argv is not None else sys.argv[1:])]),
         }
         result["targets"] = targets(rows)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out}", file=sys.stderr)
+        save_json(args.out, result)
+        print(f"wrote {args.out}", file=sys.stderr)
     print_table(result)
     if args.readme:
         write_readme(args.readme, markdown(result))
