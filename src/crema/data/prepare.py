@@ -53,7 +53,7 @@ from . import cinc, ptbxl
 from .corpus import CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, is_corpus
 from .preprocess import preprocess_recording
 from .rates import check_fs
-from .readers import find_records, read_record, real_dtype_problem
+from .readers import find_records, read_record
 from .stacks import RecordStack, is_stack
 from .recording import Recording
 
