@@ -13,8 +13,8 @@ ratio says what preprocessing and storage add. Peak memory is also measured for 
 the records, to show that it does not grow with the corpus.
 
 WFDB readers: every read-only and prepare run is made twice, with the fast path
-(``crema.data.wfdb_fast``, the default) and with ``CREMA_WFDB_READER=wfdb`` (``wfdb.rdrecord``,
-the reference). The two are interleaved within each repeat (in alternating order), so that a
+(``crema.data.formats.wfdb_fast``, the default) and with ``CREMA_WFDB_READER=wfdb``
+(``wfdb.rdrecord``, the reference). The two are interleaved within each repeat (in alternating order), so that a
 busy neighbour slows both alike; the table gives each fast figure as a ratio to its wfdb twin,
 and the run checks that the corpora written both ways are byte-identical.
 """

@@ -11,9 +11,10 @@ from crema.cli import main as crema_main
 from crema.config import PreprocessConfig
 from crema.data import prepare as prepare_module
 from crema.data.corpus import INDEX_COLUMNS, Corpus, parse_corpus_spec
-from crema.data.prepare import detect_source, prepare_corpus
+from crema.data.prepare import prepare_corpus
 from crema.data.preprocess import preprocess_recording
 from crema.data.readers import read_record
+from crema.data.sources import detect_source
 from crema.errors import CremaError
 from test_data_readers import make_broken_copies
 

@@ -8,7 +8,10 @@ import pytest
 
 from crema.config import STANDARD_LEADS
 from crema.data.leads import canonical_lead
-from crema.data.readers import find_records, parse_header, read_cinc_mat, read_record, read_wfdb
+from crema.data.formats.cinc_mat import read_cinc_mat
+from crema.data.formats.wfdb import read_wfdb
+from crema.data.formats.wfdb_header import parse_header
+from crema.data.readers import find_records, read_record
 from crema.errors import CremaError, ReadError
 
 CINC_FOLDERS = ("cpsc2018", "cpsc2018-extra", "georgia", "ningbo", "ptb", "ptbxl")

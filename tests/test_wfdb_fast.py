@@ -1,4 +1,4 @@
-"""The fast WFDB path (crema.data.wfdb_fast) against the reference, ``wfdb`` (issue 12, item 4).
+"""The fast WFDB path (crema.data.formats.wfdb_fast) against the reference, ``wfdb`` (issue 12, item 4).
 
 Every comparison reads the same record twice through ``read_record``: once as shipped (fast path
 for single-file format 16/212 records) and once with ``CREMA_WFDB_READER=wfdb``, and requires
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from crema.data import readers, wfdb_fast
+from crema.data.formats import wfdb as wfdb_reader, wfdb_fast
 from crema.data.prepare import prepare_corpus
 from crema.data.readers import find_records, read_record
 from crema.errors import ReadError
@@ -194,7 +194,7 @@ def test_other_formats_use_wfdb(tmp_path, real_digital, monkeypatch):
 def test_forcing_wfdb_never_calls_the_fast_path(monkeypatch):
     def refuse(header):
         raise AssertionError("fast path used although CREMA_WFDB_READER=wfdb")
-    monkeypatch.setattr(readers, "read_fast", refuse)
+    monkeypatch.setattr(wfdb_reader, "read_fast", refuse)
     monkeypatch.setenv(wfdb_fast.ENV_VAR, "wfdb")
     assert read_record(SAMPLE_RECORDS / "00001_lr.hea").signal.shape == (12, 1000)
 

@@ -35,8 +35,8 @@ import pandas as pd
 
 from ..config import STANDARD_LEADS
 from ..errors import CremaError, ReadError
+from .formats.arrays import ID_KEYS, choose_signal_key, lead_axis
 from .leads import UnknownLeadError, canonical_lead
-from .readers import ID_KEYS, choose_signal_key, lead_axis
 from .recording import Recording
 
 HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".hdf"})

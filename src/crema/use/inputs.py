@@ -31,9 +31,10 @@ import numpy as np
 
 from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
 from ..data.corpus import Corpus, is_corpus, parse_corpus_spec
+from ..data.formats.arrays import lead_axis, real_dtype_problem
 from ..data.preprocess import Windows
 from ..data.rates import MAX_FS, MIN_FS, check_fs  # noqa: F401  (re-exported)
-from ..data.readers import find_records, lead_axis, read_record, real_dtype_problem
+from ..data.readers import find_records, read_record
 from ..data.recording import Recording
 from ..data.stacks import RecordStack, is_stack
 from ..errors import CremaError, ReadError

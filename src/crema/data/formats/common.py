@@ -1,5 +1,6 @@
-"""What the clinical format modules share: lead names, assembling a :class:`Recording` from
-named rows, safe XML parsing and atomic XML writing, int16 quantisation, optional packages."""
+"""What the format modules share: lead names, assembling a :class:`Recording` from named rows,
+safe XML parsing and atomic XML writing, int16 quantisation, optional packages, and the age and
+sex values of ``meta`` read from text or MATLAB arrays (WFDB header comments, the CPSC struct)."""
 from __future__ import annotations
 
 import math
@@ -103,3 +104,22 @@ def require(module: str, path: PathLike):
     except ImportError:
         raise ReadError(path, f"reading this format needs the optional package {module!r}: "
                         "pip install 'crema-ecg[formats]'") from None
+
+
+def parse_age(value) -> float | None:
+    """A finite non-negative age in years, else None (``NaN``, ``Unknown``, empty)."""
+    try:
+        age = float(np.asarray(value).squeeze()) if not isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return None
+    return age if math.isfinite(age) and age >= 0 else None
+
+
+def parse_sex(value) -> str | None:
+    """'M', 'F' or None from ``Male``/``female``/``M``/``F`` (anything else is unknown)."""
+    text = str(value).strip().lower()
+    if text in ("m", "male", "man"):
+        return "M"
+    if text in ("f", "female", "woman"):
+        return "F"
+    return None

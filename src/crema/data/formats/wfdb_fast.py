@@ -46,7 +46,7 @@ _GAIN = re.compile(r"(?P<gain>\d+(?:\.\d*)?)(?:\((?P<baseline>-?\d+)\))?(?:/(?P<
 
 @dataclass(frozen=True)
 class FastRecord:
-    """The fields of ``wfdb.Record`` that :func:`crema.data.readers.read_wfdb` uses."""
+    """The fields of ``wfdb.Record`` that :func:`crema.data.formats.wfdb.read_wfdb` uses."""
 
     p_signal: np.ndarray  # (sig_len, n_sig) float64 in the header's units, NaN where invalid
     fs: float
