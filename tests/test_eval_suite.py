@@ -47,8 +47,9 @@ def test_committed_runs_keep_their_meaning_and_step_ids():
         ids = [s["step"] for s in data["steps"]]
         sources = sorted({i.split("holdout-")[1].split("/")[0] for i in ids if "holdout-" in i})
         assert [s.id for s in plan_steps(cfg, sources)] == ids, results
-    card = suite_from_dict(json.loads((REPO / "results" / "card" / "suite.json").read_text()))
-    assert identity(card) == identity(load_suite_config(REPO / "configs" / "suite-card.json"))
+    for run, config in (("card", "suite-card.json"), ("shared-disjoint", "suite-shared.json")):
+        saved = suite_from_dict(json.loads((REPO / "results" / run / "suite.json").read_text()))
+        assert identity(saved) == identity(load_suite_config(REPO / "configs" / config)), run
 
 
 @pytest.mark.parametrize("change, message", [
@@ -147,12 +148,14 @@ def test_a_run_folder_from_before_the_typed_config_resumes(tmp_path):
     from crema.errors import CremaError
     from crema.eval.suite import Suite
 
-    out = tmp_path / "card"
+    out = tmp_path / "shared"
     (out / "steps").mkdir(parents=True)
     (out / "steps" / "pretrain").mkdir()
     (out / "steps" / "pretrain" / "crema.json").write_text("{}")
-    (out / "suite.json").write_text((REPO / "results" / "card" / "suite.json").read_text())
-    cfg = load_suite_config(REPO / "configs" / "suite-card.json")
+    old_form = (REPO / "results" / "shared-disjoint" / "suite.json").read_text()
+    assert "pretrain_seeds" not in old_form  # written before the typed config
+    (out / "suite.json").write_text(old_form)
+    cfg = load_suite_config(REPO / "configs" / "suite-shared.json")
     with pytest.raises(CremaError, match="--resume"):
         Suite(cfg, out).claim_folder(resume=False)
     Suite(cfg, out).claim_folder(resume=True)

@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from ..errors import CremaError
 
-# ECGs per forward pass unless a caller asks otherwise. On a CPU small chunks are faster than
-# big batches, whose activations page-fault: 8 ECGs embedded 1.25x faster than 64 (crema-mini,
-# 2 cores).
-DEFAULT_BATCH = 8
+# ECGs handed to the model per call unless a caller asks otherwise. On a CPU big batches page-fault
+# their activations; the encoder itself runs no-grad inference in parts of 8 ECGs
+# (SiTEncoder.inference_batch, the one place that chunking lives), so this is only how many
+# windows are gathered per call.
+DEFAULT_BATCH = 64
 
 # (x (B, C, crop), lead_mask (B, C)) -> (B, ...)
 WindowFn = Callable[[Tensor, Tensor], Tensor]
