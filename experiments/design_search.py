@@ -105,7 +105,9 @@ def run_config(variant: str, seed: int, corpora: Path, out: Path, device: str, s
         specs.append(str(corpora / names[name]) + (f":{split}" if split else ""))
     # The search started from the original design (two views of one shared crop); pinning it here
     # keeps every variant's meaning fixed now that the winner (disjoint crops) is the default.
-    parts = {"model": dict(recipe["model"]), "objective": {"view_crop": "same", **recipe["objective"]},
+    # lambda 0.1 likewise: the search ran at the spec's weight before 0.01 became the default.
+    parts = {"model": dict(recipe["model"]), "objective": {"view_crop": "same", **recipe["objective"],
+                                                           "lambda_con": 0.1},
              "train": dict(recipe["train"])}
     for overrides in (VARIANTS.get(variant, {}), extra or {}):
         for part, fields in overrides.items():

@@ -120,7 +120,8 @@ class ObjectiveConfig:
     mode: Literal["crema", "mae", "contrastive"] = "crema"  # the objective: crema = L_rec + lambda * L_con;
                                             # mae = one view, no L_con; contrastive = no L_rec
     mask_ratio: float = 0.75                # fraction of each lead's patches hidden from the encoder
-    lambda_con: float = 0.1                 # weight of the contrastive term
+    lambda_con: float = 0.01                # weight of the contrastive term; at 0.1 its gradient starves
+                                            # reconstruction (masked QRS never redrawn; results/design-search)
     tau: float = 0.1                        # InfoNCE temperature
     norm_target: bool = True                # normalise each target patch by its own mean and std
     aug_scale: float = 0.1                  # view augmentation: amplitude scale drawn from 1 +- aug_scale
