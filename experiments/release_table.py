@@ -1,7 +1,11 @@
 """Tables of the release-length comparison (8,000 steps): probe scores from
 ``design_search.py score`` records and masked-QRS reconstruction from ``qrs_reconstruction.py``.
 
-    python experiments/release_table.py results/design-search/release-length
+    python experiments/release_table.py results/design-search/release-length [--corpora runs/corpora]
+
+With ``--corpora`` (the prepared corpora, for the test labels) it adds the paired differences
+against plain MAE: test-fold scores averaged over the pretraining seeds both variants share, 95%
+paired bootstrap over test records (the design report's procedure).
 """
 from __future__ import annotations
 
@@ -32,6 +36,21 @@ def probe_rows(records: list[dict], kind: str) -> dict[str, dict[int, dict[str, 
     return out
 
 
+def paired_rows(records: list[dict], corpora: Path, a: str, b: str) -> list[list[str]]:
+    """``a`` minus ``b`` per label fraction: difference [95% CI] of seed-averaged test scores."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from design_report import FRACTIONS, final_table, paired_bootstrap, test_labels
+
+    seeds = {r["seed"] for r in records if r["variant"] == a} & {r["seed"] for r in records if r["variant"] == b}
+    table = final_table([r for r in records if r["seed"] in seeds], "pooled")
+    y, _ = test_labels(corpora)
+    rows = []
+    for f in FRACTIONS:
+        d, low, high = paired_bootstrap(y, np.mean(table[a]["scores"][f], axis=0), np.mean(table[b]["scores"][f], axis=0))
+        rows.append([f"{a} - {b}", f"{100 * f:g}%", f"{d:+.3f} [{low:+.3f}, {high:+.3f}]", str(len(seeds))])
+    return rows
+
+
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -40,6 +59,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="holds checkpoints.jsonl and qrs_reconstruction*.json")
+    parser.add_argument("--corpora", type=Path, help="prepared corpora: adds paired differences against MAE")
     args = parser.parse_args(argv)
     records = [json.loads(x) for x in (args.folder / "checkpoints.jsonl").read_text().splitlines() if x.strip()]
     columns = ["val 100%", "val 10%", "test 1%", "test 10%", "test 100%", "CinC LOSO"]
@@ -50,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([variant, str(seed)] + [f"{cells[c]:.3f}" for c in columns])
         print(f"\nProbe, {kind} features (validation fold 9 chooses; test fold 10 and LOSO report)\n")
         print(markdown(["variant", "seed"] + columns, rows))
+    if args.corpora:
+        print("\nPaired differences against plain MAE, test fold 10, pooled features\n")
+        print(markdown(["difference", "labels", "AUROC difference [95% CI]", "seeds"],
+                       paired_rows(records, args.corpora, "crema_disjoint_l001_8000", "mae_8000")))
     rows = []
     for path in sorted(args.folder.glob("qrs_reconstruction*.json")):
         for r in json.loads(path.read_text())["results"]:
