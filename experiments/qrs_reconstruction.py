@@ -53,13 +53,11 @@ def patch_scores(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def evaluate(model_path: str, signals: np.ndarray, lead_mask: np.ndarray, seeds: np.ndarray) -> dict:
     """Reconstruction scores of one model over the windows (each masked with its own seed)."""
-    sys.path.insert(0, str(REPO / "src"))
     import crema
 
     net = crema.load(model_path, device="cpu").network
-    window, patch = net.model_cfg.window, net.model_cfg.patch_size
+    window, patch, fs = net.model_cfg.window, net.model_cfg.patch_size, net.fs
     start = (signals.shape[-1] - window) // 2
-    fs = net.fs if hasattr(net, "fs") else 250.0
     scores = {"qrs": ([], []), "other": ([], [])}
     for x, present, seed in zip(signals, lead_mask, seeds):
         x = np.ascontiguousarray(x[:, start:start + window], dtype=np.float32)
