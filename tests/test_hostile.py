@@ -391,10 +391,14 @@ def _start_prepare(out: Path) -> tuple[subprocess.Popen, list[int]]:
 def test_prepare_stopped_by_a_signal_leaves_no_workers_and_no_traceback(tmp_path, how, status, message):
     proc, workers = _start_prepare(tmp_path / "c")
     try:
-        if how == "ctrl-c":
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGSTOP)  # freeze parent and workers mid-run, whatever the machine's speed
+        try:
+            if how == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)  # the pending signal lands as they resume
         _, err = proc.communicate(timeout=60)
         deadline = time.time() + 10
         while any(_running(w) for w in workers) and time.time() < deadline:
