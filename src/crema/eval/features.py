@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..model.heads import Probabilities
-from ..model.inference import DEFAULT_BATCH, crop_average, crop_starts
+from ..model.inference import DEFAULT_BATCH, crop_starts, infer
 from ..runtime import resolve_device
 
 # (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
@@ -116,9 +116,7 @@ def apply_model(model: nn.Module, corpus, rows: np.ndarray, crop: int | None = N
                                                disable=not progress, leave=False):
         if transform is not None:
             signals, lead_mask = transform(signals, lead_mask, batch_rows)
-        x = torch.from_numpy(np.ascontiguousarray(signals)).to(device)
-        mask = torch.from_numpy(np.ascontiguousarray(lead_mask)).to(device)
-        outputs.append(crop_average(forward, x, mask, crop).cpu().numpy())
+        outputs.append(infer(forward, signals, lead_mask, crop, len(signals), device))
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)

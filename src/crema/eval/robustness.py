@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..data import augment
+from ..model.inference import DEFAULT_BATCH
 from ..errors import CremaError
 from ..runtime import resolve_device
 from . import metrics
@@ -166,7 +167,7 @@ class Inference:
     which are stored under ``cache_dir`` keyed by the weights, the corpus and the corruption."""
 
     crop: int | None = None       # input length; None = the model's window
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH
     device: Any = "cpu"
     progress: bool = False
     cache_dir: Any = None         # None = no feature cache
