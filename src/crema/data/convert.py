@@ -21,6 +21,7 @@ import numpy as np
 from ..atomic import default_file_mode
 from ..errors import CremaError, ReadError, WriteError, printable
 from . import formats
+from .formats.common import require_finite
 from .readers import find_records, read_record
 from .recording import Recording
 
@@ -70,8 +71,7 @@ def _write_wfdb(rec: Recording, out: Path, name: str) -> None:
     import wfdb
 
     signal = rec.signal.T.astype(np.float64)  # wfdb wants (T, n_leads)
-    if not np.all(np.isfinite(signal)):
-        raise ReadError(out / f"{name}.hea", "cannot write WFDB: the signal contains NaN or infinite values")
+    require_finite(signal, out / f"{name}.hea", "WFDB")
     try:
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}."))
     except OSError as exc:

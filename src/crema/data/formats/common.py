@@ -79,10 +79,15 @@ def write_xml(root: ET.Element, path: PathLike) -> None:
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
 
 
+def require_finite(signal: np.ndarray, path: PathLike, fmt: str) -> None:
+    """Refuse to write a signal with NaN or infinite values (no format can store them)."""
+    if not np.all(np.isfinite(signal)):
+        raise ReadError(path, f"cannot write {fmt}: the signal contains NaN or infinite values")
+
+
 def quantise(signal_mv: np.ndarray, step_mv: float, path: PathLike, fmt: str) -> np.ndarray:
     """Round ``signal_mv / step_mv`` to int16, refusing values that do not fit."""
-    if not np.all(np.isfinite(signal_mv)):
-        raise ReadError(path, f"cannot write {fmt}: the signal contains NaN or infinite values")
+    require_finite(signal_mv, path, fmt)
     digits = np.rint(signal_mv / step_mv)
     if digits.size and (digits.max() > 32767 or digits.min() < -32768):
         raise ReadError(path, f"cannot write {fmt}: amplitude {np.abs(signal_mv).max():.1f} mV "
