@@ -378,6 +378,8 @@ def build_network(config: Mapping[str, Any], where: str | os.PathLike) -> nn.Mod
             return Classifier(build_encoder(config, where), n_classes)
         if arch == "resnet1d":
             return ResNet1d.from_config(from_dict(ResNet1dConfig, config["model"]), n_classes)
+    except CheckpointError:  # build_encoder's own, already naming the folder (a ValueError too)
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: bad checkpoint config ({exc!r})") from None
     raise CheckpointError(f"{where}: unknown classifier arch {arch!r} (sit or resnet1d)")
