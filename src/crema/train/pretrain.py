@@ -75,10 +75,10 @@ class PretrainResult:
     last_log: dict[str, Any] | None
 
 
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast or nothing, as ``amp`` resolves on ``device`` (:mod:`crema.precision`)."""
+def _resolve_amp(device: torch.device, amp: str) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``amp`` means on ``device`` (:mod:`crema.precision`)."""
     try:
-        return precision.autocast(device, amp)
+        return precision.resolve(amp, device)
     except ValueError as exc:
         raise CremaError(f"amp: {exc}") from None
 
@@ -121,7 +121,7 @@ class Trainer:
         self.data = data
         self.stop_at = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
         t = cfg.train
-        _autocast(device, t.amp)  # refuse a bad amp setting before any work
+        self.amp = _resolve_amp(device, t.amp)  # once per run; a bad setting fails before any work
         self.effective_batch = t.batch_size * t.accum_steps * info.world_size
         self.base_lr = scaled_lr(t.blr, self.effective_batch)
 
@@ -218,7 +218,7 @@ class Trainer:
             last = micro == t.accum_steps - 1
             sync = contextlib.nullcontext() if last or not self.info.enabled else self.ddp.no_sync()
             with sync:
-                with _autocast(self.device, t.amp):
+                with precision.autocast(self.device, self.amp):
                     out = self.forward(x, lead_mask=lead_mask, patient_ids=patients, con_scale=con_scale)
                 (out["loss"] / t.accum_steps).backward()
             for key in ("loss", "loss_rec", "loss_con", "acc"):
