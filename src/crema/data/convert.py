@@ -98,8 +98,7 @@ def run_convert(args: argparse.Namespace) -> int:
                              f"as {name}{SUFFIXES[args.to]}; convert them into different folders")
         seen[name] = path
     if not args.force:
-        existing = [args.out / (name + SUFFIXES[args.to]) for name in names
-                    if (args.out / (name + SUFFIXES[args.to])).exists()]
+        existing = [t for t in (args.out / (name + SUFFIXES[args.to]) for name in names) if t.exists()]
         if existing:
             raise CremaError(f"{printable(str(existing[0]))} already exists "
                              f"({len(existing)} output(s) in all); pass --force to replace them")
