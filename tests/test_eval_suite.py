@@ -10,7 +10,7 @@ import pytest
 
 from crema.config import ConfigError, to_dict
 from crema.eval import metrics
-from crema.eval.paired import paired_differences
+from crema.eval.paired import MEAN_OF_SOURCES, paired_differences
 from crema.eval.suite import SuiteConfig, load_suite_config, plan_steps, suite_from_dict
 from crema.eval.suite.plan import Encoder, Finetune, FinetuneCorruption, Pretrain, Probe
 from crema.eval.suite.runner import identity
@@ -22,7 +22,8 @@ SUITE_FILES = sorted((REPO / "configs").glob("suite-*.json")) + [REPO / "configs
 @pytest.mark.parametrize("path", SUITE_FILES, ids=lambda p: p.name)
 def test_committed_suite_configs_round_trip(path):
     cfg = load_suite_config(path)
-    assert isinstance(cfg, SuiteConfig) and cfg.pretrain_seeds == (0,)
+    # the default objective's screening recipe pairs three pretraining seeds; the rest pretrain once
+    assert isinstance(cfg, SuiteConfig) and cfg.pretrain_seeds == ((0, 1, 2) if path.name == "suite-shared.json" else (0,))
     assert suite_from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 
@@ -47,7 +48,7 @@ def test_committed_runs_keep_their_meaning_and_step_ids():
         ids = [s["step"] for s in data["steps"]]
         sources = sorted({i.split("holdout-")[1].split("/")[0] for i in ids if "holdout-" in i})
         assert [s.id for s in plan_steps(cfg, sources)] == ids, results
-    for run, config in (("card", "suite-card.json"), ("shared-disjoint", "suite-shared.json")):
+    for run, config in (("card", "suite-card.json"), ("shared-default", "suite-shared.json")):
         saved = suite_from_dict(json.loads((REPO / "results" / run / "suite.json").read_text()))
         assert identity(saved) == identity(load_suite_config(REPO / "configs" / config)), run
 
@@ -132,6 +133,25 @@ def test_a_reference_without_pretraining_seed_pairs_on_the_seed():
     assert (d.reference, d.n_pairs) == ("supervised_sit", 4) and d.difference == pytest.approx(0.1)
 
 
+def test_leave_source_out_pairs_each_source_and_their_mean():
+    rng = np.random.default_rng(1)
+    results = []
+    for source, gap in (("georgia", 0.02), ("ningbo", 0.06)):
+        shared = rng.normal(0.7, 0.05, 100)
+        for ps in (0, 1):
+            for method, macro, reps in (("crema", 0.7 + gap, shared + gap), ("mae", 0.7, shared)):
+                results.append({**_result(method, ps, 0, macro, reps, rows=source),
+                                "experiment": "leave_source_out", "fraction": None, "holdout_source": source})
+    by_source = {d.setting["holdout_source"]: d for d in paired_differences(results)}
+    assert set(by_source) == {"georgia", "ningbo", MEAN_OF_SOURCES}
+    mean = by_source[MEAN_OF_SOURCES]
+    assert (mean.method, mean.reference, mean.n_pairs, mean.wins) == ("crema", "mae", 2, "2/2")
+    assert mean.difference == pytest.approx(0.04) and mean.low == pytest.approx(0.04)
+    # a source where the method has no result leaves the mean out rather than averaging fewer sources
+    ningbo_crema = [r for r in results if not (r["holdout_source"] == "ningbo" and r["method"] == "crema")]
+    assert MEAN_OF_SOURCES not in {d.setting["holdout_source"] for d in paired_differences(ningbo_crema)}
+
+
 def test_paired_bootstrap_is_narrower_than_separate_intervals():
     rng = np.random.default_rng(1)
     y = (rng.random((300, 4)) < 0.3).astype(int)
@@ -152,10 +172,10 @@ def test_a_run_folder_from_before_the_typed_config_resumes(tmp_path):
     (out / "steps").mkdir(parents=True)
     (out / "steps" / "pretrain").mkdir()
     (out / "steps" / "pretrain" / "crema.json").write_text("{}")
-    old_form = (REPO / "results" / "shared-disjoint" / "suite.json").read_text()
+    old_form = (REPO / "results" / "shared" / "suite.json").read_text()
     assert "pretrain_seeds" not in old_form  # written before the typed config
     (out / "suite.json").write_text(old_form)
-    cfg = load_suite_config(REPO / "configs" / "suite-shared.json")
+    cfg = suite_from_dict(json.loads(old_form))
     with pytest.raises(CremaError, match="--resume"):
         Suite(cfg, out).claim_folder(resume=False)
     Suite(cfg, out).claim_folder(resume=True)

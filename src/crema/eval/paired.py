@@ -27,6 +27,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {"probe": ("mae", "random_sit", "random
 NOT_COMPARED = ("random_sit", "random_kernels", "supervised_sit", "supervised_resnet1d")  # baselines
 PAIRED_EXPERIMENTS = ("label_fraction", "leave_source_out")
 SETTING_FIELDS = ("task", "experiment", "protocol", "fraction", "holdout_source")
+MEAN_OF_SOURCES = "mean of sources"  # the holdout_source of the leave-one-source-out summary row
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,36 @@ def pairs(method: dict[tuple, dict], reference: dict[tuple, dict]) -> list[tuple
     return matched
 
 
+def _macro(result: dict) -> float:
+    macro = result["auroc"]["macro"]
+    return np.nan if macro is None else float(macro)
+
+
+def mean_over_sources(per_source: Sequence[Sequence[tuple[dict, dict]]]) -> list[tuple[dict, dict]]:
+    """Matched pairs of every held-out source, averaged over the sources: one pair per
+    ``(pretrain_seed, seed)`` matched in every source, whose macro AUROC and bootstrap replicates
+    are the means over the sources. Each source's records were resampled on their own, so
+    replicate ``r`` of the mean is a resample stratified by source."""
+    by_key = [{_key(a): (a, b) for a, b in matched} for matched in per_source]
+    common = set.intersection(*(set(keyed) for keyed in by_key)) if by_key else set()
+
+    def mean(results: list[dict]) -> dict:
+        return {"pretrain_seed": results[0].get("pretrain_seed"), "seed": results[0]["seed"],
+                "auroc": {"macro": float(np.mean([_macro(r) for r in results]))},
+                "bootstrap_auroc": list(np.mean([_replicates(r) for r in results], axis=0))}
+
+    out = []
+    for key in sorted(common, key=lambda k: (k[0] is None, k)):
+        matched = [keyed[key] for keyed in by_key]
+        if len({len(_replicates(r)) for pair in matched for r in pair}) == 1:  # replicates line up
+            out.append((mean([a for a, _ in matched]), mean([b for _, b in matched])))
+    return out
+
+
 def difference(setting: dict, method: str, reference: str, matched: Sequence[tuple[dict, dict]]) -> PairedDifference:
     """The paired difference over ``matched`` result pairs (at least one)."""
-    a_values = np.array([a["auroc"]["macro"] if a["auroc"]["macro"] is not None else np.nan for a, _ in matched])
-    b_values = np.array([b["auroc"]["macro"] if b["auroc"]["macro"] is not None else np.nan for _, b in matched])
+    a_values = np.array([_macro(a) for a, _ in matched])
+    b_values = np.array([_macro(b) for _, b in matched])
     point, low, high = metrics.paired_difference(
         float(np.mean(a_values)), float(np.mean(b_values)),
         np.mean([_replicates(a) for a, _ in matched], axis=0), np.mean([_replicates(b) for _, b in matched], axis=0))
@@ -98,14 +125,19 @@ def difference(setting: dict, method: str, reference: str, matched: Sequence[tup
 
 def paired_differences(results: Iterable[dict]) -> list[PairedDifference]:
     """Every method minus each of its :data:`REFERENCES` at every label fraction and held-out
-    source where both have comparable results; baselines are references, not compared."""
+    source where both have comparable results, and over the mean of the held-out sources
+    (:data:`MEAN_OF_SOURCES`, when every source pairs up); baselines are references, not compared."""
     by_setting: dict[tuple, dict[str, dict[tuple, dict]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         if r.get("experiment") in PAIRED_EXPERIMENTS:
             by_setting[tuple(r.get(f) for f in SETTING_FIELDS)][r["method"]][_key(r)] = r
     out = []
+    by_sources: dict[tuple, list] = defaultdict(list)  # (task, protocol, method, reference) -> per source
+    n_sources: dict[tuple, int] = defaultdict(int)      # (task, protocol) -> held-out sources
     for setting_key, methods in by_setting.items():
         setting = dict(zip(SETTING_FIELDS, setting_key))
+        held_out = setting["experiment"] == "leave_source_out"
+        n_sources[setting["task"], setting["protocol"]] += held_out
         for reference in REFERENCES.get(setting["protocol"], ()):
             for method in sorted(methods):
                 if method in NOT_COMPARED or method == reference or reference not in methods:
@@ -113,4 +145,12 @@ def paired_differences(results: Iterable[dict]) -> list[PairedDifference]:
                 matched = pairs(methods[method], methods[reference])
                 if matched:
                     out.append(difference(setting, method, reference, matched))
+                    if held_out:
+                        by_sources[setting["task"], setting["protocol"], method, reference].append(matched)
+    for (task, protocol, method, reference), per_source in by_sources.items():
+        matched = mean_over_sources(per_source) if len(per_source) == n_sources[task, protocol] > 1 else []
+        if matched:
+            setting = {"task": task, "experiment": "leave_source_out", "protocol": protocol, "fraction": None,
+                       "holdout_source": MEAN_OF_SOURCES}
+            out.append(difference(setting, method, reference, matched))
     return out

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import metrics
-from .paired import REFERENCES, PairedDifference, paired_differences
+from .paired import MEAN_OF_SOURCES, REFERENCES, PairedDifference, paired_differences
 
 GROUP_FIELDS = ("task", "experiment", "protocol", "method", "fraction", "holdout_source", "corruption", "severity")
 
@@ -178,7 +178,7 @@ def _paired_order(d: PairedDifference) -> tuple:
     references = REFERENCES.get(k["protocol"], ())
     return (EXPERIMENT_ORDER.get(k["experiment"], 9), k["protocol"] != "probe",
             references.index(d.reference) if d.reference in references else len(references),
-            k["holdout_source"] or "", k["fraction"] or 0, method_rank(d.method))
+            k["holdout_source"] == MEAN_OF_SOURCES, k["holdout_source"] or "", k["fraction"] or 0, method_rank(d.method))
 
 
 def paired_tables(results: Iterable[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
