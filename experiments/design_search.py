@@ -44,6 +44,7 @@ CORPUS_META = ("index.csv", "lead_mask.npy", "classes.json", "preprocess.json", 
 PACK_SCALE = 256.0
 
 # ----------------------------------------------------------------------------- the variants
+DEFAULT_OBJECTIVE = {"view_crop": "disjoint", "lambda_con": 0.01}  # today's default (the pins below undone)
 # Each: {"objective"|"model"|"train": overrides}. "random_init" is not trained.
 VARIANTS: dict[str, dict] = {
     "random_init": {},
@@ -78,6 +79,12 @@ VARIANTS: dict[str, dict] = {
     "crema_disjoint_lr2": {"objective": {"view_crop": "disjoint"}, "train": {"blr": 0.01}},
     # compute-matched: one CREMA step costs about two MAE steps on a CPU
     "mae_2x": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"steps": 2400, "warmup_steps": 120}},
+    # after the release-length runs (CPU): levers the search left untried, at the default views and weight
+    "crema_default": {"objective": DEFAULT_OBJECTIVE},
+    "crema_default_aug3": {"objective": {**DEFAULT_OBJECTIVE, "aug_scale": 0.3, "aug_noise": 0.1, "aug_wander": 0.3}},
+    "crema_default_patient": {"objective": {**DEFAULT_OBJECTIVE, "patient_positives": True}},
+    "crema_default_mask60": {"objective": {**DEFAULT_OBJECTIVE, "mask_ratio": 0.6}},
+    "crema_default_mask90": {"objective": {**DEFAULT_OBJECTIVE, "mask_ratio": 0.9}},
 }
 
 # The release size (issue 9): the ``tiny`` preset with the recipe's 5 s windows.
