@@ -92,7 +92,8 @@ def mean_over_sources(per_source: Sequence[Sequence[tuple[dict, dict]]]) -> list
     """Matched pairs of every held-out source, averaged over the sources: one pair per
     ``(pretrain_seed, seed)`` matched in every source, whose macro AUROC and bootstrap replicates
     are the means over the sources. Each source's records were resampled on their own, so
-    replicate ``r`` of the mean is a resample stratified by source."""
+    replicate ``r`` of the mean is a resample stratified by source (one undefined in any source,
+    NaN, is left out of the interval)."""
     by_key = [{_key(a): (a, b) for a, b in matched} for matched in per_source]
     common = set.intersection(*(set(keyed) for keyed in by_key)) if by_key else set()
 
