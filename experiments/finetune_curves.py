@@ -16,14 +16,16 @@ import json
 import sys
 from pathlib import Path
 
-COLOURS = {"crema": "#c0392b", "mae": "#7f8c8d", "supervised_resnet1d": "#2471a3", "supervised_sit": "#27ae60"}
+COLOURS = {"crema": "#c0392b", "mae": "#7f8c8d", "contrastive": "#d68910", "supervised_resnet1d": "#2471a3",
+           "supervised_sit": "#27ae60"}
 
 
 def read_curves(run: Path) -> dict[tuple[str, str], list[list[dict]]]:
-    """``{(method, fraction folder): [history of each seed]}``."""
+    """``{(method, fraction folder): [history of each seed]}``; the runs of every pretraining seed
+    of a method (folders ``method@seedK``) count as that method's."""
     curves: dict[tuple[str, str], list[list[dict]]] = {}
     for log in sorted((run / "finetune").glob("*/*/*/*/finetune_log.jsonl")):
-        method, fraction = log.parts[-5], log.parts[-3]
+        method, fraction = log.parts[-5].split("@")[0], log.parts[-3]
         rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
         curves.setdefault((method, fraction), []).append(rows)
     return curves
