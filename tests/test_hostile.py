@@ -371,6 +371,13 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _sigint_as_by_default() -> None:
+    """Run in the child before exec: SIGINT back to its default, so that Python installs its
+    Ctrl-C handler. A shell's background job (``make test &``) starts with SIGINT ignored, and a
+    Python started then leaves it ignored, so the Ctrl-C case would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_prepare(out: Path) -> tuple[subprocess.Popen, list[int]]:
     """``crema prepare`` of the whole sample with 2 workers, in its own process group; returns it
     and its worker pids once the pool is working (its first chunk is written)."""
@@ -378,7 +385,8 @@ def _start_prepare(out: Path) -> tuple[subprocess.Popen, list[int]]:
     # sample from finishing before the signal lands, even on a quiet machine.
     proc = subprocess.Popen([sys.executable, "-m", "crema.cli", "prepare", str(sample_root()), "--out", str(out),
                              "--workers", "2", "--quiet"], env={**_env(), "CREMA_WFDB_READER": "wfdb"},
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, preexec_fn=_sigint_as_by_default,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: len(list(out.parent.glob(f".{out.name}.partial-*/chunks/*.npy"))) >= 1, proc)
     return proc, _children(proc.pid)
 
