@@ -23,7 +23,8 @@ SUITE_FILES = sorted((REPO / "configs").glob("suite-*.json")) + [REPO / "configs
 def test_committed_suite_configs_round_trip(path):
     cfg = load_suite_config(path)
     # the default objective's screening recipe pairs three pretraining seeds; the rest pretrain once
-    assert isinstance(cfg, SuiteConfig) and cfg.pretrain_seeds == ((0, 1, 2) if path.name == "suite-shared.json" else (0,))
+    seeds = (0, 1, 2) if path.name == "suite-shared.json" else (0,)
+    assert isinstance(cfg, SuiteConfig) and cfg.pretrain_seeds == seeds
     assert suite_from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 

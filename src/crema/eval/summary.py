@@ -178,7 +178,8 @@ def _paired_order(d: PairedDifference) -> tuple:
     references = REFERENCES.get(k["protocol"], ())
     return (EXPERIMENT_ORDER.get(k["experiment"], 9), k["protocol"] != "probe",
             references.index(d.reference) if d.reference in references else len(references),
-            k["holdout_source"] == MEAN_OF_SOURCES, k["holdout_source"] or "", k["fraction"] or 0, method_rank(d.method))
+            k["holdout_source"] == MEAN_OF_SOURCES, k["holdout_source"] or "", k["fraction"] or 0,
+            method_rank(d.method))
 
 
 def paired_tables(results: Iterable[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
