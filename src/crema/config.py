@@ -289,7 +289,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         inner = [a for a in args if dataclasses.is_dataclass(a)]
         if inner and isinstance(value, Mapping):
             return from_dict(inner[0], value, f"{where}.")
-        return _coerce(_plain(args), value, where)
+        plain = without_none(hint)
+        return _coerce(Any if plain is hint else plain, value, where)
     if origin is dict and len(args) == 2 and isinstance(value, Mapping):
         return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -298,10 +299,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _plain(args: tuple) -> Any:
-    """The non-None member of an optional annotation (``Any`` when there are several)."""
-    rest = [a for a in args if a is not type(None)]
-    return rest[0] if len(rest) == 1 else Any
+def without_none(hint: Any) -> Any:
+    """``X | None`` -> ``X``; anything else (a plain type, a union of several) unchanged."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
 
 
 # ----------------------------------------------------------------------------- validation

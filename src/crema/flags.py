@@ -20,9 +20,10 @@ import inspect
 import io
 import textwrap
 import tokenize
-import types
 import typing
 from typing import Any, Literal, Mapping
+
+from .config import without_none
 
 
 @functools.cache
@@ -52,18 +53,9 @@ def field_comments(cls: type) -> dict[str, str]:
     return found
 
 
-def _without_none(hint: Any) -> Any:
-    """``X | None`` -> ``X``; anything else unchanged."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        rest = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return hint
-
-
 def _type_options(hint: Any) -> dict[str, Any]:
     """argparse keywords for a field annotation: ``type``, ``choices``, ``nargs``."""
-    hint = _without_none(hint)
+    hint = without_none(hint)
     origin = typing.get_origin(hint)
     if origin is Literal:
         values = typing.get_args(hint)
@@ -114,7 +106,7 @@ def add_field_flags(parser: argparse.ArgumentParser | Any, cls: type, flags: Map
             note = f" ({note})"
         help_text = (comments.get(name, "") + note).replace("%", "%%")
         flag = f"--{dest.replace('_', '-')}"
-        if _without_none(hints[name]) is bool:  # a switch: its default goes without saying
+        if without_none(hints[name]) is bool:  # a switch: its default goes without saying
             help_text = comments.get(name, "").replace("%", "%%")
             if default is True:
                 flag = f"--no-{dest.replace('_', '-')}"
