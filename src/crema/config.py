@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from .atomic import atomic_write_text  # noqa: F401  (re-exported: config files are written with it)
 from .errors import ConfigError
@@ -49,6 +49,24 @@ class PreprocessConfig:
     def stride(self) -> int:
         """Hop between windows in samples."""
         return int(round(self.stride_s * self.fs))
+
+    def problems(self) -> list[str]:
+        """Fields outside their range, for :func:`check_config`."""
+        problems = []
+        for name in ("fs", "window_s", "stride_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name}: must be positive, got {getattr(self, name)!r}")
+        if self.filter_order < 1:
+            problems.append(f"filter_order: must be at least 1, got {self.filter_order!r}")
+        if self.band is not None and not 0 < self.band[0] < self.band[1]:
+            problems.append(f"band: must be two edges 0 < low < high in Hz, got {list(self.band)!r}")
+        if self.notch_hz is not None and not self.notch_hz > 0:
+            problems.append(f"notch_hz: must be positive or null, got {self.notch_hz!r}")
+        if self.min_length_s < 0:
+            problems.append(f"min_length_s: must not be negative, got {self.min_length_s!r}")
+        if not problems and self.window < 1:
+            problems.append(f"window_s: {self.window_s!r} s is less than one sample at {self.fs!r} Hz")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,21 @@ class ModelConfig:
     def n_patches(self) -> int:
         """Tokens per lead, N = window / patch_size."""
         return self.window // self.patch_size
+
+    def problems(self) -> list[str]:
+        """Fields outside their range, for :func:`check_config`."""
+        sizes = ("window", "patch_size", "dim", "depth", "heads", "stem_channels", "decoder_dim",
+                 "decoder_depth", "decoder_heads", "projector_hidden", "projector_dim")
+        problems = [f"{name}: must be positive, got {getattr(self, name)!r}"
+                    for name in sizes if not getattr(self, name) > 0]
+        if not problems and self.window % self.patch_size:
+            problems.append(f"window: {self.window} is not a multiple of patch_size {self.patch_size}")
+        for name in ("drop_path", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name}: must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.mlp_ratio > 0:
+            problems.append(f"mlp_ratio: must be positive, got {self.mlp_ratio!r}")
+        return problems
 
     @classmethod
     def from_size(cls, size: str, **overrides: Any) -> "ModelConfig":
@@ -375,52 +408,11 @@ def _tuple_problem(value: Any, args: tuple) -> str | None:
     return None
 
 
-def _preprocess_problems(cfg: PreprocessConfig) -> list[str]:
-    problems = []
-    for name in ("fs", "window_s", "stride_s"):
-        if not getattr(cfg, name) > 0:
-            problems.append(f"{name}: must be positive, got {getattr(cfg, name)!r}")
-    if cfg.filter_order < 1:
-        problems.append(f"filter_order: must be at least 1, got {cfg.filter_order!r}")
-    if cfg.band is not None and not 0 < cfg.band[0] < cfg.band[1]:
-        problems.append(f"band: must be two edges 0 < low < high in Hz, got {list(cfg.band)!r}")
-    if cfg.notch_hz is not None and not cfg.notch_hz > 0:
-        problems.append(f"notch_hz: must be positive or null, got {cfg.notch_hz!r}")
-    if cfg.min_length_s < 0:
-        problems.append(f"min_length_s: must not be negative, got {cfg.min_length_s!r}")
-    if not problems and cfg.window < 1:
-        problems.append(f"window_s: {cfg.window_s!r} s is less than one sample at {cfg.fs!r} Hz")
-    return problems
-
-
-def _model_problems(cfg: ModelConfig) -> list[str]:
-    sizes = ("window", "patch_size", "dim", "depth", "heads", "stem_channels", "decoder_dim",
-             "decoder_depth", "decoder_heads", "projector_hidden", "projector_dim")
-    problems = [f"{name}: must be positive, got {getattr(cfg, name)!r}"
-                for name in sizes if not getattr(cfg, name) > 0]
-    if not problems and cfg.window % cfg.patch_size:
-        problems.append(f"window: {cfg.window} is not a multiple of patch_size {cfg.patch_size}")
-    for name in ("drop_path", "dropout"):
-        if not 0 <= getattr(cfg, name) < 1:
-            problems.append(f"{name}: must be in [0, 1), got {getattr(cfg, name)!r}")
-    if not cfg.mlp_ratio > 0:
-        problems.append(f"mlp_ratio: must be positive, got {cfg.mlp_ratio!r}")
-    return problems
-
-
-# Range checks per config class (types are checked by from_dict for every class).
-_RANGE_CHECKS: dict[type, Callable[[Any], list[str]]] = {
-    PreprocessConfig: _preprocess_problems,
-    ModelConfig: _model_problems,
-}
-
-
 def check_config(cfg: Any, where: str = "") -> None:
     """Raise :class:`ConfigError` naming the first field of ``cfg`` outside its range (sampling
-    rate and window positive, band edges ordered, model sizes positive...)."""
-    check = _RANGE_CHECKS.get(type(cfg))
-    if check is None:  # configs defined outside this module name their own problems
-        check = getattr(type(cfg), "problems", None)
+    rate and window positive, band edges ordered, model sizes positive...): the first of its
+    ``problems()``, for a config class that has them (types are checked by ``from_dict``)."""
+    check = getattr(type(cfg), "problems", None)
     problems = list(check(cfg)) if check else []
     if problems:
         raise ConfigError(f"{where}{problems[0]}")
