@@ -56,7 +56,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -598,27 +598,31 @@ def measure_device_size(size: str, args: argparse.Namespace, hooks: DeviceHooks,
     return out
 
 
-def device_rows(result: dict) -> list[dict]:
-    """One row per (size, workload, variant), with GFLOP/s and MFU against each peak."""
-    rows = []
-    peaks = result["peak_gflops"]
+def measured_rows(result: dict, peaks: tuple[str, ...]) -> Iterator[tuple[dict, dict]]:
+    """Each measured (size, workload, variant) of ``result``: the fields every table shares
+    (speed, GFLOP/s, MFU against each of ``peaks``, FLOPs per ECG) and the variant's raw row."""
     for size, workloads in result["sizes"].items():
         for workload in WORKLOADS:
             if workload not in workloads:
                 continue
             entry = workloads[workload]
-            base = entry["variants"].get("fp32")
             for variant, row in entry["variants"].items():
                 gflops = row["ecg_per_s"] * entry["flops_per_ecg"] / 1e9
-                rows.append({
-                    "size": size, "workload": workload, "batch": entry["batch"], "variant": variant,
-                    "ecg_per_s": row["ecg_per_s"], "ms_per_call": row["ms_per_call"], "gflops": gflops,
-                    **{f"mfu_{k}": gflops / peaks[k] for k in ("fp32", "tf32", "bf16")},
-                    "gflop_per_ecg": entry["flops_per_ecg"] / 1e9,
-                    "gflop_per_ecg_counted": (entry["flops_per_ecg_counted"] or math.nan) / 1e9,
-                    "speedup_vs_fp32": row["ecg_per_s"] / base["ecg_per_s"] if base else None,
-                    "compile_s": row["compile_s"], "peak_mb": row["peak_mb"],
-                    "peak_growth_mb": row["peak_growth_mb"]})
+                yield {"size": size, "workload": workload, "batch": entry["batch"], "variant": variant,
+                       "ecg_per_s": row["ecg_per_s"], "ms_per_call": row["ms_per_call"], "gflops": gflops,
+                       **{f"mfu_{k}": gflops / result["peak_gflops"][k] for k in peaks},
+                       "gflop_per_ecg": entry["flops_per_ecg"] / 1e9,
+                       "gflop_per_ecg_counted": (entry["flops_per_ecg_counted"] or math.nan) / 1e9}, row
+
+
+def device_rows(result: dict) -> list[dict]:
+    """One row per (size, workload, variant), with GFLOP/s and MFU against each peak."""
+    rows = []
+    for shared, row in measured_rows(result, ("fp32", "tf32", "bf16")):
+        base = result["sizes"][shared["size"]][shared["workload"]]["variants"].get("fp32")
+        rows.append({**shared, "speedup_vs_fp32": row["ecg_per_s"] / base["ecg_per_s"] if base else None,
+                     "compile_s": row["compile_s"], "peak_mb": row["peak_mb"],
+                     "peak_growth_mb": row["peak_growth_mb"]})
     return rows
 
 
@@ -702,28 +706,15 @@ def combine(tuned: dict, plain: dict) -> list[dict]:
     """One row per (size, workload, variant) of the tuned child, with MFU, the plain child's
     memory and speed for the same variant, and the speed-up over the plain baseline."""
     rows = []
-    peaks = tuned["peak_gflops"]
-    for size, workloads in tuned["sizes"].items():
-        for workload in WORKLOADS:
-            if workload not in workloads:
-                continue
-            entry, other = workloads[workload], plain["sizes"][size][workload]
-            base = other["variants"]["baseline"]["ecg_per_s"]
-            for variant, row in entry["variants"].items():
-                gflops = row["ecg_per_s"] * entry["flops_per_ecg"] / 1e9
-                same = other["variants"].get(variant)
-                rows.append({
-                    "size": size, "workload": workload, "batch": entry["batch"], "variant": variant,
-                    "ecg_per_s": row["ecg_per_s"], "ms_per_call": row["ms_per_call"], "gflops": gflops,
-                    "mfu_fp32": gflops / peaks["fp32"], "mfu_bf16": gflops / peaks["bf16"],
-                    "gflop_per_ecg": entry["flops_per_ecg"] / 1e9,
-                    "gflop_per_ecg_counted": (entry["flops_per_ecg_counted"] or math.nan) / 1e9,
-                    "page_faults": row["page_faults"],
-                    "plain_page_faults": same["page_faults"] if same else None,
-                    "allocator_speedup": row["ecg_per_s"] / same["ecg_per_s"] if same else None,
-                    "speedup_vs_today": row["ecg_per_s"] / base,
-                    "peak_rss_growth_mb": row["peak_rss_growth_mb"],
-                    "plain_peak_rss_growth_mb": same["peak_rss_growth_mb"] if same else None})
+    for shared, row in measured_rows(tuned, ("fp32", "bf16")):
+        other = plain["sizes"][shared["size"]][shared["workload"]]["variants"]
+        same = other.get(shared["variant"])
+        rows.append({**shared, "page_faults": row["page_faults"],
+                     "plain_page_faults": same["page_faults"] if same else None,
+                     "allocator_speedup": row["ecg_per_s"] / same["ecg_per_s"] if same else None,
+                     "speedup_vs_today": row["ecg_per_s"] / other["baseline"]["ecg_per_s"],
+                     "peak_rss_growth_mb": row["peak_rss_growth_mb"],
+                     "plain_peak_rss_growth_mb": same["peak_rss_growth_mb"] if same else None})
     return rows
 
 
