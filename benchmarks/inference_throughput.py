@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from crema.config import ModelConfig, ObjectiveConfig, PreprocessConfig, to_dict
+from crema.precision import SETTINGS, autocast, resolve
 from crema.model.resnet1d import ResNet1d
 from crema.model.sit import SiTEncoder
 from crema.paths import data_root
@@ -60,13 +61,14 @@ def time_calls(fn: Callable[[], object], runs: int, device: torch.device) -> lis
 
 
 def measure(model: torch.nn.Module, device: torch.device, batch: int, repeats: int,
-            latency_runs: int) -> dict:
-    """Throughput at ``batch`` and batch-1 latency of ``model(x, lead_mask=...)``."""
+            latency_runs: int, precision: str = "fp32") -> dict:
+    """Throughput at ``batch`` and batch-1 latency of ``model(x, lead_mask=...)``, run in
+    ``precision`` (a :mod:`crema.precision` setting)."""
     model = model.to(device).eval()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 12, WINDOW, generator=generator).to(device)
     mask = torch.ones(batch, 12, dtype=torch.bool, device=device)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         batch_times = time_calls(lambda: model(x, lead_mask=mask), repeats, device)
         one_times = time_calls(lambda: model(x[:1], lead_mask=mask[:1]), latency_runs, device)
     one_ms = np.array(one_times) * 1000.0
@@ -97,7 +99,7 @@ def end_to_end(device: torch.device, n_records: int, batch: int) -> dict | None:
         save_checkpoint(tmp, CREMA(model_cfg, ObjectiveConfig()), {
             "kind": "pretrain", "model": to_dict(model_cfg), "objective": to_dict(ObjectiveConfig()),
             "preprocess": to_dict(PreprocessConfig())})
-        model = load(tmp, device=device)
+        model = load(tmp, device=device)  # in the library's default precision (auto)
         model.embed(files[:2], batch_size=batch)  # warm-up
         start = time.perf_counter()
         emb = model.embed(files, batch_size=batch)
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-runs", type=int, default=30, help="batch-1 calls per model (default 30)")
     parser.add_argument("--e2e-records", type=int, default=64, help="files for the end-to-end row (0 = skip)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--precision", default="auto", choices=SETTINGS,
+                        help="encoder rows: auto = what the library uses (bf16 where the device has it)")
     parser.add_argument("--out", default="runs/bench/inference_throughput.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -131,17 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     load_start = _load_average()
     rows: dict[str, dict] = {}
     torch.manual_seed(0)
-    rows["resnet1d"] = measure(ResNet1d(12, 5), device, args.batch, args.repeats, args.latency_runs)
+    rows["resnet1d"] = measure(ResNet1d(12, 5), device, args.batch, args.repeats, args.latency_runs, args.precision)
     for size in args.sizes:
         torch.manual_seed(0)
         encoder = SiTEncoder(ModelConfig.from_size(size, window=WINDOW))
-        rows[f"sit-{size}"] = measure(encoder, device, args.batch, args.repeats, args.latency_runs)
+        rows[f"sit-{size}"] = measure(encoder, device, args.batch, args.repeats, args.latency_runs, args.precision)
     reference = rows["resnet1d"]["embeddings_per_s"]
     for row in rows.values():
         row["throughput_vs_resnet1d"] = round(row["embeddings_per_s"] / reference, 3)
     e2e = end_to_end(device, args.e2e_records, args.batch) if args.e2e_records > 0 else None
 
-    print(f"\nInference on {device} ({torch.get_num_threads()} threads), window {WINDOW}, "
+    print(f"\nInference on {device} ({torch.get_num_threads()} threads, {resolve(args.precision, device)}), "
+          f"window {WINDOW}, "
           f"random-init weights; batch {args.batch}, median of {args.repeats}; latency over "
           f"{args.latency_runs} batch-1 calls")
     header = f"{'model':<12}{'params M':>10}{'emb/s':>10}{'vs resnet':>11}{'lat med ms':>12}{'lat p95 ms':>12}"
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(),
         "window": WINDOW, "weights": "random init (speed does not depend on the values)",
+        "precision": resolve(args.precision, device),
         "load_average_1min": {"start": load_start, "end": _load_average()},
         "note": "CPU shared with other processes during the run; compare ratios, not absolute numbers",
         "reference": "resnet1d", "models": rows, "api_end_to_end": e2e,
