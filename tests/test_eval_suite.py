@@ -2,6 +2,7 @@
 several pretraining seeds, and paired differences between methods."""
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 
 from crema.config import ConfigError, to_dict
+from crema.errors import CremaError
 from crema.eval import metrics
 from crema.eval.paired import MEAN_OF_SOURCES, paired_differences
+from crema.eval.report import load_results, write_results
 from crema.eval.suite import SuiteConfig, load_suite_config, plan_steps, suite_from_dict
 from crema.eval.suite.plan import Encoder, Finetune, FinetuneCorruption, Pretrain, Probe
 from crema.eval.suite.runner import identity
@@ -43,8 +46,11 @@ def test_short_forms_mean_what_they_meant():
 
 def test_committed_runs_keep_their_meaning_and_step_ids():
     """The untyped configs saved by earlier runs read as the same suite and plan the same steps."""
-    for results in sorted((REPO / "results").glob("*/results.json")):
-        data = json.loads(results.read_text())
+    patterns = ("*/results.json", "*/results.json.gz")
+    committed = sorted(p for pattern in patterns for p in (REPO / "results").glob(pattern))
+    assert "shared-default" in {p.parent.name for p in committed}
+    for results in committed:
+        data = load_results(results)
         cfg = suite_from_dict(data["suite"])
         ids = [s["step"] for s in data["steps"]]
         sources = sorted({i.split("holdout-")[1].split("/")[0] for i in ids if "holdout-" in i})
@@ -134,6 +140,19 @@ def test_a_reference_without_pretraining_seed_pairs_on_the_seed():
     assert (d.reference, d.n_pairs) == ("supervised_sit", 4) and d.difference == pytest.approx(0.1)
 
 
+def test_results_read_the_same_from_a_gzip_copy_and_a_broken_one_is_named(tmp_path):
+    (tmp_path / "plain").mkdir()
+    write_results(tmp_path / "plain" / "results.json", [{"method": "crema", "seed": 0}], {"p": "sha"})
+    plain = load_results(tmp_path / "plain")
+    (tmp_path / "packed").mkdir()
+    packed = (tmp_path / "packed" / "results.json.gz")
+    packed.write_bytes(gzip.compress((tmp_path / "plain" / "results.json").read_bytes()))
+    assert load_results(tmp_path / "packed") == plain == load_results(packed)
+    packed.write_bytes(packed.read_bytes()[:20])  # cut short
+    with pytest.raises(CremaError, match="results.json.gz: not valid JSON"):
+        load_results(tmp_path / "packed")
+
+
 def test_leave_source_out_pairs_each_source_and_their_mean():
     rng = np.random.default_rng(1)
     results = []
@@ -166,7 +185,6 @@ def test_paired_bootstrap_is_narrower_than_separate_intervals():
 
 def test_a_run_folder_from_before_the_typed_config_resumes(tmp_path):
     """``OUT/suite.json`` in the old untyped form counts as the same suite; a changed one is refused."""
-    from crema.errors import CremaError
     from crema.eval.suite import Suite
 
     out = tmp_path / "shared"

@@ -11,6 +11,7 @@ tables) and the figures of :mod:`crema.eval.plots`.
 from __future__ import annotations
 
 import base64
+import gzip
 import html
 import json
 import os
@@ -67,15 +68,18 @@ def write_results(path: str | os.PathLike, results: Sequence[dict], data: dict, 
 
 
 def load_results(path: str | os.PathLike) -> dict:
-    """Read and check a ``results.json`` (a folder holding one is accepted)."""
+    """Read and check a ``results.json``, or a gzip-compressed ``results.json.gz`` (how a large
+    committed run is kept small); a folder holding either is accepted."""
     path = Path(path)
     if path.is_dir():
-        path = path / "results.json"
+        packed = path / "results.json.gz"
+        path = packed if packed.is_file() and not (path / "results.json").exists() else path / "results.json"
     if not path.exists():
         raise CremaError(f"{path}: no results.json (run `crema evaluate`, `crema probe` or `crema finetune` first)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        data = json.loads(text)
+    except (json.JSONDecodeError, gzip.BadGzipFile, EOFError, UnicodeDecodeError) as exc:
         raise CremaError(f"{path}: not valid JSON ({exc})") from exc
     if data.get("kind") != RESULTS_KIND or not isinstance(data.get("results"), list):
         raise CremaError(f"{path}: not a CREMA results file (kind {data.get('kind')!r})")
