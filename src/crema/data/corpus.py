@@ -6,9 +6,11 @@ Folder layout (written once by :func:`crema.data.prepare.prepare_corpus`):
     lead_mask.npy         bool (N, 12)
     index.csv             one row per window: record_id, source, patient_id, fold, split, window,
                           start_s, original_fs, age, sex, source_id, labels:<task>...
-    classes.json          {task: [class names in column order]}
+    classes.json          {task: [class names in column order]}; a regression task: [target column]
+    tasks.json            (only with a user's labels file) {task: {"type", "labels_file", "key",
+                          "columns", "split"}}; a task it does not name is multi-label
     preprocess.json       the PreprocessConfig
-    prepare_report.json   counts, skipped records with reasons, seconds taken
+    prepare_report.json   counts, skipped records with reasons, seconds taken, how the split was made
 """
 from __future__ import annotations
 
@@ -30,6 +32,14 @@ LABEL_PREFIX = "labels:"
 LABEL_SEP = "|"
 CORPUS_FILES = ("signals.npy", "lead_mask.npy", "index.csv", "classes.json", "preprocess.json",
                 "prepare_report.json")
+# Written only when a user's labels file adds tasks (crema.data.labels_csv).
+TASKS_FILE = "tasks.json"
+TASK_TYPES = ("multilabel", "multiclass", "regression")
+# How prepare splits each kind of source when no labels file gives a split (prepare_report.json
+# "split_method"; corpora prepared before it was recorded fall back to these words).
+SPLIT_PTBXL = "PTB-XL strat_fold (folds 1-8 train, 9 val, 10 test)"
+SPLIT_HASH_RECORD = "hash of record id"
+SPLIT_HASH_PATIENT = "hash of patient id (records of one patient share a split)"
 # index.csv columns read as text (ids like "00001" must keep their zeros).
 _TEXT_COLUMNS = ("record_id", "source", "patient_id", "split", "sex", "source_id")
 
@@ -57,7 +67,9 @@ class Corpus:
         lead_mask: bool ``(N, 12)``.
         index: DataFrame, one row per window (see module docstring).
         preprocess: the ``PreprocessConfig`` the windows were made with.
-        classes: ``{task: [class names]}``.
+        classes: ``{task: [class names]}`` (``[target name]`` for a regression task).
+        task_info: ``tasks.json``: ``{task: {"type", "labels_file", "key", "columns", "split"}}``
+            for the tasks a user's labels file added (empty otherwise).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -69,6 +81,9 @@ class Corpus:
         self.index = read_index(self.path / "index.csv")
         self.lead_mask = np.load(self.path / "lead_mask.npy")
         self.classes: dict[str, list[str]] = json.loads((self.path / "classes.json").read_text())
+        tasks_file = self.path / TASKS_FILE
+        self.task_info: dict[str, dict] = (json.loads(tasks_file.read_text())
+                                           if tasks_file.is_file() else {})
         self.preprocess: PreprocessConfig = load_json(self.path / "preprocess.json", PreprocessConfig)
         self._signals: np.ndarray | None = None
         if len(self.index) != len(self.lead_mask):
@@ -107,6 +122,20 @@ class Corpus:
         """Label tasks this corpus carries."""
         return list(self.classes)
 
+    def task_type(self, task: str) -> str:
+        """``multilabel``, ``multiclass`` or ``regression`` (``multilabel`` for tasks that
+        ``tasks.json`` does not name: the built-in PTB-XL and CinC tasks)."""
+        self._check_task(task)
+        return self.task_info.get(task, {}).get("type", "multilabel")
+
+    @property
+    def split_method(self) -> str:
+        """How the train/val/test split was made, in words (``prepare_report.json``)."""
+        report = self.report
+        if "split_method" in report:
+            return report["split_method"]
+        return SPLIT_PTBXL if report.get("kind") == "ptbxl" else SPLIT_HASH_RECORD
+
     @property
     def report(self) -> dict:
         """The ``prepare_report.json`` contents."""
@@ -132,28 +161,43 @@ class Corpus:
 
     def labels(self, task: str, rows: np.ndarray | Sequence[int] | None = None
                ) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Multi-hot labels of ``task`` for ``rows`` (default all).
+        """Labels of ``task`` for ``rows`` (default all).
 
         Returns:
-            ``Y (n, K)`` float32, the ``K`` class names, and ``has_label (n,)`` bool (False for
-            windows whose record has no statement of this task: leave them out).
+            Classification: ``Y (n, K)`` float32 multi-hot, the ``K`` class names, and
+            ``has_label (n,)`` bool (False for windows whose record has no statement of this
+            task: leave them out). Regression: ``Y (n, 1)`` float32 values (0 where unlabelled),
+            ``[target name]`` and ``has_label (n,)``.
         """
-        if task not in self.classes:
-            raise CremaError(f"{self.path}: no labels for task {task!r}; this corpus has "
-                             f"{', '.join(self.tasks) or 'no label tasks'}")
+        self._check_task(task)
         classes = list(self.classes[task])
-        column = {name: i for i, name in enumerate(classes)}
         rows = np.arange(len(self.index)) if rows is None else np.asarray(rows, dtype=np.int64)
         cells = self.index[LABEL_PREFIX + task].to_numpy()[rows]
+        if self.task_type(task) == "regression":
+            return _regression_values(cells), classes, cells != ""
+        column = {name: i for i, name in enumerate(classes)}
         y = np.zeros((len(rows), len(classes)), dtype=np.float32)
         for i, cell in enumerate(cells):
             if cell:
                 y[i, [column[name] for name in cell.split(LABEL_SEP)]] = 1.0
         return y, classes, y.any(axis=1)
 
+    def _check_task(self, task: str) -> None:
+        if task not in self.classes:
+            raise CremaError(f"{self.path}: no labels for task {task!r}; this corpus has "
+                             f"{', '.join(self.tasks) or 'no label tasks'}")
+
     def summary(self) -> str:
         """Human-readable description: counts, sources, splits, classes, preprocessing."""
         return format_summary(self)
+
+
+def _regression_values(cells: np.ndarray) -> np.ndarray:
+    """``(n, 1)`` float32 from ``labels:<task>`` cells holding numbers as text ("" = 0)."""
+    values = np.zeros((len(cells), 1), dtype=np.float32)
+    filled = cells != ""
+    values[filled, 0] = np.asarray(cells[filled], dtype=np.float64)
+    return values
 
 
 def _as_list(value: str | Iterable[str]) -> list[str]:
@@ -188,15 +232,34 @@ def format_summary(corpus: Corpus) -> str:
     lines.append("sources     " + ", ".join(
         f"{s}: {n}" for s, n in idx.groupby("source")["record_id"].nunique().items()))
     lines.append("splits      " + ", ".join(
-        f"{s}: {int((idx['split'] == s).sum())}" for s in SPLITS))
+        f"{s}: {int((idx['split'] == s).sum())}" for s in SPLITS) + f" ({corpus.split_method})")
     lines.append(f"leads       {int(corpus.lead_mask.all(axis=1).sum())} windows with all 12 leads")
     band = "off" if cfg.band is None else f"{cfg.band[0]}-{cfg.band[1]} Hz (order {cfg.filter_order})"
     lines.append(f"preprocess  {cfg.fs:g} Hz, band-pass {band}, notch {cfg.notch_hz or 'off'}, "
                  f"z-score {'on' if cfg.zscore else 'off'}, window {cfg.window_s:g} s, "
                  f"stride {cfg.stride_s:g} s, short={cfg.short}")
-    for task, classes in corpus.classes.items():
-        y, _, has = corpus.labels(task)
-        counts = ", ".join(f"{c} {int(n)}" for c, n in zip(classes, y.sum(axis=0)))
-        lines.append(f"task        {task}: {len(classes)} classes, {int(has.sum())} labelled windows")
-        lines.append(f"              {counts}")
+    for task in corpus.classes:
+        lines += _task_lines(corpus, task)
     return "\n".join(lines)
+
+
+def _task_lines(corpus: Corpus, task: str) -> list[str]:
+    """``crema info``'s lines for one task: its type, labelled windows and class counts (or the
+    target's range), and where a user's labels came from."""
+    y, classes, has = corpus.labels(task)
+    kind = corpus.task_type(task)
+    if kind == "regression":
+        values = y[has, 0]
+        spread = (f"{values.min():g} to {values.max():g}, mean {values.mean():.4g}" if len(values)
+                  else "no values")
+        lines = [f"task        {task}: regression of {classes[0]}, {int(has.sum())} labelled windows",
+                 f"              {spread}"]
+    else:
+        counts = ", ".join(f"{c} {int(n)}" for c, n in zip(classes, y.sum(axis=0)))
+        lines = [f"task        {task}: {len(classes)} classes, {int(has.sum())} labelled windows ({kind})",
+                 f"              {counts}"]
+    info = corpus.task_info.get(task)
+    if info:
+        lines.append(f"              from {info.get('labels_file')} (key column "
+                     f"{info.get('key')}); split: {info.get('split')}")
+    return lines

@@ -44,7 +44,7 @@ from ..config import STANDARD_LEADS, PreprocessConfig, check_config, load_json, 
 from ..errors import CremaError, WriteError
 from ..locking import output_lock
 from . import cinc, ptbxl
-from .corpus import CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, is_corpus
+from .corpus import CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, TASKS_FILE, is_corpus
 from .preprocess import preprocess_recording
 from .rates import check_fs
 from .sources import RecordJob, Source, build_source, detect_source, load_job
@@ -181,7 +181,7 @@ def _up_to_date(out: Path, request: dict, force: bool) -> bool:
         return False
     previous = load_json(out / "prepare_report.json").get("request")
     if force:
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in CORPUS_FILES)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*CORPUS_FILES, TASKS_FILE))
         if foreign:
             raise CremaError(f"{out}: holds files that are not part of a corpus "
                              f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
