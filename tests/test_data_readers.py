@@ -146,9 +146,12 @@ def test_array_errors(tmp_path, real_signal):
     np.save(tmp_path / "odd.npy", real_signal[:5, :100])
     with pytest.raises(ReadError, match="matches neither"):
         read_record(tmp_path / "odd.npy", fs=100)
-    (tmp_path / "x.txt").write_text("hello")
+    (tmp_path / "x.doc").write_text("hello")
     with pytest.raises(ReadError, match="unknown ECG file type"):
-        read_record(tmp_path / "x.txt")
+        read_record(tmp_path / "x.doc")
+    (tmp_path / "x.txt").write_text("hello")  # a text table without a row of numbers
+    with pytest.raises(ReadError, match="no rows of numbers"):
+        read_record(tmp_path / "x.txt", fs=500)
 
 
 def make_broken_copies(ptbxl_root, folder, real_signal) -> dict[str, str]:

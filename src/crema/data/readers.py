@@ -8,9 +8,10 @@ This module dispatches on the file; each format is read by its module in
   ``.mat``), :mod:`~crema.data.formats.wfdb`.
 * ``.mat`` with a sibling ``.hea``: as above. Without one: the original CPSC-2018 struct
   (``ECG`` with ``sex``, ``age``, ``data`` 12 x N at 500 Hz), :mod:`~crema.data.formats.cpsc`.
-* ``.npy`` / ``.npz`` / ``.csv``: a plain array ``(12, T)`` or ``(T, 12)``; ``fs`` is required
-  (an ``.npz`` may carry ``fs`` and ``leads`` arrays; a ``.csv`` may have a header row of lead
-  names), :mod:`~crema.data.formats.arrays`.
+* ``.npy`` / ``.npz`` / ``.csv`` / ``.txt``: a plain array ``(12, T)`` or ``(T, 12)``; ``fs`` is
+  required (an ``.npz`` may carry ``fs`` and ``leads`` arrays; a text table may have a header row
+  of lead names and a leading sample counter; ``units`` when not mV),
+  :mod:`~crema.data.formats.arrays`.
 * ``.xml`` (HL7 aECG, GE MUSE), ``.dcm`` (DICOM waveform), ``.edf``: their modules in
   :mod:`crema.data.formats`.
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..errors import CremaError, ReadError, is_utf8_name
 from .formats import read_dicom_ecg, read_edf_ecg, read_xml_ecg
-from .formats.arrays import read_array_file
+from .formats.arrays import looks_like_text_record, read_array_file
 from .formats.cpsc import read_cpsc_struct
 from .formats.wfdb import read_wfdb
 from .leads import UnknownLeadError, canonical_lead, duplicate_leads
@@ -39,7 +40,7 @@ from .recording import Recording
 PathLike = str | os.PathLike
 
 # Suffixes find_records lists when it walks a folder.
-RECORD_SUFFIXES = frozenset({".hea", ".mat", ".npy", ".npz", ".csv", ".xml", ".dcm", ".edf",
+RECORD_SUFFIXES = frozenset({".hea", ".mat", ".npy", ".npz", ".csv", ".txt", ".xml", ".dcm", ".edf",
                              ".h5", ".hdf5", ".hdf"})
 # Signal files that belong to a header and are never records on their own.
 WFDB_SIGNAL_SUFFIXES = frozenset({".dat", ".xyz"})
@@ -52,7 +53,7 @@ METADATA_PATTERN = re.compile(r".*(dx_mapping|_mapping|_labels?|_database|statem
 # ----------------------------------------------------------------------------- public API
 
 def read_record(path: PathLike, fs: float | None = None,
-                leads: Sequence[str] | None = None) -> Recording:
+                leads: Sequence[str] | None = None, units: str | None = None) -> Recording:
     """Read one ECG file.
 
     Args:
@@ -61,6 +62,8 @@ def read_record(path: PathLike, fs: float | None = None,
             (``.npy``/``.csv``, an ``.npz`` without ``fs``); ignored by the others.
         leads: row names for formats that carry none (default the standard 12 in order);
             ignored by formats that name their own leads.
+        units: voltage unit of plain arrays and text tables (default mV; ``uV``, ``V``...);
+            ignored by formats that carry their own.
 
     Returns:
         ``Recording`` with ``signal (n_leads, T)`` float32 in mV and ``meta`` holding what the
@@ -84,7 +87,7 @@ def read_record(path: PathLike, fs: float | None = None,
     if path.is_dir():
         raise ReadError(path, "is a folder, not a file (use find_records or crema prepare)")
     try:
-        rec = _dispatch(path, suffix, fs, leads)
+        rec = _dispatch(path, suffix, fs, leads, units)
     except ReadError as exc:
         if exc.path:
             raise
@@ -163,14 +166,15 @@ def _unique_files(paths: Iterable[Path]) -> list[Path]:
 
 # ----------------------------------------------------------------------------- dispatch
 
-def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | None) -> Recording:
+def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | None,
+              units: str | None = None) -> Recording:
     if suffix == ".hea":
         return read_wfdb(path)
     if suffix == ".mat":
         header = path.with_suffix(".hea")
         return read_wfdb(header) if header.exists() else read_cpsc_struct(path)
-    if suffix in (".npy", ".npz", ".csv"):
-        return read_array_file(path, fs=fs, leads=leads)
+    if suffix in (".npy", ".npz", ".csv", ".txt"):
+        return read_array_file(path, fs=fs, leads=leads, units=units)
     if suffix == ".xml":
         return read_xml_ecg(path)
     if suffix == ".dcm":
@@ -181,7 +185,7 @@ def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | 
         raise ReadError(path, "an HDF5 file is a stack of records: crema embed / predict read it row "
                               "by row (crema.data.stacks.RecordStack), crema prepare makes a corpus of it")
     raise ReadError(path, f"unknown ECG file type {path.suffix!r} (supported: .hea/.dat WFDB, "
-                          ".mat CinC or CPSC-2018, .npy, .npz, .csv, .xml, .dcm, .edf, HDF5 stacks)")
+                          ".mat CinC or CPSC-2018, .npy, .npz, .csv, .txt, .xml, .dcm, .edf, HDF5 stacks)")
 
 
 def _validate(path: Path, rec: Recording) -> None:
@@ -226,6 +230,8 @@ def _is_record_file(path: Path) -> bool:
     if suffix not in RECORD_SUFFIXES:
         return False
     name = path.name.lower()
+    if suffix == ".txt":  # a folder of text records often holds READMEs and lists of names too
+        return looks_like_text_record(path)
     return not (suffix == ".csv" and (name in METADATA_NAMES or METADATA_PATTERN.match(name)))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ReadError
+from ..errors import CremaError, ReadError
 
 # Millivolts per unit, keyed by a lower-cased unit with the micro sign spelled "u".
 MV_PER_UNIT: dict[str, float] = {
@@ -24,3 +24,15 @@ def mv_per_unit(unit: str | None, path: str | os.PathLike, what: str) -> float:
     if key not in MV_PER_UNIT:
         raise ReadError(path, f"{what} has unit {unit!r}, which is not a voltage (uV, mV or V)")
     return MV_PER_UNIT[key]
+
+
+def check_unit(unit: str | None, option: str = "--units") -> str | None:
+    """``unit`` when it is a voltage unit (or None); a :class:`crema.errors.CremaError` naming
+    ``option`` otherwise, so that a bad command-line unit is refused before any file is read."""
+    if unit is None:
+        return None
+    try:
+        mv_per_unit(unit, option, "it")
+    except ReadError:
+        raise CremaError(f"{option} {unit!r} is not a voltage unit (uV, mV or V)") from None
+    return unit

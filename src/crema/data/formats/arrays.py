@@ -1,9 +1,12 @@
 """One record as a plain array, ``(n_leads, T)`` or ``(T, n_leads)``: ``.npy``, ``.npz`` (which
-may carry ``fs`` and ``leads`` arrays) or ``.csv`` (which may have a header row of lead names).
+may carry ``fs`` and ``leads`` arrays) or a text table ``.csv`` / ``.txt`` (comma-, semicolon- or
+whitespace-separated; it may have a header row of lead names, and a leading sample-counter column
+0, 1, 2, ... is dropped). Values are in ``units`` (default mV) and converted to mV.
 The rules for telling the lead axis and the signal array apart are shared with the record
 stacks (:mod:`crema.data.stacks`) and the API's in-memory arrays (:mod:`crema.use.inputs`)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +14,9 @@ import numpy as np
 
 from ...config import STANDARD_LEADS
 from ...errors import ReadError
+from ..leads import UnknownLeadError, canonical_lead
 from ..recording import Recording
+from ..units import mv_per_unit
 
 # Names an .npz may give its signal array, in order of preference (``tracings``: CODE-15%).
 SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "x", "tracings")
@@ -19,18 +24,25 @@ SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "x", "tracings")
 ID_KEYS = ("record_id", "record_ids", "ids", "id", "exam_id", "ecg_id")
 # Arrays of an .npz that describe the signal rather than hold it.
 NPZ_META_KEYS = frozenset({"fs", "sampling_rate", "leads", *ID_KEYS})
+# Suffixes of records stored as text tables.
+TEXT_SUFFIXES = frozenset({".csv", ".txt"})
+# Bytes read to tell a text record from other text (a README, a list of record names).
+SNIFF_BYTES = 4096
 
 
-def read_array_file(path: Path, fs: float | None = None,
-                    leads: Sequence[str] | None = None) -> Recording:
-    """``.npy`` / ``.npz`` / ``.csv`` holding one record ``(n_leads, T)`` or ``(T, n_leads)``."""
+def read_array_file(path: Path, fs: float | None = None, leads: Sequence[str] | None = None,
+                    units: str | None = None) -> Recording:
+    """``.npy`` / ``.npz`` / ``.csv`` / ``.txt`` holding one record ``(n_leads, T)`` or
+    ``(T, n_leads)`` in ``units`` (default mV; ``uV``, ``V``... as :func:`crema.data.units.mv_per_unit`)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         array = _load_npy(path)
     elif suffix == ".npz":
         array, fs, leads = _load_npz(path, fs, leads)
     else:
-        array, header_leads = _load_csv(path)
+        array, header_leads = _load_text(path)
+        array, header_leads = drop_sample_counter(array, header_leads,
+                                                  len(leads) if leads is not None else len(STANDARD_LEADS))
         if leads is None and header_leads is not None:
             leads = header_leads
             array = array.T  # a header row names columns, so rows are time
@@ -42,8 +54,54 @@ def read_array_file(path: Path, fs: float | None = None,
         raise ReadError(path, problem)
     leads = tuple(leads) if leads is not None else STANDARD_LEADS
     signal = orient_leads_first(path, array, len(leads))
+    if units is not None:
+        signal = signal * np.float32(mv_per_unit(units, path, "the signal"))
     return Recording(signal=signal, fs=float(fs), leads=leads, record_id=path.stem,
                      meta={"age": None, "sex": None})
+
+
+def drop_sample_counter(array: np.ndarray, header: list[str] | None, n_leads: int
+                        ) -> tuple[np.ndarray, list[str] | None]:
+    """``(T, columns)`` text table without its leading sample-counter column (0, 1, 2, ... or
+    1, 2, 3, ..., each row one more), when it has one: with a header, when the first column's name
+    is not a lead; without one, when dropping it leaves ``n_leads`` columns (a lead is never a
+    perfect counter, but the check stays narrow so that no real lead is ever dropped)."""
+    if array.ndim != 2 or array.shape[1] < 2 or array.shape[0] < 3 or not _is_counter(array[:, 0]):
+        return array, header
+    if header is not None:
+        if _is_lead_name(header[0]):
+            return array, header
+        return array[:, 1:], header[1:]
+    if array.shape[1] == n_leads + 1:
+        return array[:, 1:], None
+    return array, None
+
+
+def _is_counter(column: np.ndarray) -> bool:
+    start = column[0]
+    return start in (0, 1) and bool(np.array_equal(column, start + np.arange(len(column))))
+
+
+def _is_lead_name(name: str) -> bool:
+    try:
+        canonical_lead(name)
+        return True
+    except UnknownLeadError:
+        return False
+
+
+def looks_like_text_record(path: Path) -> bool:
+    """True when the first line of ``path`` is a row of at least two numbers, or a header
+    followed by such a row: what a text record looks like, unlike a README or a list of record
+    names found in the same folder (read: the first :data:`SNIFF_BYTES` bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    lines = [line for line in head.splitlines() if line.strip()][:2]
+    return any(len(cells) >= 2 and all(_is_number(c) for c in cells)
+               for cells in (_split_cells(line) for line in lines))
 
 
 def orient_leads_first(path: Path, array: np.ndarray, n_leads: int) -> np.ndarray:
@@ -129,7 +187,8 @@ def _load_npz(path: Path, fs, leads):
     return contents[choose_signal_key(path, list(contents))], fs, leads
 
 
-def _load_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _load_text(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The numbers of a text table ``(rows, columns)`` float64 and its header row, if any."""
     try:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is not a lead name
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -139,15 +198,29 @@ def _load_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     except UnicodeDecodeError:
         raise ReadError(path, "not a UTF-8 text file (a CSV table of numbers is expected)") from None
     if not first.strip():
-        raise ReadError(path, "empty CSV file")
-    cells = [c.strip().strip('"') for c in first.split(",")]
+        raise ReadError(path, "empty CSV file" if path.suffix.lower() == ".csv" else "empty text file")
+    delimiter = _delimiter(first)
+    cells = _split_cells(first)
     has_header = not all(_is_number(c) for c in cells)
     try:
-        array = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0,
-                           dtype=np.float64, ndmin=2, encoding="utf-8-sig")
+        with warnings.catch_warnings():  # an empty table is refused below, in words
+            warnings.simplefilter("ignore", UserWarning)
+            array = np.loadtxt(path, delimiter=delimiter, skiprows=1 if has_header else 0,
+                               dtype=np.float64, ndmin=2, encoding="utf-8-sig")
     except ValueError as exc:
-        raise ReadError(path, f"not a numeric CSV table: {exc}") from None
+        raise ReadError(path, f"not a numeric table: {exc}") from None
+    if array.size == 0:
+        raise ReadError(path, "no rows of numbers (a table of numbers, one row per sample, is expected)")
     return array, (cells if has_header else None)
+
+
+def _delimiter(line: str) -> str | None:
+    """``,`` or ``;`` when the line holds one, else None (any whitespace, tabs included)."""
+    return next((d for d in (",", ";") if d in line), None)
+
+
+def _split_cells(line: str) -> list[str]:
+    return [c.strip().strip('"') for c in line.strip().split(_delimiter(line))]
 
 
 def _is_number(text: str) -> bool:
