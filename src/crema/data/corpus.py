@@ -5,7 +5,8 @@ Folder layout (written once by :func:`crema.data.prepare.prepare_corpus`):
     signals.npy           float16 (N, 12, window)  -- opened with mmap_mode="r"
     lead_mask.npy         bool (N, 12)
     index.csv             one row per window: record_id, source, patient_id, fold, split, window,
-                          start_s, original_fs, age, sex, source_id, labels:<task>...
+                          start_s, original_fs, age, sex, source_id, path (the record's file
+                          relative to the source; absent in corpora made before it), labels:<task>...
     classes.json          {task: [class names in column order]}; a regression task: [target column]
     tasks.json            (only with a user's labels file) {task: {"type", "labels_file", "key",
                           "columns", "split"}}; a task it does not name is multi-label
@@ -27,9 +28,12 @@ from ..errors import CremaError
 
 SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ("record_id", "source", "patient_id", "fold", "split", "window", "start_s",
-                 "original_fs", "age", "sex", "source_id")
+                 "original_fs", "age", "sex", "source_id", "path")
 LABEL_PREFIX = "labels:"
 LABEL_SEP = "|"
+# The cell of a record labelled with no class at all (a negative of a binary task, a row of 0s in
+# a user's multi-label table): labelled, unlike an empty cell, which means "no label".
+LABEL_NONE = "-"
 CORPUS_FILES = ("signals.npy", "lead_mask.npy", "index.csv", "classes.json", "preprocess.json",
                 "prepare_report.json")
 # Written only when a user's labels file adds tasks (crema.data.labels_csv).
@@ -41,7 +45,15 @@ SPLIT_PTBXL = "PTB-XL strat_fold (folds 1-8 train, 9 val, 10 test)"
 SPLIT_HASH_RECORD = "hash of record id"
 SPLIT_HASH_PATIENT = "hash of patient id (records of one patient share a split)"
 # index.csv columns read as text (ids like "00001" must keep their zeros).
-_TEXT_COLUMNS = ("record_id", "source", "patient_id", "split", "sex", "source_id")
+_TEXT_COLUMNS = ("record_id", "source", "patient_id", "split", "sex", "source_id", "path")
+
+
+def split_method_of(report: dict) -> str:
+    """How a corpus's split was made, from its ``prepare_report.json`` contents (corpora made
+    before it was recorded: PTB-XL's folds or a hash of the record id)."""
+    if "split_method" in report:
+        return report["split_method"]
+    return SPLIT_PTBXL if report.get("kind") == "ptbxl" else SPLIT_HASH_RECORD
 
 
 def is_corpus(path: str | os.PathLike) -> bool:
@@ -131,10 +143,7 @@ class Corpus:
     @property
     def split_method(self) -> str:
         """How the train/val/test split was made, in words (``prepare_report.json``)."""
-        report = self.report
-        if "split_method" in report:
-            return report["split_method"]
-        return SPLIT_PTBXL if report.get("kind") == "ptbxl" else SPLIT_HASH_RECORD
+        return split_method_of(self.report)
 
     @property
     def report(self) -> dict:
@@ -166,7 +175,8 @@ class Corpus:
         Returns:
             Classification: ``Y (n, K)`` float32 multi-hot, the ``K`` class names, and
             ``has_label (n,)`` bool (False for windows whose record has no statement of this
-            task: leave them out). Regression: ``Y (n, 1)`` float32 values (0 where unlabelled),
+            task: leave them out; True for a cell of :data:`LABEL_NONE`, a record labelled
+            with no class, whose row of ``Y`` is all zeros). Regression: ``Y (n, 1)`` float32 values (0 where unlabelled),
             ``[target name]`` and ``has_label (n,)``.
         """
         self._check_task(task)
@@ -178,9 +188,9 @@ class Corpus:
         column = {name: i for i, name in enumerate(classes)}
         y = np.zeros((len(rows), len(classes)), dtype=np.float32)
         for i, cell in enumerate(cells):
-            if cell:
+            if cell and cell != LABEL_NONE:
                 y[i, [column[name] for name in cell.split(LABEL_SEP)]] = 1.0
-        return y, classes, y.any(axis=1)
+        return y, classes, y.any(axis=1) | (cells == LABEL_NONE)
 
     def _check_task(self, task: str) -> None:
         if task not in self.classes:

@@ -44,7 +44,9 @@ from ..config import STANDARD_LEADS, PreprocessConfig, check_config, load_json, 
 from ..errors import CremaError, WriteError
 from ..locking import output_lock
 from . import cinc, ptbxl
-from .corpus import CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, TASKS_FILE, is_corpus
+from .corpus import (CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, SPLIT_HASH_PATIENT,
+                     SPLIT_HASH_RECORD, SPLIT_PTBXL, TASKS_FILE, is_corpus)
+from .labels_csv import LabelsRequest, label_corpus, plan_labels
 from .preprocess import preprocess_recording
 from .rates import check_fs
 from .sources import RecordJob, Source, build_source, detect_source, load_job
@@ -102,8 +104,15 @@ def prepare_corpus(source: str | os.PathLike, out: str | os.PathLike,
                    cfg: PreprocessConfig = PreprocessConfig(), workers: int | None = None,
                    input_fs: float | None = None, ptbxl_rate: int | None = None,
                    limit: int | None = None, force: bool = False, cinc_year: int = 2021,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, labels: list[str | os.PathLike] | None = None,
+                   task: str | None = None, task_type: str | None = None, split_seed: int = 0,
+                   units: str | None = None) -> dict:
     """Prepare ``source`` into the corpus folder ``out`` and return its report.
+
+    With ``labels`` (CSV files, :mod:`crema.data.labels_csv`), their tasks are written into the
+    corpus; when ``out`` already holds this corpus, only the labels are (re)written and no signal
+    is read. A freshly built corpus is kept when its labels then fail (the error says so), so
+    that the run after a fix of the file reads no signal either.
 
     Args:
         source: PTB-XL root, CinC folder, folder or file of records, or ``.npy`` stack.
@@ -116,31 +125,55 @@ def prepare_corpus(source: str | os.PathLike, out: str | os.PathLike,
         force: rebuild even if ``out`` already holds this corpus.
         cinc_year: 2021 or 2020 challenge scored classes.
         progress: show a tqdm bar.
+        labels: labels CSV files, one task each.
+        task: the task name of a single labels file (default its file name without ``.csv``).
+        task_type: ``multilabel``, ``multiclass`` or ``regression`` (default: inferred).
+        split_seed: seed of the stratified patient-grouped split made for labels without one.
+        units: voltage unit of plain-array and text inputs (default mV).
 
     Returns:
-        The ``prepare_report.json`` contents (``up_to_date: True`` when nothing was done).
+        The ``prepare_report.json`` contents (``up_to_date: True`` when no signal was read) and,
+        with ``labels``, ``labels_added``: ``{task: summary}`` (:func:`labels_csv.summary_lines`).
     """
     t0 = time.perf_counter()
     check_config(cfg)
     if input_fs is not None:
         input_fs = check_fs(input_fs, "input_fs")
     source, out = Path(source).resolve(), Path(out).resolve()
+    requests = plan_labels(labels, task, task_type) if labels else []  # a bad file fails before any read
     kind = detect_source(source)
     request = dict(source=str(source), kind=kind, preprocess=to_dict(cfg), input_fs=input_fs,
                    ptbxl_rate=ptbxl_rate, limit=limit, cinc_year=cinc_year)
+    if units is not None:  # only when given, so that corpora made before the option stay up to date
+        request["units"] = units
     # Held from the up-to-date check to the final rename: a second run with other settings
     # would otherwise pass the same check and then silently replace this run's corpus.
     with output_lock(out, "crema prepare"):
         if _up_to_date(out, request, force):
-            report = load_json(out / "prepare_report.json")
-            return {**report, "up_to_date": True}
-        src = build_source(source, kind, ptbxl_rate=ptbxl_rate, input_fs=input_fs, cinc_year=cinc_year)
+            return {**_add_labels(out, requests, split_seed, built=False), "up_to_date": True}
+        src = build_source(source, kind, ptbxl_rate=ptbxl_rate, input_fs=input_fs, cinc_year=cinc_year,
+                           units=units)
         jobs = src.jobs[:limit] if limit is not None else src.jobs
         if not jobs:
             raise CremaError(f"{source}: no records to prepare")
         workers = default_workers() if workers is None else max(1, int(workers))
         _remove_stale_partials(out)
-        return _build_in_temporary(out, src, jobs, cfg, request, workers, progress, t0)
+        _build_in_temporary(out, src, jobs, cfg, request, workers, progress, t0)
+        return _add_labels(out, requests, split_seed, built=True)
+
+
+def _add_labels(out: Path, requests: list[LabelsRequest], seed: int, built: bool) -> dict:
+    """Write the labels tasks into the corpus ``out`` (lock held) and return its report."""
+    if requests:
+        try:
+            added = label_corpus(out, requests, seed)
+        except CremaError as exc:
+            if not built:
+                raise
+            raise CremaError(f"{exc} (the corpus itself was written to {out} without these labels: fix "
+                             "the file and run the same command again, which reads no signal)") from None
+    report = load_json(out / "prepare_report.json")
+    return {**report, "labels_added": added} if requests else report
 
 
 def _build_in_temporary(out: Path, src: Source, jobs: list[RecordJob], cfg: PreprocessConfig,
@@ -298,7 +331,7 @@ def _write_corpus(tmp: Path, src: Source, chunk_results: list[tuple[Path, list[R
     shutil.rmtree(tmp / CHUNK_DIR)
     np.save(tmp / "lead_mask.npy", np.concatenate(
         [np.repeat(r.lead_mask[None], r.n_windows, axis=0) for r in ok]).astype(bool))
-    index = _index_frame(ok, src, cfg)
+    index = _index_frame(ok, src, cfg, Path(request["source"]))
     index.to_csv(tmp / "index.csv", index=False)
     classes = {task: names for task, names in src.classes.items()
                if index[LABEL_PREFIX + task].ne("").any()}
@@ -328,18 +361,21 @@ def _assemble_signals(path: Path, chunk_files: list[Path], n_windows: int, windo
         raise CremaError(f"internal error: wrote {offset} windows, expected {n_windows}")
 
 
-def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig) -> pd.DataFrame:
+def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, source: Path) -> pd.DataFrame:
     """One row per window with the columns of ``corpus.INDEX_COLUMNS`` then ``labels:<task>``."""
     rows = []
+    root = source if source.is_dir() else source.parent
     for r in ok:
         job = r.job
-        fold = job.fold if job.fold is not None else cinc.hash_fold(job.source_id or job.record_id)
+        patient = job.patient_id or str(r.meta.get("patient_id") or "")
         labels = job.labels if job.labels is not None else (src.labeler(r.meta) if src.labeler else {})
         age = job.age if job.age is not None else r.meta.get("age")
         sex = job.sex if job.sex is not None else r.meta.get("sex")
-        base = dict(record_id=job.record_id, source=job.source, patient_id=job.patient_id,
+        fold = _hash_fold(job, patient)
+        base = dict(record_id=job.record_id, source=job.source, patient_id=patient,
                     fold=fold, split=ptbxl.split_of_fold(fold), original_fs=r.fs,
-                    age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}")
+                    age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}",
+                    path=_relative_path(job, root))
         label_cells = {LABEL_PREFIX + task: LABEL_SEP.join(labels.get(task, []))
                        for task in src.classes}
         for w, start in enumerate(r.starts):
@@ -347,6 +383,33 @@ def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig) -> 
                          **label_cells})
     columns = list(INDEX_COLUMNS) + [LABEL_PREFIX + t for t in src.classes]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _hash_fold(job: RecordJob, patient: str) -> int:
+    """The job's own fold (PTB-XL), else a stable hash of its patient when known (so that one
+    patient's records share a split), else of the record."""
+    if job.fold is not None:
+        return job.fold
+    if patient:
+        return cinc.hash_fold(f"{job.source}:patient:{patient}")
+    return cinc.hash_fold(job.source_id or job.record_id)
+
+
+def _relative_path(job: RecordJob, root: Path) -> str:
+    """The record's file relative to the source folder (``file[row]`` for a stack row): what a
+    labels file may name it by."""
+    if job.row is not None:
+        return f"{Path(job.path).name}[{job.row}]"
+    try:
+        return Path(job.path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return Path(job.path).name
+
+
+def _split_method(src: Source, index: pd.DataFrame) -> str:
+    if src.kind == "ptbxl":
+        return SPLIT_PTBXL
+    return SPLIT_HASH_PATIENT if index["patient_id"].ne("").any() else SPLIT_HASH_RECORD
 
 
 def _report(src: Source, results: list[RecordResult], index: pd.DataFrame, request: dict,
@@ -359,6 +422,7 @@ def _report(src: Source, results: list[RecordResult], index: pd.DataFrame, reque
         records_total=len(results), records_read=len(results) - len(skipped),
         records_skipped=len(skipped), windows=int(len(index)), per_source=per_source,
         splits={s: int((index["split"] == s).sum()) for s in ("train", "val", "test")},
+        split_method=_split_method(src, index),
         skipped=skipped, workers=workers, request=request, crema_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

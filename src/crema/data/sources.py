@@ -8,8 +8,11 @@ Kinds (detected by :func:`detect_source`):
 * ``cinc``: a PhysioNet/CinC folder (one source folder, or a root with one folder per source)
   of ``.hea`` + ``.mat``, label task ``cinc-scored``;
 * ``files``: any folder (or single file) of records that :func:`readers.read_record` handles;
-* ``stack``: a ``.npy``/``.npz`` stack ``(N, 12, T)`` or ``(N, T, 12)`` at ``--input-fs`` (ids from
-  ``ecg_ids.csv`` beside it), or an HDF5 file in the CODE-15% layout (:mod:`crema.data.stacks`).
+* ``stack``: a ``.npy``/``.npz`` stack ``(N, 12, T)`` or ``(N, T, 12)`` at ``--input-fs`` (ids, and
+  patient ids when it has a ``patient_id`` column, from ``ecg_ids.csv`` beside it), or an HDF5 file
+  in the CODE-15% layout (:mod:`crema.data.stacks`).
+
+``units`` (``--units``) is the voltage unit of plain arrays, text tables and stacks (default mV).
 
 Jobs and labelers travel to the pool workers of :mod:`crema.data.prepare`, so they are plain
 dataclasses that pickle; :func:`load_job` is what a worker calls to read one.
@@ -22,13 +25,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from ..errors import CremaError, printable
 from . import cinc, ptbxl
 from .corpus import LABEL_PREFIX
 from .readers import find_records, read_record
 from .recording import Recording
-from .stacks import RecordStack, is_stack
+from .stacks import IDS_FILE, RecordStack, is_stack
+from .units import mv_per_unit
 
 SOURCE_KINDS = ("ptbxl", "cinc", "files", "stack")
 
@@ -49,6 +54,7 @@ class RecordJob:
     sex: str | None = None
     source_id: str = ""
     labels: dict[str, list[str]] | None = None  # None = derived from the file (CinC # Dx)
+    units: str | None = None     # voltage unit of plain arrays and stacks (None = mV)
 
 
 @dataclass
@@ -77,16 +83,16 @@ def detect_source(path: str | os.PathLike) -> str:
 
 
 def build_source(path: Path, kind: str, ptbxl_rate: int | None = None, input_fs: float | None = None,
-                 cinc_year: int = 2021) -> Source:
+                 cinc_year: int = 2021, units: str | None = None) -> Source:
     """The jobs (sorted, one per record) and label setup for a detected source."""
     if kind == "ptbxl":
         return _ptbxl_source(path, ptbxl_rate)
     if kind == "cinc":
         return _cinc_source(path, cinc_year)
     if kind == "stack":
-        return _stack_source(path, input_fs)
+        return _stack_source(path, input_fs, units)
     if kind == "files":
-        return _files_source(path, input_fs, cinc_year)
+        return _files_source(path, input_fs, cinc_year, units)
     raise CremaError(f"unknown source kind {kind!r}; choose from {', '.join(SOURCE_KINDS)}")
 
 
@@ -131,7 +137,7 @@ class _DxLabeler:
         return {cinc.TASK: cinc.dx_labels(meta.get("dx"), self.code_to_class)}
 
 
-def _stack_source(path: Path, input_fs: float | None) -> Source:
+def _stack_source(path: Path, input_fs: float | None, units: str | None = None) -> Source:
     if input_fs is None and path.suffix.lower() == ".npy":
         raise CremaError(f"{path}: a .npy stack carries no sampling rate; pass --input-fs HZ")
     stack = RecordStack(path, fs=input_fs)
@@ -140,17 +146,33 @@ def _stack_source(path: Path, input_fs: float | None) -> Source:
     finally:
         stack.close()
     name = path.parent.name or path.stem
+    patients = _stack_patients(path, n)
     jobs = []
     for row, record_id in enumerate(ids):
         source_id = (ptbxl.ptbxl_source_id(record_id)
                      if name.startswith("ptbxl") and record_id.isdigit() else f"{name}:{record_id}")
         jobs.append(RecordJob(key=f"{path.name}[{row}]", record_id=record_id, source=name,
                               path=str(path), row=row, input_fs=fs, source_id=source_id,
-                              labels={}))
+                              labels={}, patient_id=patients[row], units=units))
     return Source("stack", name, jobs, {})
 
 
-def _files_source(path: Path, input_fs: float | None, year: int) -> Source:
+def _stack_patients(path: Path, n: int) -> list[str]:
+    """Patient ids of a ``.npy`` stack's rows from the ``patient_id`` column of the
+    ``ecg_ids.csv`` beside it ("" where unknown): records of one patient then share a split."""
+    beside = path.parent / IDS_FILE
+    if path.suffix.lower() != ".npy" or not beside.is_file():
+        return [""] * n
+    try:
+        table = pd.read_csv(beside, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return [""] * n  # the ids themselves are read (and refused, if need be) by the stack
+    if "patient_id" not in table.columns or len(table) != n:
+        return [""] * n
+    return table["patient_id"].str.strip().tolist()
+
+
+def _files_source(path: Path, input_fs: float | None, year: int, units: str | None = None) -> Source:
     root = path if path.is_dir() else path.parent
     records = find_records(path)
     if not records:
@@ -163,7 +185,7 @@ def _files_source(path: Path, input_fs: float | None, year: int) -> Source:
         # Ids are file stems unless two files share one, then paths relative to the folder.
         record_id = p.stem if unique else p.relative_to(root).with_suffix("").as_posix()
         jobs.append(RecordJob(key=printable(str(p)), record_id=record_id, source=name, path=str(p),
-                              input_fs=input_fs, source_id=f"{name}:{record_id}"))
+                              input_fs=input_fs, source_id=f"{name}:{record_id}", units=units))
     code_to_class, classes = cinc.scored_classes(year)
     return Source("files", name, jobs, {cinc.TASK: classes}, _DxLabeler(code_to_class))
 
@@ -173,7 +195,7 @@ def _files_source(path: Path, input_fs: float | None, year: int) -> Source:
 def load_job(job: RecordJob) -> Recording:
     """The recording a job stands for (a file, or one row of a stack)."""
     if job.row is None:
-        return read_record(job.path, fs=job.input_fs)
+        return read_record(job.path, fs=job.input_fs, units=job.units)
     return _stack_row(job)
 
 
@@ -187,5 +209,7 @@ def _stack_row(job: RecordJob) -> Recording:
         stack.close()
     if not np.isfinite(signal).all():
         raise CremaError(f"{job.key}: signal contains NaN or inf values")
+    if job.units is not None:
+        signal = signal * np.float32(mv_per_unit(job.units, job.key, "the signal"))
     return Recording(signal=signal, fs=stack.fs, leads=stack.leads, record_id=job.record_id,
                      meta={"age": None, "sex": None})
