@@ -24,18 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-FRACTIONS = (0.01, 0.1, 1.0)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def ok(records: list[dict]) -> list[dict]:
-    return [r for r in records if "error" not in r]
+from lab import FRACTIONS, REPO, final_table, fmt, markdown_table, paired_bootstrap, read_jsonl, test_labels
 
 
 # ----------------------------------------------------------------------------- screen
@@ -43,8 +32,8 @@ def ok(records: list[dict]) -> list[dict]:
 def screen_rows(records: list[dict], kind: str) -> list[dict]:
     """One row per variant: mean/sd over seeds and paired differences to MAE and random init."""
     by: dict[str, dict[int, dict]] = {}
-    for r in ok(records):
-        if kind in r.get("screen", {}):
+    for r in records:
+        if "error" not in r and kind in r.get("screen", {}):
             by.setdefault(r["variant"], {})[r["seed"]] = {**r["screen"][kind], "train": r.get("train") or {}}
     rows = []
     for variant, seeds in by.items():
@@ -64,58 +53,7 @@ def screen_rows(records: list[dict], kind: str) -> list[dict]:
     return sorted(rows, key=lambda r: -r["val_f1.0"])
 
 
-# ----------------------------------------------------------------------------- final
-
-def test_labels(corpora: Path) -> tuple[np.ndarray, list[str]]:
-    """Record-level labels of the PTB-XL test fold in the order the final stage scored them."""
-    sys.path.insert(0, str(REPO / "src"))
-    from crema.data.corpus import Corpus
-    from crema.eval.probe import record_mean, task_split
-
-    split = task_split(Corpus(corpora / "ptbxl"), "ptbxl-superdiagnostic")
-    _, first = record_mean(np.zeros((len(split.rows["test"]), 1)), split.keys["test"])
-    return split.y["test"][first], split.classes
-
-
-def final_table(records: list[dict], kind: str) -> dict[str, dict]:
-    """``{method: {"f0.01": [auroc per seed], ..., "loso": [mean over sources per seed],
-    "scores": {fraction: (seeds, R, K) array}}}``."""
-    out: dict[str, dict] = {}
-    for r in ok(records):
-        res = (r.get("final") or {}).get(kind) or (r.get("final") or {}).get("pooled")
-        if not res:
-            continue
-        m = out.setdefault(r["variant"], {"scores": {}, "loso_sources": {}})
-        for f in FRACTIONS:
-            runs = [v for k, v in res.items() if k.startswith(f"test/f{f:g}/")]
-            m.setdefault(f"f{f:g}", []).append(float(np.mean([v["auroc"] for v in runs])))
-            m["scores"].setdefault(f, []).append(np.mean([np.array(v["scores"]) for v in runs], axis=0))
-        loso = {k.split("/", 1)[1]: v["auroc"] for k, v in res.items()
-                if k.startswith("loso/") and v.get("auroc") is not None and np.isfinite(v["auroc"])}
-        m.setdefault("loso", []).append(float(np.mean(list(loso.values()))) if loso else float("nan"))
-        for src, v in loso.items():
-            m["loso_sources"].setdefault(src, []).append(v)
-    return out
-
-
-def paired_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Macro AUROC of ``a`` minus ``b`` (record scores ``(R, K)``) and its 95% interval from a
-    bootstrap over records shared by both (:func:`crema.eval.metrics.paired_bootstrap_auroc`)."""
-    from crema.eval import metrics
-
-    return metrics.paired_bootstrap_auroc(y, a, b, n, seed)
-
-
 # ----------------------------------------------------------------------------- output
-
-def fmt(v: float, d: int = 3) -> str:
-    return "" if v is None or not np.isfinite(v) else f"{v:.{d}f}"
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
 
 def plot_screen(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
@@ -167,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"Screen ({kind} features): PTB-XL superdiagnostic, probe on folds 1-8")
         md += [f"## Screen, validation fold 9, {kind} features", "",
                f"![screen](plots/screen_{kind}.png)", "",
-               md_table(["variant", "seeds", "AUROC 100%", "sd", "minus MAE (wins)", "minus random (wins)",
+               markdown_table(["variant", "seeds", "AUROC 100%", "sd", "minus MAE (wins)", "minus random (wins)",
                          "AUROC 10%", "10% minus MAE", "loss_rec", "con. acc"],
                         [[r["variant"], str(r["n_seeds"]), fmt(r["val_f1.0"]), fmt(r["val_f1.0_sd"]),
                           f"{fmt(r['val_f1.0_minus_mae'])} ({r['val_f1.0_minus_mae_wins']})",
@@ -184,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             methods = sorted(table, key=lambda m: -np.mean(table[m]["f1"]))
             md += [f"## Final stage, test fold 10 and CinC leave-one-source-out, {kind} features", "",
                    "Mean over pretraining seeds (each: logistic probe, C on fold 9; label subsets seeded 0-2).", "",
-                   md_table(["method", "seeds", "1% labels", "10% labels", "100% labels", "CinC LOSO (mean of sources)"],
+                   markdown_table(["method", "seeds", "1% labels", "10% labels", "100% labels", "CinC LOSO (mean of sources)"],
                             [[m, str(len(table[m]["f1"])), *(fmt(np.mean(table[m][f"f{f:g}"])) for f in FRACTIONS),
                               fmt(np.nanmean(table[m]["loso"]))] for m in methods]), ""]
             diffs = []
@@ -204,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   for m in methods}, "paired": diffs}
             md += ["Paired differences (test fold; scores averaged over seeds, 95% paired bootstrap over "
                    "records; per-seed differences beside):", "",
-                   md_table(["method", "minus", "labels", "difference [95% CI]", "per seed", "CinC LOSO per seed"],
+                   markdown_table(["method", "minus", "labels", "difference [95% CI]", "per seed", "CinC LOSO per seed"],
                             [[d["method"], d["minus"], f"{d['fraction']:.0%}",
                               f"{fmt(d['diff'])} [{fmt(d['lo'])}, {fmt(d['hi'])}]",
                               ", ".join(fmt(x) for x in d["per_seed"]),
@@ -213,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         table = final_table(release, "pooled")
         summary["release"] = {m: {k: v for k, v in t.items() if k != "scores"} for m, t in table.items()}
         md += ["## Release-size runs (tiny, one seed), test fold, pooled features", "",
-               md_table(["method", "steps", "1%", "10%", "100%", "CinC LOSO"],
+               markdown_table(["method", "steps", "1%", "10%", "100%", "CinC LOSO"],
                         [[m, str(next((r.get("steps") for r in release if r["variant"] == m), "")),
                           *(fmt(t[f"f{f:g}"][0]) for f in FRACTIONS), fmt(t["loso"][0])] for m, t in table.items()]), ""]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""The design search of issue 8: which contrastive regulariser makes CREMA learn?
+"""The design search: which contrastive regulariser makes CREMA learn?
 
 Every variant is a set of config-field overrides on one base recipe (the pretraining recipe of
-``configs/suite-shared.json``: width 64, 4 blocks, 5 s crops, 1,200 steps of 32 ECGs). Each
-(variant, seed) pretrains, embeds PTB-XL and CinC once, and is probed.
+``configs/suite-shared.json``: width 64, 4 blocks, 5 s crops, 1,200 steps of 32 ECGs); the
+variants and the run config of one (variant, seed) are in ``lab.py``. Each (variant, seed)
+pretrains, embeds PTB-XL and CinC once, and is probed.
 
 Stages (one process pool; several small runs share one GPU, or run one at a time on a CPU):
 
@@ -21,15 +22,13 @@ Usage (corpora prepared as in ``configs/suite-shared.json``)::
     python experiments/design_search.py summarise runs/search
 
 ``pack``/``unpack`` turn the prepared corpora into a compact archive (int16 at 1/256 of a z-score
-unit, second differences, lzma) so they fit the 64 MiB a GPU session can carry.
+unit, second differences, lzma) so that they travel to a GPU machine in a few tens of MB.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import lzma
-import os
 import shutil
 import sys
 import time
@@ -38,93 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from lab import VARIANTS, run_config
+
 CORPORA = ("ptbxl", "cinc", "unlabeled")
 CORPUS_META = ("index.csv", "lead_mask.npy", "classes.json", "preprocess.json", "prepare_report.json")
 PACK_SCALE = 256.0
 
-# ----------------------------------------------------------------------------- the variants
-DEFAULT_OBJECTIVE = {"view_crop": "disjoint", "lambda_con": 0.01}  # today's default (the pins below undone)
-# Each: {"objective"|"model"|"train": overrides}. "random_init" is not trained.
-VARIANTS: dict[str, dict] = {
-    "random_init": {},
-    "random_kernels": {},                                                  # training-free baseline (eval.rocket)
-    "mae": {"objective": {"mode": "mae", "lambda_con": 0.0}},
-    "crema_base": {"objective": {"mode": "crema"}},                       # today's default (lambda 0.1)
-    # views that cannot be matched by copying
-    "crema_random": {"objective": {"view_crop": "random"}},
-    "crema_disjoint": {"objective": {"view_crop": "disjoint"}},
-    "crema_disjoint_l1": {"objective": {"view_crop": "disjoint", "lambda_con": 1.0}},
-    "crema_disjoint_l001": {"objective": {"view_crop": "disjoint", "lambda_con": 0.01}},
-    "crema_disjoint_t05": {"objective": {"view_crop": "disjoint", "tau": 0.5}},
-    # negative-free / asymmetric regularisers
-    "crema_vicreg": {"objective": {"con_loss": "vicreg"}},
-    "crema_simsiam": {"objective": {"con_loss": "simsiam"}},
-    "crema_disjoint_vicreg": {"objective": {"view_crop": "disjoint", "con_loss": "vicreg"}},
-    "crema_disjoint_simsiam": {"objective": {"view_crop": "disjoint", "con_loss": "simsiam"}},
-    "crema_disjoint_vicreg_l1": {"objective": {"view_crop": "disjoint", "con_loss": "vicreg", "lambda_con": 1.0}},
-    "crema_disjoint_simsiam_l1": {"objective": {"view_crop": "disjoint", "con_loss": "simsiam", "lambda_con": 1.0}},
-    # schedule
-    "crema_warmup": {"objective": {"con_start_step": 600, "con_ramp_steps": 200}},
-    "crema_disjoint_warmup": {"objective": {"view_crop": "disjoint", "con_start_step": 600,
-                                            "con_ramp_steps": 200}},
-    # the MAE side: masks that cannot be filled in from other leads at the same moment
-    "mae_time": {"objective": {"mode": "mae", "lambda_con": 0.0, "mask_mode": "time"}},
-    "crema_time_disjoint": {"objective": {"mask_mode": "time", "view_crop": "disjoint"}},
-    "mae_raw": {"objective": {"mode": "mae", "lambda_con": 0.0, "norm_target": False}},
-    # a decoder that attends across leads (can it rebuild a masked QRS from the other leads?)
-    "crema_disjoint_joint": {"objective": {"view_crop": "disjoint"}, "model": {"decoder_mode": "joint"}},
-    "mae_lr2": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"blr": 0.01}},
-    # after the search (CPU): the best MAE learning rate with the winning views
-    "crema_disjoint_lr2": {"objective": {"view_crop": "disjoint"}, "train": {"blr": 0.01}},
-    # compute-matched: one CREMA step costs about two MAE steps on a CPU
-    "mae_2x": {"objective": {"mode": "mae", "lambda_con": 0.0}, "train": {"steps": 2400, "warmup_steps": 120}},
-    # after the release-length runs (CPU): levers the search left untried, at the default views and weight
-    "crema_default": {"objective": DEFAULT_OBJECTIVE},
-    "crema_default_aug3": {"objective": {**DEFAULT_OBJECTIVE, "aug_scale": 0.3, "aug_noise": 0.1, "aug_wander": 0.3}},
-    "crema_default_patient": {"objective": {**DEFAULT_OBJECTIVE, "patient_positives": True}},
-    "crema_default_mask60": {"objective": {**DEFAULT_OBJECTIVE, "mask_ratio": 0.6}},
-    "crema_default_mask90": {"objective": {**DEFAULT_OBJECTIVE, "mask_ratio": 0.9}},
-}
-
-# The release size (issue 9): the ``tiny`` preset with the recipe's 5 s windows.
+# The release size: the ``tiny`` preset with the recipe's 5 s windows.
 RELEASE_MODEL = {"size": "tiny", "dim": 192, "depth": 6, "heads": 3, "stem_channels": 32, "drop_path": 0.1,
                  "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4, "projector_hidden": 512,
                  "projector_dim": 128}
-
-
-def base_recipe() -> dict:
-    """The ``pretrain`` section of ``configs/suite-shared.json`` (model, objective, train)."""
-    suite = json.loads((REPO / "configs" / "suite-shared.json").read_text())
-    return copy.deepcopy(suite["pretrain"])
-
-
-def run_config(variant: str, seed: int, corpora: Path, out: Path, device: str, steps: int | None = None,
-               extra: dict | None = None):
-    """The :class:`RunConfig` of one (variant, seed)."""
-    from crema.config import RunConfig, from_dict
-
-    recipe = base_recipe()
-    names = {"unlabeled": "unlabeled", "ptbxl": "ptbxl", "cinc": "cinc"}
-    specs = []
-    for spec in recipe["corpora"]:
-        name, _, split = spec.partition(":")
-        specs.append(str(corpora / names[name]) + (f":{split}" if split else ""))
-    # The search started from the original design (two views of one shared crop); pinning it here
-    # keeps every variant's meaning fixed now that the winner (disjoint crops) is the default.
-    # lambda 0.1 likewise: the search ran at the spec's weight before 0.01 became the default.
-    parts = {"model": dict(recipe["model"]), "objective": {"view_crop": "same", **recipe["objective"],
-                                                           "lambda_con": 0.1},
-             "train": dict(recipe["train"])}
-    for overrides in (VARIANTS.get(variant, {}), extra or {}):
-        for part, fields in overrides.items():
-            parts[part].update(fields)
-    parts["train"].update(corpora=specs, out=str(out), seed=seed, device=device, amp="auto",
-                          log_every=50, ckpt_every=10**9)
-    if steps is not None:
-        parts["train"]["steps"] = steps
-        parts["train"]["warmup_steps"] = min(parts["train"].get("warmup_steps", 100), max(1, steps // 20))
-    return from_dict(RunConfig, parts)
 
 
 # ----------------------------------------------------------------------------- features
@@ -531,5 +453,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "src"))
     sys.exit(main())

@@ -19,7 +19,6 @@ Writes ``OUT/diagnosis.json`` and ``OUT/gradients.png``. Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from lab import REPO, run_config
 
 
 def block_grad_norms(model, loss) -> tuple[list[float], torch.Tensor]:
@@ -67,14 +66,12 @@ def shared_visible_fraction(model, x, generator) -> float:
 
 
 def run(design: str, args) -> dict:
-    sys.path.insert(0, str(REPO / "experiments"))
-    import design_search
     from crema.model.crema import CREMA
     from crema.train.rng import seed_everything
     from crema.train.stream import open_pretrain_data
     from crema.train.schedule import lr_at, make_adamw, scaled_lr, set_lr
 
-    cfg = design_search.run_config("crema_base" if design == "same" else "crema_disjoint", 0, args.corpora,
+    cfg = run_config("crema_base" if design == "same" else "crema_disjoint", 0, args.corpora,
                                    args.out / design, "cpu", args.steps)
     t = cfg.train
     data = open_pretrain_data(t.corpora, cfg.model.window, t.seed, cfg.objective.view_crop)

@@ -1,7 +1,7 @@
 """Does a pretrained model rebuild masked QRS complexes? A number behind the reconstruction figure.
 
-Issue 8 asks for a figure in which masked QRS complexes are visibly reconstructed. Looking at
-figures does not compare models, so this script measures it. For validation-fold windows of a
+A reconstruction figure shows whether masked QRS complexes are redrawn, but looking at figures
+does not compare models, so this script measures it. For validation-fold windows of a
 prepared PTB-XL corpus it masks each window with the model's own masking (fixed seeds, the same
 masks for every model of one window length), reconstructs, and splits the masked patches into
 those that hold a QRS complex and the rest. Per patch it reports the Pearson correlation between
@@ -26,8 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.signal import find_peaks
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def qrs_patch_mask(signal: np.ndarray, present: np.ndarray, patch: int, fs: float) -> np.ndarray:
@@ -89,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=300)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO / "src"))
     from crema.data.corpus import Corpus
 
     torch.set_num_threads(1)

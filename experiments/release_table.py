@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab import FRACTIONS, final_table, markdown_table, paired_bootstrap, read_jsonl, test_labels
+
 
 def mean_auroc(scores: dict, prefix: str) -> float:
     """Mean AUROC of the entries whose key starts with ``prefix`` (label subsets, LOSO sources)."""
@@ -38,9 +40,6 @@ def probe_rows(records: list[dict], kind: str) -> dict[str, dict[int, dict[str, 
 
 def paired_rows(records: list[dict], corpora: Path, a: str, b: str) -> list[list[str]]:
     """``a`` minus ``b`` per label fraction: difference [95% CI] of seed-averaged test scores."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from design_report import FRACTIONS, final_table, paired_bootstrap, test_labels
-
     seeds = {r["seed"] for r in records if r["variant"] == a} & {r["seed"] for r in records if r["variant"] == b}
     table = final_table([r for r in records if r["seed"] in seeds], "pooled")
     y, _ = test_labels(corpora)
@@ -51,17 +50,12 @@ def paired_rows(records: list[dict], corpora: Path, a: str, b: str) -> list[list
     return rows
 
 
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="holds checkpoints.jsonl and qrs_reconstruction*.json")
     parser.add_argument("--corpora", type=Path, help="prepared corpora: adds paired differences against MAE")
     args = parser.parse_args(argv)
-    records = [json.loads(x) for x in (args.folder / "checkpoints.jsonl").read_text().splitlines() if x.strip()]
+    records = read_jsonl(args.folder / "checkpoints.jsonl")
     columns = ["val 100%", "val 10%", "test 1%", "test 10%", "test 100%", "CinC LOSO"]
     for kind in ("pooled", "leads"):
         rows = []
@@ -69,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             for seed, cells in sorted(seeds.items()):
                 rows.append([variant, str(seed)] + [f"{cells[c]:.3f}" for c in columns])
         print(f"\nProbe, {kind} features (validation fold 9 chooses; test fold 10 and LOSO report)\n")
-        print(markdown(["variant", "seed"] + columns, rows))
+        print(markdown_table(["variant", "seed"] + columns, rows))
     if args.corpora:
         print("\nPaired differences against plain MAE, test fold 10, pooled features\n")
-        print(markdown(["difference", "labels", "AUROC difference [95% CI]", "seeds"],
+        print(markdown_table(["difference", "labels", "AUROC difference [95% CI]", "seeds"],
                        paired_rows(records, args.corpora, "crema_disjoint_l001_8000", "mae_8000")))
     rows = []
     for path in sorted(args.folder.glob("qrs_reconstruction*.json")):
@@ -81,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{r['qrs']['amplitude_ratio_median']:.2f}", f"{r['other']['corr_median']:.3f}",
                          str(r["qrs"]["patches"])])
     print("\nMasked-patch reconstruction, validation fold 9 (300 windows, the same masks for every model)\n")
-    print(markdown(["model", "QRS corr (median)", "QRS patches corr > 0.5", "QRS amplitude ratio",
+    print(markdown_table(["model", "QRS corr (median)", "QRS patches corr > 0.5", "QRS amplitude ratio",
                     "other patches corr", "QRS patches"], rows))
     return 0
 

@@ -1,14 +1,21 @@
-"""Copy a finished pretraining run into the package as a shipped model (``src/crema/weights``).
+"""Package a finished pretraining run as a shipped model, in a release folder outside the source tree.
 
-Writes ``src/crema/weights/NAME/{config.json, model.safetensors, MODEL_CARD.md}`` and the entry of
-``models.json`` (SHA-256 of the weights, one-line summary). The card is rendered from
-``--card-template`` (Markdown with ``{placeholders}`` filled from the run's config and log) and
-``--table`` (the measured table, Markdown, made by ``crema report`` of the card suite).
+Writes ``OUT/NAME/{config.json, model.safetensors, MODEL_CARD.md}`` and ``OUT/models.json`` (the
+installed package's registry with this model's entry added or replaced: SHA-256 of the weights and
+a one-line summary). The card is rendered from ``--card-template`` (Markdown with
+``{placeholders}`` filled from the run's config and log) and ``--table`` (the measured tables,
+Markdown, from ``experiments/card_table.py``). Nothing under ``src/`` is written: a release copies
+the folder into the package by hand, so that the change is one reviewable commit.
 
 Usage::
 
     python experiments/ship_model.py runs/pretrain/crema-mini-ecg12 --name crema-mini-ecg12 \\
-        --card-template docs/MODEL_CARD.template.md --table results/card/card_table.md
+        --summary "CREMA mini (...)" --card-template docs/MODEL_CARD.template.md \\
+        --table results/card/card_table.md --out runs/release
+    # the release step: copy into the package, check, commit
+    cp -r runs/release/crema-mini-ecg12 src/crema/weights/
+    cp runs/release/models.json src/crema/weights/models.json
+    crema models
 """
 from __future__ import annotations
 
@@ -19,11 +26,13 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "src" / "crema" / "weights"
+from crema.weights import shipped_models
+
+from lab import read_jsonl
 
 
 def count_params(weights: Path) -> dict[str, int]:
+    """Parameters per top-level part of the network (``encoder``, ``decoder``, ``projector``, ...)."""
     from safetensors.torch import load_file
 
     state = load_file(str(weights))
@@ -34,37 +43,43 @@ def count_params(weights: Path) -> dict[str, int]:
     return parts
 
 
+def card_fields(name: str, config: dict, log: list[dict], weights: Path, digest: str, table: str) -> dict:
+    """The values the card template's ``{placeholders}`` name."""
+    params = count_params(weights)
+    return {
+        "name": name, "sha256": digest, "step": config["step"], "steps": config["train"]["steps"],
+        "batch_size": config["train"]["batch_size"], "seed": config["train"]["seed"],
+        "wall_min": f"{log[-1]['elapsed_s'] / 60:.0f}", "loss_rec": f"{log[-1]['loss_rec']:.3f}",
+        "acc": f"{log[-1]['acc']:.2f}", "encoder_params": f"{params.get('encoder', 0):,}",
+        "all_params": f"{sum(params.values()):,}", "size_kb": f"{weights.stat().st_size / 1024:.0f}",
+        "table": table, "model_json": json.dumps(config["model"]), "objective_json": json.dumps(config["objective"]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path)
-    p.add_argument("--name", required=True)
+    p.add_argument("run", type=Path, help="a finished pretraining run folder")
+    p.add_argument("--name", required=True, help="the model's name (what crema.load takes)")
     p.add_argument("--summary", required=True, help="one line for `crema models`")
     p.add_argument("--card-template", type=Path, required=True)
-    p.add_argument("--table", type=Path, help="measured table (Markdown) to put in the card")
+    p.add_argument("--table", type=Path, help="measured tables (Markdown) to put in the card")
+    p.add_argument("--out", type=Path, required=True, help="release folder (outside src/), e.g. runs/release")
     args = p.parse_args(argv)
 
     config = json.loads((args.run / "config.json").read_text())
-    log = [json.loads(x) for x in (args.run / "log.jsonl").read_text().splitlines() if x.strip()]
-    dst = WEIGHTS / args.name
+    log = read_jsonl(args.run / "log.jsonl")
+    dst = args.out / args.name
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run / "model.safetensors", dst / "model.safetensors")  # follows checkpoint links
     (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     digest = hashlib.sha256((dst / "model.safetensors").read_bytes()).hexdigest()
-    params = count_params(dst / "model.safetensors")
-    fields = {
-        "name": args.name, "sha256": digest, "step": config["step"], "steps": config["train"]["steps"],
-        "batch_size": config["train"]["batch_size"], "seed": config["train"]["seed"],
-        "wall_min": f"{log[-1]['elapsed_s'] / 60:.0f}", "loss_rec": f"{log[-1]['loss_rec']:.3f}",
-        "acc": f"{log[-1]['acc']:.2f}", "encoder_params": f"{params.get('encoder', 0):,}",
-        "all_params": f"{sum(params.values()):,}", "size_kb": f"{(dst / 'model.safetensors').stat().st_size / 1024:.0f}",
-        "table": args.table.read_text() if args.table else "(not yet measured)",
-        "model_json": json.dumps(config["model"]), "objective_json": json.dumps(config["objective"]),
-    }
+    table = args.table.read_text() if args.table else "(not yet measured)"
+    fields = card_fields(args.name, config, log, dst / "model.safetensors", digest, table)
     (dst / "MODEL_CARD.md").write_text(args.card_template.read_text().format(**fields))
-    registry = json.loads((WEIGHTS / "models.json").read_text()) if (WEIGHTS / "models.json").exists() else {}
-    registry[args.name] = {"sha256": digest, "summary": args.summary}
-    (WEIGHTS / "models.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
-    print(f"shipped {args.name}: step {config['step']}, {fields['size_kb']} KB, sha256 {digest[:16]}...")
+    registry = {**shipped_models(), args.name: {"sha256": digest, "summary": args.summary}}
+    (args.out / "models.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    print(f"packaged {args.name} in {dst}: step {config['step']}, {fields['size_kb']} KB, sha256 {digest[:16]}...; "
+          f"copy {dst} and {args.out / 'models.json'} into src/crema/weights/ to ship it")
     return 0
 
 

@@ -20,6 +20,9 @@ from crema.eval.suite.runner import identity
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_FILES = sorted((REPO / "configs").glob("suite-*.json")) + [REPO / "configs" / "ablation-lambda-tau.json"]
+# What earlier runs saved, kept as a small fixture (the runs' raw results are not in the tree): per run,
+# the suite inside its results.json, its suite.json file and the ids of the steps it ran, in order.
+COMMITTED = json.loads((Path(__file__).parent / "data" / "committed_suites.json").read_text())
 
 
 @pytest.mark.parametrize("path", SUITE_FILES, ids=lambda p: p.name)
@@ -44,20 +47,20 @@ def test_short_forms_mean_what_they_meant():
     assert cfg.tasks[0].fractions == (0.01, 0.1, 1.0) and cfg.leave_source_out is None
 
 
-def test_committed_runs_keep_their_meaning_and_step_ids():
+@pytest.mark.parametrize("run", sorted(COMMITTED))
+def test_committed_runs_keep_their_meaning_and_step_ids(run):
     """The untyped configs saved by earlier runs read as the same suite and plan the same steps."""
-    patterns = ("*/results.json", "*/results.json.gz")
-    committed = sorted(p for pattern in patterns for p in (REPO / "results").glob(pattern))
-    assert "shared-default" in {p.parent.name for p in committed}
-    for results in committed:
-        data = load_results(results)
-        cfg = suite_from_dict(data["suite"])
-        ids = [s["step"] for s in data["steps"]]
-        sources = sorted({i.split("holdout-")[1].split("/")[0] for i in ids if "holdout-" in i})
-        assert [s.id for s in plan_steps(cfg, sources)] == ids, results
-    for run, config in (("card", "suite-card.json"), ("shared-default", "suite-shared.json")):
-        saved = suite_from_dict(json.loads((REPO / "results" / run / "suite.json").read_text()))
-        assert identity(saved) == identity(load_suite_config(REPO / "configs" / config)), run
+    saved = COMMITTED[run]
+    ids = saved["step_ids"]
+    sources = sorted({i.split("holdout-")[1].split("/")[0] for i in ids if "holdout-" in i})
+    for raw in (saved["results_suite"], saved["suite_json"]):
+        assert [s.id for s in plan_steps(suite_from_dict(raw), sources)] == ids
+
+
+@pytest.mark.parametrize("run, config", [("card", "suite-card.json"), ("shared-default", "suite-shared.json")])
+def test_committed_configs_are_the_runs_that_made_the_results(run, config):
+    saved = suite_from_dict(COMMITTED[run]["suite_json"])
+    assert identity(saved) == identity(load_suite_config(REPO / "configs" / config))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -191,7 +194,7 @@ def test_a_run_folder_from_before_the_typed_config_resumes(tmp_path):
     (out / "steps").mkdir(parents=True)
     (out / "steps" / "pretrain").mkdir()
     (out / "steps" / "pretrain" / "crema.json").write_text("{}")
-    old_form = (REPO / "results" / "shared" / "suite.json").read_text()
+    old_form = json.dumps(COMMITTED["shared"]["suite_json"], indent=2)
     assert "pretrain_seeds" not in old_form  # written before the typed config
     (out / "suite.json").write_text(old_form)
     cfg = suite_from_dict(json.loads(old_form))
