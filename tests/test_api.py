@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -253,3 +254,51 @@ def test_standard_lead_order_is_the_default_for_arrays(pre, ptbxl_hea):
     rec = read_record(ptbxl_hea)
     assert [name.upper() for name in rec.leads] == [name.upper() for name in STANDARD_LEADS]
     assert np.array_equal(pre.embed(rec.signal, fs=rec.fs), pre.embed(ptbxl_hea))
+
+
+def test_by_record_gives_one_row_per_record_of_every_input_kind(pre, ptbxl_headers, tiny_ptbxl_corpus, tmp_path):
+    """Every documented input -> one row per record, in input order: arrays (N, 12, T) and
+    (N, T, 12), lists of arrays (of different lengths), of Recordings (repeated or empty ids), of
+    paths (one given twice), a stack file and a corpus spec."""
+    headers = ptbxl_headers[:3]
+    records = [read_record(h) for h in headers]
+    fs = records[0].fs
+    alone = np.concatenate([pre.embed_records(r).by_record().embeddings for r in records])
+    assert alone.shape == (3, 32) and not np.allclose(alone[0], alone[1], atol=1e-3)
+    signals = np.stack([r.signal for r in records])
+
+    def by_record(inputs, **kwargs):
+        return pre.embed_records(inputs, **kwargs).by_record()
+
+    cases = {"stack array": (signals, {"fs": fs}), "leads last": (signals.transpose(0, 2, 1), {"fs": fs}),
+             "list of arrays": (list(signals), {"fs": fs}), "recordings": (records, {}),
+             "paths": ([str(h) for h in headers], {}), "stack file": (tmp_path / "stack.npy", {"fs": fs})}
+    np.save(tmp_path / "stack.npy", signals)
+    for name, (inputs, kwargs) in cases.items():
+        result = by_record(inputs, **kwargs)
+        assert len(result.embeddings) == 3 and np.allclose(result.embeddings, alone, atol=1e-5), name
+        assert result.index["n_windows"].tolist() == [1, 1, 1], name
+    same = by_record([replace(r, record_id="same") for r in records])
+    assert same.index["record_id"].tolist() == ["same"] * 3 and np.allclose(same.embeddings, alone, atol=1e-5)
+    assert same.index["source"].tolist() == ["<recording>[0]", "<recording>[1]", "<recording>[2]"]
+    empty = by_record([replace(r, record_id="") for r in records])
+    assert empty.index["record_id"].tolist() == ["recording0", "recording1", "recording2"]
+    arrays = by_record(list(signals), fs=fs)
+    assert arrays.index["record_id"].tolist() == ["array0", "array1", "array2"]
+    twice = by_record([headers[0], headers[1], headers[0]])
+    assert np.allclose(twice.embeddings, alone[[0, 1, 0]], atol=1e-5)
+
+    # different lengths: 6 s, 10 s and 20 s (two windows), mixed with a Recording
+    n = signals.shape[-1]
+    mixed = [signals[0][:, :int(0.6 * n)], signals[1], np.concatenate([signals[2], signals[0]], axis=1), records[1]]
+    result = by_record(mixed, fs=fs)
+    assert result.index["n_windows"].tolist() == [1, 1, 2, 1]
+    expected = np.concatenate([by_record(m, fs=fs).embeddings for m in mixed])
+    assert np.allclose(result.embeddings, expected, atol=1e-5)
+    assert np.allclose(result.embeddings[3], alone[1], atol=1e-5)
+
+    # a corpus spec: one row per (source, record_id) of the split, in index order
+    val = tiny_ptbxl_corpus.index[tiny_ptbxl_corpus.index["split"] == "val"]
+    corpus_rows = by_record(f"{tiny_ptbxl_corpus.path}:val")
+    assert corpus_rows.index["record_id"].astype(str).tolist() == val["record_id"].astype(str).unique().tolist()
+    assert len(corpus_rows.embeddings) == val.groupby(["source", "record_id"]).ngroups > 1

@@ -2,6 +2,8 @@
 sample shipped in the package) with the tiny checkpoint the test suite pretrains."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -16,7 +18,9 @@ from crema.data import ptbxl
 from crema.data.readers import read_record
 from crema.errors import CremaError
 from crema.paths import sample_root
+from crema import sklearn as crema_sklearn
 from crema.sklearn import CremaEmbedder
+from crema.use.api import CremaModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,7 +63,7 @@ def test_params_clone_and_sklearn_checks(tiny_pretrain_checkpoint, norm_task):
     _, signals, _ = norm_task
     embedder = CremaEmbedder(tiny_pretrain_checkpoint, fs=100, batch_size=8)
     assert embedder.get_params() == {"model": tiny_pretrain_checkpoint, "fs": 100, "leads": None,
-                                     "batch_size": 8, "device": "cpu"}
+                                     "batch_size": 8, "device": "cpu", "cache": False}
     assert embedder.set_params(fs=500, batch_size=4) is embedder and embedder.fs == 500
     embedder.set_params(fs=100)
     twin = clone(embedder)
@@ -95,3 +99,77 @@ def test_bad_inputs_are_named(tiny_pretrain_checkpoint, norm_task, tmp_path):
         embedder.transform(bad)
     with pytest.raises(CremaError, match="takes a checkpoint folder or a model"):
         CremaEmbedder(42).fit()
+
+
+def test_every_kind_of_record_list_gives_one_row_per_record(tiny_pretrain_checkpoint, norm_task, tmp_path):
+    """A stack, a list of arrays (of different lengths), of Recordings (with repeated or empty
+    ids), of paths (one given twice): one row per record, in input order, each the embedding
+    of that record on its own."""
+    paths, signals, _ = norm_task
+    embedder = CremaEmbedder(tiny_pretrain_checkpoint, fs=100).fit()
+    reference = embedder.transform(signals[:4])                         # (4, 1000, 12) leads last
+    assert reference.shape == (4, embedder.n_features_out_)
+    assert len(np.unique(reference.round(5), axis=0)) == 4              # four different records
+    records = [read_record(p) for p in paths[:4]]
+    arrays = [r.signal for r in records]                                # (12, 1000) each
+
+    def same(rows, expected):
+        assert rows.shape == expected.shape and np.allclose(rows, expected, atol=1e-5)
+
+    same(embedder.transform(np.stack(arrays)), reference)                # (N, 12, T)
+    same(embedder.transform(arrays), reference)
+    same(embedder.transform(records), reference)
+    same(embedder.transform([replace(r, record_id="same") for r in records]), reference)
+    same(embedder.transform([replace(r, record_id="") for r in records]), reference)
+    same(embedder.transform(paths[:4]), reference)
+    same(embedder.transform([paths[0], paths[1], paths[0]]), reference[[0, 1, 0]])
+    np.save(tmp_path / "stack.npy", np.stack(arrays))
+    same(embedder.transform(str(tmp_path / "stack.npy")), reference)     # a stack file: its rows
+
+    # records of different lengths: 6 s, 10 s and 20 s (two windows) each give their own row
+    mixed = [arrays[0][:, :600], arrays[1], np.concatenate([arrays[2], arrays[3]], axis=1)]
+    alone = np.concatenate([embedder.transform([a]) for a in mixed])
+    same(embedder.transform(mixed), alone)
+    assert not np.allclose(alone[0], reference[0], atol=1e-3)          # the 6 s record is not the 10 s one
+
+
+def test_cache_embeds_each_record_once_in_cross_validation(tiny_pretrain_checkpoint, norm_task, tmp_path,
+                                                           monkeypatch):
+    paths, signals, y = norm_task
+    windows = []
+    encode = CremaModel.encode_windows
+
+    def counting(self, signals, *args, **kwargs):
+        windows.append(len(signals))
+        return encode(self, signals, *args, **kwargs)
+
+    monkeypatch.setattr(CremaModel, "encode_windows", counting)
+    crema_sklearn.clear_cache()
+    x, y = signals[:40], y[:40]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+
+    def cv_scores(embedder):
+        windows.clear()
+        pipe = make_pipeline(embedder, StandardScaler(), LogisticRegression(max_iter=2000))
+        return cross_val_score(pipe, x, y, cv=cv, scoring="roc_auc"), sum(windows)
+
+    plain, plain_windows = cv_scores(CremaEmbedder(tiny_pretrain_checkpoint, fs=100))
+    cached, cached_windows = cv_scores(CremaEmbedder(tiny_pretrain_checkpoint, fs=100, cache=True))
+    assert plain_windows == 5 * 40 and cached_windows == 40           # every record embedded once
+    assert np.allclose(plain, cached, atol=1e-6)
+    again, again_windows = cv_scores(CremaEmbedder(tiny_pretrain_checkpoint, fs=100, cache=True))
+    assert again_windows == 0 and np.allclose(again, cached)
+
+    # a folder keeps them across processes: with this process's cache emptied nothing is embedded
+    folder = tmp_path / "embeddings"
+    first = CremaEmbedder(tiny_pretrain_checkpoint, fs=100, cache=folder).transform(x[:6])
+    assert len(list(folder.glob("*.npy"))) == 6
+    crema_sklearn.clear_cache()
+    windows.clear()
+    assert np.array_equal(CremaEmbedder(tiny_pretrain_checkpoint, fs=100, cache=folder).transform(x[:6]), first)
+    assert sum(windows) == 0
+    # another record content (one sample changed) or another model is another key
+    changed = x[:1].copy()
+    changed[0, 500, 3] += 0.5
+    CremaEmbedder(tiny_pretrain_checkpoint, fs=100, cache=folder).transform(changed)
+    assert sum(windows) == 1

@@ -104,11 +104,13 @@ class PredictResult:
     """Classifier output.
 
     Attributes:
-        window_probs: float32 ``(n_windows, K)`` sigmoid probabilities.
+        window_probs: float32 ``(n_windows, K)`` sigmoid probabilities (a regression head:
+            ``(n_windows, 1)`` predicted values).
         index: one row per window (:data:`INDEX_COLUMNS`).
         records: one row per record: ``record_id, source, n_windows``, one probability column
             per class (mean over the record's windows) and ``labels`` (``|``-joined classes at or
-            above their threshold).
+            above their threshold); a regression head: one column, named after the target, holding
+            the mean predicted value, and no ``labels``.
         errors: records that failed (``on_error="skip"``).
     """
 
@@ -166,6 +168,11 @@ class CremaModel:
         self.preprocess = from_dict(PreprocessConfig, config.get("preprocess", {}))
         self.model_config = from_dict(ModelConfig, config["model"]) if self.arch == "sit" else None
         self.classes: list[str] | None = list(config["classes"]) if self.kind == "classifier" else None
+        # multilabel | multiclass | regression; a regression head's output is scaled back to the
+        # target with the training values' mean and standard deviation
+        self.task_type: str | None = config.get("task_type", "multilabel") if self.kind == "classifier" else None
+        self.target_scale = ((float(config["target_std"]), float(config["target_mean"]))
+                             if self.task_type == "regression" else None)
         self.thresholds = self._thresholds(config)
         self.device = device
         self.precision = precision_.resolve(precision, device)
@@ -217,7 +224,7 @@ class CremaModel:
         return self.model_config.dim
 
     def _thresholds(self, config: dict[str, Any]) -> np.ndarray | None:
-        if self.kind != "classifier":
+        if self.kind != "classifier" or self.task_type == "regression":
             return None
         raw = config.get("thresholds")
         if isinstance(raw, dict):
@@ -308,9 +315,17 @@ class CremaModel:
         return out.reshape(len(signals), self.dim).astype(np.float32)
 
     def classify_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-        """Sigmoid probabilities of preprocessed windows: ``(n, 12, T)`` -> ``(n, K)`` float32."""
+        """Sigmoid probabilities of preprocessed windows: ``(n, 12, T)`` -> ``(n, K)`` float32 (one
+        column per class; a multi-class head too, one-vs-rest). A regression head gives the
+        predicted values ``(n, 1)``: its output times the target's std plus its mean."""
         self.require_classifier("predict")
-        out = self.run(lambda x, m: torch.sigmoid(self.network(x, lead_mask=m)), signals, lead_mask, batch_size)
+        if self.target_scale is not None:
+            std, mean = self.target_scale
+            # scaled in fp32: under bf16 autocast a value such as an age would keep only ~3 digits
+            out = self.run(lambda x, m: self.network(x, lead_mask=m).float() * std + mean, signals, lead_mask,
+                           batch_size)
+        else:
+            out = self.run(lambda x, m: torch.sigmoid(self.network(x, lead_mask=m)), signals, lead_mask, batch_size)
         return out.reshape(len(signals), len(self.classes)).astype(np.float32)
 
     def require_classifier(self, what: str) -> None:
@@ -382,7 +397,8 @@ class CremaModel:
                 batch_size: int = DEFAULT_BATCH, *, dataset: str | None = None,
                 ids: str | os.PathLike | None = None) -> pd.DataFrame:
         """Probabilities per record: a DataFrame indexed by ``record_id`` with one column per class
-        (the classifier's class names), averaged over the record's windows."""
+        (the classifier's class names), averaged over the record's windows; a regression head gives
+        one column, named after its target, of predicted values."""
         records = self.predict_records(inputs, fs, leads, batch_size, dataset=dataset, ids=ids).records
         return records.set_index("record_id")[list(self.classes)]
 
@@ -400,7 +416,10 @@ class CremaModel:
         return self.with_labels(table)
 
     def with_labels(self, table: pd.DataFrame) -> pd.DataFrame:
-        """``table`` with a ``labels`` column: the classes at or above their thresholds, ``|``-joined."""
+        """``table`` with a ``labels`` column: the classes at or above their thresholds, ``|``-joined
+        (a regression head's table is returned as it is: a value has no label)."""
+        if self.thresholds is None:
+            return table
         positive = table[list(self.classes)].to_numpy() >= self.thresholds[None, :]
         table["labels"] = ["|".join(c for c, on in zip(self.classes, row) if on) for row in positive]
         return table
@@ -455,12 +474,16 @@ def _split(results: Iterable[Prepared | Failure]) -> tuple[list[Prepared], list[
 
 def mean_by_record(values: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """Average the rows of each record: ``values (n_windows, ...)`` with their window ``index``
-    (:data:`INDEX_COLUMNS`; a record's windows are consecutive rows of one ``source``) ->
-    ``(n_records, ...)`` float32 and a record index (:data:`RECORD_COLUMNS`)."""
+    (:data:`INDEX_COLUMNS`; a record's windows are consecutive rows of one ``source`` numbered
+    0, 1, ...) -> ``(n_records, ...)`` float32 and a record index (:data:`RECORD_COLUMNS`)."""
     if not len(index):
         return values[:0].astype(np.float32), pd.DataFrame(columns=list(RECORD_COLUMNS))
     source = index["source"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+    new_record = source[1:] != source[:-1]
+    if "window" in index.columns:  # the same file given twice is two records: its windows restart at 0
+        window = index["window"].to_numpy()
+        new_record |= window[1:] != window[:-1] + 1
+    starts = np.flatnonzero(np.r_[True, new_record])
     counts = np.diff(np.r_[starts, len(source)])
     # float64 sums so that a one-window record keeps its window's values bit for bit
     sums = np.add.reduceat(np.asarray(values, dtype=np.float64), starts, axis=0)

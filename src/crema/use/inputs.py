@@ -22,7 +22,7 @@ or corpus larger than memory is never loaded whole.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -51,7 +51,8 @@ class InputItem:
 
     Attributes:
         source: the file path, ``file[row]`` for a row of a stack, ``corpus[source/record_id]`` for
-            a record of a corpus, or ``<array>[i]`` / ``<recording>`` for in-memory inputs.
+            a record of a corpus, or ``<array>[i]`` / ``<recording>[i]`` for the ``i``-th
+            in-memory record of a list (``<array>`` / ``<recording>`` for a lone one).
         record_id: the record's name (file stem, stack or corpus id, ``Recording.record_id``,
             ``array<i>``).
         loader: reads the record: a :class:`Recording`, or, when ``preprocess`` is set, the
@@ -86,13 +87,55 @@ def collect_inputs(inputs: Any, fs: float | None = None, leads: Sequence[str] | 
             ``fs``, a path that does not exist, an unreadable stack, a corpus whose windows were
             made with another preprocessing.
     """
+    return [item for group in collect_each(inputs, fs, leads, dataset=dataset, ids=ids, preprocess=preprocess)
+            for item in group]
+
+
+def collect_each(inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
+                 dataset: str | None = None, ids: str | os.PathLike | None = None,
+                 preprocess: PreprocessConfig | None = None) -> list[list[InputItem]]:
+    """The records of each element of a list of inputs (one group per element; a single input is
+    a list of one): what :func:`collect_inputs` flattens, for callers that need every element to
+    be one record (:class:`crema.sklearn.CremaEmbedder`).
+
+    In-memory records are named by their position among all the records: ``<array>[i]`` and
+    ``array<i>``, ``<recording>[i]`` (a Recording without a ``record_id`` gets ``recording<i>``),
+    so that records given as a list stay apart in per-record results even when their ids repeat.
+    """
     if fs is not None:
         check_fs(fs)
     options = dict(dataset=dataset, ids=ids, preprocess=preprocess)
-    if isinstance(inputs, (list, tuple)) and not _is_numeric_sequence(inputs):
-        return [item for part in inputs for item in collect_inputs(part, fs, leads, **options)]
+    if not _is_input_list(inputs):
+        return [_collect(inputs, fs, leads, options, None)]
+    return _collect_list(inputs, fs, leads, options, 0)
+
+
+def _is_input_list(inputs: Any) -> bool:
+    """A list or tuple of inputs, not an array written as nested lists of numbers."""
+    return isinstance(inputs, (list, tuple)) and not _is_numeric_sequence(inputs)
+
+
+def _collect_list(inputs: Sequence, fs: float | None, leads: Sequence[str] | None, options: dict,
+                  first: int) -> list[list[InputItem]]:
+    """One group of records per element of ``inputs`` (a nested list is one group); in-memory
+    records are numbered from ``first`` on."""
+    groups: list[list[InputItem]] = []
+    for part in inputs:
+        if _is_input_list(part):
+            groups.append([item for group in _collect_list(part, fs, leads, options, first) for item in group])
+        else:
+            groups.append(_collect(part, fs, leads, options, first))
+        first += len(groups[-1])
+    return groups
+
+
+def _collect(inputs: Any, fs: float | None, leads: Sequence[str] | None, options: dict,
+             first: int | None) -> list[InputItem]:
+    """The records of one input (not a list of inputs); in-memory records are numbered from
+    ``first`` (``None``: a lone input, named without a number)."""
+    dataset, ids, preprocess = options["dataset"], options["ids"], options["preprocess"]
     if isinstance(inputs, Recording):
-        return [InputItem("<recording>", inputs.record_id, lambda rec=inputs: rec)]
+        return [_recording_item(inputs, first)]
     if isinstance(inputs, (str, os.PathLike)):
         corpus_dir, splits = parse_corpus_spec(inputs)
         if is_corpus(corpus_dir):
@@ -106,7 +149,7 @@ def collect_inputs(inputs: Any, fs: float | None = None, leads: Sequence[str] | 
         return items
     array = _as_array(inputs)
     if array is not None:
-        return _array_items(array, fs, leads)
+        return _array_items(array, fs, leads, first)
     raise CremaError(f"cannot use input of type {type(inputs).__name__}: pass a numpy array "
                      "(12, T) or (B, 12, T), a Recording, a file, folder or glob, or a list of them")
 
@@ -185,8 +228,18 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | None) -> list[InputItem]:
-    """Items for a ``(C, T)`` / ``(T, C)`` or ``(B, C, T)`` / ``(B, T, C)`` array."""
+def _recording_item(rec: Recording, position: int | None) -> InputItem:
+    """An item for an in-memory Recording, the ``position``-th record of a list (None: alone)."""
+    source = "<recording>" if position is None else f"<recording>[{position}]"
+    if not rec.record_id:  # an empty id would name nothing in the index and in messages
+        rec = replace(rec, record_id=f"recording{position or 0}")
+    return InputItem(source, rec.record_id, lambda: rec)
+
+
+def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | None,
+                 first: int | None = None) -> list[InputItem]:
+    """Items for a ``(C, T)`` / ``(T, C)`` or ``(B, C, T)`` / ``(B, T, C)`` array whose records are
+    numbered from ``first`` (``None``: a lone input; a lone ``(C, T)`` array is just ``array``)."""
     if fs is None:
         raise CremaError("a raw array needs its sampling rate: pass fs=<Hz> (CLI: --fs)")
     leads = tuple(leads) if leads is not None else STANDARD_LEADS
@@ -204,12 +257,13 @@ def _array_items(array: np.ndarray, fs: float | None, leads: Sequence[str] | Non
     fs = check_fs(fs)
     items = []
     for i, signal in enumerate(batch):
-        record_id = "array" if array.ndim == 2 else f"array{i}"
-        source = "<array>" if array.ndim == 2 else f"<array>[{i}]"
+        number = None if first is None and array.ndim == 2 else (first or 0) + i
+        record_id = "array" if number is None else f"array{number}"
+        source = "<array>" if number is None else f"<array>[{number}]"
         items.append(InputItem(source, record_id, lambda s=signal, r=record_id: Recording(
             signal=np.asarray(s, dtype=np.float32), fs=fs, leads=leads, record_id=r)))
     return items
 
 
-__all__ = ["InputItem", "collect_inputs", "path_item", "stack_items", "corpus_items", "check_same_windows",
-           "check_fs"]
+__all__ = ["InputItem", "collect_inputs", "collect_each", "path_item", "stack_items", "corpus_items",
+           "check_same_windows", "check_fs"]
