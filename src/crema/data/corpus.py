@@ -266,7 +266,8 @@ def _task_lines(corpus: Corpus, task: str) -> list[str]:
                  f"              {spread}"]
     else:
         counts = ", ".join(f"{c} {int(n)}" for c, n in zip(classes, y.sum(axis=0)))
-        lines = [f"task        {task}: {len(classes)} classes, {int(has.sum())} labelled windows ({kind})",
+        noun = "class" if len(classes) == 1 else "classes"
+        lines = [f"task        {task}: {len(classes)} {noun}, {int(has.sum())} labelled windows ({kind})",
                  f"              {counts}"]
     info = corpus.task_info.get(task)
     if info:

@@ -647,6 +647,7 @@ def label_corpus(corpus_dir: str | Path, requests: Sequence[LabelsRequest], seed
     split = Split(records["fold"].to_numpy(dtype=np.int64), records["split"].to_numpy(dtype=object),
                   split_method_of(report), report.get("split_owner"))
     cells_of_record, summaries = {}, {}
+    skipped_ids = _skipped_aliases(report)
     patients = records["patient_id"].astype(str).to_numpy(dtype=object)
     for request in requests:
         labels, task = request.labels, request.parsed
@@ -667,20 +668,37 @@ def label_corpus(corpus_dir: str | Path, requests: Sequence[LabelsRequest], seed
         classes[task.name] = task.classes
         tasks[task.name] = {"type": task.type, "labels_file": labels.path.name, "key": labels.key,
                             "columns": task.columns, "split": split.method}
-        summaries[task.name] = _summary(labels, task, match, split, notes, cells)
+        summaries[task.name] = _summary(labels, task, match, split, notes, cells, skipped_ids)
     _write(corpus_dir, index, records, cells_of_record, patients, split, classes, tasks, report, summaries)
     return summaries
 
 
+def _skipped_aliases(report: dict) -> set[str]:
+    """The names a labels file may give the records prepare skipped (stem, file name, path
+    relative to the source), so that rows naming them are told apart from rows naming nothing."""
+    source = Path(report.get("source", ""))
+    names = set()
+    for item in report.get("skipped", []):
+        path = Path(str(item.get("record", "")).split("[")[0])
+        try:
+            relative = path.relative_to(source).as_posix()
+        except ValueError:
+            relative = path.name
+        names |= _record_aliases(path.stem, "", relative)
+    return names
+
+
 def _summary(labels: LabelsFile, task: Task, match: Match, split: Split, notes: list[str],
-             cells: np.ndarray) -> dict:
+             cells: np.ndarray, skipped: set[str]) -> dict:
     labelled = cells != ""
+    of_skipped = [k for k in match.rows_without_record if _key_aliases(k) & skipped]
+    nowhere = [k for k in match.rows_without_record if not _key_aliases(k) & skipped]
     return dict(
         file=labels.path.name, key=labels.key, type=task.type, how=task.how, classes=task.classes,
         rows=len(labels), matched_records=match.matched, labelled_records=int(labelled.sum()),
         records_without_row=len(match.records_without_row),
         records_without_row_examples=match.records_without_row[:EXAMPLES],
-        rows_without_record=match.rows_without_record, partial_rows=task.partial_rows,
+        rows_of_skipped_records=of_skipped, rows_without_record=nowhere, partial_rows=task.partial_rows,
         split=split.method,
         split_records={s: int((labelled & (split.splits == s)).sum()) for s in SPLITS},
         notes=notes)
@@ -721,15 +739,23 @@ def summary_lines(summaries: dict) -> list[str]:
         counts = ", ".join(f"{k} {v}" for k, v in s["split_records"].items())
         lines.append(f"  split: {s['split']} (labelled records: {counts})")
         if s["records_without_row"]:
-            lines.append(f"  {s['records_without_row']} records have no row (unlabelled for {task}): "
-                         f"{_first(s['records_without_row_examples'])}")
+            lines.append(f"  {_count(s['records_without_row'], 'record')} without a row (unlabelled for "
+                         f"{task}): {_first(s['records_without_row_examples'])}")
+        skipped = s.get("rows_of_skipped_records", [])
+        if skipped:
+            lines.append(f"  {_count(len(skipped), 'row')} name records skipped when prepared (unreadable "
+                         f"or unusable: crema info --skipped): {_first(skipped)}")
         if s["rows_without_record"]:
-            lines.append(f"  {len(s['rows_without_record'])} rows name no record of the corpus: "
+            lines.append(f"  {_count(len(s['rows_without_record']), 'row')} name no record of the corpus: "
                          f"{_first(s['rows_without_record'])} (all listed in prepare_report.json)")
         if s["partial_rows"]:
-            lines.append(f"  {s['partial_rows']} rows leave some 0/1 columns empty: those count as 0")
+            lines.append(f"  {_count(s['partial_rows'], 'row')} leave some 0/1 columns empty: those count as 0")
         lines += [f"  note: {n}" for n in s["notes"]]
     return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _first(items: Sequence, n: int = EXAMPLES) -> str:
