@@ -88,8 +88,8 @@ def card_tables(summary: list[dict]) -> str:
         rows = [[protocol, CARD_NAMES.get(method, method),
                  *(with_interval(pick(ptbxl, protocol=protocol, method=method, fraction=f)) for f in fractions)]
                 for protocol, method in keys]
-        out += ["PTB-XL superdiagnostic, test fold 10 (66 records), macro AUROC, mean over seeds 0-2 "
-                "(label subsets; fine-tune seeds) [95% bootstrap interval over test records]:", "",
+        out += [f"PTB-XL superdiagnostic, test fold 10 ({ptbxl[0]['n_test']} scored records), macro AUROC, mean "
+                "over seeds 0-2 (label subsets; fine-tune seeds) [95% bootstrap interval over test records]:", "",
                 markdown_table(["protocol", "method", *(f"{100 * f:g}% labels" for f in fractions)], rows), ""]
     loso = [s for s in summary if s["experiment"] == "leave_source_out"]
     if loso:
