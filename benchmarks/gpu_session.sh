@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a session with a GPU (issue 12, item 5), about 9 minutes in all:
+# One command for a machine with a GPU, about 9 minutes in all:
 #
 #   bash benchmarks/gpu_session.sh
 #
@@ -13,11 +13,11 @@
 #    it starts no new workload once its budget is spent and saves its JSON after every workload).
 #
 # Each stage runs under `timeout`; the whole run stays within TOTAL_S (default 540 s). Everything
-# lands in $OUT when set (the device tool brings back what is written there, at most 8 files):
+# lands in $OUT when set (keep it to a few files: a remote runner may bring back only those):
 # session.log, gpu_bench.tar (every stage's log and the runs' log.jsonl), mfu-cuda.json and
 # mfu-gpu-table.md. Without $OUT: runs/gpu_bench. Afterwards, on any machine:
 #
-#   python benchmarks/mfu.py --render mfu-cuda.json --readme README.md   # fills the GPU table
+#   python benchmarks/mfu.py --render mfu-cuda.json --doc docs/BENCHMARKS.md   # fills the GPU table
 #
 # Dry run on a CPU (no benchmark, two steps each): DEVICE=cpu SMOKE_STEPS=2 SMOKE_ARGS="--batch-size 4
 # --window 250" bash benchmarks/gpu_session.sh

@@ -3,8 +3,8 @@ measured matrix-multiply peak, in fp32 and bf16, with and without the allocator 
 
     python benchmarks/mfu.py                              # tiny + mini, one thread, ~5-10 min
     python benchmarks/mfu.py --sizes tiny mini small      # small adds several minutes
-    python benchmarks/mfu.py --render runs/bench/mfu.json --readme README.md   # table only
-    python benchmarks/mfu.py --device cuda --sizes tiny mini small --readme README.md   # on a GPU
+    python benchmarks/mfu.py --render results/bench/mfu-cpu.json --doc docs/BENCHMARKS.md   # table only
+    python benchmarks/mfu.py --device cuda --sizes tiny mini small --doc docs/BENCHMARKS.md   # on a GPU
 
 What it does:
 
@@ -31,8 +31,8 @@ FLOPs are counted analytically (multiply-add = 2, backward = 2x forward except t
 convolution's, which needs no input gradient) and cross-checked with
 ``torch.utils.flop_counter.FlopCounterMode`` plus the CPU flash-attention ops it does not know.
 
-Prints a table and writes ``runs/bench/mfu.json``; ``--readme`` replaces the table between the
-``mfu-table`` markers of a Markdown file.
+Prints a table and writes ``runs/bench/mfu.json``; ``--doc`` replaces the table between the
+``mfu-table`` markers of a Markdown file (docs/BENCHMARKS.md; ``make bench`` passes it).
 
 On a GPU (``--device cuda``; ``benchmarks/gpu_session.sh`` runs it with the pretraining and DDP
 smoke tests) the same workloads run in one process: wall-clock time between
@@ -62,9 +62,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
-README_START, README_END = "<!-- mfu-table:start -->", "<!-- mfu-table:end -->"
+DOC_START, DOC_END = "<!-- mfu-table:start -->", "<!-- mfu-table:end -->"
 WORKLOADS = ("embed_b1", "embed", "mae_step", "crema_step")
-# Targets of issue 12 (per thread, tiny). "Today" is the baseline variant in the child without
+# The speed targets (per thread, tiny). "Today" is the baseline variant in the child without
 # the allocator settings, measured in the same run.
 TARGET_EMBED_PER_S, TARGET_LATENCY_MS, TARGET_BF16_MFU, TARGET_STEP_SPEEDUP = 60.0, 15.0, 0.20, 2.0
 
@@ -240,7 +240,7 @@ def interleaved(variants: dict[str, Callable[[], None]], repeats: int, memory: b
 
 class _Stem:
     """For the duration of a call, set every conv stem's chunk size and every encoder's
-    inference batch (0 = whole batch: the code before issue 12)."""
+    inference batch (0 = whole batch, as the baseline variant)."""
 
     def __init__(self, model: torch.nn.Module, chunk: int):
         from crema.model.sit import PatchEmbed, SiTEncoder
@@ -437,7 +437,7 @@ def run_child(args: argparse.Namespace, tuned: bool, size: str, workload: str, p
 # device and its hooks as arguments, so that the tests run them on the CPU.
 
 DEVICE_VARIANTS = ("fp32", "bf16", "bf16+compile")
-GPU_README_START, GPU_README_END = "<!-- mfu-gpu-table:start -->", "<!-- mfu-gpu-table:end -->"
+GPU_DOC_START, GPU_DOC_END = "<!-- mfu-gpu-table:start -->", "<!-- mfu-gpu-table:end -->"
 GPU_NOT_MEASURED = "GPU figures: not yet measured (run benchmarks/gpu_session.sh on a GPU machine)"
 
 
@@ -667,7 +667,7 @@ def run_device(args: argparse.Namespace, hooks: DeviceHooks, compile_fn: Callabl
 
 
 def device_markdown(result: dict) -> str:
-    """The README's GPU table: peaks, conditions, one row per size/workload/variant."""
+    """The GPU table of docs/BENCHMARKS.md: peaks, conditions, one row per size/workload/variant."""
     peaks = result["peak_gflops"]
     if not peaks or not result.get("rows"):
         return f"{GPU_NOT_MEASURED.split(':')[0]}: no complete workload in this run ({result.get('date')}).\n"
@@ -719,7 +719,7 @@ def combine(tuned: dict, plain: dict) -> list[dict]:
 
 
 def targets(rows: list[dict]) -> list[dict]:
-    """The issue's targets for ``tiny`` against the bf16 rows: measured, target, met."""
+    """The speed targets for ``tiny`` against the bf16 rows: measured, target, met."""
     def find(workload: str) -> dict | None:
         return next((r for r in rows if r["size"] == "tiny" and r["workload"] == workload
                      and r["variant"] == "bf16"), None)
@@ -752,19 +752,19 @@ NAMES = {"embed_b1": "embed b1", "embed": "embed b{batch}", "mae_step": "MAE ste
 
 
 def markdown(result: dict) -> str:
-    """The README table: peaks, one row per size/workload/variant, then the targets."""
+    """The CPU table of docs/BENCHMARKS.md: peaks, one row per size/workload/variant, then the targets."""
     peaks = result["peak_gflops"]
     lines = [f"Peak of this run (2048^3 matrix multiply, one thread): **fp32 {peaks['fp32']:.0f} GFLOP/s, "
              f"bf16 {peaks['bf16']:.0f} GFLOP/s** (bf16 native: {result['cpu_bf16']}). Window "
              f"{result['window']} samples (600 tokens for patch 50), CPU seconds per call, medians of "
              f"{result['repeats']} interleaved rounds; allocator tunables on (as the `crema` command sets them). "
-             "*vs today*: ECG/s over the `baseline` variant (the code before issue 12: fp32, whole-batch "
-             "stem, a batch in one pass) in the process without the tunables; *allocator gain*: the same variant with / without "
+             "*vs baseline*: ECG/s over the `baseline` variant (the code path before bf16 and chunking: fp32, "
+             "whole-batch stem, a batch in one pass) in the process without the tunables; *allocator gain*: the same variant with / without "
              "them; *peak RSS*: growth of the resident memory during the variant's first call, after "
              "`malloc_trim` (the call's working set, weights and inputs excluded).",
              "",
              "| size | workload | variant | ECG/s | ms/call | GFLOP/ECG (counted) | GFLOP/s | MFU fp32 | MFU bf16 "
-             "| vs today | allocator gain | faults/call (without) | peak RSS MB |",
+             "| vs baseline | allocator gain | faults/call (without) | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         name = NAMES[r["workload"]].format(batch=r["batch"])
@@ -775,7 +775,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['size']} | {name} | {r['variant']} | {r['ecg_per_s']:.2f} | {r['ms_per_call']:.1f} "
                      f"| {r['gflop_per_ecg']:.3f}{counted} | {r['gflops']:.0f} | {r['mfu_fp32']:.0%} "
                      f"| {r['mfu_bf16']:.0%} | {r['speedup_vs_today']:.2f}x | {gain} | {faults} | {memory} |")
-    lines += ["", "| target (issue 12, tiny, bf16) | measured | met |", "|---|---|---|"]
+    lines += ["", "| target (tiny, bf16) | measured | met |", "|---|---|---|"]
     for c in result["targets"]:
         value = f"{c['measured']:.1%}" if "peak" in c["target"] else f"{c['measured']:.2f}"
         verdict = "yes" if c["met"] else f"**no: {c['of_goal']:.0%} of the target**"
@@ -783,9 +783,11 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(path: Path, table: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
+def write_doc(path: Path, table: str, markers: tuple[str, str] = (DOC_START, DOC_END)) -> None:
     """Replace the text between the ``markers`` (default: the mfu-table ones) of ``path`` by ``table``."""
     text = path.read_text()
+    if markers[0] not in text or markers[1] not in text:
+        raise SystemExit(f"{path}: no {markers[0]} ... {markers[1]} markers to write the table between")
     start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
     path.write_text(text[:start] + "\n" + table + text[end:])
 
@@ -818,9 +820,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-flop-count", dest="count_flops", action="store_false",
                    help="GPU benchmark: skip the FlopCounterMode cross-check")
     p.add_argument("--out", help="JSON (default runs/bench/mfu.json, on a GPU runs/bench/mfu-cuda.json)")
-    p.add_argument("--readme", type=Path, help="rewrite the table between the mfu-table markers of this file "
-                                               "(mfu-gpu-table for a GPU result)")
-    p.add_argument("--render", type=Path, help="only print (and --readme) the table of this JSON")
+    p.add_argument("--doc", type=Path, help="rewrite the table between the mfu-table markers of this file, "
+                                            "e.g. docs/BENCHMARKS.md (mfu-gpu-table for a GPU result)")
+    p.add_argument("--render", type=Path, help="only print (and --doc) the table of this JSON")
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -849,8 +851,8 @@ def device_main(args: argparse.Namespace) -> int:
     table = device_markdown(result)
     print()
     print(table)
-    if args.readme:
-        write_readme(args.readme, table, (GPU_README_START, GPU_README_END))
+    if args.doc:
+        write_doc(args.doc, table, (GPU_DOC_START, GPU_DOC_END))
     return 0
 
 
@@ -886,8 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         save_json(args.out, result)
         print(f"wrote {args.out}", file=sys.stderr)
     print_table(result)
-    if args.readme:
-        write_readme(args.readme, markdown(result))
+    if args.doc:
+        write_doc(args.doc, markdown(result))
     return 0
 
 

@@ -1,5 +1,5 @@
 """``make bench``: run every benchmark in turn, each printing its table and writing its JSON
-under ``runs/bench/``; the MFU benchmark also rewrites its table in the README's speed section.
+under ``runs/bench/``; the MFU benchmark also rewrites its table in docs/BENCHMARKS.md.
 Extra arguments are not passed on; run a script alone to change its settings
 (``python benchmarks/<name>.py --help``)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("prepare_throughput.py", "dataset_throughput.py", "pretrain_throughput.py", "inference_throughput.py",
            "mfu.py")
-EXTRA_ARGS = {"mfu.py": ["--readme", str(HERE.parent / "README.md")]}
+EXTRA_ARGS = {"mfu.py": ["--doc", str(HERE.parent / "docs" / "BENCHMARKS.md")]}
 
 
 def main() -> int:

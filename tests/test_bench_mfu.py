@@ -1,6 +1,7 @@
 """benchmarks/mfu.py's GPU path (``--device cuda``), run on the CPU: the timing helper waits on
 the device hook, the variants (torch.compile injected), the JSON saved as it goes, the table and
-its README markers. The FLOP formulas are checked in tests/test_precision.py."""
+its markers in docs/BENCHMARKS.md; and the CPU table there is the committed JSON's. The FLOP
+formulas are checked in tests/test_precision.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -58,12 +59,12 @@ def test_device_benchmark_on_the_cpu(mfu, tmp_path, one_torch_thread):
     assert result["sizes"]["tiny"]["mae_step"]["flops_per_ecg_counted"] == pytest.approx(
         result["sizes"]["tiny"]["mae_step"]["flops_per_ecg"], rel=0.01)
 
-    readme = tmp_path / "README.md"
-    readme.write_text(f"before\n{mfu.GPU_README_START}\n{mfu.GPU_NOT_MEASURED}\n{mfu.GPU_README_END}\nafter\n")
-    assert mfu.main(["--render", str(out), "--readme", str(readme)]) == 0
-    text = readme.read_text()
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"before\n{mfu.GPU_DOC_START}\n{mfu.GPU_NOT_MEASURED}\n{mfu.GPU_DOC_END}\nafter\n")
+    assert mfu.main(["--render", str(out), "--doc", str(doc)]) == 0
+    text = doc.read_text()
     assert mfu.GPU_NOT_MEASURED not in text and "| tiny | MAE step b2 | bf16+compile |" in text
-    assert text.startswith("before\n") and text.endswith(f"{mfu.GPU_README_END}\nafter\n")
+    assert text.startswith("before\n") and text.endswith(f"{mfu.GPU_DOC_END}\nafter\n")
 
 
 def test_budget_skips_workloads(mfu, one_torch_thread):
@@ -73,6 +74,20 @@ def test_budget_skips_workloads(mfu, one_torch_thread):
     assert result["sizes"]["tiny"]["skipped"] == list(mfu.WORKLOADS) and "rows" not in result
 
 
-def test_readme_has_the_gpu_markers(mfu):
-    text = (ROOT / "README.md").read_text()
-    assert text.index(mfu.GPU_README_START) < text.index(mfu.GPU_README_END)
+def test_benchmarks_page_has_the_gpu_markers(mfu):
+    text = (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    assert text.index(mfu.GPU_DOC_START) < text.index(mfu.GPU_DOC_END)
+
+
+def test_benchmarks_page_shows_the_committed_cpu_run(mfu, tmp_path):
+    """The CPU table of docs/BENCHMARKS.md is what ``--render results/bench/mfu-cpu.json`` writes."""
+    result = json.loads((ROOT / "results" / "bench" / "mfu-cpu.json").read_text())
+    text = (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    block = text[text.index(mfu.DOC_START) + len(mfu.DOC_START):text.index(mfu.DOC_END)]
+    assert block == "\n" + mfu.markdown(result)
+    doc = tmp_path / "page.md"
+    doc.write_text(f"{mfu.DOC_START}\nstale\n{mfu.DOC_END}\n")
+    mfu.write_doc(doc, mfu.markdown(result))
+    assert "stale" not in doc.read_text() and "| tiny | embed b64 | bf16 |" in doc.read_text()
+    with pytest.raises(SystemExit, match="no <!-- mfu-table:start -->"):
+        mfu.write_doc(tmp_path / "page.md", "x", ("<!-- mfu-table:start -->", "<!-- absent -->"))
