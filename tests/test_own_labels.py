@@ -117,7 +117,7 @@ def test_text_classes_and_regression(corpus_copy, ptbxl_db, tmp_path):
     text = write_csv(tmp_path / "rhythm.csv", ["file", "rhythm"],
                      [[stem + ".hea", r] for stem, r in zip(ptbxl_db["stem"], rhythm)])
     ages = write_csv(tmp_path / "ages.csv", ["record", "patient_id", "age"],
-                     [[stem, pid, age] for stem, pid, age in zip(ptbxl_db["stem"], ptbxl_db["patient_id"], ptbxl_db["age"])])
+                     list(map(list, zip(ptbxl_db["stem"], ptbxl_db["patient_id"], ptbxl_db["age"]))))
     summaries = add_labels(corpus_copy, [text, ages])
     assert summaries["rhythm"]["type"] == "multiclass" and summaries["rhythm"]["key"] == "file"
     assert summaries["ages"]["type"] == "regression"
@@ -316,7 +316,8 @@ def test_challenge2011_prepare_with_quality_labels(challenge2011, tmp_path):
     summary = report["labels"]["quality"]
     labelled = read & (set(good) | set(bad))
     assert summary["matched_records"] == len(labelled) and summary["key"] == "record"
-    assert len(summary["rows_without_record"]) + len(summary["rows_of_skipped_records"]) == len(good) + len(bad) - len(labelled)
+    unmatched = len(summary["rows_without_record"]) + len(summary["rows_of_skipped_records"])
+    assert unmatched == len(good) + len(bad) - len(labelled)
     assert c.task_type("quality") == "multilabel" and c.classes["quality"] == ["quality"]
     y, _, has = c.labels("quality")
     ids = c.index["record_id"].astype(str).to_numpy()

@@ -176,8 +176,8 @@ class Corpus:
             Classification: ``Y (n, K)`` float32 multi-hot, the ``K`` class names, and
             ``has_label (n,)`` bool (False for windows whose record has no statement of this
             task: leave them out; True for a cell of :data:`LABEL_NONE`, a record labelled
-            with no class, whose row of ``Y`` is all zeros). Regression: ``Y (n, 1)`` float32 values (0 where unlabelled),
-            ``[target name]`` and ``has_label (n,)``.
+            with no class, whose row of ``Y`` is all zeros). Regression: ``Y (n, 1)`` float32
+            values (0 where unlabelled), ``[target name]`` and ``has_label (n,)``.
         """
         self._check_task(task)
         classes = list(self.classes[task])

@@ -392,7 +392,8 @@ def match_rows(labels: LabelsFile, records: pd.DataFrame) -> Match:
                          "use paths relative to the source as keys")
     several = {r: keys for r, keys in claimed.items() if len(keys) > 1}
     if several:
-        examples = "; ".join(f"{names[r]} by {', '.join(map(repr, keys))}" for r, keys in list(several.items())[:EXAMPLES])
+        examples = "; ".join(f"{names[r]} by {', '.join(map(repr, keys))}"
+                             for r, keys in list(several.items())[:EXAMPLES])
         raise CremaError(f"{labels.path}: duplicate keys: {len(several)} records are named by more than one "
                          f"row ({examples}); give each record one row")
     if not (found >= 0).any():
