@@ -323,3 +323,22 @@ def test_challenge2011_prepare_with_quality_labels(challenge2011, tmp_path):
     ids = c.index["record_id"].astype(str).to_numpy()
     assert (y[:, 0] == np.isin(ids, good)).all() and (has == np.isin(ids, list(labelled))).all()
     assert set(c.index["original_fs"]) == {500.0}
+
+
+def test_ptbxl_corpus_keeps_its_folds_and_matches_ecg_ids(tiny_ptbxl_corpus, ptbxl_db, tmp_path):
+    """On a PTB-XL corpus, keys may be ecg_ids (no leading zeros) or filename_lr paths; the split
+    stays PTB-XL's strat_fold, and the built-in tasks are untouched."""
+    corpus_dir = tmp_path / "ptbxl"
+    shutil.copytree(tiny_ptbxl_corpus.path, corpus_dir)
+    before = Corpus(corpus_dir).index
+    rows = [[ecg_id, int("SR" in codes)] for ecg_id, codes in zip(ptbxl_db.index, ptbxl_db["codes"])]
+    paths = [[name, int("NORM" in codes)] for name, codes in zip(ptbxl_db["filename_lr"], ptbxl_db["codes"])]
+    add_labels(corpus_dir, [write_csv(tmp_path / "sr.csv", ["ecg_id", "SR"], rows),
+                            write_csv(tmp_path / "norm.csv", ["path", "NORM"], paths)])
+    c = Corpus(corpus_dir)
+    assert (c.index["split"] == before["split"]).all() and (c.index["fold"] == before["fold"]).all()
+    assert c.task_info["sr"]["split"] == c.split_method == "PTB-XL strat_fold (folds 1-8 train, 9 val, 10 test)"
+    assert int(c.labels("sr")[2].sum()) == int(c.labels("norm")[2].sum()) == N_RECORDS
+    assert (c.index["labels:ptbxl-superdiagnostic"] == before["labels:ptbxl-superdiagnostic"]).all()
+    with pytest.raises(CremaError, match="is a built-in task of this corpus"):
+        add_labels(corpus_dir, [tmp_path / "sr.csv"], task="ptbxl-rhythm")
