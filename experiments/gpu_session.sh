@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# One GPU session (the `device` tool): the design search of issue 8 (screen on validation fold 9
-# -> final stage on the test fold -> release training of the winner and MAE at tiny size), with a
-# GPU smoke test (bf16, torchrun/NCCL) beside it and benchmarks (compile on/off) at the end.
-# Needs the packed corpora in .gpu/corpora (python experiments/design_search.py pack runs/corpora
-# .gpu/corpora). Everything that comes back is under $OUT (at most 8 files): results.tar,
-# search.log, release_*.tar.
+# The design search on one GPU machine within a time budget (screen on validation fold 9 -> final
+# stage on the test fold -> release training of the winner and MAE at tiny size), with a GPU smoke
+# test (bf16, torchrun/NCCL) beside it and benchmarks (compile on/off) at the end. Run from the
+# repository root. Needs the packed corpora in .gpu/corpora (python experiments/design_search.py
+# pack runs/corpora .gpu/corpora). Everything to bring back is under $OUT, in a few files:
+# results.tar, search.log, release_*.tar.
 set -u
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+# The installed package (pip install -e .); a machine that has torch but cannot install this
+# package (no network) runs it from the source tree instead.
+python3 -c "import crema" 2>/dev/null || export PYTHONPATH=$PWD/src
 OUT=${OUT:-runs/gpu_out}; mkdir -p "$OUT"
 SCREEN_S=${SCREEN_S:-300}; RELEASE_S=${RELEASE_S:-120}; JOBS=${JOBS:-14}; TOTAL_S=${TOTAL_S:-540}
 DEVICE=${DEVICE:-cuda}; EXTRA_ARGS=${EXTRA_ARGS:-}   # DEVICE=cpu EXTRA_ARGS="--steps 5 ..." for a dry run
