@@ -28,6 +28,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from crema.serve.analysis import Viewer  # noqa: E402
 from crema.serve.app import STATIC, create_app  # noqa: E402
+from crema.serve.security import WRITE_HEADER  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,7 +44,8 @@ def viewer(tiny_classifier_checkpoint, tiny_ptbxl_corpus):
 
 @pytest.fixture(scope="module")
 def client(viewer):
-    return TestClient(create_app(viewer))
+    """The page's own client: a host name the viewer answers, and the header its script sends."""
+    return TestClient(create_app(viewer), base_url="http://127.0.0.1:8765", headers={WRITE_HEADER: "1"})
 
 
 @pytest.fixture(scope="module")

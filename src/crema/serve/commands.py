@@ -21,10 +21,15 @@ def register(subparsers: Any) -> None:
                     "record as its .hea with its .dat/.mat) and see the 12-lead paper plot, the input contract "
                     "check, the predictions with their thresholds (classifier), the masked reconstruction "
                     "(pretrained model) and the most similar ECGs of a --reference set. Nothing is loaded from "
-                    "or sent to the network.")
-    p.add_argument("checkpoint", help="classifier or pretrained checkpoint / exported model folder")
+                    "or sent to the network. The viewer answers only its own host names and writes from its "
+                    "own page; an upload is at most CREMA_MAX_UPLOAD_BYTES (default 200 MiB).")
+    p.add_argument("checkpoint", help="classifier or pretrained checkpoint folder, exported model folder, or a "
+                                      "shipped model's name (crema models)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="another host name the page may be opened under (repeatable; 127.0.0.1, localhost, "
+                        "[::1] and --host are always allowed; *.example.com allows its subdomains)")
     p.add_argument("--reference", help="ECGs to search for similar ones: a corpus DIR[:split], a folder or stack "
                                        "(embedded at start), or OUT.npy written by crema embed with this model")
     p.add_argument("--pretrained", help="pretrained checkpoint for the reconstruction (default: MODEL when it is "
@@ -42,8 +47,19 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CremaError(f"crema serve needs the serve extra ({exc.name} is missing): "
                          "pip install 'crema-ecg[serve]'") from None
     from .analysis import Viewer
+    from .security import host_patterns
 
+    hosts = [args.host, *args.allowed_host]
+    host_patterns(hosts)  # a bad --allowed-host is refused before the model loads
     viewer = Viewer.from_paths(args.checkpoint, args.pretrained, args.reference, args.device, progress=True)
-    print(f"crema serve: {viewer.model!r}; open http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(create_app(viewer), host=args.host, port=args.port, log_level="warning")
+    print(f"crema serve: {viewer.model!r}; open http://{_url_host(args.host)}:{args.port}/ (Ctrl-C stops)",
+          file=sys.stderr)
+    uvicorn.run(create_app(viewer, hosts), host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _url_host(host: str) -> str:
+    """The host part of the URL to open: an IPv6 address in brackets, every-address as 127.0.0.1."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -7,6 +7,9 @@ default; a 1 mm / 5 mm pink grid; a 1 mV calibration pulse at the start of every
 
 Everything is laid out in millimetres of paper and the figure is sized so that one grid square
 is one millimetre when the PNG or PDF is printed at 100 %.
+
+Text that comes from a file (record id, labels, metadata) is drawn as it is, with matplotlib's
+mathtext off: a ``$`` in a file name is a character, not the start of a formula.
 """
 from __future__ import annotations
 
@@ -169,19 +172,25 @@ def _draw_text(fig: Figure, rec: Recording, title: str | None, labels: Sequence[
     left = MARGIN_MM / fig_w
     top = 1.0 - MARGIN_MM / fig_h
     fig.text(left, top, title or f"Record {rec.record_id}", fontsize=12, fontweight="bold",
-             va="top", ha="left")
+             va="top", ha="left", parse_math=False)
     details = [f"{rec.duration_s:.1f} s at {rec.fs:g} Hz"]
     if rec.meta.get("age") is not None:
         details.append(f"age {float(rec.meta['age']):g}")
     if rec.meta.get("sex"):
         details.append(f"sex {rec.meta['sex']}")
     second = "Predicted: " + ", ".join(labels) if labels else ""
-    fig.text(left, top - 6.0 / fig_h, second, fontsize=10, va="top", ha="left", color="#8b0000")
-    fig.text(1.0 - MARGIN_MM / fig_w, top, "   ".join(details), fontsize=9, va="top", ha="right")
+    fig.text(left, top - 6.0 / fig_h, second, fontsize=10, va="top", ha="left", color="#8b0000", parse_math=False)
+    fig.text(1.0 - MARGIN_MM / fig_w, top, "   ".join(details), fontsize=9, va="top", ha="right", parse_math=False)
     filter_text = f"display high-pass {highpass_hz:g} Hz" if highpass_hz else "unfiltered"
     fig.text(left, MARGIN_MM / fig_h + 1.0 / fig_h,
              f"{speed_mm_s:g} mm/s    {gain_mm_mv:g} mm/mV    {filter_text}    CREMA",
              fontsize=8, va="bottom", ha="left", color="#444444")
+
+
+def no_mathtext(text: str) -> str:
+    """``text`` with every ``$`` escaped, for a title drawn by code that leaves mathtext on: the
+    text shows as it is (``rec$\\frac{1}$`` would otherwise be parsed, and fail, as a formula)."""
+    return str(text).replace("$", "\\$")
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:

@@ -1,7 +1,11 @@
 // The viewer page: send the dropped files to /api/analyze and draw what comes back.
+// Everything from the server or from a file name is shown with textContent, never as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// The viewer refuses writes without this header: a page of another site cannot send it.
+const WRITE_HEADER = "X-Crema-Viewer";
+let uploadLimit = null;
 
 function cell(row, text, cls) {
   const td = row.insertCell();
@@ -21,6 +25,7 @@ function header(table, names) {
 
 async function loadInfo() {
   const info = await (await fetch("/api/info")).json();
+  uploadLimit = info.upload_limit_bytes || null;
   const parts = [info.model];
   if (info.reference) parts.push(`reference: ${info.reference.records} ECGs`);
   $("model-info").textContent = parts.join(" · ");
@@ -32,8 +37,26 @@ function showError(message) {
   $("results").hidden = true;
 }
 
+function megabytes(n) {
+  return `${(n / 2 ** 20).toFixed(1)} MiB`;
+}
+
+// The body's JSON error, or the status when the answer is not JSON (a refused host, a proxy).
+async function answer(response) {
+  const text = await response.text();
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    return { error: `error ${response.status}: ${text.slice(0, 200)}` };
+  }
+}
+
 async function analyze(files) {
   if (!files.length) return;
+  const total = [...files].reduce((sum, f) => sum + f.size, 0);
+  if (uploadLimit && total > uploadLimit) {
+    return showError(`the upload: ${megabytes(total)}, over the viewer's upload limit of ${megabytes(uploadLimit)}`);
+  }
   const form = new FormData();
   for (const file of files) form.append("files", file, file.name);
   form.append("fs", $("fs").value);
@@ -41,8 +64,8 @@ async function analyze(files) {
   $("error").hidden = true;
   $("status").textContent = `analysing ${[...files].map((f) => f.name).join(", ")}…`;
   try {
-    const response = await fetch("/api/analyze", { method: "POST", body: form });
-    const body = await response.json();
+    const response = await fetch("/api/analyze", { method: "POST", body: form, headers: { [WRITE_HEADER]: "1" } });
+    const body = await answer(response);
     $("status").textContent = "";
     if (!response.ok) return showError(body.error || `error ${response.status}`);
     render(body);
@@ -74,7 +97,7 @@ function render(r) {
 
 function renderContract(contract) {
   const table = $("contract");
-  table.innerHTML = "";
+  table.replaceChildren();
   for (const check of contract.checks) {
     const row = table.insertRow();
     cell(row, check.ok ? "✓" : "✗", check.ok ? "ok" : "bad");
@@ -82,7 +105,7 @@ function renderContract(contract) {
     cell(row, check.detail);
   }
   const states = $("lead-states");
-  states.innerHTML = "";
+  states.replaceChildren();
   for (const [lead, state] of Object.entries(contract.leads)) {
     const span = document.createElement("span");
     span.className = `lead ${state}`;
@@ -94,7 +117,7 @@ function renderContract(contract) {
 
 function renderPredictions(predictions) {
   const table = $("predictions");
-  table.innerHTML = "";
+  table.replaceChildren();
   if (!predictions) {
     $("predictions-note").textContent = "a pretrained model makes no predictions (serve a fine-tuned classifier)";
     return;
@@ -106,11 +129,7 @@ function renderPredictions(predictions) {
     if (p.positive) row.className = "positive";
     cell(row, p.class);
     cell(row, p.probability.toFixed(2));
-    const bar = document.createElement("div");
-    bar.className = "bar" + (p.positive ? " positive" : "");
-    bar.innerHTML = `<span style="width:${(100 * p.probability).toFixed(1)}%"></span>` +
-      `<i style="left:${(100 * p.threshold).toFixed(1)}%" title="threshold"></i>`;
-    row.insertCell().appendChild(bar);
+    row.insertCell().appendChild(probabilityBar(p));
     cell(row, p.threshold.toFixed(2));
   }
   const positives = predictions.filter((p) => p.positive).map((p) => p.class);
@@ -119,9 +138,22 @@ function renderPredictions(predictions) {
     : "no class at or above its threshold (thresholds picked on the validation set)";
 }
 
+// Built element by element (the page's Content-Security-Policy allows no inline style markup).
+function probabilityBar(p) {
+  const bar = document.createElement("div");
+  bar.className = "bar" + (p.positive ? " positive" : "");
+  const fill = document.createElement("span");
+  fill.style.width = `${(100 * Number(p.probability)).toFixed(1)}%`;
+  const mark = document.createElement("i");
+  mark.style.left = `${(100 * Number(p.threshold)).toFixed(1)}%`;
+  mark.title = "threshold";
+  bar.append(fill, mark);
+  return bar;
+}
+
 function renderNeighbours(neighbours) {
   const table = $("neighbours");
-  table.innerHTML = "";
+  table.replaceChildren();
   if (!neighbours || !neighbours.length) {
     $("neighbours-note").textContent = "no reference set (start crema serve with --reference)";
     return;
