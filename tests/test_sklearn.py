@@ -63,7 +63,7 @@ def test_params_clone_and_sklearn_checks(tiny_pretrain_checkpoint, norm_task):
     _, signals, _ = norm_task
     embedder = CremaEmbedder(tiny_pretrain_checkpoint, fs=100, batch_size=8)
     assert embedder.get_params() == {"model": tiny_pretrain_checkpoint, "fs": 100, "leads": None,
-                                     "batch_size": 8, "device": "cpu", "cache": False}
+                                     "batch_size": 8, "device": "cpu", "features": None, "cache": False}
     assert embedder.set_params(fs=500, batch_size=4) is embedder and embedder.fs == 500
     embedder.set_params(fs=100)
     twin = clone(embedder)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from .atomic import atomic_write_text  # noqa: F401  (re-exported: config files are written with it)
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 STANDARD_LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
@@ -144,6 +144,37 @@ class ModelConfig:
         if size not in MODEL_SIZES:
             raise ValueError(f"unknown model size {size!r}; choose from {sorted(MODEL_SIZES)}")
         return cls(size=size, **{**MODEL_SIZES[size], **overrides})
+
+
+# What an embedding is made of (model.sit.SiTEncoder.embedding): "mean" = the pooled representation
+# (mean of the last block's tokens over present leads, then the final LayerNorm: D values);
+# "leads" = each lead's mean token through the final LayerNorm, a missing lead's block zero (C * D).
+EmbeddingFeatures = Literal["mean", "leads"]
+EMBEDDING_FEATURES: tuple[str, ...] = typing.get_args(EmbeddingFeatures)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """How a checkpoint's embeddings are read out by default (``config.json``'s ``embedding``;
+    absent in checkpoints written before it existed, which therefore embed with ``mean``)."""
+
+    features: EmbeddingFeatures = "mean"    # mean: pooled (D); leads: per-lead mean tokens, normed (12 x D)
+
+
+def embedding_features(checkpoint_config: Mapping[str, Any], where: str | os.PathLike = "") -> str:
+    """The default ``features`` of a checkpoint's ``config.json`` (a dict): its
+    ``embedding.features``, ``"mean"`` when absent.
+
+    Raises:
+        CheckpointError: the ``embedding`` entry is not an object or names an unknown read-out.
+    """
+    raw = checkpoint_config.get("embedding") or {}
+    try:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"embedding: expected an object like {{\"features\": \"mean\"}}, got {raw!r}")
+        return from_dict(EmbeddingConfig, raw, "embedding.").features
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 @dataclass(frozen=True)

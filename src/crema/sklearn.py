@@ -15,9 +15,10 @@ what it holds), or a sequence of N records: file paths (any format CREMA reads; 
 record), :class:`~crema.data.recording.Recording` objects or ``(C, T)`` arrays of any length; or
 one path holding N records: a stack file (``.npy``/``.npz``/HDF5), a prepared corpus
 (``DIR[:split]``, its records in index order) or a folder (its records in sorted order).
-``transform`` returns float32 ``(N, D)``: one row per record, in the order of ``X`` (the same
+``transform`` returns float32 ``(N, F)``: one row per record, in the order of ``X`` (the same
 record twice gives two rows), the mean of the embeddings of its 10 s windows (exactly
 :meth:`crema.use.api.EmbedResult.by_record`), after the preprocessing saved with the checkpoint.
+``F`` is D for ``features="mean"`` and 12 x D for ``"leads"``; the default is the model's own.
 A record that cannot be used raises a :class:`~crema.errors.CremaError` naming it (a pipeline
 cannot drop a sample and keep ``y`` aligned).
 
@@ -59,7 +60,7 @@ _model_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class CremaEmbedder(TransformerMixin, BaseEstimator):
-    """Record embeddings ``(N, D)`` of a CREMA checkpoint (see the module docstring).
+    """Record embeddings ``(N, F)`` of a CREMA checkpoint (see the module docstring).
 
     Args:
         model: checkpoint / exported model folder, shipped model name, or a loaded :class:`CremaModel`.
@@ -67,22 +68,25 @@ class CremaEmbedder(TransformerMixin, BaseEstimator):
         leads: names of the C rows of array inputs (default the standard 12 in order).
         batch_size: windows per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``... for a model loaded from a folder.
+        features: the embedding kind, ``mean`` (D) or ``leads`` (12 x D, each lead's mean token
+            normed); default the model's own (``config.json``'s ``embedding.features``, else ``mean``).
         cache: ``False``; ``True`` to reuse the embeddings of records seen before in this process
             (cross-validation embeds each record once instead of once per fold); or a folder that
             also keeps them on disk.
 
     Attributes (after ``fit``):
-        model_: the loaded :class:`CremaModel`; n_features_out_: D.
+        model_: the loaded :class:`CremaModel`; features_: the kind used; n_features_out_: its width F.
     """
 
     def __init__(self, model: str | os.PathLike | CremaModel, fs: float | None = None,
                  leads: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH, device: str = "cpu",
-                 cache: bool | str | os.PathLike = False):
+                 features: str | None = None, cache: bool | str | os.PathLike = False):
         self.model = model
         self.fs = fs
         self.leads = leads
         self.batch_size = batch_size
         self.device = device
+        self.features = features
         self.cache = cache
 
     def fit(self, X: Any = None, y: Any = None) -> "CremaEmbedder":
@@ -94,11 +98,12 @@ class CremaEmbedder(TransformerMixin, BaseEstimator):
         else:
             raise CremaError(f"CremaEmbedder(model=...) takes a checkpoint folder or a model loaded with "
                              f"crema.load, not {type(self.model).__name__}")
-        self.n_features_out_ = self.model_.dim  # raises for a model with no SiT encoder to embed with
+        self.features_ = self.features or self.model_.features
+        self.n_features_out_ = self.model_.feature_dim(self.features_)  # raises for a model with no SiT encoder
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Embeddings of the N records of ``X``: float32 ``(N, D)``, rows in the order of ``X``."""
+        """Embeddings of the N records of ``X``: float32 ``(N, F)``, rows in the order of ``X``."""
         if not hasattr(self, "model_"):
             self.fit()
         items = self._items(X)
@@ -107,15 +112,16 @@ class CremaEmbedder(TransformerMixin, BaseEstimator):
         return self._cached_embed(items)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``e0 ... e{D-1}``, the column names ``crema embed`` gives the embeddings in Parquet."""
+        """``e0 ... e{F-1}``, the column names ``crema embed`` gives the embeddings in Parquet."""
         dim = self.n_features_out_ if hasattr(self, "n_features_out_") else self.fit().n_features_out_
         return np.asarray([f"e{i}" for i in range(dim)], dtype=object)
 
     def _embed(self, items: list[InputItem]) -> np.ndarray:
-        """``(len(items), D)`` float32: one row per item (each item is one record)."""
+        """``(len(items), F)`` float32: one row per item (each item is one record)."""
         if not items:
             return np.zeros((0, self.n_features_out_), dtype=np.float32)
-        embeddings = self.model_.embed_records(items, batch_size=self.batch_size).by_record().embeddings
+        embeddings = self.model_.embed_records(items, batch_size=self.batch_size,
+                                               features=self.features_).by_record().embeddings
         if len(embeddings) != len(items):  # one record per item is what keeps rows aligned with y
             raise CremaError(f"{len(items)} records gave {len(embeddings)} embeddings")
         return embeddings
@@ -124,7 +130,7 @@ class CremaEmbedder(TransformerMixin, BaseEstimator):
         """:meth:`_embed` through the cache: each record is loaded and hashed, and only records
         not seen before (with this model) go through the model."""
         folder = None if self.cache is True else Path(self.cache)
-        model_key = _model_key(self.model_)
+        model_key = f"{_model_key(self.model_)}|{self.features_}"
         rows: list[np.ndarray | None] = []
         keys, todo = [], []
         for item in items:

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import MODEL_SIZES, AugmentConfig, FinetuneConfig, ModelConfig
+from ..config import EMBEDDING_FEATURES, MODEL_SIZES, AugmentConfig, FinetuneConfig, ModelConfig, embedding_features
 from ..errors import CremaError
 from ..flags import add_field_flags, flag_values
 
@@ -53,6 +53,9 @@ def _register_probe(subparsers: Any) -> None:
                    help="logistic: scikit-learn one-vs-rest, C picked on validation (default); "
                         "linear: a torch linear head trained with BCE")
     p.add_argument("--holdout-source", help="leave one source out: test on this source, train on the others")
+    p.add_argument("--features", choices=EMBEDDING_FEATURES,
+                   help="encoder read-out: mean (pooled, D) or leads (each lead's mean token, normed, 12 x D); "
+                        "default the checkpoint's own (mean unless its config says otherwise; mean for --random-init)")
     p.add_argument("--size", choices=sorted(MODEL_SIZES), default="tiny", help="SiT preset for --random-init")
     p.add_argument("--window", type=int, help="model window in samples for --random-init (default: corpus window)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the --random-init weights (default 0)")
@@ -74,6 +77,7 @@ def _register_probe(subparsers: Any) -> None:
 def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     import torch
 
+    from ..model.inference import readout
     from ..model.sit import SiTEncoder
     from ..train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder, model_fs
     from ..weights import resolve as resolve_model
@@ -86,11 +90,14 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
             encoder = SiTEncoder(ModelConfig.from_size(args.size, window=window))
         except ValueError as exc:
             raise CremaError(f"--random-init: {exc}") from exc
-        return encoder.eval(), module_sha256(encoder), {"init": "random", "size": args.size, "init_seed": args.init_seed}
+        features = args.features or "mean"
+        return readout(encoder.eval(), features), module_sha256(encoder), {
+            "init": "random", "size": args.size, "init_seed": args.init_seed, "features": features}
     encoder, config = load_encoder(args.checkpoint)
     check_corpus_rate(model_fs(config), corpus.preprocess.fs, args.checkpoint, corpus.path)
-    return encoder, file_sha256(resolve_model(args.checkpoint) / MODEL_FILE), {"checkpoint": str(args.checkpoint),
-                                                                        "kind": config.get("kind")}
+    features = args.features or embedding_features(config, args.checkpoint)
+    return readout(encoder, features), file_sha256(resolve_model(args.checkpoint) / MODEL_FILE), {
+        "checkpoint": str(args.checkpoint), "kind": config.get("kind"), "features": features}
 
 
 def run_probe(args: argparse.Namespace) -> int:

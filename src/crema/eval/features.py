@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..model.heads import Probabilities
-from ..model.inference import DEFAULT_BATCH, crop_starts, infer
+from ..model.inference import DEFAULT_BATCH, crop_starts, feature_kind, infer
 from ..runtime import resolve_device
 
 # (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
@@ -149,8 +149,10 @@ def encoder_features(encoder: nn.Module, corpus, rows: np.ndarray, crop: int | N
                      corpus_sha: str | None = None, transform: BatchTransform | None = None,
                      transform_key: str = "", batch_size: int = DEFAULT_BATCH,
                      device: str | torch.device | None = "cpu", progress: bool = True) -> np.ndarray:
-    """Pooled features ``(n, D)`` float32 of a frozen encoder over corpus ``rows``, cached as
-    ``<cache_dir>/<key>.npy`` when ``cache_dir`` is given.
+    """Features ``(n, F)`` float32 of a frozen encoder over corpus ``rows``, cached as
+    ``<cache_dir>/<key>.npy`` when ``cache_dir`` is given. A SiT encoder gives its pooled ``mean``
+    embedding; wrapped with :func:`crema.model.inference.readout` it gives that kind, which the
+    cache key then includes (a weights hash names the weights, not the read-out).
 
     Args:
         weights_sha: identity of the weights (default :func:`module_sha256` of ``encoder``;
@@ -165,7 +167,9 @@ def encoder_features(encoder: nn.Module, corpus, rows: np.ndarray, crop: int | N
     if use_cache:
         weights_sha = weights_sha or module_sha256(encoder)
         corpus_sha = corpus_sha or corpus_fingerprint(corpus.path)
-        path = Path(cache_dir) / f"{cache_key(weights_sha, corpus_sha, rows, crop, transform_key)}.npy"
+        kind = feature_kind(encoder)
+        extra = transform_key if kind == "mean" else f"{transform_key}|features={kind}"  # mean: keys as before
+        path = Path(cache_dir) / f"{cache_key(weights_sha, corpus_sha, rows, crop, extra)}.npy"
         if path.exists():
             cached = np.load(path)
             if cached.shape[0] == len(rows):

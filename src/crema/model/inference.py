@@ -67,6 +67,41 @@ def infer(fn: WindowFn, signals: np.ndarray, lead_mask: np.ndarray, crop: int | 
     return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
 
 
+class Readout(nn.Module):
+    """An encoder seen through one embedding kind: ``forward(x (B, C, T), lead_mask=None) ->
+    (B, F)`` is ``encoder.embedding(x, lead_mask, features)``, so that code written for a module
+    mapping windows to features (:func:`crema.eval.features.apply_model`, the probes, the
+    corruption curves) reads the kind the checkpoint or the user chose.
+
+    Attributes:
+        encoder: the :class:`~crema.model.sit.SiTEncoder`; features: the kind; cfg: its ModelConfig.
+    """
+
+    def __init__(self, encoder: nn.Module, features: str):
+        super().__init__()
+        encoder.feature_dim(features)  # an unknown kind fails here, not in the first batch
+        self.encoder = encoder
+        self.features = features
+
+    @property
+    def cfg(self):
+        return self.encoder.cfg
+
+    def forward(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        return self.encoder.embedding(x, lead_mask, self.features)
+
+
+def readout(encoder: nn.Module, features: str = "mean") -> nn.Module:
+    """``encoder`` itself for ``mean`` (its ``forward`` is the pooled embedding, so existing
+    weights hashes and feature caches keep their meaning), else a :class:`Readout`."""
+    return encoder if features == "mean" else Readout(encoder, features)
+
+
+def feature_kind(module: nn.Module) -> str:
+    """The embedding kind a module computes: a :class:`Readout`'s, else ``mean``."""
+    return module.features if isinstance(module, Readout) else "mean"
+
+
 def centre_crop(signals: np.ndarray, window: int) -> np.ndarray:
     """``(..., T) -> (..., min(T, window))``, the middle ``window`` samples."""
     offset = max(signals.shape[-1] - window, 0) // 2

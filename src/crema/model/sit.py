@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import EMBEDDING_FEATURES, ModelConfig
 from .blocks import Block, init_weights, key_padding_to_attn_mask, sinusoidal_embedding
 
 
@@ -186,16 +186,52 @@ class SiTEncoder(nn.Module):
         pooled = (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
         return self.norm(pooled)
 
-    def forward(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
-        """Pooled representation of unmasked signals: ``(B, C, T) -> (B, D)``.
+    def read_out(self, tokens: Tensor, lead_mask: Tensor | None = None, features: str = "mean") -> Tensor:
+        """An embedding from the transformer's tokens: ``(B, L, D) -> (B, F)``, the one place
+        every embedding kind is computed (``F = feature_dim(features)``).
+
+        ``mean``: :meth:`pool`. ``leads``: each lead's mean token through the final LayerNorm,
+        flattened lead by lead (``(B, C * D)``, lead ``c`` at ``[c * D:(c + 1) * D]``); a lead
+        absent in ``lead_mask`` gets a block of zeros.
+        """
+        if features == "mean":
+            return self.pool(tokens, lead_mask)
+        if features != "leads":
+            raise ValueError(f"unknown embedding features {features!r}; choose from {', '.join(EMBEDDING_FEATURES)}")
+        if self.cfg.pool == "cls":
+            tokens = tokens[:, 1:]
+        b, l, d = tokens.shape
+        per_lead = self.norm(tokens.reshape(b, self.n_leads, l // self.n_leads, d).mean(dim=2))  # (B, C, D)
+        if lead_mask is not None:  # where, not a product: zeros even if an absent lead's tokens were not finite
+            per_lead = torch.where(lead_mask.to(torch.bool)[:, :, None], per_lead, per_lead.new_zeros(()))
+        return per_lead.flatten(1)
+
+    def feature_dim(self, features: str = "mean") -> int:
+        """Width F of :meth:`embedding`: D for ``mean``, ``n_leads * D`` for ``leads``."""
+        return feature_dim(self.cfg, features)
+
+    def embedding(self, x: Tensor, lead_mask: Tensor | None = None, features: str = "mean") -> Tensor:
+        """The representation of unmasked signals: ``(B, C, T) -> (B, F)`` (:meth:`read_out`).
 
         Without autograd the batch goes through in parts of :attr:`inference_batch` ECGs (each
         ECG is computed on its own, so the parts change nothing but memory traffic)."""
         n = self.inference_batch
         if n <= 0 or len(x) <= n or torch.is_grad_enabled() or _tracing():
-            return self.pool(self.forward_tokens(x, lead_mask=lead_mask), lead_mask)
+            return self.read_out(self.forward_tokens(x, lead_mask=lead_mask), lead_mask, features)
         parts = []
         for start in range(0, len(x), n):
             mask = None if lead_mask is None else lead_mask[start:start + n]
-            parts.append(self.pool(self.forward_tokens(x[start:start + n], lead_mask=mask), mask))
+            parts.append(self.read_out(self.forward_tokens(x[start:start + n], lead_mask=mask), mask, features))
         return torch.cat(parts)
+
+    def forward(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """Pooled representation of unmasked signals: ``(B, C, T) -> (B, D)``, the ``mean``
+        :meth:`embedding` (what classifiers and the pretraining objective use)."""
+        return self.embedding(x, lead_mask, "mean")
+
+
+def feature_dim(cfg: ModelConfig, features: str = "mean") -> int:
+    """Width F of an encoder's ``features`` embedding (see :meth:`SiTEncoder.read_out`)."""
+    if features not in EMBEDDING_FEATURES:
+        raise ValueError(f"unknown embedding features {features!r}; choose from {', '.join(EMBEDDING_FEATURES)}")
+    return cfg.dim * (cfg.n_leads if features == "leads" else 1)

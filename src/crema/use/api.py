@@ -31,7 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__, precision as precision_
-from ..config import STANDARD_LEADS, ModelConfig, PreprocessConfig, from_dict, save_json
+from ..config import (EMBEDDING_FEATURES, STANDARD_LEADS, ModelConfig, PreprocessConfig, embedding_features,
+                      from_dict, save_json)
 from ..data.preprocess import preprocess_recording
 from ..atomic import replace_directory
 from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
@@ -152,6 +153,9 @@ class CremaModel:
         kind: ``pretrain`` or ``classifier``; arch: ``sit`` or ``resnet1d``.
         preprocess: the :class:`PreprocessConfig` every input goes through.
         model_config: the :class:`ModelConfig` (SiT checkpoints), else ``None``.
+        features: the embedding kind used when none is asked for (``mean`` or ``leads``, see
+            :meth:`crema.model.sit.SiTEncoder.read_out`): the checkpoint's ``embedding.features``,
+            ``mean`` when it has none.
         classes: class names (classifiers), in output order; thresholds: ``(K,)`` float.
         window: samples per model input (a SiT's window; longer preprocessed windows are
             covered by averaged crops, see :attr:`crop`).
@@ -167,6 +171,7 @@ class CremaModel:
         self.arch: str = config.get("arch", "sit")
         self.preprocess = from_dict(PreprocessConfig, config.get("preprocess", {}))
         self.model_config = from_dict(ModelConfig, config["model"]) if self.arch == "sit" else None
+        self.features: str = embedding_features(config, source / "config.json")
         self.classes: list[str] | None = list(config["classes"]) if self.kind == "classifier" else None
         # multilabel | multiclass | regression; a regression head's output is scaled back to the
         # target with the training values' mean and standard deviation
@@ -218,7 +223,7 @@ class CremaModel:
 
     @property
     def dim(self) -> int:
-        """Width D of the embeddings."""
+        """Width D of the encoder, and of ``mean`` embeddings (:meth:`feature_dim` for others)."""
         if self.model_config is None:
             raise CremaError(f"{self.source}: a {self.arch} classifier has no SiT encoder")
         return self.model_config.dim
@@ -308,11 +313,22 @@ class CremaModel:
         (:func:`crema.model.inference.infer`); returns numpy ``(n, ...)``."""
         return infer(fn, signals, lead_mask, self.input_crop(signals.shape[-1]), batch_size, self.device)
 
-    def encode_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-        """Embeddings of preprocessed windows: ``(n, 12, T)``, ``(n, 12)`` -> ``(n, D)`` float32."""
-        encoder = self.encoder
-        out = self.run(lambda x, m: encoder(x, lead_mask=m), signals, lead_mask, batch_size)
-        return out.reshape(len(signals), self.dim).astype(np.float32)
+    def feature_dim(self, features: str | None = None) -> int:
+        """Width F of the ``features`` embeddings (default :attr:`features`): D for ``mean``,
+        12 x D for ``leads``."""
+        kind = features or self.features
+        if kind not in EMBEDDING_FEATURES:
+            raise CremaError(f"unknown embedding features {kind!r}: choose from {', '.join(EMBEDDING_FEATURES)}")
+        return self.encoder.feature_dim(kind)
+
+    def encode_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH,
+                       features: str | None = None) -> np.ndarray:
+        """Embeddings of preprocessed windows: ``(n, 12, T)``, ``(n, 12)`` -> ``(n, F)`` float32
+        (``features``: ``mean`` or ``leads``, default :attr:`features`)."""
+        encoder, kind = self.encoder, features or self.features
+        width = self.feature_dim(kind)  # an unknown kind fails before any work
+        out = self.run(lambda x, m: encoder.embedding(x, m, kind), signals, lead_mask, batch_size)
+        return out.reshape(len(signals), width).astype(np.float32)
 
     def classify_windows(self, signals: np.ndarray, lead_mask: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Sigmoid probabilities of preprocessed windows: ``(n, 12, T)`` -> ``(n, K)`` float32 (one
@@ -338,7 +354,8 @@ class CremaModel:
 
     def embed_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
                       batch_size: int = DEFAULT_BATCH, on_error: str = "raise", progress: bool = False, *,
-                      dataset: str | None = None, ids: str | os.PathLike | None = None) -> EmbedResult:
+                      dataset: str | None = None, ids: str | os.PathLike | None = None,
+                      features: str | None = None) -> EmbedResult:
         """Embeddings of every window of every record, with an index saying which is which.
 
         Args:
@@ -349,22 +366,24 @@ class CremaModel:
             on_error: ``"raise"`` or ``"skip"`` (bad records listed in ``errors``).
             progress: show a tqdm bar over records.
             dataset, ids: the signal and id arrays of ``.npz``/HDF5 stacks (default: CODE-15% names).
+            features: ``mean`` (D) or ``leads`` (12 x D); default the model's :attr:`features`.
 
         Returns:
-            :class:`EmbedResult` with ``embeddings (n_windows, D)`` float32 (``.by_record()`` for
+            :class:`EmbedResult` with ``embeddings (n_windows, F)`` float32 (``.by_record()`` for
             one row per record).
         """
         prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress,
                                                        dataset=dataset, ids=ids))
         signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
-        return EmbedResult(self.encode_windows(signals, lead_mask, batch_size), index, failures)
+        return EmbedResult(self.encode_windows(signals, lead_mask, batch_size, features), index, failures)
 
     def embed(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
               batch_size: int = DEFAULT_BATCH, *, dataset: str | None = None,
-              ids: str | os.PathLike | None = None) -> np.ndarray:
-        """Embeddings ``(n_windows, D)`` float32 of ``inputs`` (rows in input order; a record
+              ids: str | os.PathLike | None = None, features: str | None = None) -> np.ndarray:
+        """Embeddings ``(n_windows, F)`` float32 of ``inputs`` (rows in input order; a record
         longer than one window gives several rows, see :meth:`embed_records` for the index)."""
-        return self.embed_records(inputs, fs, leads, batch_size, dataset=dataset, ids=ids).embeddings
+        return self.embed_records(inputs, fs, leads, batch_size, dataset=dataset, ids=ids,
+                                  features=features).embeddings
 
     def reconstruct(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
                     seed: int | None = 0, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

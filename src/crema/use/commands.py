@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, make_parent
-from ..config import atomic_write_text
+from ..config import EMBEDDING_FEATURES, atomic_write_text
 from ..errors import CremaError, ReadError
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
                     run_batch)
@@ -51,7 +51,8 @@ def _register_embed(subparsers: Any) -> None:
         "embed", help="embeddings of ECG records (one row per record, or per window)",
         description="Embed every record with a CREMA checkpoint: each 10 s window is embedded and a "
                     "record's row is the mean of its windows' embeddings. Writes OUT.npy (float32, "
-                    "n_records x D) and OUT.index.csv (record_id, source, n_windows, leads_present); with "
+                    "n_records x F: F = D for --features mean, 12 x D for leads) and OUT.index.csv "
+                    "(record_id, source, n_windows, leads_present); with "
                     "--per-window one row per window (index: record_id, source, window, start_s, "
                     "leads_present). OUT.parquet writes one table (needs pyarrow).")
     p.add_argument("checkpoint", help="checkpoint or exported model folder")
@@ -59,6 +60,10 @@ def _register_embed(subparsers: Any) -> None:
                    help="ECG files, folders or globs (any supported format), .npy/.npz/HDF5 stacks, "
                         "prepared corpus folders (DIR or DIR:split,split)")
     p.add_argument("--out", required=True, help="output path (OUT.npy + OUT.index.csv, or OUT.parquet)")
+    p.add_argument("--features", choices=EMBEDDING_FEATURES,
+                   help="mean: the pooled embedding (D values); leads: each lead's mean token, normed (12 x D; "
+                        "a missing lead's block is zeros); default: the model's own (mean unless its config "
+                        "says otherwise)")
     add_batch_options(p)
     p.set_defaults(func=run_embed)
 
@@ -79,21 +84,25 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int:
-    """The batch job writing ``OUT.npy`` (float32 ``(rows, D)``) and ``OUT.index.csv``, extending
+    """The batch job writing ``OUT.npy`` (float32 ``(rows, F)``) and ``OUT.index.csv``, extending
     an existing output of the same checkpoint and options; returns the exit status."""
     npy, index_csv = outputs.path(".npy"), outputs.path(".index.csv")
     make_parent(npy)
+    features = args.features or model.features
+    width = model.feature_dim(features)
     fingerprint = checkpoint_fingerprint(model, args)
-    embeddings, index = np.zeros((0, model.dim), dtype=np.float32), pd.DataFrame()
+    if features != "mean":  # outputs written before the choice existed are mean ones, and resume as such
+        fingerprint["features"] = features
+    embeddings, index = np.zeros((0, width), dtype=np.float32), pd.DataFrame()
     if outputs.check_resumable(fingerprint, args.overwrite, npy.exists() or index_csv.exists()):
-        embeddings, index = _load_embeddings(npy, index_csv, model.dim)
+        embeddings, index = _load_embeddings(npy, index_csv, width)
     parts = {"emb": [embeddings], "index": [index]}
 
     def process(prepared: list) -> int:
         from .api import mean_by_record, stack_prepared
 
         signals, lead_mask, chunk_index = stack_prepared(prepared, model.preprocess.window)
-        emb = model.encode_windows(signals, lead_mask, args.batch_size)
+        emb = model.encode_windows(signals, lead_mask, args.batch_size, features)
         if not args.per_window:  # a chunk holds whole records, so each is averaged here
             emb, chunk_index = mean_by_record(emb, chunk_index)
         parts["emb"].append(emb)
@@ -112,7 +121,7 @@ def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int
         atomic_write_text(index_csv, frame.to_csv(index=False))
         outputs.write_errors(failures)
         outputs.write_run(fingerprint, {"windows": int(len(emb)), "records": int(frame["source"].nunique()),
-                                        "failed": len(failures), "dim": int(model.dim)})
+                                        "failed": len(failures), "dim": width, "features": features})
 
     done = set(index["source"].astype(str)) if len(index) else set()
     status = run_batch(args, model, outputs, done, process, flush)

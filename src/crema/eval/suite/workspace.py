@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from ...config import FinetuneConfig, ModelConfig, RunConfig, to_dict
+from ...config import FinetuneConfig, ModelConfig, RunConfig, embedding_features, to_dict
 from ...data.corpus import Corpus, is_corpus
 from ...data.dataset import select_rows
 from ...errors import CremaError
+from ...model.inference import readout
 from ...model.sit import SiTEncoder
 from ...train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder
 from ..features import FINGERPRINT_WHAT, corpus_fingerprint, file_sha256, module_sha256
@@ -109,9 +110,12 @@ class Workspace:
             return module, module_sha256(module), {"init": "random", "init_seed": seed}
         ckpt = self.checkpoint_dir(encoder)
         module, config = load_encoder(ckpt)
-        return module, file_sha256(ckpt / MODEL_FILE), {
-            "checkpoint": str(ckpt), "pretrain_step": config.get("step"), "objective": config.get("objective"),
-            "fs": (config.get("preprocess") or {}).get("fs")}
+        features = embedding_features(config, ckpt)  # the checkpoint's own read-out (mean unless it says)
+        extra = {"checkpoint": str(ckpt), "pretrain_step": config.get("step"), "objective": config.get("objective"),
+                 "fs": (config.get("preprocess") or {}).get("fs")}
+        if features != "mean":
+            extra["features"] = features
+        return readout(module, features), file_sha256(ckpt / MODEL_FILE), extra
 
     def encoder_for(self, encoder: Encoder, corpus: Corpus) -> tuple[torch.nn.Module, str, dict]:
         """:meth:`encoder`, refusing a corpus prepared at another rate than the pretraining data."""
