@@ -62,11 +62,15 @@ def _human(amount: int, unit: str) -> str:
 # Decoded float32 signal of one record held in memory at once. 12 leads x 1 h at 1 kHz is 165 MiB;
 # longer records are streamed window by window instead of read whole.
 RECORD_BYTES = Limit("record in memory", "CREMA_MAX_RECORD_BYTES", 512 * MIB)
-# What a compressed member (.npz entry, HDF5 chunk filter) may expand to, in all.
+# Records of one stack file (.npy/.npz/HDF5): each is listed as an item of about 0.5 kB before any
+# is read, so a small compressed file declaring millions of tiny rows would otherwise exhaust memory.
+STACK_RECORDS = Limit("records in one stack file", "CREMA_MAX_STACK_RECORDS", 1_000_000, unit="records")
+# What compressed data may expand to: all the compressed members of one .npz together, one chunk
+# of an HDF5 dataset (decompressed whole whenever one of its rows is read), a MATLAB element.
 DECOMPRESSED_BYTES = Limit("decompressed size", "CREMA_MAX_DECOMPRESSED_BYTES", 1024 * MIB)
 # One file uploaded to the viewer, and all of one request's files together.
 UPLOAD_BYTES = Limit("upload size", "CREMA_MAX_UPLOAD_BYTES", 200 * MIB)
 # Text files (CSV labels, .csv/.txt signals, headers): larger ones are not ECG text.
 TEXT_BYTES = Limit("text file size", "CREMA_MAX_TEXT_BYTES", 256 * MIB)
 
-ALL = (RECORD_BYTES, DECOMPRESSED_BYTES, UPLOAD_BYTES, TEXT_BYTES)
+ALL = (RECORD_BYTES, STACK_RECORDS, DECOMPRESSED_BYTES, UPLOAD_BYTES, TEXT_BYTES)

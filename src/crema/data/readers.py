@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import CremaError, ReadError, is_utf8_name
+from ..limits import LimitError
 from .formats import read_dicom_ecg, read_edf_ecg, read_xml_ecg
 from .formats.arrays import looks_like_text_record, read_array_file
 from .formats.cpsc import read_cpsc_struct
@@ -47,6 +48,10 @@ WFDB_SIGNAL_SUFFIXES = frozenset({".dat", ".xyz"})
 # Table files found beside real data that are not recordings.
 METADATA_NAMES = frozenset({"ptbxl_database.csv", "scp_statements.csv", "ecg_ids.csv",
                             "index.csv", "records.csv"})
+# Files a batch command writes beside its main output (crema.use.batch.BatchOutputs), and the
+# sidecar that marks that output.
+RUN_SUFFIX = ".run.json"
+OUTPUT_SUFFIXES = (".index.csv", ".errors.csv", RUN_SUFFIX)
 METADATA_PATTERN = re.compile(r".*(dx_mapping|_mapping|_labels?|_database|statements)\.csv$", re.I)
 
 
@@ -92,6 +97,8 @@ def read_record(path: PathLike, fs: float | None = None,
         if exc.path:
             raise
         raise ReadError(path, exc.problem) from None
+    except LimitError:
+        raise  # already names the file, the limit and its setting; callers tell it apart
     except (CremaError, ValueError, OSError, KeyError, IndexError, TypeError) as exc:
         # Anything a format reader trips over is reported as this file's problem.
         raise ReadError(path, f"{type(exc).__name__}: {exc}" if not isinstance(exc, CremaError)
@@ -104,29 +111,79 @@ def find_records(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
     """One path per record from files, folders (recursive) and glob patterns, sorted.
 
     WFDB pairs are listed by their ``.hea``; a ``.mat`` or ``.dat`` with a sibling ``.hea`` is not
-    listed on its own; hidden files and known table files (``ptbxl_database.csv``,
-    ``*_dx_mapping.csv``, ...) found in folders are left out. Files named explicitly are kept.
-    Links to folders are not followed when walking a folder or a ``**`` pattern, and a file
-    reached by several paths (a link beside its target) is listed once.
+    listed on its own; hidden files, known table files (``ptbxl_database.csv``,
+    ``*_dx_mapping.csv``, ...) and CREMA's own outputs (:func:`is_crema_output`) found in folders
+    or by patterns are left out. Files named explicitly are kept. A path that exists is always
+    taken as it is (``rec[1].npy`` is that file); only one that does not is a glob pattern. Links
+    to folders are not followed when walking a folder or a ``**`` pattern, and a file reached by
+    several paths (a link beside its target) is listed once.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     found: set[Path] = set()
     for item in inputs:
         text = str(item)
-        if _has_magic(text):
-            found.update(_record_path(p) for p in _expand_glob(text)
-                         if p.is_file() and _is_record_file(p))
-            continue
         path = Path(item)
+        if not path.exists() and _has_magic(text):
+            root = _split_glob(text)[0]
+            found.update(_record_path(p) for p in _expand_glob(text)
+                         if p.is_file() and _is_record_file(p) and not _in_output(p, root))
+            continue
         if path.is_dir():
-            found.update(_record_path(p) for p in path.rglob("*")
-                         if p.is_file() and not _is_hidden(p, path) and _is_record_file(p))
+            found.update(_record_path(p) for p in _walk(path) if _is_record_file(p))
         elif path.is_file():
             found.add(_record_path(path))
         else:
             raise ReadError(path, "no such file or folder")
     return _unique_files(found)
+
+
+def is_crema_output(path: Path) -> bool:
+    """True for a file or folder CREMA itself wrote, which is never an ECG to read back (an
+    ``--out`` inside the input folder would otherwise become input on the next run):
+
+    * a corpus folder (``crema prepare``: ``preprocess.json`` beside ``signals.npy``) or a model
+      folder (a checkpoint or export: ``config.json`` beside ``model.safetensors``);
+    * a batch command's side files, ``*.index.csv``, ``*.errors.csv``, ``*.run.json``, and its main
+      output, which has a ``<stem>.run.json`` beside it (``crema embed --out X``: ``X.npy``;
+      ``crema predict --out X.csv``: ``X.csv``).
+    """
+    if path.is_dir():
+        return (((path / "preprocess.json").is_file() and (path / "signals.npy").is_file())
+                or ((path / "config.json").is_file() and (path / "model.safetensors").is_file()))
+    name = path.name.lower()
+    return (name.endswith(OUTPUT_SUFFIXES)
+            or path.with_name(f"{path.name[:len(path.name) - len(path.suffix)]}{RUN_SUFFIX}").is_file())
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every file under ``root`` except hidden ones and CREMA's outputs (a corpus or model folder
+    is not entered); links to folders are not followed."""
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and not is_crema_output(here / d)]
+        files.extend(p for p in (here / n for n in names)
+                     if not p.name.startswith(".") and p.is_file() and not is_crema_output(p))
+    return files
+
+
+def _in_output(path: Path, root: Path) -> bool:
+    """``path`` (found by a pattern under ``root``) is one of CREMA's outputs or lies in one."""
+    if is_crema_output(path):
+        return True
+    try:
+        folder = path.parent.relative_to(root)
+    except ValueError:
+        return False
+    return any(is_crema_output(root / rel) for rel in [folder, *folder.parents] if rel != Path("."))
+
+
+def _split_glob(pattern: str) -> tuple[Path, tuple[str, ...]]:
+    """``(folder before the first pattern part, the parts from there on)``."""
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if _has_magic(part))
+    return (Path(*parts[:first_magic]) if first_magic else Path(".")), parts[first_magic:]
 
 
 def _has_magic(text: str) -> bool:
@@ -137,10 +194,7 @@ def _expand_glob(pattern: str) -> list[Path]:
     """Paths matching ``pattern`` (``**`` = any depth, as ``glob(recursive=True)``) without
     following links to folders inside ``**`` (a link loop such as ``loop -> .`` would list every
     file dozens of times) and, as ``glob`` does, without hidden names the pattern does not spell."""
-    parts = Path(pattern).parts
-    first_magic = next(i for i, part in enumerate(parts) if _has_magic(part))
-    root = Path(*parts[:first_magic]) if first_magic else Path(".")
-    rest = parts[first_magic:]
+    root, rest = _split_glob(pattern)
     if rest[-1] == "**":  # pathlib's trailing ** lists folders only; glob's lists files too
         rest = (*rest, "*")
     spelled_hidden = {part for part in rest if part.startswith(".")}
@@ -233,7 +287,3 @@ def _is_record_file(path: Path) -> bool:
     if suffix == ".txt":  # a folder of text records often holds READMEs and lists of names too
         return looks_like_text_record(path)
     return not (suffix == ".csv" and (name in METADATA_NAMES or METADATA_PATTERN.match(name)))
-
-
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)

@@ -20,13 +20,20 @@ follows), else the row numbers ``000000``, ``000001``...
 Rows are read with seeks and reads (``.npy`` files and ``.npz`` members) or HDF5 hyperslabs, not
 through a memory map: the pages of a memmap stay counted in the process's memory, which would
 then grow with the file.
+
+Nothing a file declares is trusted (a 1 kB file may declare ten million records): before anything
+is read, a ``.npy``/``.npz`` header's shape must fit in the bytes present
+(:mod:`crema.data.formats.npyfile`), an HDF5 dataset must have every chunk stored (or, contiguous,
+all its bytes), one record must fit in :data:`crema.limits.RECORD_BYTES`, an HDF5 chunk in
+:data:`crema.limits.DECOMPRESSED_BYTES`, and the rows number at most
+:data:`crema.limits.STACK_RECORDS`. An HDF5 file is read only from itself: datasets stored in
+external files, virtual datasets and links to other files are refused.
 """
 from __future__ import annotations
 
 import math
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +42,10 @@ import pandas as pd
 
 from ..config import STANDARD_LEADS
 from ..errors import CremaError, ReadError
-from .formats.arrays import ID_KEYS, choose_signal_key, lead_axis
+from ..limits import DECOMPRESSED_BYTES, RECORD_BYTES, STACK_RECORDS
+from .formats.arrays import (ID_KEYS, MAX_LEAD_NAMES, RATE_KEYS, as_rate, choose_signal_key, lead_axis,
+                             resolve_rate)
+from .formats.npyfile import NpzArchive, open_npy
 from .leads import UnknownLeadError, canonical_lead
 from .recording import Recording
 
@@ -43,9 +53,9 @@ HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".hdf"})
 STACK_SUFFIXES = frozenset({".npy", ".npz"}) | HDF5_SUFFIXES
 CODE15_DATASET = "tracings"       # CODE-15% / SaMi-Trop: (N, 4096, 12) float32 ...
 CODE15_FS = 400.0                 # ... sampled at 400 Hz (stored nowhere in the file)
-RATE_KEYS = ("fs", "sampling_rate", "sampling_frequency", "sample_rate")
 IDS_FILE = "ecg_ids.csv"          # ids beside a .npy stack, as crema prepare reads them
 BLOCK_BYTES = 32 * 2**20          # raw bytes read per block of rows
+MAX_LINK_HOPS = 16                # soft links followed inside an HDF5 file before calling it a loop
 
 
 class AssumedRateWarning(UserWarning):
@@ -63,13 +73,12 @@ def is_stack(path: str | os.PathLike, dataset: str | None = None) -> bool:
         return False
     try:
         if suffix == ".npy":
-            with open(path, "rb") as fh:
-                return len(_read_npy_header(fh, path)[0]) == 3
-        with zipfile.ZipFile(path) as archive:
-            names = _npz_names(archive)
-            with archive.open(choose_signal_key(path, names, dataset) + ".npy") as fh:
-                return len(_read_npy_header(fh, path)[0]) == 3
-    except (CremaError, OSError, ValueError, zipfile.BadZipFile):
+            fh, header = open_npy(path)
+            fh.close()
+            return len(header.shape) == 3
+        with NpzArchive(path) as archive:
+            return len(archive.header(choose_signal_key(path, archive.names, dataset)).shape) == 3
+    except (CremaError, OSError, ValueError):
         return False
 
 
@@ -91,18 +100,23 @@ class RecordStack:
         if not self.path.is_file():
             raise ReadError(self.path, "no such file")
         self._store = _open_store(self.path, dataset)
-        self.shape: tuple[int, ...] = tuple(self._store.shape)
-        if len(self.shape) != 3:
-            raise ReadError(self.path, f"{self._store.name!r} has shape {self.shape}; a stack of records "
-                                       "is (N, leads, samples) or (N, samples, leads)")
-        self.leads = _check_leads(self.path, leads if leads is not None else self._store.leads())
         try:
-            self.lead_axis = 1 + lead_axis(self.path, self.shape[1:], len(self.leads))
-        except ReadError:
-            raise ReadError(self.path, f"stack shape {self.shape} is neither (N, {len(self.leads)}, T) nor "
-                                       f"(N, T, {len(self.leads)}) for {len(self.leads)} leads "
-                                       "(pass --leads when the rows are another lead set)") from None
-        self.fs = _resolve_rate(self.path, fs, self._store.rate(), self._store.default_rate)
+            self.shape: tuple[int, ...] = tuple(self._store.shape)
+            if len(self.shape) != 3:
+                raise ReadError(self.path, f"{self._store.name!r} has shape {self.shape}; a stack of records "
+                                           "is (N, leads, samples) or (N, samples, leads)")
+            _check_declared_size(self.path, self._store)
+            self.leads = _check_leads(self.path, leads if leads is not None else self._store.leads())
+            try:
+                self.lead_axis = 1 + lead_axis(self.path, self.shape[1:], len(self.leads))
+            except ReadError:
+                raise ReadError(self.path, f"stack shape {self.shape} is neither (N, {len(self.leads)}, T) nor "
+                                           f"(N, T, {len(self.leads)}) for {len(self.leads)} leads "
+                                           "(pass --leads when the rows are another lead set)") from None
+            self.fs = _resolve_rate(self.path, fs, self._store.rate(), self._store.default_rate)
+        except BaseException:
+            self._store.close()  # a refused file is not left open
+            raise
         self._ids_option = ids
         self._ids: list[str] | None = None
         row_bytes = max(1, self.shape[1] * self.shape[2] * self._store.itemsize)
@@ -160,23 +174,22 @@ class RecordStack:
 
 class _NpyStore:
     """A C-ordered array in an open binary file (a ``.npy`` file or an ``.npz`` member), read by
-    seeking to a row and reading the bytes of the rows wanted."""
+    seeking to a row and reading the bytes of the rows wanted; its header already checked
+    against the bytes present (:mod:`crema.data.formats.npyfile`)."""
 
     default_rate = None
 
-    def __init__(self, fh, where: Path, name: str, small_arrays=None):
+    def __init__(self, fh, header, where: Path, name: str, archive: NpzArchive | None = None):
         self.fh, self.where, self.name = fh, where, name
-        shape, fortran, dtype = _read_npy_header(fh, where)
-        if dtype.hasobject:
-            raise ReadError(where, f"{name!r} holds Python objects, not numbers")
+        dtype = header.dtype
         if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
             raise ReadError(where, f"{name!r} has dtype {dtype}; expected real numbers")
-        if fortran and len(shape) > 1:
+        if header.fortran and len(header.shape) > 1:
             raise ReadError(where, f"{name!r} is stored in Fortran order; save it C-ordered "
                                    "(np.save(path, np.ascontiguousarray(x)))")
-        self.shape, self.dtype, self.itemsize = shape, dtype, dtype.itemsize
-        self.offset = fh.tell()
-        self._small = small_arrays  # the other arrays of an .npz (fs, leads, ids), loaded lazily
+        self.shape, self.dtype, self.itemsize = header.shape, dtype, dtype.itemsize
+        self.offset = header.offset
+        self._archive = archive  # the other arrays of an .npz (fs, leads, ids), read on demand
 
     def read(self, start: int, stop: int) -> np.ndarray:
         row_items = int(np.prod(self.shape[1:]))
@@ -187,33 +200,34 @@ class _NpyStore:
             raise ReadError(self.where, f"truncated: rows {start}:{stop} of {self.shape} are not all there")
         return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 
-    def array(self, key: str) -> np.ndarray | None:
-        if self._small is None or key not in self._small.files:
+    def array(self, key: str, max_items: int) -> np.ndarray | None:
+        if self._archive is None:
             return None
-        return self._small[key]
+        return self._archive.array(key, max_items)
 
     def arrays(self) -> list[str]:
-        return [] if self._small is None else list(self._small.files)
+        return [] if self._archive is None else self._archive.names
 
     def leads(self) -> Sequence[str] | None:
-        value = self.array("leads")
+        value = self.array("leads", MAX_LEAD_NAMES)
         return None if value is None else [str(v) for v in np.asarray(value).ravel()]
 
     def rate(self) -> float | None:
         for key in RATE_KEYS:
-            value = self.array(key)
+            value = self.array(key, 1)
             if value is not None:
-                return _as_rate(self.where, key, value)
+                return as_rate(self.where, key, value)
         return None
 
     def close(self) -> None:
         self.fh.close()
-        if self._small is not None:
-            self._small.close()
+        if self._archive is not None:
+            self._archive.close()
 
 
 class _H5Store:
-    """A dataset of an HDF5 file, read by hyperslab."""
+    """A dataset of an HDF5 file, read by hyperslab; only datasets stored in the file itself are
+    read (:func:`_h5_dataset`)."""
 
     default_rate = CODE15_FS
 
@@ -228,24 +242,35 @@ class _H5Store:
             raise ReadError(path, f"not a readable HDF5 file ({exc})") from None
         self.where = path
         self.name = dataset or CODE15_DATASET
-        node = self.file.get(self.name)
-        if not isinstance(node, h5py.Dataset):
-            found = _h5_datasets(self.file)
+        try:
+            node = _h5_dataset(self.file, self.name, path)
+            if node is None:
+                found = _h5_datasets(self.file)
+                raise ReadError(path, f"no dataset {self.name!r} (datasets: "
+                                      f"{', '.join(f'{k} {v}' for k, v in found.items()) or 'none'}); "
+                                      "name the signals with --dataset NAME")
+            if not np.issubdtype(node.dtype, np.number) or np.issubdtype(node.dtype, np.complexfloating):
+                raise ReadError(path, f"dataset {self.name!r} has dtype {node.dtype}; expected real numbers")
+        except BaseException:
             self.file.close()
-            raise ReadError(path, f"no dataset {self.name!r} (datasets: "
-                                  f"{', '.join(f'{k} {v}' for k, v in found.items()) or 'none'}); "
-                                  "name the signals with --dataset NAME")
-        if not np.issubdtype(node.dtype, np.number) or np.issubdtype(node.dtype, np.complexfloating):
-            raise ReadError(path, f"dataset {self.name!r} has dtype {node.dtype}; expected real numbers")
+            raise
         self.ds = node
         self.shape, self.itemsize = node.shape, node.dtype.itemsize
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return self.ds[start:stop]
+        try:
+            return self.ds[start:stop]
+        except OSError as exc:  # a damaged chunk, data past the end of the file
+            raise ReadError(self.where, f"cannot read rows {start}:{stop} of {self.name!r} ({exc})") from None
 
-    def array(self, key: str) -> np.ndarray | None:
-        node = self.file.get(key)
-        return None if node is None or not hasattr(node, "shape") else node[()]
+    def array(self, key: str, max_items: int) -> np.ndarray | None:
+        node = _h5_dataset(self.file, key, self.where)
+        if node is None:
+            return None
+        if node.size > max_items:
+            raise ReadError(self.where, f"dataset {key!r} declares {node.size:,} values (shape {node.shape}); "
+                                        f"at most {max_items:,} expected")
+        return node[()]
 
     def arrays(self) -> list[str]:
         return list(_h5_datasets(self.file))
@@ -260,7 +285,7 @@ class _H5Store:
         for attrs in (self.ds.attrs, self.file.attrs):
             for key in RATE_KEYS:
                 if key in attrs:
-                    return _as_rate(self.where, key, attrs[key])
+                    return as_rate(self.where, key, attrs[key])
         return None
 
     def close(self) -> None:
@@ -274,40 +299,117 @@ def _open_store(path: Path, dataset: str | None):
     if suffix == ".npy":
         if dataset:
             raise ReadError(path, f"a .npy file holds one array; dataset {dataset!r} does not apply")
-        fh = open(path, "rb")
+        fh, header = open_npy(path)
         try:
-            return _NpyStore(fh, path, path.name)
-        except Exception:
+            return _NpyStore(fh, header, path, path.name)
+        except BaseException:
             fh.close()
             raise
     if suffix == ".npz":
+        archive = NpzArchive(path)
         try:
-            small = np.load(path, allow_pickle=False)
-            archive = zipfile.ZipFile(path)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise ReadError(path, f"not a readable .npz archive: {exc}") from None
-        key = choose_signal_key(path, _npz_names(archive), dataset)
-        return _NpyStore(archive.open(key + ".npy"), path, key, small)
+            key = choose_signal_key(path, archive.names, dataset)
+            fh, header = archive.open(key)
+        except BaseException:
+            archive.close()
+            raise
+        try:
+            return _NpyStore(fh, header, path, key, archive)
+        except BaseException:
+            fh.close()
+            archive.close()
+            raise
     raise ReadError(path, f"not a stack file (expected {', '.join(sorted(STACK_SUFFIXES))})")
 
 
-def _npz_names(archive: zipfile.ZipFile) -> list[str]:
-    return [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+def _check_declared_size(path: Path, store) -> None:
+    """Refuse, before any row is listed or read, a stack whose rows are too many
+    (``STACK_RECORDS``) or one of whose records would not fit in ``RECORD_BYTES`` as float32."""
+    rows, per_row = int(store.shape[0]), math.prod(store.shape[1:])
+    STACK_RECORDS.check(rows, f"{path}: {store.name!r} of shape {tuple(store.shape)}")
+    RECORD_BYTES.check(per_row * 4, f"{path}: one record of {store.name!r} (shape {tuple(store.shape[1:])})")
 
 
-def _read_npy_header(fh, where: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """``(shape, fortran_order, dtype)`` of an open ``.npy``, left positioned at its data."""
-    try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(fh)
-        return np.lib.format.read_array_header_2_0(fh)
-    except ValueError as exc:
-        raise ReadError(where, f"not a readable .npy array: {exc}") from None
+def _h5_dataset(h5file, name: str, where: Path):
+    """The dataset ``name`` of ``h5file``, or None when there is none; raises :class:`ReadError`
+    for one whose data would come from elsewhere than this file, or that does not hold the data it
+    declares (:func:`_h5_link_path`, :func:`_check_h5_storage`)."""
+    import h5py
+
+    path = _h5_link_path(h5file, name, where)
+    node = None if path is None else h5file.get(path)
+    if not isinstance(node, h5py.Dataset):
+        return None
+    _check_h5_storage(node, name, where)
+    return node
+
+
+def _h5_link_path(h5file, name: str, where: Path, hops: int = 0) -> str | None:
+    """The path of ``name`` through hard links only (soft links inside the file resolved), or None
+    when nothing is there. Each link is looked at before it is followed: an external link (to
+    another file, anywhere on the machine) is refused, never opened."""
+    import h5py
+
+    current = ""
+    for part in (p for p in name.split("/") if p):
+        parent = h5file[current or "/"]
+        if not isinstance(parent, h5py.Group):
+            return None
+        link = parent.get(part, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.SoftLink):
+            if hops >= MAX_LINK_HOPS:
+                raise ReadError(where, f"{name!r}: soft links loop or nest deeper than {MAX_LINK_HOPS}")
+            target = link.path if link.path.startswith("/") else f"{current}/{link.path}"
+            current = _h5_link_path(h5file, target, where, hops + 1)
+            if current is None:
+                return None
+        elif isinstance(link, h5py.HardLink):
+            current = f"{current}/{part}"
+        else:  # an external (or user-defined) link: its target is outside this file
+            raise ReadError(where, f"{name!r} is a link to another file; CREMA reads an HDF5 file's "
+                                   "data only from the file itself")
+    return current or "/"
+
+
+def _check_h5_storage(ds, name: str, where: Path) -> None:
+    """Refuse a dataset stored outside the file (external raw files, a virtual dataset mapping
+    other files) or that declares more than it holds: a contiguous one whose bytes are not all in
+    the file, a chunked one with chunks missing (they would read as fill values) or a chunk over
+    ``DECOMPRESSED_BYTES`` (a whole chunk is decompressed to read any of its rows)."""
+    import h5py
+
+    plist = ds.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
+        raise ReadError(where, f"dataset {name!r} is a virtual dataset (its data come from other files); "
+                               "CREMA reads an HDF5 file's data only from the file itself")
+    if plist.get_external_count() > 0:
+        raise ReadError(where, f"dataset {name!r} keeps its data in external files; CREMA reads an HDF5 "
+                               "file's data only from the file itself")
+    declared = ds.size * ds.dtype.itemsize
+    if declared == 0 or layout == h5py.h5d.COMPACT:  # compact data lie in the object header
+        return
+    if layout == h5py.h5d.CHUNKED:
+        chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
+        DECOMPRESSED_BYTES.check(chunk_bytes, f"{where}: one chunk {ds.chunks} of dataset {name!r}")
+        needed = math.prod(-(-size // chunk) for size, chunk in zip(ds.shape, ds.chunks))
+        stored = ds.id.get_num_chunks()
+        if stored < needed:
+            raise ReadError(where, f"dataset {name!r} declares shape {ds.shape} but stores {stored:,} of its "
+                                   f"{needed:,} chunks: the rest is not in the file (truncated, or its "
+                                   "header lies)")
+        return
+    stored = ds.id.get_storage_size()
+    offset = ds.id.get_offset()
+    if stored < declared or offset is None or offset + declared > os.path.getsize(where):
+        raise ReadError(where, f"dataset {name!r} declares shape {ds.shape} of {ds.dtype} ({declared:,} bytes) "
+                               "but the file does not hold them: it is truncated or its header lies")
 
 
 def _h5_datasets(h5file) -> dict[str, tuple[int, ...]]:
-    """Every dataset of an HDF5 file: ``{name: shape}``."""
+    """Every dataset of an HDF5 file reached through hard links: ``{name: shape}`` (for messages)."""
     found: dict[str, tuple[int, ...]] = {}
     h5file.visititems(lambda name, node: found.setdefault(name, node.shape) if hasattr(node, "shape") else None)
     return found
@@ -315,25 +417,12 @@ def _h5_datasets(h5file) -> dict[str, tuple[int, ...]]:
 
 # ----------------------------------------------------------------------------- rate, leads, ids
 
-def _as_rate(where: Path, key: str, value: Any) -> float:
-    try:
-        rate = float(np.asarray(value).squeeze())
-    except (TypeError, ValueError):
-        raise ReadError(where, f"stored sampling rate {key}={value!r} is not a number") from None
-    if not math.isfinite(rate) or rate <= 0:
-        raise ReadError(where, f"stored sampling rate {key}={rate} is not a positive number")
-    return rate
-
-
 def _resolve_rate(path: Path, given: float | None, stored: float | None, default: float | None) -> float:
     """The file's rate when it stores one (refusing a different ``given``), else ``given``, else the
     format's default (with a warning), else an error."""
-    if stored is not None:
-        if given is not None and not math.isclose(float(given), stored, rel_tol=1e-6):
-            raise ReadError(path, f"the file stores fs={stored:g} Hz but fs={float(given):g} Hz was given")
-        return stored
-    if given is not None:
-        return float(given)
+    rate = resolve_rate(path, given, stored)
+    if rate is not None:
+        return rate
     if default is not None:
         warnings.warn(f"{path}: no sampling rate stored or given; assuming {default:g} Hz (CODE-15%); "
                       "pass fs (--fs HZ) otherwise", AssumedRateWarning, stacklevel=3)
@@ -365,7 +454,7 @@ def stack_ids(path: str | os.PathLike, n: int, ids: str | os.PathLike | None = N
         if Path(ids).is_file():
             values, where = read_ids_file(Path(ids)), Path(ids)
         elif str(ids) in arrays:
-            values, where = _id_strings(store.array(str(ids))), path
+            values, where = _id_strings(store.array(str(ids), n)), path
         else:
             raise ReadError(path, f"ids {str(ids)!r} is neither a file nor an array in the file "
                                   f"(arrays: {', '.join(arrays) or 'none'})")
@@ -373,7 +462,7 @@ def stack_ids(path: str | os.PathLike, n: int, ids: str | os.PathLike | None = N
         key = next((k for k in ID_KEYS if k in arrays), None)
         beside = path.parent / IDS_FILE
         if key is not None:
-            values, where = _id_strings(store.array(key)), path
+            values, where = _id_strings(store.array(key, n)), path
         elif path.suffix.lower() == ".npy" and beside.is_file():
             values, where = read_ids_file(beside), beside
         else:

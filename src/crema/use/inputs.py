@@ -143,7 +143,7 @@ def _collect(inputs: Any, fs: float | None, leads: Sequence[str] | None, options
         items: list[InputItem] = []
         for path in find_records(inputs):
             if is_stack(path, dataset):
-                items.extend(stack_items(path, fs, leads, dataset, ids))
+                items.extend(_stack_items_or_failure(path, fs, leads, dataset, ids))
             else:
                 items.append(path_item(path, fs, leads))
         return items
@@ -152,6 +152,19 @@ def _collect(inputs: Any, fs: float | None, leads: Sequence[str] | None, options
         return _array_items(array, fs, leads, first)
     raise CremaError(f"cannot use input of type {type(inputs).__name__}: pass a numpy array "
                      "(12, T) or (B, 12, T), a Recording, a file, folder or glob, or a list of them")
+
+
+def _stack_items_or_failure(path: Path, fs, leads, dataset, ids) -> list[InputItem]:
+    """:func:`stack_items`, or for a stack that cannot be opened (a lying header, object ids...)
+    one item whose load raises why: a batch lists it as failed and goes on with the files beside it."""
+    try:
+        return stack_items(path, fs, leads, dataset, ids)
+    except CremaError as exc:
+        return [InputItem(str(path), path.stem, partial(_raise, exc))]
+
+
+def _raise(exc: Exception):
+    raise exc
 
 
 def stack_items(path: str | os.PathLike, fs: float | None = None, leads: Sequence[str] | None = None,

@@ -6,24 +6,31 @@ The rules for telling the lead axis and the signal array apart are shared with t
 stacks (:mod:`crema.data.stacks`) and the API's in-memory arrays (:mod:`crema.use.inputs`)."""
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ...config import STANDARD_LEADS
 from ...errors import ReadError
+from ...limits import RECORD_BYTES, TEXT_BYTES
 from ..leads import UnknownLeadError, canonical_lead
 from ..recording import Recording
 from ..units import mv_per_unit
+from .npyfile import NpzArchive, open_npy, read_data
 
 # Names an .npz may give its signal array, in order of preference (``tracings``: CODE-15%).
 SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "x", "tracings")
 # Names of record-id arrays (in an .npz or HDF5 file) or columns (in an ids table).
 ID_KEYS = ("record_id", "record_ids", "ids", "id", "exam_id", "ecg_id")
+# Names of a stored sampling rate (an .npz array, an HDF5 attribute).
+RATE_KEYS = ("fs", "sampling_rate", "sampling_frequency", "sample_rate")
 # Arrays of an .npz that describe the signal rather than hold it.
-NPZ_META_KEYS = frozenset({"fs", "sampling_rate", "leads", *ID_KEYS})
+NPZ_META_KEYS = frozenset({*RATE_KEYS, "leads", *ID_KEYS})
+# Most lead names a file may list (distinct known leads are far fewer): a bound on what is read.
+MAX_LEAD_NAMES = 64
 # Suffixes of records stored as text tables.
 TEXT_SUFFIXES = frozenset({".csv", ".txt"})
 # Bytes read to tell a text record from other text (a README, a list of record names).
@@ -107,15 +114,20 @@ def looks_like_text_record(path: Path) -> bool:
 def orient_leads_first(path: Path, array: np.ndarray, n_leads: int) -> np.ndarray:
     """``(n_leads, T)`` from ``(n_leads, T)`` or ``(T, n_leads)``, decided by which dimension
     matches the lead count (:func:`lead_axis`)."""
-    if array.ndim != 2:
-        raise ReadError(path, f"expected a 2-D array (leads x samples), got shape {array.shape}"
-                              + (" (a stack of records: crema embed / predict and crema prepare read it)"
-                                 if array.ndim == 3 else ""))
+    require_2d(path, array.shape)
     if array.size == 0:
         raise ReadError(path, f"zero-length signal (shape {array.shape})")
     if lead_axis(path, array.shape, n_leads) == 0:
         return np.asarray(array, dtype=np.float32)
     return np.ascontiguousarray(np.asarray(array, dtype=np.float32).T)
+
+
+def require_2d(path: Path, shape: Sequence[int]) -> None:
+    """Refuse a shape that is not one record ``(leads, samples)``."""
+    if len(shape) != 2:
+        raise ReadError(path, f"expected a 2-D array (leads x samples), got shape {tuple(shape)}"
+                              + (" (a stack of records: crema embed / predict and crema prepare read it)"
+                                 if len(shape) == 3 else ""))
 
 
 def lead_axis(path: Path | str | None, shape: Sequence[int], n_leads: int) -> int:
@@ -160,36 +172,67 @@ def real_dtype_problem(array: np.ndarray) -> str | None:
     return f"the array holds {what}; an ECG is real numbers (integers or floats)"
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def as_rate(where: Path, key: str, value: Any) -> float:
+    """A stored sampling rate ``key=value`` as a positive finite number of Hz."""
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickled" in str(exc):  # numpy's own message suggests loading it unsafely; never do
-            raise ReadError(path, "holds pickled Python objects, which CREMA never loads; "
-                                  "save a plain numeric array") from None
-        raise ReadError(path, f"not a readable .npy array: {exc}") from None
-    except Exception as exc:
-        raise ReadError(path, f"not a readable .npy array: {exc}") from None
+        rate = float(np.asarray(value).squeeze())
+    except (TypeError, ValueError):
+        raise ReadError(where, f"stored sampling rate {key}={value!r} is not a number") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise ReadError(where, f"stored sampling rate {key}={rate} is not a positive number")
+    return rate
+
+
+def resolve_rate(path: Path, given: float | None, stored: float | None) -> float | None:
+    """The rate of an array file: the stored one, refusing a different ``given`` (reading a
+    250 Hz record as 500 Hz would silently halve its heart rate), else ``given`` (None: unknown)."""
+    if stored is not None:
+        if given is not None and not math.isclose(float(given), stored, rel_tol=1e-6):
+            raise ReadError(path, f"the file stores fs={stored:g} Hz but fs={float(given):g} Hz was given")
+        return stored
+    return None if given is None else float(given)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """The one record of a ``.npy`` as float32, its declared size checked before reading."""
+    try:
+        fh, header = open_npy(path)
+    except OSError as exc:
+        raise ReadError(path, f"cannot read: {exc}") from None
+    with fh:
+        return _read_record_array(fh, header, path)
 
 
 def _load_npz(path: Path, fs, leads):
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            contents = {key: archive[key] for key in archive.files}
-    except Exception as exc:
-        raise ReadError(path, f"not a readable .npz archive: {exc}") from None
-    if fs is None and "fs" in contents:
-        fs = float(np.asarray(contents.pop("fs")).squeeze())
-    contents.pop("fs", None)
-    if leads is None and "leads" in contents:
-        leads = [str(name) for name in np.asarray(contents.pop("leads")).ravel()]
-    contents.pop("leads", None)
-    return contents[choose_signal_key(path, list(contents))], fs, leads
+    """The signal array of an ``.npz`` (float32), its rate (a stored rate refuses a different
+    ``fs``) and its lead names; other arrays are never read."""
+    with NpzArchive(path) as archive:
+        stored = next(((key, archive.array(key, 1, "sampling rate")) for key in RATE_KEYS
+                       if key in archive.members), None)
+        fs = resolve_rate(path, fs, None if stored is None else as_rate(path, *stored))
+        if leads is None and "leads" in archive.members:
+            leads = [str(name) for name in archive.array("leads", MAX_LEAD_NAMES, "lead names").ravel()]
+        names = [name for name in archive.names if name not in RATE_KEYS and name != "leads"]
+        fh, header = archive.open(choose_signal_key(path, names))
+        with fh:
+            return _read_record_array(fh, header, path), fs, leads
+
+
+def _read_record_array(fh, header, path: Path) -> np.ndarray:
+    """One record's array as float32, refused before reading when its dtype is not real numbers
+    or its decoded signal would exceed ``RECORD_BYTES`` (a 1 kB file may declare gigabytes)."""
+    problem = real_dtype_problem(np.empty(0, header.dtype))
+    if problem:
+        raise ReadError(path, problem)
+    require_2d(path, header.shape)
+    RECORD_BYTES.check(header.count * 4, f"{path}: a record of shape {header.shape}")
+    return read_data(fh, header, path, np.float32)
 
 
 def _load_text(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """The numbers of a text table ``(rows, columns)`` float64 and its header row, if any."""
     try:
+        TEXT_BYTES.check(path.stat().st_size, str(path))
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is not a lead name
         with open(path, newline="", encoding="utf-8-sig") as fh:
             first = fh.readline()

@@ -7,8 +7,10 @@ import numpy as np
 
 from ...config import STANDARD_LEADS
 from ...errors import ReadError
+from ...limits import RECORD_BYTES
 from ..recording import Recording
 from .common import parse_age, parse_sex
+from .matlab import check_mat
 
 # CPSC 2018 originals and the CinC challenge data are all at this rate.
 CPSC_FS = 500.0
@@ -19,6 +21,7 @@ def read_cpsc_struct(path: Path) -> Recording:
     ``data`` (12 x N, mV, 500 Hz, standard lead order)."""
     from scipy.io import loadmat
 
+    check_mat(path)  # a compressed file may expand to gigabytes: refused before loadmat inflates it
     try:
         mat = loadmat(str(path))
     except Exception as exc:
@@ -31,9 +34,14 @@ def read_cpsc_struct(path: Path) -> Recording:
     ecg = mat["ECG"]
     try:
         fields = {name: ecg[name][0, 0] for name in ecg.dtype.names}
-        data = np.asarray(fields["data"], dtype=np.float64)
+        data = np.asarray(fields["data"])
     except (KeyError, TypeError, IndexError, ValueError):
         raise ReadError(path, "'ECG' struct has no 'data' field") from None
+    RECORD_BYTES.check(data.size * 4, f"{path}: 'ECG.data' of shape {data.shape}")
+    try:
+        data = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ReadError(path, f"'ECG.data' holds {data.dtype} values, not numbers") from None
     if data.ndim != 2 or data.shape[0] != len(STANDARD_LEADS):
         raise ReadError(path, f"'ECG.data' has shape {data.shape}, expected (12, N)")
     sex = fields.get("sex")

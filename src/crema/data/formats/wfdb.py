@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ReadError
+from ...limits import RECORD_BYTES
 from ..recording import Recording
 from ..units import mv_per_unit
 from .cinc_mat import read_cinc_mat
 from .wfdb_fast import fast_path_enabled, read_fast
-from .wfdb_header import parse_comments, parse_header
+from .wfdb_header import parse_comments, parse_header, signal_file
 
 # Bytes per sample of the WFDB storage formats, to check a signal file against its header.
 _WFDB_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2,
@@ -28,6 +29,9 @@ def read_wfdb(header: Path) -> Recording:
     the signal files are checked against the header first, whichever reads them."""
     parsed = parse_header(header)
     _check_signal_files(header, parsed)
+    sig_len = parsed["sig_len"] or 0
+    RECORD_BYTES.check(sig_len * parsed["n_sig"] * 4,
+                       f"{header}: {parsed['n_sig']} signals x {sig_len} samples read at once")
     record = read_fast(header) if fast_path_enabled() else None
     if record is None:
         record = _rdrecord(header, parsed)
@@ -66,7 +70,7 @@ def _check_signal_files(header: Path, parsed: dict) -> None:
     for sig in parsed["signals"]:
         by_file.setdefault(sig["file"], []).append(sig)
     for name, sigs in by_file.items():
-        file = header.parent / name
+        file = signal_file(header, name)  # beside the header, or refused before it is looked at
         if not file.exists():
             raise ReadError(header, f"signal file {name} is missing")
         size = file.stat().st_size

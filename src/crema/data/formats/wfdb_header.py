@@ -1,7 +1,14 @@
 """The WFDB header (``.hea``) read as text, without the ``wfdb`` library: the record line, one
 line per signal, and the ``#`` comment lines where PhysioNet/CinC records keep age, sex and
 ``Dx`` codes. The WFDB reader checks signal files against it, and the CinC ``.mat`` reader reads
-by it when ``wfdb`` refuses a header."""
+by it when ``wfdb`` refuses a header.
+
+A header is text anyone can write, and it names the files that hold the record's samples: those
+names are the one way a WFDB record could make CREMA read a file the user never gave it
+(``/some/where/patient.mat``, ``../x.dat``). :func:`parse_header` accepts only bare file names,
+and every reader opens a signal file through :func:`signal_file`, which also refuses a link that
+leads out of the header's folder; the refusal says nothing about the file named (whether it
+exists, its size)."""
 from __future__ import annotations
 
 import re
@@ -9,6 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ...errors import ReadError, is_utf8_name, printable
+from ...limits import TEXT_BYTES
 from ..rates import rate_problem
 from .common import parse_age, parse_sex
 
@@ -20,6 +28,7 @@ def parse_header(header: Path) -> dict:
     ``signals``: a list of dicts ``file, fmt, offset, gain, baseline, units, name``.
     """
     try:
+        TEXT_BYTES.check(header.stat().st_size, str(header))
         # surrogateescape keeps bytes that are not UTF-8, so that a file name in the header still
         # names the file on disk (errors="replace" would turn it into a name that does not exist)
         lines = header.read_bytes().decode("utf-8", "surrogateescape").splitlines()
@@ -48,7 +57,33 @@ def parse_header(header: Path) -> dict:
         if not is_utf8_name(name):
             raise ReadError(header, f"the header names '{printable(name)}', which is not valid UTF-8; "
                                     "rename the files and the names in the header")
+    if "/" in record_line[0]:
+        raise ReadError(header, f"multi-segment WFDB records ({printable(record_line[0])}) are not supported")
+    for sig in signals:
+        _require_bare_name(header, sig["file"])
     return dict(n_sig=n_sig, fs=fs, sig_len=sig_len, comments=comments, signals=signals)
+
+
+def signal_file(header: Path, name: str) -> Path:
+    """The signal file ``name`` of ``header``: beside it, named without a folder, and, when it is a
+    link, leading to a file in the same folder (what the link points at is never looked at more)."""
+    _require_bare_name(header, name)
+    path = header.parent / name
+    try:
+        inside = path.resolve().parent == header.parent.resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop
+        inside = False
+    if not inside:
+        raise ReadError(header, f"its signal file {printable(name)} is a link leading out of the header's "
+                                "folder; a record's signal files must lie beside its header")
+    return path
+
+
+def _require_bare_name(header: Path, name: str) -> None:
+    """Refuse a signal file name with a folder part (absolute, ``..``, ``/`` or ``\\``)."""
+    if not name or name in (".", "..") or any(ch in name for ch in "/\\\0"):
+        raise ReadError(header, f"the header names its signal file by a path ('{printable(name)}'); a record's "
+                                "signal files must lie beside its header, named without a folder")
 
 
 def _parse_signal_line(header: Path, fields: list[str]) -> dict:
