@@ -9,8 +9,10 @@ reference ECGs. Every step reuses the library (readers, ``CremaModel``, ``viz``)
 cannot be used gives the message the CLI prints for it.
 
 Uploads are data, never paths: each file is written under a sanitised name (:func:`upload_name`)
-to a private temporary folder, at most ``limits.UPLOAD_BYTES`` in all, and a record is read only
-from that folder (a WFDB header naming a signal file elsewhere is refused). Nothing the viewer
+to a private temporary folder, at most ``limits.UPLOAD_BYTES`` in all, and read by the library's
+readers, which read a record only from beside the file named (a WFDB header naming a signal file
+by a path is refused, as are HDF5 data stored in other files) and check declared and decompressed
+sizes against :mod:`crema.limits` before they allocate. Nothing the viewer
 sends back names a folder of the server: messages name files as they were uploaded, the model and
 the reference set go by their folder's name.
 """
@@ -34,7 +36,6 @@ import pandas as pd
 
 from .. import limits
 from ..data.corpus import Corpus, LABEL_PREFIX, is_corpus, parse_corpus_spec
-from ..data.formats.wfdb_header import parse_header
 from ..data.stacks import RecordStack, is_stack
 from ..errors import CremaError, printable
 from ..use.api import CremaModel, MissingLeadsWarning, load, mean_by_record, stack_prepared
@@ -101,7 +102,7 @@ def upload_name(raw: str) -> UploadName:
     suffix = "." + suffix if suffix else ""
     while stem and len((stem + suffix).encode("utf-8")) > MAX_NAME_BYTES:
         stem = stem[:-1]
-    return UploadName(disk=(stem or "upload") + suffix, shown=shown or "(no name)")
+    return UploadName(disk=(stem or "unnamed") + suffix, shown=shown or "(no name)")
 
 
 @dataclass
@@ -196,7 +197,6 @@ class Viewer:
             written += _write_upload(content, folder / name.disk, written)
         if is_corpus(folder):
             raise UploadError("the upload is a prepared corpus; the viewer shows one ECG file")
-        _check_headers_stay_inside(folder, names)
         _check_one_record_per_stack(folder, names, fs, leads)
         items = collect_inputs(folder, fs, leads)
         if not items:
@@ -274,24 +274,6 @@ def _write_upload(content: bytes | BinaryIO, target: Path, before: int) -> int:
             limits.UPLOAD_BYTES.check(before + written, "the upload")
             out.write(chunk)
     return written
-
-
-def _check_headers_stay_inside(folder: Path, names: dict[str, str]) -> None:
-    """A WFDB header of the upload may name only files beside it: a record's data comes from the
-    uploaded bytes, never from another file of the server (``/some/where/patient.mat``)."""
-    inside = folder.resolve()
-    for disk, shown in names.items():
-        if Path(disk).suffix.lower() != ".hea":
-            continue
-        for signal in parse_header(folder / disk)["signals"]:
-            try:
-                beside = (folder / signal["file"]).resolve().parent == inside
-            except (OSError, ValueError):   # a NUL byte, a link loop
-                beside = False
-            if not beside:
-                named = upload_name(signal["file"]).shown
-                raise UploadError(f"{shown}: names its signal file by a path (.../{named}); a header may name "
-                                  "only files uploaded with it")
 
 
 def _check_one_record_per_stack(folder: Path, names: dict[str, str], fs, leads) -> None:
