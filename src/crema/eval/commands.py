@@ -51,7 +51,8 @@ def _register_probe(subparsers: Any) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="label-subset seeds (default 0 1 2)")
     p.add_argument("--head", choices=["logistic", "linear"], default="logistic",
                    help="logistic: scikit-learn one-vs-rest, C picked on validation (default); "
-                        "linear: a torch linear head trained with BCE")
+                        "linear: a torch linear head trained with BCE. A regression task is always "
+                        "probed with ridge regression, alpha picked on validation")
     p.add_argument("--holdout-source", help="leave one source out: test on this source, train on the others")
     p.add_argument("--features", choices=EMBEDDING_FEATURES,
                    help="encoder read-out: mean (pooled, D) or leads (each lead's mean token, normed, 12 x D); "
@@ -118,6 +119,9 @@ def _run_probe(args: argparse.Namespace) -> int:
         raise CremaError(f"--fractions must be in (0, 1], got {args.fractions}")
     corpus = Corpus(args.corpus)
     split = task_split(corpus, args.task, args.holdout_source)
+    if args.corruptions is not None and split.regression:
+        raise CremaError(f"--corruptions: task {args.task!r} is a regression task; corruption curves are "
+                         "measured for classification tasks only")
     encoder, weights_sha, init = _probe_encoder(args, corpus)
     crop = min(encoder.cfg.window, int(corpus.signals.shape[-1]))
     name = args.name or ("random_sit" if args.random_init else Path(args.checkpoint).resolve().name)
@@ -168,7 +172,9 @@ def _register_finetune(subparsers: Any) -> None:
         description="Encoder + linear head, multi-label BCE, AdamW with layer-wise lr decay, early stopping "
                     "on validation macro AUROC. The best epoch is saved in OUT as a classifier checkpoint "
                     "(model.safetensors + config.json with classes and F1 thresholds picked on validation), "
-                    "with finetune_log.jsonl, finetune_summary.json and results.json.")
+                    "with finetune_log.jsonl, finetune_summary.json and results.json. A regression task "
+                    "trains one output with the mean squared error on the standardised target, stops early "
+                    "on the validation MAE and is tested with MAE and Pearson's r.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="pretraining checkpoint folder to start from")
     source.add_argument("--init", choices=["random"], help="random init: supervised training from scratch")
@@ -206,43 +212,91 @@ def run_finetune(args: argparse.Namespace) -> int:
     cfg = finetune_config_from_args(args)
     with torch_threads(args.threads):
         summary = finetune(cfg, progress=not args.no_progress)
-    test = summary["test"]
-    au, f1 = test["auroc"], test["f1"]
-
-    def fmt(v):
-        return "-" if v is None else f"{v:.3f}"
-
-    print(f"crema finetune: best epoch {summary['best_epoch']} of {summary['epochs_run']} "
-          f"(validation macro AUROC {fmt(summary['history'][summary['best_epoch']]['val_auroc'])})")
-    print(f"  test macro AUROC {fmt(au['macro'])} [95% CI {fmt(au['ci95'][0])}, {fmt(au['ci95'][1])}], "
-          f"macro F1 {fmt(f1['macro'])} on {test['n']} records")
-    if au["skipped"]:
-        print("  classes skipped: " + ", ".join(f"{c} ({why})" for c, why in au["skipped"].items()))
+    for line in finetune_lines(summary):
+        print(line)
     print(f"  classifier checkpoint: {cfg.out}")
     return 0
 
 
+def finetune_lines(summary: dict) -> list[str]:
+    """What ``crema finetune`` prints about its best epoch and its test metrics."""
+    test = summary["test"]
+    best = next(h for h in summary["history"] if h["epoch"] == summary["best_epoch"])
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    if summary.get("task_type") == "regression":
+        mae, r = test["mae"], test["pearson"]
+        return [f"crema finetune: best epoch {summary['best_epoch']} of {summary['epochs_run']} "
+                f"(validation MAE {fmt(best['val_mae'])})",
+                f"  test MAE {fmt(mae['value'])} [95% CI {fmt(mae['ci95'][0])}, {fmt(mae['ci95'][1])}], "
+                f"Pearson r {fmt(r['value'])} [95% CI {fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}] "
+                f"on {test['n']} records"]
+    au, f1 = test["auroc"], test["f1"]
+    lines = [f"crema finetune: best epoch {summary['best_epoch']} of {summary['epochs_run']} "
+             f"(validation macro AUROC {fmt(best['val_auroc'])})",
+             f"  test macro AUROC {fmt(au['macro'])} [95% CI {fmt(au['ci95'][0])}, {fmt(au['ci95'][1])}], "
+             f"macro F1 {fmt(f1['macro'])} on {test['n']} records"]
+    if au["skipped"]:
+        lines.append("  classes skipped: " + ", ".join(f"{c} ({why})" for c, why in au["skipped"].items()))
+    return lines
+
+
 # ----------------------------------------------------------------------------- evaluate
+
+# flag dest -> FinetuneConfig field: the fine-tunes of `crema evaluate --task` (defaults of their own there)
+_OWN_TASK_FINETUNE_FLAGS = {"epochs": "epochs", "patience": "patience", "batch_size": "batch_size", "lr": "lr"}
+
 
 def _register_evaluate(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="run an evaluation suite: pretrain variants, baselines, probes, fine-tunes, shifts",
-        description="Runs every step of a suite config (see docs/EVALUATION.md): pretraining of each method, "
-                    "linear probes, fine-tuning and supervised baselines at several label fractions and seeds, "
-                    "leave-one-source-out and test-time corruptions. Each step's result is saved when it "
+        "evaluate", help="run an evaluation suite, or compare encoders with honest baselines on your own task",
+        description="With --suite: runs every step of a suite config (see docs/EVALUATION.md): pretraining of "
+                    "each method, linear probes, fine-tuning and supervised baselines at several label "
+                    "fractions and seeds, leave-one-source-out and test-time corruptions. Without --suite, "
+                    "with --corpus DIR --task NAME: is a foundation model worth it on this task? The "
+                    "encoders (--checkpoint, default the shipped crema-mini-ecg12) against a random-init "
+                    "SiT of the same size, training-free random kernels and a supervised 1-D ResNet: linear "
+                    "probes at the label fractions the data allows, fine-tunes on all labels, bootstrap "
+                    "intervals, paired differences, and OUT/report.md + report.html whose first sentence "
+                    "says whether the encoder beat the random kernels. Each step's result is saved when it "
                     "finishes; --resume skips finished steps. Results go to OUT/results.json.")
-    p.add_argument("--suite", required=True, help="suite config JSON, e.g. configs/suite-tiny.json")
+    p.add_argument("--suite", help="suite config JSON, e.g. configs/suite-tiny.json (omit it to evaluate --task)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue a run in OUT, skipping finished steps")
-    p.add_argument("--corpus", action="append", metavar="NAME=DIR",
-                   help="use DIR for the suite's corpus NAME (repeatable)")
+    p.add_argument("--corpus", action="append", metavar="DIR | NAME=DIR",
+                   help="with --suite: use DIR for the suite's corpus NAME (repeatable); without: the "
+                        "prepared corpus holding --task")
     p.add_argument("--device", help="override the suite's device (auto, cpu, cuda, ...)")
     p.add_argument("--threads", type=int, help="override the suite's torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    own = p.add_argument_group("evaluating your own task (no --suite)")
+    own.add_argument("--task", help="the label task of --corpus to evaluate on (e.g. one attached with "
+                                    "crema prepare --labels)")
+    own.add_argument("--checkpoint", action="extend", nargs="+", metavar="MODEL",
+                     help="pretrained encoder(s) to evaluate: checkpoint folders or shipped model names "
+                          "(default crema-mini-ecg12); the random SiT baseline has the first one's size")
+    own.add_argument("--fractions", type=float, nargs="+",
+                     help="candidate label fractions of the training records (default 0.01 0.1 1); each below 1 "
+                          "is kept only when it holds at least --min-records records and a positive of every class")
+    own.add_argument("--min-records", type=int, help="records a label fraction below 1 must hold (default 20)")
+    own.add_argument("--seeds", type=int, nargs="+", help="label-subset and probe seeds (default 0 1 2)")
+    own.add_argument("--finetune-seeds", type=int, nargs="+", help="seeds of the fine-tunes (default 0)")
+    add_field_flags(own, FinetuneConfig, _OWN_TASK_FINETUNE_FLAGS, keep_defaults=False, options={
+        "epochs": {"note": "default 5 here"}, "patience": {"note": "default 3 here"}})
+    own.add_argument("--n-bootstrap", type=int, help="bootstrap resamples of the test records (default 1000)")
+    own.add_argument("--kernels", type=int, help="random kernels of the training-free baseline (default 2000)")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.suite is None:
+        return _run_own_task(args)
+    given = [flag for flag, value in (("--task", args.task), ("--checkpoint", args.checkpoint),
+                                      ("--fractions", args.fractions), ("--seeds", args.seeds)) if value]
+    if given:
+        raise CremaError(f"{', '.join(given)}: only without --suite (a suite config names its tasks and encoders)")
     from .suite import run_suite
 
     counts = run_suite(args.suite, args.out, resume=args.resume,
@@ -251,6 +305,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"crema evaluate: {counts['steps']} steps: {counts['ran']} ran, {counts['already_done']} already done, "
           f"{counts['skipped']} skipped (see {Path(args.out) / 'results.json'}) in {counts['seconds']:.1f} s; "
           f"`crema report {args.out}` writes the report")
+    return 0
+
+
+def own_task_settings(args: argparse.Namespace):
+    """The :class:`~crema.eval.suite.own_task.OwnTaskSettings` the flags describe (its defaults
+    for flags not given)."""
+    import dataclasses
+
+    from .suite.own_task import OwnTaskSettings
+
+    defaults = OwnTaskSettings()
+    given = {"fractions": args.fractions, "min_records": args.min_records, "seeds": args.seeds,
+             "finetune_seeds": args.finetune_seeds, "n_bootstrap": args.n_bootstrap, "device": args.device,
+             "threads": args.threads, "random_kernels": args.kernels}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+    if any(not 0 < f <= 1 for f in values.get("fractions", ())):
+        raise CremaError(f"--fractions must be in (0, 1], got {list(values['fractions'])}")
+    finetune = dataclasses.replace(defaults.finetune, **flag_values(args, _OWN_TASK_FINETUNE_FLAGS))
+    return dataclasses.replace(defaults, finetune=finetune, **values)
+
+
+def _run_own_task(args: argparse.Namespace) -> int:
+    if not args.task or not args.corpus or len(args.corpus) != 1 or "=" in args.corpus[0]:
+        raise CremaError("crema evaluate needs --suite FILE, or --corpus DIR (one prepared corpus) and --task NAME")
+    from .suite.own_task import run_own_task
+
+    outcome = run_own_task(args.corpus[0], args.task, args.out, args.checkpoint, own_task_settings(args),
+                           resume=args.resume, progress=not args.no_progress)
+    dropped = "; ".join(f"{100 * f:g}% left out ({why})" for f, why in outcome["dropped_fractions"].items())
+    print(outcome["headline"] or "No comparison with the random-kernel baseline could be made (see the report's "
+                                 "Notes).")
+    print(f"crema evaluate: {outcome['steps']} steps: {outcome['ran']} ran, {outcome['already_done']} already done, "
+          f"{outcome['skipped']} skipped in {outcome['seconds']:.1f} s; label fractions "
+          f"{', '.join(f'{100 * f:g}%' for f in outcome['fractions'])}" + (f" ({dropped})" if dropped else ""))
+    print(f"  report: {outcome['report']['markdown']} and {outcome['report']['html']}")
     return 0
 
 

@@ -130,6 +130,14 @@ def predict_proba(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, 
                        desc="predict", progress=progress).astype(np.float64)
 
 
+def predict_values(model: nn.Module, corpus, rows: np.ndarray, crop: int | None, batch_size: int,
+                   device: torch.device, mean: float, std: float, progress: bool = False) -> np.ndarray:
+    """Predicted values ``(n, 1)`` float64 of a regression head (one standardised output) over
+    corpus rows: ``output * std + mean``, crops averaged as in :func:`apply_model`."""
+    outputs = apply_model(model, corpus, rows, crop, batch_size, None, device, desc="predict", progress=progress)
+    return outputs.astype(np.float64).reshape(len(rows), 1) * std + mean
+
+
 # ----------------------------------------------------------------------------- cache
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:

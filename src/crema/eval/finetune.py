@@ -5,12 +5,17 @@ The best epoch is saved as a checkpoint folder (``model.safetensors`` + ``config
 ``classifier``) with its thresholds, next to ``finetune_log.jsonl``, ``finetune_summary.json``
 and a ``results.json`` with its test metrics. Scores are per record: the mean over a record's
 windows (:meth:`crema.eval.probe.TaskSplit.record_level`).
+
+A regression task trains one output on the target standardised with the training rows' mean and
+standard deviation (:class:`Target`, stored in the checkpoint as ``target_mean``/``target_std``),
+early-stops on the validation MAE and is tested with MAE and Pearson's r; it has no thresholds.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +33,33 @@ from ..train.checkpoint import save_checkpoint
 from ..train.finetune import (build_classifier, corpus_preprocess, layer_decay_groups, state_copy,
                               train_epoch, training_loader)
 from . import metrics
-from .features import FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, rows_sha256
-from .probe import TaskSplit, fit_logistic_probe, fraction_subset, task_split
+from .features import (FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, predict_values,
+                       rows_sha256)
+from .probe import TaskSplit, fit_probe, fraction_subset, probe_kind, task_split
 from .report import make_result, write_results
+
+
+@dataclass(frozen=True)
+class Target:
+    """How a regression head's one output maps to the target: ``value = output * std + mean``,
+    with the mean and standard deviation of the training rows' values (the head learns the
+    standardised target, so one learning rate suits targets of any scale)."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, y: np.ndarray) -> "Target":
+        """The target of training values ``y (n, 1)``; a constant target keeps std 1."""
+        std = float(np.std(y))
+        return cls(float(np.mean(y)), std if std > 0 else 1.0)
+
+    def standardise(self, y: np.ndarray) -> np.ndarray:
+        return ((np.asarray(y, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def validation_score(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -42,17 +71,31 @@ def validation_score(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return au, bce
 
 
+def validation_entry(task_type: str, y: np.ndarray, p: np.ndarray) -> tuple[float, dict]:
+    """``(score, log fields)`` of record-level validation predictions ``y, p (R, K)``; early stopping
+    keeps the highest score: macro AUROC (minus BCE when no class is evaluable), or minus the MAE
+    of a regression target."""
+    if task_type == "regression":
+        error = metrics.mae(y, p)
+        return -error, {"val_mae": error, "val_pearson": _finite(metrics.pearson(y, p))}
+    val_auroc, val_bce = validation_score(y, p)
+    return (val_auroc if np.isfinite(val_auroc) else -val_bce), {"val_auroc": _finite(val_auroc), "val_bce": val_bce}
+
+
 def init_head_from_probe(model: nn.Module, corpus, train_rows: np.ndarray, train_y: np.ndarray, split: TaskSplit,
-                         crop: int | None, cfg: FinetuneConfig, device: torch.device) -> None:
+                         crop: int | None, cfg: FinetuneConfig, device: torch.device,
+                         val_y: np.ndarray | None = None) -> None:
     """LP-FT (Kumar et al. 2022): fit the logistic probe on the frozen encoder's features of the
     training rows (C chosen on validation) and copy it into ``model.head``, so fine-tuning starts
-    from the probe instead of a random head that would first distort the pretrained features."""
+    from the probe instead of a random head that would first distort the pretrained features.
+    A regression head starts from the ridge probe of the standardised target (``train_y`` and
+    ``val_y`` given standardised)."""
     def feats(rows: np.ndarray) -> np.ndarray:
         return encoder_features(model.encoder, corpus, rows, crop, batch_size=cfg.eval_batch_size,
                                 device=device, progress=False)
 
-    probe, _ = fit_logistic_probe(feats(train_rows), train_y, feats(split.rows["val"]), split.y["val"],
-                                  seed=cfg.seed)
+    probe, _ = fit_probe(probe_kind("logistic", split.task_type), feats(train_rows), train_y,
+                         feats(split.rows["val"]), split.y["val"] if val_y is None else val_y, seed=cfg.seed)
     weight, bias = probe.as_linear()
     with torch.no_grad():
         model.head.weight.copy_(torch.as_tensor(weight, dtype=model.head.weight.dtype))
@@ -60,16 +103,18 @@ def init_head_from_probe(model: nn.Module, corpus, train_rows: np.ndarray, train
 
 
 def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = None) -> dict[str, Any]:
-    """Train, early-stop, pick thresholds, test, and save the best classifier in ``cfg.out``.
+    """Train, early-stop, pick thresholds, test, and save the best classifier (or regression head)
+    in ``cfg.out``.
 
     Args:
         method: the name results are filed under (default ``finetune_sit`` from a checkpoint,
             ``supervised_sit`` or ``supervised_resnet1d`` from scratch).
 
     Returns:
-        the summary written to ``<out>/finetune_summary.json``: best epoch, validation AUROC per
-        epoch, test metrics (:func:`crema.eval.metrics.evaluate`), sizes and data hashes, and
-        ``result``, the entry of ``<out>/results.json``.
+        the summary written to ``<out>/finetune_summary.json``: best epoch, validation AUROC
+        (regression: MAE and r) per epoch, test metrics (:func:`crema.eval.metrics.evaluate` or
+        :func:`~crema.eval.metrics.evaluate_regression`), sizes and data hashes, the ``task_type``,
+        and ``result``, the entry of ``<out>/results.json``.
     """
     started = time.perf_counter()
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.patience < 1:
@@ -78,8 +123,11 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     out = Path(cfg.out)
     corpus = Corpus(cfg.corpus)
     split = task_split(corpus, cfg.task, cfg.holdout_source, cfg.sources)
-    keep = fraction_subset(split.y["train"], cfg.fraction, cfg.seed, groups=split.keys["train"])
+    keep = fraction_subset(split.strata("train"), cfg.fraction, cfg.seed, groups=split.keys["train"])
     train_rows, train_y = split.rows["train"][keep], split.y["train"][keep]
+    target = Target.of(train_y) if split.regression else None
+    if target is not None:
+        train_y = target.standardise(train_y)
 
     corpus_window = int(corpus.signals.shape[-1])
     preprocess = corpus_preprocess(corpus)
@@ -91,9 +139,14 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     precision.autocast(device, cfg.amp)  # refuse a bad amp setting before any work
 
     def record_scores(part: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-record ``(y, probabilities)`` of the model as it is now on ``part``."""
-        probs = predict_proba(model, corpus, split.rows[part], eval_crop, cfg.eval_batch_size, device)
-        return split.record_level(probs, part)
+        """Per-record ``(y, probabilities)`` (a regression target: ``(y, values)``) of the model as
+        it is now on ``part``."""
+        if target is not None:
+            out = predict_values(model, corpus, split.rows[part], eval_crop, cfg.eval_batch_size, device,
+                                 target.mean, target.std)
+        else:
+            out = predict_proba(model, corpus, split.rows[part], eval_crop, cfg.eval_batch_size, device)
+        return split.record_level(out, part)
 
     layer_decay = cfg.effective_layer_decay
     optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.weight_decay, layer_decay), lr=cfg.lr)
@@ -106,33 +159,35 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     log_path = out / "finetune_log.jsonl"
     log_lines: list[str] = []
     history: list[dict] = []
-    best = {"score": -math.inf, "epoch": -1, "state": None, "val_auroc": float("nan")}
+    best = {"score": -math.inf, "epoch": -1, "state": None, "val": {}}
     if cfg.probe_init:
         if cfg.arch != "sit":
             raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
-        init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device)
-        val_auroc, val_bce = validation_score(*record_scores("val"))
-        entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe",
-                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce}
+        val_y = None if target is None else target.standardise(split.y["val"])
+        init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device, val_y)
+        score, fields = validation_entry(split.task_type, *record_scores("val"))
+        entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe", **fields}
         history.append(entry)
         log_lines.append(json.dumps(entry))
-        best = {"score": val_auroc if np.isfinite(val_auroc) else -val_bce, "epoch": -1, "val_auroc": val_auroc,
-                "state": state_copy(model)}
+        best = {"score": score, "epoch": -1, "val": fields, "state": state_copy(model)}
     step, stale = 0, 0
     for epoch in tqdm(range(cfg.epochs), desc=f"finetune {cfg.arch}", disable=not progress):
         loader.dataset.set_epoch(epoch)  # fresh crops and augmentations each epoch
         t0 = time.perf_counter()
-        losses, step = train_epoch(model, loader, optimizer, cfg, step, warmup, total_steps, device)
-        val_auroc, val_bce = validation_score(*record_scores("val"))
-        score = val_auroc if np.isfinite(val_auroc) else -val_bce
+        losses, step = train_epoch(model, loader, optimizer, cfg, step, warmup, total_steps, device,
+                                   split.task_type)
+        if not (np.all(np.isfinite(losses)) and all(bool(torch.isfinite(w).all()) for w in model.parameters())):
+            # NaN weights give NaN scores: nothing of this run may be written as a result
+            raise CremaError(f"{out}: training diverged in epoch {epoch} (the loss or the weights became NaN or "
+                             "infinite); stopped without writing a classifier; try a lower --lr, or --amp fp32")
+        score, fields = validation_entry(split.task_type, *record_scores("val"))
         entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
-                 "val_auroc": None if not np.isfinite(val_auroc) else val_auroc, "val_bce": val_bce,
-                 "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+                 **fields, "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
         history.append(entry)
         log_lines.append(json.dumps(entry))
         atomic_write_text(log_path, "\n".join(log_lines) + "\n")
         if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "val_auroc": val_auroc, "state": state_copy(model)}
+            best = {"score": score, "epoch": epoch, "val": fields, "state": state_copy(model)}
             stale = 0
         else:
             stale += 1
@@ -140,16 +195,22 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
                 break
 
     model.load_state_dict(best["state"])
-    thresholds = metrics.pick_thresholds(*record_scores("val"))
     y_test, p_test = record_scores("test")
-    evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
-                                  keep_replicates=True)
+    if target is not None:
+        evaluation = metrics.evaluate_regression(y_test, p_test, split.classes[0], cfg.n_bootstrap, seed=0,
+                                                 keep_replicates=True)
+        head = {"thresholds": None, "target_mean": target.mean, "target_std": target.std,
+                "val_mae": _finite(best["val"]["val_mae"])}
+    else:
+        thresholds = metrics.pick_thresholds(*record_scores("val"))
+        evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
+                                      keep_replicates=True, task_type=split.task_type)
+        head = {"thresholds": [float(t) for t in thresholds], "val_auroc": best["val"].get("val_auroc")}
     data_sha = corpus_fingerprint(cfg.corpus)
     config = {
         "kind": "classifier", "arch": cfg.arch, "model": model_entry, "preprocess": preprocess,
-        "task": cfg.task, "classes": split.classes, "thresholds": [float(t) for t in thresholds],
+        "task": cfg.task, "task_type": split.task_type, "classes": split.classes, **head,
         "crop": eval_crop, "init": cfg.checkpoint or "random", "best_epoch": best["epoch"],
-        "val_auroc": None if not np.isfinite(best["val_auroc"]) else float(best["val_auroc"]),
         "finetune": to_dict(cfg), "data_sha256": data_sha,
     }
     save_checkpoint(out, model, config)
@@ -159,6 +220,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
         "n_test_windows": int(len(split.rows["test"])), "test": evaluation,
         "train_rows_sha256": rows_sha256(train_rows), "test_rows_sha256": rows_sha256(split.rows["test"]),
         "data_sha256": data_sha, "data_hash_of": FINGERPRINT_WHAT, "classes": split.classes,
+        "task_type": split.task_type,
         "seconds": round(time.perf_counter() - started, 3),
     }
     atomic_write_text(out / "finetune_summary.json", json.dumps(summary, indent=2) + "\n")

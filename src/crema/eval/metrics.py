@@ -1,10 +1,15 @@
-"""Multi-label classification metrics: per-class and macro AUROC, macro F1 with thresholds picked
-on validation, and seeded percentile-bootstrap 95% intervals.
+"""Test metrics with seeded percentile-bootstrap 95% intervals: for classification tasks
+(multi-label, and multi-class scored one-vs-rest) per-class and macro AUROC and macro F1 with
+thresholds picked on validation; for regression tasks the mean absolute error and Pearson's r.
 
 Conventions: ``y_true`` is ``(n, K)`` with 0/1 entries, ``scores`` is ``(n, K)`` (probabilities for
 F1 thresholds; any monotone score works for AUROC). A class with no positive or no negative among
 the evaluated records has no AUROC: it is skipped and named in ``skipped`` with the reason, never
-silently averaged in as 0.5.
+silently averaged in as 0.5. A regression target is ``(n, 1)`` (or ``(n,)``) with its predictions.
+
+:data:`METRICS` names what each kind of task is scored with (:data:`TASK_METRICS`) and how a
+``results.json`` entry holds it (:func:`metric_value`, :func:`metric_replicates`); the summaries,
+paired differences and plots read results through them.
 """
 from __future__ import annotations
 
@@ -16,6 +21,42 @@ from scipy.stats import rankdata
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 DEFAULT_THRESHOLD = 0.5  # for a class with no positive in validation (scores are probabilities)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reported test metric: its key in ``results.json``, its label, and which way is better."""
+
+    name: str
+    label: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {"auroc": Metric("auroc", "macro AUROC", True),
+                              "mae": Metric("mae", "MAE", False),
+                              "pearson": Metric("pearson", "Pearson r", True)}
+# the metrics of each task type (crema.data.corpus.TASK_TYPES), the first being the one a headline is about
+TASK_METRICS: dict[str, tuple[str, ...]] = {"multilabel": ("auroc",), "multiclass": ("auroc",),
+                                            "regression": ("mae", "pearson")}
+
+
+def result_metrics(result: dict) -> tuple[str, ...]:
+    """The metrics a ``results.json`` entry carries (by its ``task_type``; multilabel when absent,
+    as in results written before there were other task types)."""
+    return TASK_METRICS[result.get("task_type") or "multilabel"]
+
+
+def metric_value(result: dict, metric: str) -> float:
+    """The point estimate of ``metric`` in a ``results.json`` entry (NaN when undefined)."""
+    entry = result.get(metric) or {}
+    value = entry.get("macro" if metric == "auroc" else "value")
+    return float("nan") if value is None else float(value)
+
+
+def metric_replicates(result: dict, metric: str) -> np.ndarray:
+    """The bootstrap replicates of ``metric`` kept in a ``results.json`` entry (``(R,)``, NaN for
+    undefined ones; empty when none were kept)."""
+    return np.array([np.nan if v is None else float(v) for v in result.get(f"bootstrap_{metric}") or []])
 
 
 @dataclass
@@ -247,8 +288,9 @@ def paired_bootstrap_auroc(y_true: np.ndarray, scores_a: np.ndarray, scores_b: n
 
 def evaluate(y_test: np.ndarray, scores_test: np.ndarray, classes: Sequence[str],
              thresholds: np.ndarray | None = None, n_resamples: int = 1000, seed: int = 0,
-             keep_replicates: bool = False) -> dict:
-    """Everything the reports need for one set of test predictions, as a JSON-ready dict.
+             keep_replicates: bool = False, task_type: str = "multilabel") -> dict:
+    """Everything the reports need for one set of test predictions of a classification task, as a
+    JSON-ready dict (a multi-class task is scored like a multi-label one, one-vs-rest).
 
     Args:
         y_test: ``(n, K)`` 0/1 labels; scores_test: ``(n, K)`` probabilities.
@@ -257,13 +299,15 @@ def evaluate(y_test: np.ndarray, scores_test: np.ndarray, classes: Sequence[str]
         n_resamples: bootstrap resamples of the test records (>= 1000 for reported intervals).
         seed: bootstrap seed.
         keep_replicates: also return the bootstrap replicates (to combine seeds later).
+        task_type: ``multilabel`` or ``multiclass``, recorded in the result.
 
     Returns:
-        ``{"n", "auroc": {macro, per_class, skipped, ci}, "f1": {...} | None, "bootstrap": {...}}``.
+        ``{"task_type", "n", "auroc": {macro, per_class, skipped, ci}, "f1": {...} | None,
+        "bootstrap": {...}}``.
     """
     au = auroc(y_test, scores_test, classes)
     boot_au = bootstrap_auroc(y_test, scores_test, n_resamples, seed)
-    result = {"n": int(len(y_test)),
+    result = {"task_type": task_type, "n": int(len(y_test)),
               "auroc": {**au.to_dict(), "ci95": list(percentile_interval(boot_au))},
               "f1": None,
               "bootstrap": {"n_resamples": int(n_resamples), "seed": int(seed), "method": "percentile"}}
@@ -279,4 +323,77 @@ def evaluate(y_test: np.ndarray, scores_test: np.ndarray, classes: Sequence[str]
     result["auroc"]["ci95"] = [_json_float(v) for v in result["auroc"]["ci95"]]
     if result["f1"] is not None:
         result["f1"]["ci95"] = [_json_float(v) for v in result["f1"]["ci95"]]
+    return result
+
+
+# ----------------------------------------------------------------------------- regression
+
+def _regression_arrays(y_true: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"targets {np.shape(y_true)} and predictions {np.shape(predicted)} must hold one value each")
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(p))):
+        raise ValueError("regression targets or predictions contain NaN or infinite values")
+    return y, p
+
+
+def _pearson_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Pearson's r of each row of ``y, p (R, n)``; NaN where either side is constant."""
+    yc = y - y.mean(axis=1, keepdims=True)
+    pc = p - p.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((yc ** 2).sum(1) * (pc ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (yc * pc).sum(1) / denominator, np.nan)
+
+
+def mae(y_true: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean absolute error of predictions of one target, ``(n,)`` or ``(n, 1)`` each."""
+    y, p = _regression_arrays(y_true, predicted)
+    return float(np.mean(np.abs(y - p))) if len(y) else float("nan")
+
+
+def pearson(y_true: np.ndarray, predicted: np.ndarray) -> float:
+    """Pearson's correlation of predictions with the target; NaN when either is constant."""
+    y, p = _regression_arrays(y_true, predicted)
+    return float(_pearson_rows(y[None], p[None])[0]) if len(y) > 1 else float("nan")
+
+
+def bootstrap_regression(y_true: np.ndarray, predicted: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                         chunk: int = 10_000_000) -> dict[str, np.ndarray]:
+    """MAE and Pearson's r of ``n_resamples`` bootstrap resamples of the records (the same
+    resamples as :func:`bootstrap_auroc` for the same ``seed`` and n), so replicates of two
+    models on the same records pair up. Returns ``{"mae": (R,), "pearson": (R,)}``."""
+    y, p = _regression_arrays(y_true, predicted)
+    idx = _resample_indices(len(y), n_resamples, seed)
+    per_chunk = max(1, chunk // max(1, y.size))
+    maes, rs = [], []
+    for start in range(0, n_resamples, per_chunk):
+        rows = idx[start:start + per_chunk]
+        yr, pr = y[rows], p[rows]                          # (R', n)
+        maes.append(np.abs(yr - pr).mean(axis=1))
+        rs.append(_pearson_rows(yr, pr))
+    return {"mae": np.concatenate(maes), "pearson": np.concatenate(rs)}
+
+
+def evaluate_regression(y_test: np.ndarray, predicted: np.ndarray, target: str, n_resamples: int = 1000,
+                        seed: int = 0, keep_replicates: bool = False) -> dict:
+    """The regression counterpart of :func:`evaluate`, as a JSON-ready dict.
+
+    Args:
+        y_test: ``(n, 1)`` or ``(n,)`` true values; predicted: the same shape.
+        target: the target's name.
+
+    Returns:
+        ``{"task_type": "regression", "n", "target", "mae": {value, ci95}, "pearson": {value, ci95},
+        "auroc": None, "f1": None, "bootstrap": {n_resamples, seed, method[, mae, pearson]}}``.
+    """
+    replicates = bootstrap_regression(y_test, predicted, n_resamples, seed)
+    result = {"task_type": "regression", "n": int(np.size(y_test)), "target": str(target), "auroc": None, "f1": None,
+              "bootstrap": {"n_resamples": int(n_resamples), "seed": int(seed), "method": "percentile"}}
+    for name, point in (("mae", mae(y_test, predicted)), ("pearson", pearson(y_test, predicted))):
+        result[name] = {"value": _json_float(point),
+                        "ci95": [_json_float(v) for v in percentile_interval(replicates[name])]}
+        if keep_replicates:
+            result["bootstrap"][name] = [_json_float(v) for v in replicates[name]]
     return result

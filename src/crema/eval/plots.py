@@ -1,6 +1,7 @@
-"""The report's figures (PNG): AUROC vs label fraction, per-class AUROC, leave one source out and
+"""The report's figures (PNG): a metric vs label fraction, per-class AUROC, leave one source out and
 AUROC vs corruption severity, from :class:`crema.eval.summary.Summary` rows; one colour per
-method in every figure of a report."""
+method in every figure of a report. A regression task gets the fraction and source figures once
+per metric (MAE, Pearson r)."""
 from __future__ import annotations
 
 import warnings
@@ -11,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..atomic import atomic_path
-from .summary import Summary, method_rank
+from .summary import Summary, metric_label, method_rank
 
 PROTOCOL_STYLE = {"probe": "-", "finetune": "--"}
 
@@ -37,9 +38,14 @@ def _legend_outside(fig, ax) -> None:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
-def plot_fractions(summaries: Sequence[Summary], task: str, path: Path, colours: dict) -> Path | None:
-    """Macro AUROC vs label fraction: a panel per protocol, a line per method, 95% band."""
-    rows = [s for s in summaries if s.key["task"] == task and s.key["experiment"] == "label_fraction"]
+def _rows(summaries: Sequence[Summary], task: str, experiment: str, metric: str) -> list[Summary]:
+    return [s for s in summaries if s.key["task"] == task and s.key["experiment"] == experiment and s.metric == metric]
+
+
+def plot_fractions(summaries: Sequence[Summary], task: str, path: Path, colours: dict,
+                   metric: str = "auroc") -> Path | None:
+    """``metric`` vs label fraction: a panel per protocol, a line per method, 95% band."""
+    rows = _rows(summaries, task, "label_fraction", metric)
     if not rows:
         return None
     plt = _pyplot()
@@ -70,14 +76,15 @@ def plot_fractions(summaries: Sequence[Summary], task: str, path: Path, colours:
         ax.set_xlabel("labelled training records")
         ax.set_title("linear probe" if protocol == "probe" else "fine-tuned / supervised", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("macro AUROC (test)")
+    axes[0, 0].set_ylabel(f"{metric_label(metric)} (test)")
     handles = {}
     for ax in axes[0]:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
                fontsize=8, frameon=False)
-    fig.suptitle(f"{task}: AUROC vs label fraction (mean over seeds, 95% bootstrap interval)", fontsize=10, y=1.02)
+    fig.suptitle(f"{task}: {metric_label(metric)} vs label fraction (mean over seeds, 95% bootstrap interval)",
+                 fontsize=10, y=1.02)
     return _save(fig, path)
 
 
@@ -88,7 +95,7 @@ def _percent_formatter(minor: bool = False):
 
 def plot_corruptions(summaries: Sequence[Summary], task: str, path: Path, colours: dict) -> Path | None:
     """Macro AUROC vs severity, one panel per corruption; colour = method, dashes = fine-tuned."""
-    rows = [s for s in summaries if s.key["task"] == task and s.key["experiment"] == "corruption"]
+    rows = _rows(summaries, task, "corruption", "auroc")
     if not rows:
         return None
     plt = _pyplot()
@@ -118,8 +125,10 @@ def plot_corruptions(summaries: Sequence[Summary], task: str, path: Path, colour
     return _save(fig, path)
 
 
-def _grouped_bars(ax, groups: list[str], series: list[tuple[str, str, dict]], colours: dict) -> None:
-    """Bars per group; one bar per (method, protocol), fine-tuned bars hatched."""
+def _grouped_bars(ax, groups: list[str], series: list[tuple[str, str, dict]], colours: dict,
+                  unit_range: bool = True) -> None:
+    """Bars per group; one bar per (method, protocol), fine-tuned bars hatched; ``unit_range``: an
+    axis from 0 to 1 with chance (0.5) dotted, for AUROC."""
     width = 0.8 / max(1, len(series))
     for i, (method, protocol, values) in enumerate(series):
         x = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
@@ -129,13 +138,14 @@ def _grouped_bars(ax, groups: list[str], series: list[tuple[str, str, dict]], co
     ax.set_xticks(np.arange(len(groups)))
     rotate = len(groups) > 8
     ax.set_xticklabels(groups, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    if unit_range:
+        ax.set_ylim(0, 1)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
 
 
 def plot_per_class(summaries: Sequence[Summary], task: str, path: Path, colours: dict) -> Path | None:
     """Per-class AUROC at the largest label fraction (mean over seeds); hatched = fine-tuned."""
-    rows = [s for s in summaries if s.key["task"] == task and s.key["experiment"] == "label_fraction"]
+    rows = _rows(summaries, task, "label_fraction", "auroc")
     if not rows:
         return None
     top = max(s.key["fraction"] for s in rows)
@@ -155,9 +165,10 @@ def plot_per_class(summaries: Sequence[Summary], task: str, path: Path, colours:
     return _save(fig, path)
 
 
-def plot_sources(summaries: Sequence[Summary], task: str, path: Path, colours: dict) -> Path | None:
-    """Macro AUROC on each held-out source (leave one source out); hatched = fine-tuned."""
-    rows = [s for s in summaries if s.key["task"] == task and s.key["experiment"] == "leave_source_out"]
+def plot_sources(summaries: Sequence[Summary], task: str, path: Path, colours: dict,
+                 metric: str = "auroc") -> Path | None:
+    """``metric`` on each held-out source (leave one source out); hatched = fine-tuned."""
+    rows = _rows(summaries, task, "leave_source_out", metric)
     if not rows:
         return None
     plt = _pyplot()
@@ -166,10 +177,10 @@ def plot_sources(summaries: Sequence[Summary], task: str, path: Path, colours: d
     series = [(m, p, {s.key["holdout_source"]: s.mean for s in rows if (s.key["method"], s.key["protocol"]) == (m, p)})
               for m, p in keys]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(sources) + 3), 4))
-    _grouped_bars(ax, sources, series, colours)
+    _grouped_bars(ax, sources, series, colours, unit_range=metric == "auroc")
     n_test = {s.key["holdout_source"]: s.n_test for s in rows}
     ax.set_xticklabels([f"{src}\n({n_test[src]} records)" for src in sources], fontsize=8)
-    ax.set_ylabel("macro AUROC on the held-out source")
+    ax.set_ylabel(f"{metric_label(metric)} on the held-out source")
     ax.set_title(f"{task}: leave one source out", fontsize=10)
     _legend_outside(fig, ax)
     return _save(fig, path)

@@ -1,5 +1,6 @@
-"""Linear probing of frozen features: a logistic-regression probe (default) or a torch linear head,
-label-fraction subsets of the training folds, and the probe experiment over fractions and seeds.
+"""Linear probing of frozen features: a logistic-regression probe (default) or a torch linear head
+for classification tasks, ridge regression for a regression task; label-fraction subsets of the
+training folds, and the probe experiment over fractions and seeds.
 
 Features come from :mod:`crema.eval.features`; metrics from :mod:`crema.eval.metrics`.
 """
@@ -13,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -24,6 +25,9 @@ from .features import encoder_features, rows_sha256
 from .report import make_result
 
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
+# ridge penalties tried on validation (features standardised, so they scale with the training rows)
+DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+DETERMINISTIC_PROBES = ("logistic", "ridge")  # the same rows give the same fit
 
 
 # ----------------------------------------------------------------------------- splits
@@ -33,11 +37,12 @@ class TaskSplit:
     """The labelled rows of one task in train / validation / test, with their record keys.
 
     Attributes:
-        classes: K class names in label-column order.
+        classes: K class names in label-column order (a regression task: ``[target name]``).
         rows, y, keys: per part (``train``, ``val``, ``test``): corpus rows ``(n,)``,
-            labels ``(n, K)`` float32, record keys ``(n,)`` (``source/record_id``: the windows
-            of one long recording share a key).
+            labels ``(n, K)`` float32 (0/1; a regression task: the values, ``(n, 1)``), record
+            keys ``(n,)`` (``source/record_id``: the windows of one long recording share a key).
         holdout_source: the source tested on in leave-one-source-out, else None.
+        task_type: ``multilabel``, ``multiclass`` or ``regression``.
     """
 
     task: str
@@ -46,9 +51,20 @@ class TaskSplit:
     y: dict[str, np.ndarray]
     keys: dict[str, np.ndarray]
     holdout_source: str | None = None
+    task_type: str = "multilabel"
+
+    @property
+    def regression(self) -> bool:
+        return self.task_type == "regression"
 
     def sizes(self) -> dict[str, int]:
         return {part: int(len(r)) for part, r in self.rows.items()}
+
+    def strata(self, part: str) -> np.ndarray:
+        """What :func:`fraction_subset` keeps every class of: the 0/1 labels ``(n, K)`` of
+        ``part``, or no column ``(n, 0)`` for a regression target (a plain random subset)."""
+        y = self.y[part]
+        return y[:, :0] if self.regression else y
 
     def record_level(self, scores: np.ndarray, part: str) -> tuple[np.ndarray, np.ndarray]:
         """Window scores ``(n, K)`` of ``part`` -> per-record ``(y (R, K), mean scores (R, K))``,
@@ -88,6 +104,7 @@ def task_split(corpus, task: str, holdout_source: str | None = None,
                  "val": corpus.rows(split="val", sources=others),
                  "test": corpus.rows(sources=[holdout_source])}
     rows, ys, keys, classes = {}, {}, {}, None
+    kind = corpus.task_type(task)
     for part, r in parts.items():
         r = np.asarray(r, dtype=np.int64)
         y, classes, has_label = corpus.labels(task, r)
@@ -96,7 +113,7 @@ def task_split(corpus, task: str, holdout_source: str | None = None,
             where = f" of source {holdout_source}" if part == "test" and holdout_source else ""
             raise CremaError(f"task {task!r}: no labelled {part} rows{where} in this corpus")
         rows[part], ys[part], keys[part] = r, y, record_keys(corpus, r)
-    return TaskSplit(task, list(classes), rows, ys, keys, holdout_source)
+    return TaskSplit(task, list(classes), rows, ys, keys, holdout_source, kind)
 
 
 def record_mean(scores: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +139,8 @@ def fraction_subset(y: np.ndarray, fraction: float, seed: int, groups: np.ndarra
     sees every class, and may hold a few more records than 1% when there are many classes.
 
     Args:
-        y: ``(n, K)`` 0/1 labels of the candidate rows.
+        y: ``(n, K)`` 0/1 labels of the candidate rows (``(n, 0)``: no class to keep, a plain
+            random subset of records, as for a regression target: :meth:`TaskSplit.strata`).
         fraction: in (0, 1]; 1 returns every row.
         seed: selects the subset; the same seed gives the same rows.
         groups: ``(n,)`` record keys; default each row is its own record.
@@ -288,13 +306,75 @@ def fit_torch_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     return probe, {"best_epoch": best_epoch, "val_auroc": None if not np.isfinite(best_score) else float(best_score)}
 
 
+@dataclass
+class RidgeProbe:
+    """Standardised features -> ridge regression of one target (the probe of a regression task)."""
+
+    scaler: StandardScaler
+    model: Ridge
+    alpha: float = 1.0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``(n, D)`` features -> ``(n, 1)`` predicted values."""
+        z = self.scaler.transform(np.asarray(x, dtype=np.float64))
+        return self.model.predict(z).reshape(-1, 1)
+
+    def as_linear(self) -> tuple[np.ndarray, np.ndarray]:
+        """The probe as one linear map on raw features: ``(weight (1, D), bias (1,))`` with
+        ``x @ weight.T + bias`` equal to :meth:`predict` (the scaler folded in)."""
+        scale = np.where(self.scaler.scale_ > 0, self.scaler.scale_, 1.0)
+        weight = np.asarray(self.model.coef_, dtype=np.float64).reshape(1, -1) / scale
+        bias = np.asarray(self.model.intercept_, dtype=np.float64).reshape(1) - weight @ self.scaler.mean_
+        return weight, bias
+
+
+def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                    alphas: Sequence[float] = DEFAULT_ALPHAS, seed: int = 0) -> tuple[RidgeProbe, dict]:
+    """Fit a ridge probe of one target, choosing ``alpha`` by the mean absolute error on validation
+    (the regression task's headline metric).
+
+    Args:
+        x_train: ``(n, D)`` features; y_train: ``(n, 1)`` values.
+        x_val, y_val: the validation fold, used only to pick ``alpha``.
+
+    Returns:
+        the probe with the best ``alpha`` and ``{"alpha": best, "val_mae": {alpha: MAE}}``.
+    """
+    scaler = StandardScaler().fit(np.asarray(x_train, dtype=np.float64))
+    z_train = scaler.transform(np.asarray(x_train, dtype=np.float64))
+    target = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    best, best_mae, scores = None, np.inf, {}
+    with threadpool_limits(1, user_api="blas"):  # small fits: one thread, as for the logistic probe
+        for alpha in alphas:
+            probe = RidgeProbe(scaler, Ridge(alpha=float(alpha)).fit(z_train, target), float(alpha))
+            error = metrics.mae(y_val, probe.predict(x_val))
+            scores[float(alpha)] = float(error)
+            if best is None or error < best_mae:
+                best, best_mae = probe, error
+    return best, {"alpha": best.alpha, "val_mae": scores}
+
+
+def probe_kind(kind: str, task_type: str) -> str:
+    """The probe a task gets: ridge regression for a regression task (only the default
+    ``logistic`` may be asked for there), else ``kind``."""
+    if task_type != "regression":
+        return kind
+    if kind not in ("logistic", "ridge"):
+        raise CremaError(f"a regression task is probed with ridge regression; --head {kind} is for classification")
+    return "ridge"
+
+
 def fit_probe(kind: str, x_train, y_train, x_val, y_val, seed: int = 0, **kwargs):
-    """``kind`` ``"logistic"`` (default protocol) or ``"linear"`` (torch head)."""
+    """``kind`` ``"logistic"`` (default protocol), ``"linear"`` (torch head) or ``"ridge"``
+    (a regression target; ``Cs`` is then ignored)."""
+    if kind == "ridge":
+        kwargs.pop("Cs", None)
+        return fit_ridge_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
     if kind == "logistic":
         return fit_logistic_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
     if kind == "linear":
         return fit_torch_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
-    raise ValueError(f"unknown probe kind {kind!r}; choose 'logistic' or 'linear'")
+    raise ValueError(f"unknown probe kind {kind!r}; choose 'logistic', 'linear' or 'ridge'")
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -325,20 +405,28 @@ def probe_features(encoder, corpus, split: TaskSplit, crop: int | None, cache_di
 def evaluate_probe(probe, feats: ProbeFeatures, x_test: np.ndarray | None = None, thresholds: np.ndarray | None = None,
                    n_bootstrap: int = 1000) -> dict:
     """Record-level test metrics of a fitted probe; thresholds default to those picked on
-    validation. ``x_test`` replaces the test features (e.g. features of corrupted inputs)."""
+    validation. ``x_test`` replaces the test features (e.g. features of corrupted inputs).
+    A regression probe is scored with MAE and Pearson's r (:func:`metrics.evaluate_regression`)."""
     split = feats.split
+    x = feats.x["test"] if x_test is None else x_test
+    if split.regression:
+        y_test, p_test = split.record_level(probe.predict(x), "test")
+        return metrics.evaluate_regression(y_test, p_test, split.classes[0], n_bootstrap, seed=0, keep_replicates=True)
     if thresholds is None:
         thresholds = metrics.pick_thresholds(*split.record_level(probe.predict_proba(feats.x["val"]), "val"))
-    y_test, p_test = split.record_level(probe.predict_proba(feats.x["test"] if x_test is None else x_test), "test")
-    return metrics.evaluate(y_test, p_test, split.classes, thresholds, n_bootstrap, seed=0, keep_replicates=True)
+    y_test, p_test = split.record_level(probe.predict_proba(x), "test")
+    return metrics.evaluate(y_test, p_test, split.classes, thresholds, n_bootstrap, seed=0, keep_replicates=True,
+                            task_type=split.task_type)
 
 
 def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind: str = "logistic",
                           **probe_kwargs) -> tuple[object, dict]:
     """Fit a probe on a seeded label fraction of the training rows; returns ``(probe, info)``
-    with ``n_train`` (windows), the selected rows' sha256 and the probe's own summary."""
+    with ``n_train`` (windows), the selected rows' sha256 and the probe's own summary. A regression
+    task is fitted with ridge regression (:func:`probe_kind`)."""
     split = feats.split
-    keep = fraction_subset(split.y["train"], fraction, seed, groups=split.keys["train"])
+    kind = probe_kind(kind, split.task_type)
+    keep = fraction_subset(split.strata("train"), fraction, seed, groups=split.keys["train"])
     probe, fit_info = fit_probe(kind, feats.x["train"][keep], split.y["train"][keep], feats.x["val"],
                                 split.y["val"], seed=seed, **probe_kwargs)
     return probe, {"n_train": int(len(keep)), "train_rows_sha256": rows_sha256(split.rows["train"][keep]),
@@ -346,9 +434,9 @@ def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind
 
 
 def seeds_for(fraction: float, seeds: Sequence[int], kind: str) -> list[int]:
-    """The logistic probe is deterministic, so at fraction 1 (no subset to draw) every seed would
-    repeat the same fit: run only the first seed there."""
-    return list(seeds[:1]) if (fraction >= 1 and kind == "logistic") else list(seeds)
+    """The logistic and ridge probes are deterministic, so at fraction 1 (no subset to draw) every
+    seed would repeat the same fit: run only the first seed there."""
+    return list(seeds[:1]) if (fraction >= 1 and kind in DETERMINISTIC_PROBES) else list(seeds)
 
 
 def probe_experiment(feats: ProbeFeatures, fractions: Sequence[float], seeds: Sequence[int], *, method: str,
@@ -357,6 +445,7 @@ def probe_experiment(feats: ProbeFeatures, fractions: Sequence[float], seeds: Se
     """Probe every label fraction with every seed; returns ``results.json`` entries.
     ``probe_kwargs`` go to the probe's fit function (e.g. ``Cs`` for the logistic probe)."""
     split = feats.split
+    kind = probe_kind(kind, split.task_type)
     jobs = [(f, s) for f in fractions for s in seeds_for(f, seeds, kind)]
     results = []
     for fraction, seed in tqdm(jobs, desc=f"probe {method}", disable=not progress, leave=False):

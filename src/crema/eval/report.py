@@ -20,9 +20,12 @@ from typing import Sequence
 
 from ..config import atomic_write_text, save_json
 from ..errors import CremaError
+from .headline import headline
+from .metrics import TASK_METRICS
 from .paired import paired_differences
 from .plots import colours_for, plot_corruptions, plot_fractions, plot_per_class, plot_sources
-from .summary import paired_tables, report_tables, summarise, summary_order, summary_table, with_paired
+from .summary import (metric_label, metric_rank, paired_tables, report_tables, summarise, summary_order,
+                      summary_table, with_paired)
 
 RESULTS_KIND = "crema-eval-results"
 RESULTS_VERSION = 1
@@ -38,25 +41,42 @@ def make_result(*, step: str, method: str, protocol: str, task: str, experiment:
     """One entry of ``results.json``.
 
     Args:
-        evaluation: :func:`crema.eval.metrics.evaluate` output (with ``keep_replicates=True`` to
-            allow seed-combined intervals).
+        evaluation: :func:`crema.eval.metrics.evaluate` or :func:`~crema.eval.metrics.evaluate_regression`
+            output (with ``keep_replicates=True`` to allow seed-combined intervals and paired
+            differences).
         experiment: ``label_fraction``, ``leave_source_out`` or ``corruption``.
         data_sha256: corpus fingerprint (:func:`crema.eval.features.corpus_fingerprint`).
+
+    A classification result carries ``auroc``, ``f1`` and ``bootstrap_auroc``; a regression result
+    (``task_type`` regression) ``mae``, ``pearson`` and their ``bootstrap_mae``, ``bootstrap_pearson``
+    (``auroc`` and ``f1`` null).
     """
     boot = evaluation.get("bootstrap", {})
+    task_type = evaluation.get("task_type", "multilabel")
     result = {
-        "step": step, "method": method, "protocol": protocol, "task": task, "experiment": experiment,
-        "fraction": fraction, "holdout_source": holdout_source, "corruption": corruption, "severity": severity,
-        "seed": int(seed), "n_train": n_train, "n_val": n_val, "n_test": evaluation["n"],
+        "step": step, "method": method, "protocol": protocol, "task": task, "task_type": task_type,
+        "experiment": experiment, "fraction": fraction, "holdout_source": holdout_source, "corruption": corruption,
+        "severity": severity, "seed": int(seed), "n_train": n_train, "n_val": n_val, "n_test": evaluation["n"],
         "auroc": evaluation["auroc"], "f1": evaluation["f1"],
         "bootstrap": {k: v for k, v in boot.items() if k in ("n_resamples", "seed", "method")},
-        "bootstrap_auroc": [None if v is None else round(v, 4) for v in boot.get("auroc", [])],
         "data_sha256": data_sha256, "train_rows_sha256": train_rows_sha256, "test_rows_sha256": test_rows_sha256,
         "config": config,
     }
+    for metric in TASK_METRICS[task_type]:
+        if metric != "auroc":
+            result[metric] = evaluation[metric]
+        result[f"bootstrap_{metric}"] = [_compact(v, metric) for v in boot.get(metric, [])]
     if extra:
         result.update(extra)
     return result
+
+
+def _compact(value: float | None, metric: str) -> float | None:
+    """A bootstrap replicate as kept in ``results.json``: AUROC to 4 decimals, a regression metric
+    (in the target's own units) to 6 significant digits."""
+    if value is None:
+        return None
+    return round(value, 4) if metric == "auroc" else float(f"{value:.6g}")
 
 
 def write_results(path: str | os.PathLike, results: Sequence[dict], data: dict, meta: dict | None = None) -> None:
@@ -128,6 +148,35 @@ def _notes(data: dict) -> list[str]:
     return notes
 
 
+def _task_plots(summaries: list, task: str, folder: Path, colours: dict) -> list[tuple[str, Path]]:
+    """The figures of one task: per metric (AUROC; a regression task's MAE and Pearson r) the
+    label-fraction and held-out-source plots, and per-class AUROC and corruption curves."""
+    safe = task.replace("/", "_")
+    plots = []
+    for metric in sorted({s.metric for s in summaries if s.key["task"] == task}, key=metric_rank):
+        # AUROC figures keep the names and titles they had before there were other metrics
+        suffix, label = ("", "AUROC") if metric == "auroc" else (f"_{metric}", metric_label(metric))
+        figures = [(f"{label} vs label fraction", plot_fractions, "fractions")]
+        if metric == "auroc":
+            figures.append(("Per-class AUROC", plot_per_class, "per_class"))
+        figures.append(("Leave one source out" + ("" if metric == "auroc" else f" ({label})"), plot_sources,
+                        "sources"))
+        for title, fn, name in figures:
+            extra = {} if fn is plot_per_class else {"metric": metric}
+            path = fn(summaries, task, folder / f"{name}_{safe}{suffix}.png", colours, **extra)
+            if path is not None:
+                plots.append((f"{task}: {title}", path))
+    path = plot_corruptions(summaries, task, folder / f"corruptions_{safe}.png", colours)
+    return plots + ([(f"{task}: AUROC vs corruption severity", path)] if path is not None else [])
+
+
+def report_headline(data: dict) -> str | None:
+    """The one-sentence verdict of a run that evaluated given encoders on one task (``crema
+    evaluate`` without a suite file, :func:`crema.eval.headline.headline`), else None."""
+    encoders = list(((data.get("suite") or {}).get("encoders") or {}))
+    return headline(data["results"], encoders) if encoders else None
+
+
 def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``summary.json`` and ``plots/*.png`` into ``run_dir``
     from its ``results.json``; returns the paths written."""
@@ -141,31 +190,29 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     tasks = sorted({r["task"] for r in results})
     plots: list[tuple[str, Path]] = []
     for task in tasks:
-        safe = task.replace("/", "_")
-        for title, fn, name in (("AUROC vs label fraction", plot_fractions, "fractions"),
-                                ("Per-class AUROC", plot_per_class, "per_class"),
-                                ("Leave one source out", plot_sources, "sources"),
-                                ("AUROC vs corruption severity", plot_corruptions, "corruptions")):
-            path = fn(summaries, task, run_dir / "plots" / f"{name}_{safe}.png", colours)
-            if path is not None:
-                plots.append((f"{task}: {title}", path))
+        plots += _task_plots(summaries, task, run_dir / "plots", colours)
 
     save_json(run_dir / "summary.json", [s.to_dict() for s in sorted(summaries, key=summary_order)])
     save_json(run_dir / "paired.json", [d.to_dict() for d in paired_differences(results)])
     tables = with_paired(report_tables(summaries), paired_tables(results))
     header, rows = summary_table(summaries)
+    regression = any(r.get("task_type") == "regression" for r in results)
     intro = (f"{len(results)} results ({len({r['method'] for r in results})} methods; tasks: {', '.join(tasks)}). "
              "Macro AUROC on the test records is the mean over seeds and pretraining seeds; [low, high] is "
              "the 95% percentile interval of the seed-averaged bootstrap replicates (test records resampled, "
              "1000 or more times). Paired differences subtract a reference's result on the same seeds, "
              "pretraining seed and test records; their interval is that of the paired replicate "
-             "differences, and 'ahead on' counts the pretraining seeds where the difference is positive. "
+             "differences, and 'ahead on' counts the pretraining seeds where the method is ahead. "
              "Classes with no positive or no negative in a test set are left out and named. "
-             "Fine-tuned F1 uses per-class thresholds picked on the validation fold.")
+             "Fine-tuned F1 uses per-class thresholds picked on the validation fold."
+             + (" A regression task is scored per record by the mean absolute error (MAE, in the target's "
+                "units; lower is better, so a negative difference favours the method) and Pearson's r "
+                "between predicted and true values, with the same bootstrap." if regression else ""))
     notes = _notes(data)
     data_header = ["corpus", "path", "sha256", "what was hashed"]
+    verdict = report_headline(data)
 
-    md = [f"# CREMA evaluation report: {run_dir.name}", "", intro, ""]
+    md = [f"# CREMA evaluation report: {run_dir.name}", ""] + ([verdict, ""] if verdict else []) + [intro, ""]
     for title, h, r in tables:
         md += [f"## {title}", "", _md_table(h, r), ""]
     md += ["## Plots", ""] + [f"![{title}](plots/{p.name})" for title, p in plots] + [""]
@@ -182,7 +229,8 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     notes_html = ("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>") if notes else ""
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>CREMA report {html.escape(run_dir.name)}</title>"
             f"<style>{_CSS}</style></head><body><h1>CREMA evaluation report: {html.escape(run_dir.name)}</h1>"
-            f"<p>{html.escape(intro)}</p>{sections}<h2>Plots</h2>{figures}{notes_html}"
+            + (f"<p class='headline'><strong>{html.escape(verdict)}</strong></p>" if verdict else "")
+            + f"<p>{html.escape(intro)}</p>{sections}<h2>Plots</h2>{figures}{notes_html}"
             f"<h2>Data</h2>{_html_table(data_header, _data_rows(data.get('data', {})))}"
             f"<details><summary>All results ({len(rows)} rows)</summary>{_html_table(header, rows)}</details>"
             "</body></html>\n")

@@ -208,9 +208,18 @@ def severity_curve(predict: Callable[[Callable | None, str], np.ndarray], y_and_
     return out
 
 
+def require_classification(split) -> None:
+    """Severity curves score AUROC; refuse a regression task with one clear message (a suite
+    records the step as skipped)."""
+    if split.task_type == "regression":
+        raise CremaError(f"task {split.task!r} is a regression task; corruption curves are measured for "
+                         "classification tasks only")
+
+
 def probe_severity_curve(encoder, probe, feats, corpus, grid: SeverityGrid, run: Inference) -> list[dict]:
     """AUROC vs severity for a linear probe: test features are recomputed on corrupted inputs."""
     split = feats.split
+    require_classification(split)
     thresholds = metrics.pick_thresholds(*split.record_level(probe.predict_proba(feats.x["val"]), "val"))
 
     def predict(transform, key):
@@ -229,6 +238,7 @@ def probe_severity_curve(encoder, probe, feats, corpus, grid: SeverityGrid, run:
 def classifier_severity_curve(model, split, corpus, thresholds: np.ndarray, grid: SeverityGrid,
                               run: Inference) -> list[dict]:
     """AUROC vs severity for a fine-tuned classifier (``thresholds`` from its checkpoint)."""
+    require_classification(split)
     device = resolve_device(run.device)
 
     def predict(transform, key):

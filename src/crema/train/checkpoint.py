@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ..config import (ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, ResNet1dConfig, RunConfig,
                       from_dict)
+from ..data.corpus import TASK_TYPES
 from ..errors import CheckpointError, ConfigError, WriteError
 from ..model.crema import CREMA
 from ..model.heads import Classifier
@@ -261,6 +262,7 @@ def _check_classifier_fields(config: dict) -> None:
         raise ConfigError(f"classes: expected a non-empty list of class names, got {classes!r}")
     if len(set(classes)) != len(classes):
         raise ConfigError(f"classes: names repeat ({classes!r})")
+    _check_task_head(config, classes)
     raw = config.get("thresholds")
     if raw is None:
         return
@@ -279,6 +281,26 @@ def _check_classifier_fields(config: dict) -> None:
     crop = config.get("crop")
     if crop is not None and not (isinstance(crop, int) and not isinstance(crop, bool) and crop > 0):
         raise ConfigError(f"crop: expected a positive number of samples or null, got {crop!r}")
+
+
+def _check_task_head(config: dict, classes: list[str]) -> None:
+    """A classifier's ``task_type`` (multilabel when absent) and, for a regression head, its one
+    target, no thresholds, and the ``target_mean``/``target_std`` its output is scaled back with."""
+    task_type = config.get("task_type", "multilabel")
+    if task_type not in TASK_TYPES:
+        raise ConfigError(f"task_type: expected one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+    if task_type != "regression":
+        return
+    if len(classes) != 1:
+        raise ConfigError(f"classes: a regression head predicts one target, got {classes!r}")
+    if config.get("thresholds") is not None:
+        raise ConfigError("thresholds: a regression head has none (expected null)")
+    for key in ("target_mean", "target_std"):
+        value = config.get(key)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if not config["target_std"] > 0:
+        raise ConfigError(f"target_std: expected a positive number, got {config['target_std']!r}")
 
 
 def load_checkpoint(directory: str | os.PathLike,

@@ -9,7 +9,8 @@ test metrics, ``results.json``) is :func:`crema.eval.finetune.finetune`, which t
     crema finetune --checkpoint runs/pretrain --corpus runs/corpora/ptbxl --task ptbxl-superdiagnostic --out runs/ft
     crema finetune --init random --arch resnet1d --corpus runs/corpora/ptbxl --task ptbxl-superdiagnostic --out runs/rn
 
-Recipe: encoder + linear head, multi-label BCE on logits, AdamW with linear warm-up and a cosine
+Recipe: encoder + linear head, multi-label BCE on logits (one-vs-rest for a multi-class task; for a
+regression task the mean squared error on the standardised target), AdamW with linear warm-up and a cosine
 decay per step, layer-wise learning-rate decay for a pretrained encoder (``patch_embed``,
 ``lead_embed``, ``cls_token`` are layer 0, ``blocks.i`` layer ``i + 1``, ``norm`` and the head
 layer ``depth + 1``; each layer's lr is scaled by ``layer_decay ** (depth + 1 - layer)``).
@@ -126,7 +127,8 @@ def load_classifier(directory: str | os.PathLike, map_location: str | torch.devi
 
     The model maps signals ``(B, 12, T)`` (+ lead mask ``(B, 12)``) to logits ``(B, K)``;
     ``config["classes"]`` names the K outputs and ``config["thresholds"]`` their F1 cut-offs
-    (applied to ``sigmoid(logits)``).
+    (applied to ``sigmoid(logits)``). A regression head (``config["task_type"] == "regression"``)
+    has one output, the standardised target: the value is ``output * target_std + target_mean``.
     """
     kind = load_config(resolve_model(directory)).get("kind")
     if kind != "classifier":
@@ -148,12 +150,19 @@ def training_loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig
                       num_workers=cfg.num_workers, drop_last=drop_last)
 
 
+def loss_for(task_type: str) -> nn.Module:
+    """The training loss of a task type: BCE on logits for classification (multi-label, and
+    multi-class one-vs-rest), mean squared error for a regression target (given standardised)."""
+    return nn.MSELoss() if task_type == "regression" else nn.BCEWithLogitsLoss()
+
+
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
-                step: int, warmup: int, total_steps: int, device: torch.device) -> tuple[list[float], int]:
-    """One pass over ``loader`` with multi-label BCE on logits, the lr set per step by the
+                step: int, warmup: int, total_steps: int, device: torch.device,
+                task_type: str = "multilabel") -> tuple[list[float], int]:
+    """One pass over ``loader`` with the task's loss (:func:`loss_for`), the lr set per step by the
     warm-up + cosine schedule; returns ``(losses of the steps, step after the epoch)``."""
     model.train()
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = loss_for(task_type)
     losses = []
     for batch in loader:
         set_lr(optimizer, lr_at(step, cfg.lr, cfg.min_lr, warmup, total_steps))

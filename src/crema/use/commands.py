@@ -171,11 +171,13 @@ def _write_parquet(outputs: BatchOutputs, parquet: Path) -> None:
 
 def _register_predict(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "predict", help="class probabilities and labels of ECG records with a fine-tuned classifier",
+        "predict", help="class probabilities and labels (a regression model: a value) of ECG records",
         description="One row per record: record_id, source, n_windows, the probability of each class "
                     "(mean over the record's windows) and labels (classes at or above the checkpoint's "
-                    "thresholds, |-joined). With --per-window one row per window (record_id, source, "
-                    "window, start_s, leads_present, the classes, labels).")
+                    "thresholds, |-joined). A model fine-tuned on a regression task writes one column "
+                    "named after its target (the mean predicted value) instead of probabilities and "
+                    "labels. With --per-window one row per window (record_id, source, window, start_s, "
+                    "leads_present, then the same columns).")
     p.add_argument("checkpoint", help="classifier checkpoint or exported model folder")
     p.add_argument("inputs", nargs="+",
                    help="ECG files, folders or globs (any supported format), .npy/.npz/HDF5 stacks, "
@@ -195,7 +197,8 @@ def run_predict(args: argparse.Namespace) -> int:
     outputs = BatchOutputs(out, ".csv")
     fingerprint = checkpoint_fingerprint(model, args)
     first = list(INDEX_COLUMNS) if args.per_window else ["record_id", "source", "n_windows"]
-    columns = [*first, *model.classes, "labels"]
+    labels = [] if model.thresholds is None else ["labels"]  # a regression head predicts a value, no label
+    columns = [*first, *model.classes, *labels]
     table = pd.DataFrame(columns=columns)
     if outputs.check_resumable(fingerprint, args.overwrite, out.exists()):
         table = pd.read_csv(out, dtype={"record_id": str, "source": str, "labels": str}, keep_default_na=False)
@@ -215,8 +218,9 @@ def run_predict(args: argparse.Namespace) -> int:
         atomic_write_text(out, frame.to_csv(index=False, float_format="%.6f"))
         outputs.write_errors(failures)
         outputs.write_run(fingerprint, {"records": int(len(frame)), "failed": len(failures),
-                                        "classes": list(model.classes),
-                                        "thresholds": [float(t) for t in model.thresholds]})
+                                        "task_type": model.task_type, "classes": list(model.classes),
+                                        "thresholds": None if model.thresholds is None else
+                                        [float(t) for t in model.thresholds]})
 
     status = run_batch(args, model, outputs, set(table["source"].astype(str)), process, flush)
     print(f"crema predict: wrote {out} ({len(parts[0])} {'windows' if args.per_window else 'records'})")
@@ -261,12 +265,14 @@ def run_plot(args: argparse.Namespace) -> int:
 
 def predicted_labels(checkpoint: str, rec, source: str, device: str | None) -> list[str]:
     """``["CLASS 0.91", ...]`` for the classes at or above their thresholds (``["no class above
-    threshold"]`` when none is)."""
+    threshold"]`` when none is); a regression head's ``["TARGET 63.2"]``."""
     from .api import load
 
     model = load(checkpoint, device=device)
     model.require_classifier("crema plot --checkpoint")
     row = model.predict_records([rec]).records.iloc[0]
+    if model.thresholds is None:
+        return [f"{model.classes[0]} {row[model.classes[0]]:.4g}"]
     chosen = [c for c in str(row["labels"]).split("|") if c]
     if not chosen:
         best = max(model.classes, key=lambda c: row[c])

@@ -48,6 +48,7 @@ class TaskEval:
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # fractions of the labelled training records
     protocols: tuple[Protocol, ...] = PROTOCOLS      # linear probe and/or fine-tuning
     finetune_fractions: tuple[float, ...] | None = None  # fine-tune at these only; None = ``fractions``
+    finetune_seeds: tuple[int, ...] | None = None    # fine-tune with these seeds only; None = the suite's ``seeds``
 
     def problems(self) -> list[str]:
         fractions = self.fractions + (self.finetune_fractions or ())
@@ -134,11 +135,15 @@ class SuiteConfig:
     corpora: dict[str, str] = field(default_factory=dict)  # NAME -> prepared corpus folder
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
     methods: dict[str, ObjectiveConfig] = field(default_factory=_default_methods)  # one pretraining each
+    encoders: dict[str, str] = field(default_factory=dict)  # NAME -> a pretrained checkpoint folder or shipped
+                                            # model to evaluate as it is (no pretraining); probed and
+                                            # fine-tuned like a method
     baselines: tuple[Baseline, ...] = BASELINES  # reference encoders and supervised models
     seeds: tuple[int, ...] = (0, 1, 2)      # label subsets, probe and fine-tuning init, data order
     pretrain_seeds: tuple[int, ...] = (0,)  # each method pretrained once per seed (random baselines
                                             # initialised with it); results combine over them
     n_bootstrap: int = 1000                 # bootstrap resamples of the test records per result
+    random_kernels: int = 2000              # kernels of the random_kernels baseline (2 features each)
     device: str = "auto"                    # torch device for everything
     threads: int | None = None              # torch CPU threads; None = torch's choice
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -159,12 +164,16 @@ def _name_problems(cfg: SuiteConfig) -> list[str]:
         problems.append("tasks: the suite has no 'tasks' and no 'leave_source_out': nothing to evaluate")
     if cfg.methods and not cfg.pretrain.corpora:
         problems.append("pretrain.corpora: 'methods' need pretraining data")
-    clash = sorted(set(cfg.methods) & set(BASELINES))
-    if clash:
-        problems.append(f"methods: names {clash} are reserved for baselines")
-    odd = sorted(m for m in cfg.methods if not m or "/" in m or "@" in m or ":" in m)
-    if odd:  # method names become step ids and folder names
-        problems.append(f"methods: names {odd} may not be empty or hold '/', '@' or ':'")
+    for section, names in (("methods", cfg.methods), ("encoders", cfg.encoders)):
+        clash = sorted(set(names) & set(BASELINES))
+        if clash:
+            problems.append(f"{section}: names {clash} are reserved for baselines")
+        odd = sorted(m for m in names if not m or "/" in m or "@" in m or ":" in m)
+        if odd:  # method names become step ids and folder names
+            problems.append(f"{section}: names {odd} may not be empty or hold '/', '@' or ':'")
+    both = sorted(set(cfg.methods) & set(cfg.encoders))
+    if both:
+        problems.append(f"encoders: names {both} are also methods; give each encoder its own name")
     return problems
 
 
@@ -176,6 +185,8 @@ def _seed_problems(cfg: SuiteConfig) -> list[str]:
             problems.append(f"{name}: must be distinct non-negative integers, at least one, got {list(values)}")
     if cfg.n_bootstrap < 1:
         problems.append(f"n_bootstrap: must be positive, got {cfg.n_bootstrap}")
+    if cfg.random_kernels < 1:
+        problems.append(f"random_kernels: must be positive, got {cfg.random_kernels}")
     if cfg.threads is not None and cfg.threads < 1:
         problems.append(f"threads: must be positive or null, got {cfg.threads}")
     return problems

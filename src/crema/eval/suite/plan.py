@@ -110,23 +110,32 @@ Step = Union[Pretrain, Probe, Finetune, ProbeCorruption, FinetuneCorruption]
 
 
 def pretrained_encoders(cfg: SuiteConfig) -> list[Encoder]:
+    """The encoders the suite pretrains: every method at every pretraining seed."""
     return [Encoder(m, s) for m in cfg.methods for s in cfg.pretrain_seeds]
 
 
+def given_encoders(cfg: SuiteConfig) -> list[Encoder]:
+    """The pretrained checkpoints the config names (``encoders``), evaluated as they are. They are
+    filed under the first pretraining seed, so that they pair with the random baselines of it."""
+    return [Encoder(name, cfg.pretrain_seeds[0]) for name in cfg.encoders]
+
+
 def probe_encoders(cfg: SuiteConfig) -> list[Encoder]:
-    """Every pretrained encoder and the frozen baselines, each at every pretraining seed."""
+    """Every pretrained or given encoder and the frozen baselines, each at every pretraining seed."""
     frozen = [Encoder(b, s) for b in FROZEN_BASELINES if b in cfg.baselines for s in cfg.pretrain_seeds]
-    return pretrained_encoders(cfg) + frozen
+    return pretrained_encoders(cfg) + given_encoders(cfg) + frozen
 
 
 def finetune_encoders(cfg: SuiteConfig) -> list[Encoder]:
-    """Every pretrained encoder and the supervised baselines (which no pretraining seed touches)."""
+    """Every pretrained or given encoder and the supervised baselines (which no pretraining seed
+    touches)."""
     supervised = [Encoder(b, None) for b in SUPERVISED_BASELINES if b in cfg.baselines]
-    return pretrained_encoders(cfg) + supervised
+    return pretrained_encoders(cfg) + given_encoders(cfg) + supervised
 
 
 def plan_steps(cfg: SuiteConfig, loso_sources: Sequence[str] = ()) -> list[Step]:
-    """Every step of the suite in the order it runs: pretraining first, then per task probes and
+    """Every step of the suite in the order it runs: pretraining of the methods first (given
+    encoders are not pretrained), then per task probes and
     fine-tunes, leave-one-source-out over ``loso_sources``, and corruptions (whose fine-tune
     dependency is planned before them when no task asked for it)."""
     steps: list[Step] = [Pretrain(e) for e in pretrained_encoders(cfg)]
@@ -135,7 +144,7 @@ def plan_steps(cfg: SuiteConfig, loso_sources: Sequence[str] = ()) -> list[Step]
             steps += [Probe(e, t.corpus, t.task, t.fractions) for e in probe_encoders(cfg)]
         if "finetune" in t.protocols:
             steps += [Finetune(e, t.corpus, t.task, f, s) for e in finetune_encoders(cfg)
-                      for f in t.finetune_fractions or t.fractions for s in cfg.seeds]
+                      for f in t.finetune_fractions or t.fractions for s in t.finetune_seeds or cfg.seeds]
     loso = cfg.leave_source_out
     for source in loso_sources if loso else ():
         if "probe" in loso.protocols:

@@ -16,12 +16,11 @@ from ...errors import CremaError
 from ...model.inference import readout
 from ...model.sit import SiTEncoder
 from ...train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder
+from ...weights import resolve as resolve_model
 from ..features import FINGERPRINT_WHAT, corpus_fingerprint, file_sha256, module_sha256
 from ..rocket import RandomKernelFeatures
 from .config import SuiteConfig, referenced_corpora, split_spec
 from .plan import Encoder
-
-RANDOM_KERNELS = 2000  # kernels of the training-free baseline (4,000 PPV + max features)
 
 
 class Workspace:
@@ -75,6 +74,10 @@ class Workspace:
         return self.cfg.pretrain.model
 
     def checkpoint_dir(self, encoder: Encoder) -> Path:
+        """Where a pretrained encoder's checkpoint is: a given encoder's folder (a shipped model's
+        name resolved), else the suite's own pretraining run."""
+        if encoder.method in self.cfg.encoders:
+            return resolve_model(self.cfg.encoders[encoder.method])
         return self.out / "pretrain" / encoder.name
 
     def run_config(self, encoder: Encoder) -> RunConfig:
@@ -101,9 +104,9 @@ class Workspace:
     def _load(self, encoder: Encoder) -> tuple[torch.nn.Module, str, dict]:
         seed = encoder.pretrain_seed
         if encoder.method == "random_kernels":
-            module = RandomKernelFeatures(RANDOM_KERNELS, self.model_config.n_leads, seed=seed).eval()
-            return module, module_sha256(module), {"init": "random kernels", "kernels": RANDOM_KERNELS,
-                                                   "init_seed": seed}
+            kernels = self.cfg.random_kernels
+            module = RandomKernelFeatures(kernels, self.model_config.n_leads, seed=seed).eval()
+            return module, module_sha256(module), {"init": "random kernels", "kernels": kernels, "init_seed": seed}
         if encoder.method == "random_sit":
             torch.manual_seed(seed)
             module = SiTEncoder(self.model_config).eval()
@@ -124,10 +127,13 @@ class Workspace:
         return module, weights_sha, extra
 
     def crop_for(self, corpus: Corpus, encoder: Encoder) -> int:
-        """Model input length: the SiT window, or the whole corpus window for random kernels."""
+        """Model input length: the SiT window (a given encoder's own), or the whole corpus window
+        for random kernels."""
         if encoder.method == "random_kernels":
             return int(corpus.signals.shape[-1])
-        return min(self.model_config.window, int(corpus.signals.shape[-1]))
+        given = encoder.method in self.cfg.encoders
+        window = self.encoder(encoder)[0].cfg.window if given else self.model_config.window
+        return min(window, int(corpus.signals.shape[-1]))
 
     def finetune_config(self, encoder: Encoder, corpus_name: str, task: str, fraction: float, seed: int,
                         holdout: str | None, out: Path) -> FinetuneConfig:
