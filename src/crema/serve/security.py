@@ -154,7 +154,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 read += len(message.get("body", b""))
-                self.limit.check(read, "the upload")
+                if read > self.limit.value():
+                    raise limits.LimitError(_streamed_over(self.limit))
             return message
 
         started = False
@@ -171,6 +172,12 @@ class BodyLimit:
             if started:
                 raise
             await json_error(413, str(exc))(scope, receive, send)
+
+
+def _streamed_over(limit: limits.Limit) -> str:
+    """The message for a body sent without its length that passed ``limit`` (its size is unknown)."""
+    return (f"the upload: more than {limit.value() / limits.MIB:,.1f} MiB, over the {limit.name} limit "
+            f"(set {limit.env} to raise it)")
 
 
 class SecurityHeaders:
