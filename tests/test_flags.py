@@ -59,7 +59,7 @@ def test_help_is_the_comment_and_the_default():
     assert helps["steps"] == "optimiser steps (default 10)"
     assert helps["rate"] == "a rate; None = the other"
     assert helps["item"] == "things, 100%% of them"  # argparse formats help with %
-    assert helps["safe"] == "turn off: stay safe"
+    assert helps["safe"] == "stay safe (on by default; this flag turns it off)"
     _parser(False).format_help()
 
 

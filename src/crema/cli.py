@@ -2,9 +2,11 @@
 
 What reaches the user here is one line per problem, never a Python traceback: CREMA's own
 errors (bad input, named by file and problem), a failed write (``no space left on device: PATH``,
-``cannot write PATH: reason``), Ctrl-C (exit 130) and SIGTERM (exit 143; raised as
-:class:`Terminated` so that the same cleanup runs as for Ctrl-C: temporary files and folders
-removed, pool workers stopped).
+``cannot write PATH: reason``), a flag out of its range (exit 2, as argparse's own errors), Ctrl-C
+(exit 130) and SIGTERM (exit 143; raised as :class:`Terminated` so that the same cleanup runs as
+for Ctrl-C: temporary files and folders removed, pool workers stopped). Any other exception (a
+bug, or a library's error CREMA did not foresee) also becomes one line, ``crema CMD: error:
+TYPE: message``, with exit status 1; ``--debug`` (or ``CREMA_DEBUG=1``) prints its traceback too.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ import platform
 import signal
 import sys
 import threading
+import traceback
 from typing import Iterator
 
 from . import __version__
 from .errors import CremaError, describe_write_error, printable
+from .flags import UsageError
 
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -44,6 +48,9 @@ _REEXEC_MARK = "CREMA_REEXECED"          # set in the re-executed process: never
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT   # 130, what shells report for Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM   # 143
+EXIT_USAGE = 2                           # what argparse exits with for a bad command line
+DEBUG_ENV = "CREMA_DEBUG"                # set to 1 to print the traceback of every error
+DEBUG_HELP = "print the Python traceback of an error (also: environment variable CREMA_DEBUG=1)"
 
 
 class Terminated(BaseException):
@@ -55,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crema", description="Self-supervised foundation models for 12-lead ECGs.")
     parser.add_argument("--version", action="version", version=f"crema {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -64,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in sub.choices.values():
+        # also after the command (`crema embed ... --debug`); SUPPRESS keeps a `crema --debug CMD`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -132,28 +143,44 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         with _sigterm_raises():
             return int(args.func(args) or 0)
+    except UsageError as exc:
+        return _fail(args.command, str(exc), EXIT_USAGE, debug)
     except CremaError as exc:
-        return _fail(args.command, str(exc))
+        return _fail(args.command, str(exc), debug=debug)
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):  # `crema info DIR | head` closed stdout early: fine
             sys.stderr.close()
             return 0
-        return _fail(args.command, describe_write_error(None, exc))
+        return _fail(args.command, describe_write_error(None, exc), debug=debug)
     except UnicodeError as exc:  # a name that is not valid UTF-8 reached a text output
-        return _fail(args.command, f"a file or folder name is not valid UTF-8 ({exc.reason}); rename it")
+        return _fail(args.command, f"a file or folder name is not valid UTF-8 ({exc.reason}); rename it",
+                     debug=debug)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", EXIT_INTERRUPTED)
     except Terminated:
         return _fail(args.command, "terminated (SIGTERM)", EXIT_TERMINATED)
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        return _fail(args.command, unexpected_error(exc), debug=debug)
 
 
-def _fail(command: str, message: str, code: int = 1) -> int:
+def unexpected_error(exc: BaseException) -> str:
+    """The one line for an exception CREMA did not raise on purpose: its type and message, and
+    how to see where it came from."""
+    detail = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {detail[0]}" if detail and detail[0] else type(exc).__name__
+    return f"{text} (unexpected; run again with --debug for the traceback)"
+
+
+def _fail(command: str, message: str, code: int = 1, debug: bool = False) -> int:
     """Print ``crema COMMAND: error: MESSAGE`` on stderr (``crema COMMAND: MESSAGE`` for a
-    signal), with names made printable; return ``code``."""
-    label = "error: " if code == 1 else ""
+    signal), with names made printable, the traceback before it when ``debug``; return ``code``."""
+    if debug:
+        traceback.print_exc()
+    label = "error: " if code in (1, EXIT_USAGE) else ""
     print(f"crema {command}: {label}{printable(message)}", file=sys.stderr)
     return code
 

@@ -79,6 +79,14 @@ class AugmentConfig:
     lead_dropout: float = 0.0               # probability that each lead is zeroed (and masked out)
     time_shift: float = 0.0                 # max circular shift, fraction of the window
 
+    def problems(self) -> list[str]:
+        """Fields outside their range, for :func:`check_config`."""
+        problems = _negative(self, ("scale", "noise", "wander"))
+        for name in ("lead_dropout", "time_shift"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name}: must be in [0, 1], got {getattr(self, name)!r}")
+        return problems
+
 
 MODEL_SIZES: dict[str, dict[str, int | float]] = {
     # mini: the design-search and CPU release model (a few hundred thousand parameters)
@@ -88,6 +96,9 @@ MODEL_SIZES: dict[str, dict[str, int | float]] = {
     "small": dict(dim=384, depth=12, heads=6),
     "base": dict(dim=768, depth=12, heads=12),
 }
+
+
+MAX_TOKENS_PER_LEAD = 65536  # window / patch_size; far above any ECG window (5 min at 250 Hz: 1500)
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,9 @@ class ModelConfig:
                     for name in sizes if not getattr(self, name) > 0]
         if not problems and self.window % self.patch_size:
             problems.append(f"window: {self.window} is not a multiple of patch_size {self.patch_size}")
+        if not problems and self.n_patches > MAX_TOKENS_PER_LEAD:  # each token costs memory in every block
+            problems.append(f"window: {self.window} samples make {self.n_patches} tokens per lead of "
+                            f"{self.patch_size} samples, more than {MAX_TOKENS_PER_LEAD}")
         for name in ("drop_path", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name}: must be in [0, 1), got {getattr(self, name)!r}")
@@ -201,6 +215,17 @@ class ObjectiveConfig:
     con_start_step: int = 0                 # contrastive weight is 0 before this optimiser step
     con_ramp_steps: int = 0                 # then rises linearly to lambda_con over this many steps
 
+    def problems(self) -> list[str]:
+        """Fields outside their range, for :func:`check_config`."""
+        problems = []
+        if not 0 <= self.mask_ratio < 1:  # at least one patch per lead stays visible
+            problems.append(f"mask_ratio: must be in [0, 1), got {self.mask_ratio!r}")
+        if not self.tau > 0:
+            problems.append(f"tau: must be positive, got {self.tau!r}")
+        problems += _negative(self, ("lambda_con", "aug_scale", "aug_noise", "aug_wander", "con_start_step",
+                                     "con_ramp_steps"))
+        return problems
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -227,6 +252,17 @@ class PretrainConfig:
     log_every: int = 10                     # JSONL log every N steps
     tensorboard: bool = False               # also log to TensorBoard if installed
     device: str = "auto"                    # auto = cuda if available, else cpu
+
+    def problems(self) -> list[str]:
+        """Fields outside their range, for :func:`check_config`."""
+        problems = _below_one(self, ("batch_size", "accum_steps", "ckpt_every", "log_every"))
+        problems += _negative(self, ("steps", "min_lr", "warmup_steps", "weight_decay", "grad_clip", "seed",
+                                     "num_workers"))
+        if not self.blr > 0:
+            problems.append(f"blr: must be positive, got {self.blr!r}")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            problems.append(f"betas: each must be in [0, 1), got {list(self.betas)!r}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -293,11 +329,40 @@ class FinetuneConfig:
     amp: Literal["auto", "bf16", "fp32", "off"] = "auto"  # training in bf16 autocast where the device has fast
                                             # bf16; validation and test stay fp32, like every evaluation
 
+    def problems(self) -> list[str]:
+        """Fields outside their range, for :func:`check_config`."""
+        problems = _below_one(self, ("epochs", "batch_size", "patience", "eval_batch_size"))
+        problems += _negative(self, ("min_lr", "warmup_epochs", "weight_decay", "seed", "n_bootstrap",
+                                     "num_workers"))
+        if not self.lr > 0:
+            problems.append(f"lr: must be positive, got {self.lr!r}")
+        if not 0 < self.fraction <= 1:
+            problems.append(f"fraction: must be in (0, 1], got {self.fraction!r}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout: must be in [0, 1), got {self.dropout!r}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            problems.append(f"layer_decay: must be in (0, 1] or null, got {self.layer_decay!r}")
+        if self.crop is not None and self.crop < 1:
+            problems.append(f"crop: must be at least 1 sample or null, got {self.crop!r}")
+        return problems
+
     @property
     def effective_layer_decay(self) -> float:
         if self.layer_decay is not None:
             return self.layer_decay
         return DEFAULT_LAYER_DECAY if self.checkpoint else 1.0
+
+
+def _negative(cfg: Any, names: tuple[str, ...]) -> list[str]:
+    """``name: must not be negative`` for each of ``names`` below 0."""
+    return [f"{name}: must not be negative, got {getattr(cfg, name)!r}" for name in names
+            if not getattr(cfg, name) >= 0]
+
+
+def _below_one(cfg: Any, names: tuple[str, ...]) -> list[str]:
+    """``name: must be at least 1`` for each of ``names`` below 1."""
+    return [f"{name}: must be at least 1, got {getattr(cfg, name)!r}" for name in names
+            if not getattr(cfg, name) >= 1]
 
 
 # ----------------------------------------------------------------------------- JSON round trip

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from .cli import main
+from .flags import number_in
 from .paths import sample_root
 
 TASK = "ptbxl-superdiagnostic"
@@ -31,16 +32,35 @@ WINDOW = 1250  # 5 s crops of the 10 s windows: twice the steps in the same CPU 
 SHIPPED = "crema-mini-ecg12"
 
 
+# What `crema demo --help` prints: the module docstring's steps as plain text (no reST markup).
+DESCRIPTION = f"""\
+The end-to-end main job on the real PTB-XL sample shipped in the package. It runs, in order,
+exactly the commands a user would run, by default with the pretrained model shipped in the
+package ({SHIPPED}, see crema models):
+
+  1. crema prepare              the embedded PTB-XL sample (records 1-500, 100 Hz) into a corpus
+  2. crema embed                a few sample records with the model (OUT/embeddings.npy)
+  3. crema plot                 one record as a 12-lead paper printout
+  4. crema plot-reconstruction  one validation record, masked patches shaded
+  5. crema probe                linear probes of PTB-XL superdiagnostic (10% and 100% of the
+                                training labels, test fold 10) for the model and a randomly
+                                initialised encoder of the same size; one table
+
+--pretrain replaces the shipped model by a small CREMA pretrained here on the sample's training
+folds (a few minutes on a CPU). Every step writes into --out and is skipped when its output is
+already there, so a second run only prints the results again."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on the embedded real PTB-XL sample",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--pretrain", action="store_true",
                    help=f"pretrain a model on the sample instead of starting from the shipped {SHIPPED}")
-    p.add_argument("--steps", type=int, default=150, help="pretraining steps with --pretrain (default 150)")
-    p.add_argument("--batch-size", type=int, default=32, help="ECGs per step (default 32)")
+    p.add_argument("--steps", type=number_in(int, 1), default=150, help="pretraining steps with --pretrain (default 150)")
+    p.add_argument("--batch-size", type=number_in(int, 1), default=32, help="ECGs per step (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
-    p.add_argument("--records", type=int, default=None,
+    p.add_argument("--records", type=number_in(int, 1), default=None,
                    help="use only the first N sample records (default all 500; for quick checks)")
     p.set_defaults(func=run_demo)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import default_file_mode
-from ..errors import CremaError, ReadError, WriteError, printable
+from ..errors import CremaError, WriteError, printable
 from . import formats
 from .formats.common import require_finite
 from .readers import find_records, read_record
@@ -88,6 +88,15 @@ def _write_wfdb(rec: Recording, out: Path, name: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def record_problem(path: Path, exc: Exception) -> str:
+    """One line for a record that could not be converted: CREMA's own message (which names the
+    file), or the file, the exception's type and its first line for anything else."""
+    if isinstance(exc, CremaError):
+        return str(exc)
+    detail = str(exc).strip().splitlines()
+    return f"{path}: {type(exc).__name__}: {detail[0] if detail else 'unexpected error'}"
+
+
 def run_convert(args: argparse.Namespace) -> int:
     paths = find_records(args.inputs)
     names = [output_name(path) for path in paths]
@@ -110,8 +119,10 @@ def run_convert(args: argparse.Namespace) -> int:
     for path, name in zip(paths, names):
         try:
             target = convert_record(read_record(path, fs=args.fs), args.to, args.out, name)
-        except ReadError as exc:  # one bad record: report it, convert the others
-            print(f"crema convert: error: {printable(str(exc))}", file=sys.stderr)
+        except WriteError:  # the output cannot be written (a full disk): the next one could not either
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad record is reported; the others are converted
+            print(f"crema convert: error: {printable(record_problem(path, exc))}", file=sys.stderr)
             failed += 1
             continue
         print(printable(str(target)))

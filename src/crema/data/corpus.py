@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import PreprocessConfig, load_json
+from ..config import PreprocessConfig, load_json, read_json_object
 from ..errors import CremaError
 
 SPLITS = ("train", "val", "test")
@@ -91,8 +91,8 @@ class Corpus:
             raise CremaError(f"{self.path}: not a prepared corpus (missing {', '.join(missing)}); "
                              "run `crema prepare` first")
         self.index = read_index(self.path / "index.csv")
-        self.lead_mask = np.load(self.path / "lead_mask.npy")
-        self.classes: dict[str, list[str]] = json.loads((self.path / "classes.json").read_text())
+        self.lead_mask = _load_array(self.path / "lead_mask.npy")
+        self.classes: dict[str, list[str]] = read_json_object(self.path / "classes.json", "corpus class list")
         tasks_file = self.path / TASKS_FILE
         self.task_info: dict[str, dict] = (json.loads(tasks_file.read_text())
                                            if tasks_file.is_file() else {})
@@ -107,7 +107,7 @@ class Corpus:
     @property
     def signals(self) -> np.ndarray:
         if self._signals is None:
-            self._signals = np.load(self.path / "signals.npy", mmap_mode="r")
+            self._signals = _load_array(self.path / "signals.npy", mmap_mode="r")
             if self._signals.shape[0] != len(self.index):
                 raise CremaError(f"{self.path}: signals.npy has {self._signals.shape[0]} windows "
                                  f"but index.csv {len(self.index)} rows")
@@ -200,6 +200,15 @@ class Corpus:
     def summary(self) -> str:
         """Human-readable description: counts, sources, splits, classes, preprocessing."""
         return format_summary(self)
+
+
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A corpus array, or one clear error when the file is cut short or is not a .npy array."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CremaError(f"{path}: damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'cut short'}); "
+                         "prepare the corpus again") from None
 
 
 def _regression_values(cells: np.ndarray) -> np.ndarray:

@@ -54,14 +54,57 @@ def detect_rate(root: str | os.PathLike, index: pd.DataFrame | None = None) -> i
     return 500 if (root / f"{first['filename_hr']}.hea").exists() else 100
 
 
+# The columns of ptbxl_database.csv that CREMA reads (ecg_id is the index).
+DATABASE_COLUMNS = ("ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr", "filename_hr")
+
+
 def load_database(root: str | os.PathLike) -> pd.DataFrame:
-    """``ptbxl_database.csv`` indexed by ``ecg_id`` with ``scp_codes`` parsed into dicts."""
+    """``ptbxl_database.csv`` indexed by ``ecg_id`` with ``scp_codes`` parsed into dicts and
+    ``strat_fold`` checked (whole numbers 1-10).
+
+    Raises:
+        CremaError: naming the file, and the column and ``ecg_id`` of a damaged value (an
+            unclosed quote, a missing column, ``scp_codes`` that are no dict, a fold ``ten``).
+    """
     path = Path(root) / DATABASE_FILE
     if not path.is_file():
         raise CremaError(f"{path}: not found (is {root} a PTB-XL folder?)")
-    df = pd.read_csv(path, index_col="ecg_id")
-    df["scp_codes"] = df["scp_codes"].apply(ast.literal_eval)
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
+        raise CremaError(f"{path}: not a readable CSV table ({str(exc).strip().splitlines()[0]})") from None
+    missing = [column for column in DATABASE_COLUMNS if column not in df.columns]
+    if missing:
+        raise CremaError(f"{path}: no column {', '.join(missing)} (is this PTB-XL's database file?)")
+    ids = pd.to_numeric(df["ecg_id"], errors="coerce")
+    _require_whole(path, df, "ecg_id", ids, ids.notna() & (ids >= 1))
+    df = df.set_index(ids.astype(int).rename("ecg_id")).drop(columns="ecg_id")
+    df["scp_codes"] = [_scp_codes(path, ecg_id, text) for ecg_id, text in df["scp_codes"].items()]
+    folds = pd.to_numeric(df["strat_fold"], errors="coerce")
+    _require_whole(path, df, "strat_fold", folds, folds.between(1, 10))
+    df["strat_fold"] = folds.astype(int)
     return df
+
+
+def _require_whole(path: Path, df: pd.DataFrame, column: str, values: pd.Series, ok: pd.Series) -> None:
+    """Refuse the first row of ``column`` that is not a whole number where ``ok`` holds."""
+    bad = ~(ok & (values == values.round()))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CremaError(f"{path}: column {column} holds {str(df[column].iloc[row])!r} in data row {row + 1} "
+                         f"(expected {'a fold 1-10' if column == 'strat_fold' else 'a positive whole number'})")
+
+
+def _scp_codes(path: Path, ecg_id: int, text) -> dict:
+    """A record's ``scp_codes`` cell (``{'NORM': 100.0, ...}``) as a dict."""
+    try:
+        codes = ast.literal_eval(text) if isinstance(text, str) else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        codes = None
+    if not isinstance(codes, dict):
+        raise CremaError(f"{path}: column scp_codes of ecg_id {ecg_id} is not a dict of statement codes "
+                         f"({str(text)[:60]!r})")
+    return codes
 
 
 def load_statements(root: str | os.PathLike) -> pd.DataFrame:
@@ -141,10 +184,11 @@ def load_ptbxl_index(root: str | os.PathLike, rate: int | None = None) -> pd.Dat
     out = pd.DataFrame(index=db.index)
     out["path"] = [root / f"{name}.hea" for name in db[column]]
     out["record_id"] = [f"{int(i):05d}" for i in db.index]
-    out["patient_id"] = [str(int(p)) if pd.notna(p) else "" for p in db["patient_id"]]
-    out["age"] = [clean_age(a) for a in db["age"]]
-    out["sex"] = [SEX_CODES.get(int(s)) if pd.notna(s) else None for s in db["sex"]]
-    out["fold"] = db["strat_fold"].astype(int)
+    patients = pd.to_numeric(db["patient_id"], errors="coerce")  # a stray word is an unknown patient
+    out["patient_id"] = [str(int(p)) if pd.notna(p) and float(p).is_integer() else "" for p in patients]
+    out["age"] = [clean_age(a) for a in pd.to_numeric(db["age"], errors="coerce")]
+    out["sex"] = [SEX_CODES.get(int(s)) if pd.notna(s) else None for s in pd.to_numeric(db["sex"], errors="coerce")]
+    out["fold"] = db["strat_fold"]
     out["split"] = [split_of_fold(f) for f in out["fold"]]
     out["source_id"] = [ptbxl_source_id(i) for i in db.index]
     for task in PTBXL_TASKS:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import EMBEDDING_FEATURES, MODEL_SIZES, AugmentConfig, FinetuneConfig, ModelConfig, embedding_features
 from ..errors import CremaError
-from ..flags import add_field_flags, flag_values
+from ..flags import add_field_flags, check_flag_ranges, device_flag, flag_values
 
 
 def register(subparsers: Any) -> None:
@@ -39,10 +39,11 @@ def _register_probe(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "probe", help="linear probe of a frozen encoder at several label fractions and seeds",
         description="Frozen pooled features of an encoder (a checkpoint, or a random init as the honest "
-                    "baseline), a linear classifier per label fraction and seed, test metrics with 95%% "
+                    "baseline), a linear classifier per label fraction and seed, test metrics with 95% "
                     "bootstrap intervals. Writes OUT/results.json (readable by `crema report OUT`).")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="pretraining or classifier checkpoint folder")
+    source.add_argument("--checkpoint", help="pretraining or classifier checkpoint folder, or a shipped model's "
+                                             "name (see crema models)")
     source.add_argument("--random-init", action="store_true", help="a randomly initialised SiT encoder")
     p.add_argument("--corpus", required=True, help="prepared corpus folder with labels for --task")
     p.add_argument("--task", required=True, help="label task, e.g. ptbxl-superdiagnostic or cinc-scored")
@@ -68,7 +69,7 @@ def _register_probe(subparsers: Any) -> None:
     p.add_argument("--cache", help="feature cache folder (default runs/cache/features)")
     p.add_argument("--batch-size", type=int, default=64, help="ECGs per feature batch (default 64)")
     p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    p.add_argument("--device", default="auto", type=device_flag, help="auto (default), cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest for "
                    "small models on a busy machine)")
@@ -176,13 +177,15 @@ def _register_finetune(subparsers: Any) -> None:
                     "trains one output with the mean squared error on the standardised target, stops early "
                     "on the validation MAE and is tested with MAE and Pearson's r.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="pretraining checkpoint folder to start from")
+    source.add_argument("--checkpoint", help="pretraining checkpoint folder to start from, or a shipped model's "
+                                             "name (see crema models)")
     source.add_argument("--init", choices=["random"], help="random init: supervised training from scratch")
     p.add_argument("--window", type=int, help="SiT window for --init random (default: corpus window)")
     add_field_flags(p, FinetuneConfig, _FINETUNE_FLAGS, keep_defaults=True, options={
         "corpus": {"required": True}, "task": {"required": True}, "out": {"required": True},
         "size": {"choices": sorted(MODEL_SIZES)},
-        "amp": {"choices": ["auto", "bf16", "fp32"]}})  # "off" is the pretraining spelling of fp32
+        "amp": {"choices": ["auto", "bf16", "fp32"]},  # "off" is the pretraining spelling of fp32
+        "device": {"type": device_flag}})
     p.add_argument("--augment", nargs="*", metavar="KEY=VALUE",
                    help="training augmentation, e.g. scale=0.1 noise=0.05 wander=0.1 lead_dropout=0.1 time_shift=0.1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -201,16 +204,20 @@ def finetune_config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     if not 0 < args.fraction <= 1:
         raise CremaError(f"--fraction must be in (0, 1], got {args.fraction}")
     model = {"size": args.size, **({"window": args.window} if args.window else {})}
-    return FinetuneConfig(**flag_values(args, _FINETUNE_FLAGS), checkpoint=args.checkpoint,
-                          model=model if args.checkpoint is None else None, augment=augment)
+    cfg = FinetuneConfig(**flag_values(args, _FINETUNE_FLAGS), checkpoint=args.checkpoint,
+                         model=model if args.checkpoint is None else None, augment=augment)
+    check_flag_ranges(cfg, _FINETUNE_FLAGS)  # the config's own range checks, named by flag (--batch-size 0)
+    check_flag_ranges(cfg.augment, {}, "--augment ")
+    return cfg
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune
+    from ..locking import output_lock
     from ..runtime import torch_threads
+    from .finetune import finetune
 
     cfg = finetune_config_from_args(args)
-    with torch_threads(args.threads):
+    with torch_threads(args.threads), output_lock(cfg.out, "crema finetune"):
         summary = finetune(cfg, progress=not args.no_progress)
     for line in finetune_lines(summary):
         print(line)

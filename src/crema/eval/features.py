@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
+# the fingerprints live in the data layer (a pretraining run records its corpora's too); re-exported
+from ..data.fingerprint import FINGERPRINT_BYTES, FINGERPRINT_WHAT, corpus_fingerprint, file_sha256  # noqa: F401
 from ..model.heads import Probabilities
 from ..model.inference import DEFAULT_BATCH, crop_starts, feature_kind, infer
 from ..runtime import resolve_device
@@ -30,32 +32,8 @@ from ..runtime import resolve_device
 # (signals (B, C, T) float32, lead_mask (B, C) bool, rows (B,)) -> the same, corrupted
 BatchTransform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-FINGERPRINT_BYTES = 1 << 20
-FINGERPRINT_WHAT = "sha256 of index.csv bytes + signals.npy size + first 1 MiB of signals.npy"
-
 
 # ----------------------------------------------------------------------------- hashing
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 hex digest of a whole file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def corpus_fingerprint(corpus_dir: str | os.PathLike) -> str:
-    """A cheap sha256 that identifies a prepared corpus: see :data:`FINGERPRINT_WHAT`."""
-    corpus_dir = Path(corpus_dir)
-    digest = hashlib.sha256()
-    digest.update((corpus_dir / "index.csv").read_bytes())
-    signals = corpus_dir / "signals.npy"
-    digest.update(str(signals.stat().st_size).encode())
-    with open(signals, "rb") as fh:
-        digest.update(fh.read(FINGERPRINT_BYTES))
-    return digest.hexdigest()
-
 
 def rows_sha256(rows: np.ndarray) -> str:
     """sha256 of a row-index array (as int64), to record exactly which rows a result saw."""

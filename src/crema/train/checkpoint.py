@@ -6,6 +6,11 @@ writer adds (``objective``, ``train``, ``step``; for classifiers ``arch``, ``tas
 ``classes``, ``thresholds``). Encoder weights live under the ``encoder.`` prefix in both
 kinds, so :func:`load_encoder` reads either. Loading checks every field's type and range
 (:func:`check_checkpoint_config`): a damaged or hand-edited file fails with the field's name.
+The weights are checked before they are used: the sizes a config gives the model are compared
+with the tensor shapes in the weights file's header before the module is built
+(:func:`check_weights_fit`), so an absurd width in a hand-edited config is refused before
+anything is allocated; integer tensors where the model holds float weights, and NaN or infinite
+values, are refused with the file and the tensor named.
 
 How a save stays whole. Each save writes a complete snapshot folder
 ``DIR/.checkpoints/step-<step>-<id>/`` with all of its files, then makes it current in one atomic
@@ -24,9 +29,11 @@ a folder at a time (rank 0 under DDP).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -34,6 +41,7 @@ from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -114,10 +122,34 @@ def write_checkpoint_files(folder: str | os.PathLike, model: nn.Module | Mapping
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metadata = {"kind": str(config["kind"]), "step": str(config.get("step", ""))}
-    save_file(_plain_state_dict(model), str(folder / MODEL_FILE), metadata=metadata)
-    if training_state is not None:
-        torch.save(dict(training_state), folder / STATE_FILE)
+    try:
+        save_file(_plain_state_dict(model), str(folder / MODEL_FILE), metadata=metadata)
+        if training_state is not None:
+            torch.save(dict(training_state), folder / STATE_FILE)
+    except (RuntimeError, SafetensorError) as exc:  # their own types for a failed write
+        raise as_os_error(exc, folder) from None
     (folder / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2) + "\n", encoding="utf-8")
+
+
+# What safetensors (Rust: "I/O error: File too large (os error 27)", older "Os { code: 28, kind:
+# StorageFull ...") and torch.save (C++: "unexpected pos 704 vs 598", "file write failed") say when
+# a write stops short; no errno is attached to either.
+_OS_CODE = re.compile(r"(?:os error |Os \{ code: )(\d+)")
+_SHORT_WRITE = ("unexpected pos", "file write failed", "No space left", "StorageFull", "File too large")
+
+
+def as_os_error(exc: Exception, where: Path) -> Exception:
+    """The OSError a failed weights or state write stands for (a full disk, most often), so that
+    the caller reports ``no space left on device: PATH`` (:func:`crema.errors.describe_write_error`);
+    any other error is returned as it is."""
+    text = str(exc)
+    code = _OS_CODE.search(text)
+    if code:
+        number = int(code.group(1))
+        return OSError(number, os.strerror(number), str(where))
+    if any(marker in text for marker in _SHORT_WRITE):
+        return OSError(errno.ENOSPC, "No space left on device (the write stopped short)", str(where))
+    return exc
 
 
 def _write_snapshot(store: Path, model, config: Mapping[str, Any],
@@ -315,7 +347,123 @@ def load_checkpoint(directory: str | os.PathLike,
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable weights ({exc})") from exc
+    check_finite_weights(state, path)
     return state, config
+
+
+def check_finite_weights(state: Mapping[str, Tensor], path: str | os.PathLike) -> None:
+    """Refuse float tensors holding NaN or infinite values (a diverged run saved, or a damaged
+    file): such a model writes NaN embeddings and empty predictions that read as results.
+
+    Raises:
+        CheckpointError: naming the file and the first such tensor.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: tensor {name} holds {bad} NaN or infinite value(s); these "
+                                  "weights cannot give meaningful outputs (a diverged training run, or a "
+                                  "damaged file)")
+
+
+def weight_shapes(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """``{tensor name: (shape, is floating point)}`` from a safetensors file's header, without
+    reading the tensors."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{Path(path).parent}: checkpoint has no {Path(path).name}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            slices = {name: handle.get_slice(name) for name in handle.keys()}
+            return {name: (tuple(piece.get_shape()), piece.get_dtype().startswith(("F", "BF")))
+                    for name, piece in slices.items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable weights ({exc})") from None
+
+
+def check_weights_fit(config: Mapping[str, Any], weights: str | os.PathLike, encoder_only: bool = False) -> None:
+    """Compare the sizes a checkpoint's config gives its module with the weights file's header,
+    before the module is built: every width (``dim``, the MLP's hidden width, ``stem_channels``,
+    the decoder's and projector's widths, a ResNet's stage widths) must be a dimension of the
+    tensors of its part, and each stack of blocks must hold as many blocks as the file (the
+    documented submodules ``blocks`` of the SiT encoder and decoder, ``stages`` of the ResNet).
+    A hand-edited width of 10^6 is thus refused instead of allocating gigabytes. The exact shapes
+    are compared once the module exists (:func:`load_state_into`).
+
+    Raises:
+        CheckpointError: naming the weights file and the setting that does not fit.
+    """
+    shapes = weight_shapes(weights)
+    if encoder_only:
+        if not any(name.startswith(ENCODER_PREFIX) for name in shapes):
+            raise CheckpointError(f"{weights}: no '{ENCODER_PREFIX}*' weights")
+        shapes = {name: shape for name, shape in shapes.items() if name.startswith(ENCODER_PREFIX)}
+    for problem in _size_problems(config, shapes):
+        raise CheckpointError(f"{weights}: the config's model does not fit these weights: {problem}")
+
+
+def _size_problems(config: Mapping[str, Any], shapes: Mapping[str, tuple[tuple[int, ...], bool]]) -> list[str]:
+    """Where ``config["model"]``'s sizes disagree with the tensors ``shapes`` of a weights file."""
+    model = config.get("model") or {}
+    if config.get("arch", "sit") == "resnet1d":
+        widths = (model.get("stem_width"), *(model.get("widths") or ()))
+        return (_widths_missing(shapes, "", {"widths": widths})
+                + _count_differs(shapes, "stages.", 2, "sum of depths", sum(model.get("depths") or ())))
+    dim, ratio = model.get("dim"), model.get("mlp_ratio", 4.0)
+    hidden = int(dim * ratio) if isinstance(dim, int) and isinstance(ratio, (int, float)) else None
+    parts = {ENCODER_PREFIX: ({"dim": dim, "mlp hidden width (dim * mlp_ratio)": hidden,
+                               "stem_channels": model.get("stem_channels")}, "depth"),
+             "decoder.": ({"decoder_dim": model.get("decoder_dim")}, "decoder_depth"),
+             "projector.": ({"projector_hidden": model.get("projector_hidden"),
+                             "projector_dim": model.get("projector_dim")}, None)}
+    problems = []
+    for prefix, (widths, depth) in parts.items():
+        if not any(name.startswith(prefix) for name in shapes):
+            continue  # a part this checkpoint does not carry (a classifier has no decoder)
+        problems += _widths_missing(shapes, prefix, widths)
+        if depth:
+            problems += _count_differs(shapes, f"{prefix}blocks.", 1, depth, model.get(depth))
+    return problems
+
+
+def _widths_missing(shapes: Mapping[str, tuple[tuple[int, ...], bool]], prefix: str,
+                    widths: Mapping[str, Any]) -> list[str]:
+    """``name N`` for each width that is no dimension of any tensor under ``prefix``."""
+    sizes = {size for name, (shape, _) in shapes.items() if name.startswith(prefix) for size in shape}
+    problems = []
+    for name, value in widths.items():
+        values = value if isinstance(value, tuple) else (value,)
+        for one in values:
+            if isinstance(one, int) and one not in sizes:
+                problems.append(f"{name} {one} is no dimension of the {prefix.rstrip('.') or 'model'}'s "
+                                f"weights (they have {sorted(sizes)[-6:]})")
+    return problems
+
+
+def _count_differs(shapes: Mapping[str, tuple[tuple[int, ...], bool]], prefix: str, levels: int,
+                   name: str, expected: Any) -> list[str]:
+    """``name`` against the number of distinct numbered submodules under ``prefix`` (the first
+    ``levels`` numbers after it: ``blocks.3`` is one level, ResNet ``stages.1.0`` two)."""
+    pattern = re.compile(re.escape(prefix) + r"\.".join([r"(\d+)"] * levels) + r"\.")
+    found = {match.groups() for match in map(pattern.match, shapes) if match}
+    if isinstance(expected, int) and expected != len(found):
+        return [f"{name} is {expected} but the weights hold {len(found)} {prefix.rstrip('.')}"]
+    return []
+
+
+def _state_mismatch(own: Mapping[str, tuple[tuple[int, ...], bool]],
+                    found: Mapping[str, tuple[tuple[int, ...], bool]]) -> str | None:
+    """What differs between a module's ``{name: (shape, is float)}`` and a file's, or None."""
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
+    common = sorted(set(own) & set(found))
+    wrong_shape = [f"{k} {list(found[k][0])} (model {list(own[k][0])})" for k in common if own[k][0] != found[k][0]]
+    integer = [k for k in common if own[k][1] and not found[k][1]]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape),
+                        ("integer-typed where the model holds float weights", integer)):
+        if keys:
+            parts.append(f"{label} keys {keys[:5]}{' ...' if len(keys) > 5 else ''}")
+    return "; ".join(parts) or None
 
 
 def model_fs(config: Mapping[str, Any]) -> float | None:
@@ -355,16 +503,12 @@ def load_training_state(directory: str | os.PathLike) -> dict[str, Any]:
 def load_state_into(module: nn.Module, state: Mapping[str, Tensor], where: str | os.PathLike) -> None:
     """``module.load_state_dict(state)`` with a :class:`CheckpointError` that names the folder
     and the mismatching keys instead of PyTorch's RuntimeError."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                parts.append(f"{label} keys {keys[:5]}{' ...' if len(keys) > 5 else ''}")
-        raise CheckpointError(f"{where}: weights do not match the model ({'; '.join(parts)})")
+    def described(tensors: Mapping[str, Tensor]) -> dict[str, tuple[tuple[int, ...], bool]]:
+        return {k: (tuple(v.shape), v.is_floating_point()) for k, v in tensors.items()}
+
+    problem = _state_mismatch(described(module.state_dict()), described(state))
+    if problem:
+        raise CheckpointError(f"{where}: weights do not match the model ({problem})")
     module.load_state_dict(state, strict=True)
 
 
@@ -411,9 +555,12 @@ def load_network(directory: str | os.PathLike, map_location: str | torch.device 
                  ) -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint folder (or a shipped model's name) -> ``(module in eval mode on
     map_location, config dict)``; the module is :func:`build_network`'s."""
+    directory = resolve_model(directory)
+    config = load_config(directory)
+    check_weights_fit(config, directory / MODEL_FILE)
     state, config = load_checkpoint(directory, map_location)
     network = build_network(config, directory)
-    load_state_into(network, state, directory)
+    load_state_into(network, state, directory / MODEL_FILE)
     return network.to(map_location).eval(), config
 
 
@@ -423,14 +570,17 @@ def load_encoder(directory: str | os.PathLike,
 
     Returns ``(SiTEncoder in eval mode, config dict)``.
     """
-    state, config = load_checkpoint(directory, map_location)
+    directory = resolve_model(directory)
+    config = load_config(directory)
     if config.get("arch", "sit") != "sit":
         raise CheckpointError(f"{directory}: a {config.get('arch')!r} classifier has no SiT encoder")
+    check_weights_fit(config, directory / MODEL_FILE, encoder_only=True)
+    state, config = load_checkpoint(directory, map_location)
     encoder = build_encoder(config, directory)
     weights = encoder_state(state)
     if not weights:
         raise CheckpointError(f"{directory}: no '{ENCODER_PREFIX}*' weights in {MODEL_FILE}")
-    load_state_into(encoder, weights, directory)
+    load_state_into(encoder, weights, directory / MODEL_FILE)
     return encoder.to(map_location).eval(), config
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, from_dict, read_json_object
 from ..errors import CremaError
-from ..flags import add_field_flags, flag_values
+from ..flags import add_field_flags, check_flag_ranges, device_flag, flag_values
 
 # flag dest -> field of the config part (ModelConfig, ObjectiveConfig, PretrainConfig)
 _MODEL_FLAGS = {"window": "window", "patch_size": "patch_size", "pool": "pool",
@@ -50,12 +50,16 @@ def _register_pretrain(subparsers: Any) -> None:
     p.add_argument("--size", choices=sorted(MODEL_SIZES), help="encoder size preset (default tiny)")
     add_field_flags(p, PretrainConfig, _TRAIN_FLAGS, keep_defaults=False, options={
         "corpus": {"metavar": "DIR[:splits]"},
-        "out": {"metavar": "RUN", "note": "default: the --config's train.out"}})
+        "out": {"metavar": "RUN", "note": "default: the --config's train.out"},
+        "device": {"type": device_flag}})
     add_field_flags(p, ModelConfig, _MODEL_FLAGS, keep_defaults=False)
     add_field_flags(p, ObjectiveConfig, _OBJECTIVE_FLAGS, keep_defaults=False)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even though --out already holds a checkpoint (it is replaced)")
+    p.add_argument("--allow-corpus-change", action="store_true",
+                   help="with --resume: continue even though a corpus differs from the one the run was "
+                        "trained on (rebuilt with other records); by default such a resume is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_pretrain)
 
@@ -68,23 +72,29 @@ def build_run_config(args: argparse.Namespace, base: RunConfig | None = None) ->
                                             flag_values(args, _TRAIN_FLAGS))
         if base is None:
             model = ModelConfig.from_size(args.size or "tiny", **model_over)
-            return RunConfig(model=model, objective=ObjectiveConfig(**obj_over),
-                             train=PretrainConfig(**train_over))
-        model = base.model
-        if args.size is not None and args.size != base.model.size:
-            model = ModelConfig.from_size(args.size, **model_over)
-        model = dataclasses.replace(model, **model_over)
-        return RunConfig(model=model, objective=dataclasses.replace(base.objective, **obj_over),
-                         preprocess=base.preprocess, train=dataclasses.replace(base.train, **train_over))
+            cfg = RunConfig(model=model, objective=ObjectiveConfig(**obj_over), train=PretrainConfig(**train_over))
+        else:
+            model = base.model
+            if args.size is not None and args.size != base.model.size:
+                model = ModelConfig.from_size(args.size, **model_over)
+            model = dataclasses.replace(model, **model_over)
+            cfg = RunConfig(model=model, objective=dataclasses.replace(base.objective, **obj_over),
+                            preprocess=base.preprocess, train=dataclasses.replace(base.train, **train_over))
     except (TypeError, ValueError) as exc:
         raise CremaError(f"bad settings: {exc}") from exc
+    # the configs' own range checks, phrased with the flag that set the field (--mask-ratio 1.0)
+    for part, flags in (("model", _MODEL_FLAGS), ("objective", _OBJECTIVE_FLAGS), ("train", _TRAIN_FLAGS)):
+        check_flag_ranges(getattr(cfg, part), flags, f"{part}.")
+    return cfg
 
 
 def load_recipe(path: str | Path) -> RunConfig:
     """A :class:`RunConfig` from a JSON recipe; the extra keys of a checkpoint's ``config.json``
-    (``kind``, ``step``, ``crema_version``) and a ``_comment`` are allowed and ignored."""
+    (``kind``, ``step``, ``crema_version``, ``corpora_sha256``) and a ``_comment`` are allowed and
+    ignored."""
     data = read_json_object(path, "run config")
-    data = {k: v for k, v in data.items() if k not in ("kind", "step", "crema_version", "_comment")}
+    data = {k: v for k, v in data.items()
+            if k not in ("kind", "step", "crema_version", "corpora_sha256", "_comment")}
     try:
         return from_dict(RunConfig, data)
     except (TypeError, ValueError) as exc:
@@ -105,7 +115,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
                          f"--overwrite to replace it, or choose another --out")
     base = run_config_from_checkpoint(load_config(args.out)) if args.resume else recipe
     cfg = build_run_config(args, base)
-    result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    if args.allow_corpus_change and not args.resume:
+        raise CremaError("--allow-corpus-change goes with --resume (a new run has no corpus to compare with)")
+    result = pretrain(cfg, resume=args.resume, progress=not args.no_progress,
+                      allow_corpus_change=args.allow_corpus_change)
     from ..runtime import detect
 
     if detect().is_main:

@@ -24,8 +24,11 @@ Continue an interrupted run exactly where its last checkpoint left it::
     crema pretrain --out runs/pretrain/tiny --resume
 
 The run folder holds ``config.json`` (kind ``pretrain``: model, objective, preprocess, train,
-step), ``model.safetensors``, ``training_state.pt`` and ``log.jsonl``. SIGINT/SIGTERM finish
-the current step, write a checkpoint and stop.
+step, and ``corpora_sha256``, each corpus's fingerprint), ``model.safetensors``,
+``training_state.pt`` and ``log.jsonl``. SIGINT/SIGTERM finish the current step, write a
+checkpoint and stop. One run writes a folder at a time (an output lock, as ``crema prepare``
+takes); a resume onto a corpus that was rebuilt with other content is refused unless
+``allow_corpus_change``.
 
 This module holds the engine (:class:`Trainer`, :func:`pretrain`); its parts live beside it:
 :mod:`.stream` (corpora -> training set, the resumable batch sampler), :mod:`.rng` (RNG state),
@@ -52,17 +55,23 @@ from tqdm.auto import tqdm
 
 from .. import precision
 from .. import runtime as dist_utils
-from ..config import RunConfig, atomic_write_text
+from ..config import RunConfig, atomic_write_text, to_dict
+from ..data.corpus import is_corpus, parse_corpus_spec
+from ..data.fingerprint import FINGERPRINT_WHAT, corpus_fingerprint
 from ..errors import CremaError
+from ..locking import output_lock
 from ..model.crema import CREMA, contrastive_scale
-from .checkpoint import (CONFIG_FILE, load_checkpoint, load_config, load_state_into,
-                         load_training_state, run_config_from_checkpoint, save_checkpoint)
+from .checkpoint import (CONFIG_FILE, MODEL_FILE, check_weights_fit, load_checkpoint, load_config,
+                         load_state_into, load_training_state, run_config_from_checkpoint, save_checkpoint)
 from .logger import LOG_FILE, RunLogger, truncate_log
 from .rng import rng_state, seed_everything, set_rng_state
 from .run_config import check_resumable, checkpoint_config
 from .schedule import lr_at, make_adamw, scaled_lr, set_lr
 from .stop import StopFlag
 from .stream import EpochBatches, PretrainData, open_pretrain_data
+
+
+CORPORA_KEY = "corpora_sha256"  # config.json: {corpus folder: corpus_fingerprint} of the run's corpora
 
 
 @dataclass
@@ -84,7 +93,8 @@ def _resolve_amp(device: torch.device, amp: str) -> str:
 
 
 def pretrain(cfg: RunConfig, resume: bool = False, progress: bool = True,
-             stop_at: int | None = None, data: PretrainData | None = None) -> PretrainResult:
+             stop_at: int | None = None, data: PretrainData | None = None,
+             allow_corpus_change: bool = False) -> PretrainResult:
     """Run (or continue) pretraining as described by ``cfg``; see the module docstring.
 
     Args:
@@ -94,17 +104,63 @@ def pretrain(cfg: RunConfig, resume: bool = False, progress: bool = True,
         stop_at: stop (with a checkpoint) after this many steps in total, as if interrupted
             there; the schedule still follows ``cfg.train.steps``.
         data: an already opened training set (tests); default opens ``cfg.train.corpora``.
+        allow_corpus_change: resume even when a corpus's fingerprint differs from the one saved.
 
     Returns:
         :class:`PretrainResult`. The process group, if this call created one, is left again.
+
+    Raises:
+        BusyError: another run is writing ``cfg.train.out``.
+        CremaError: resuming onto a changed corpus (see ``allow_corpus_change``), and the other
+            problems of a run's settings and data.
     """
     owns_group = not dist_utils.is_initialized()
     info, device = dist_utils.setup(cfg.train.device)
     try:
-        return Trainer(cfg, info, device, resume, progress, stop_at, data).run()
+        with contextlib.ExitStack() as held:
+            _lock_run_folder(held, cfg.train.out, info, device)
+            return Trainer(cfg, info, device, resume, progress, stop_at, data, allow_corpus_change).run()
     finally:
         if owns_group:
             dist_utils.cleanup()
+
+
+def _lock_run_folder(held: contextlib.ExitStack, out: str, info: dist_utils.DistInfo, device: torch.device) -> None:
+    """Hold the output lock of the run folder (rank 0 takes it; every rank stops if it is busy,
+    so that no rank waits forever for one that left)."""
+    problem = None
+    if info.is_main:
+        try:
+            held.enter_context(output_lock(out, "crema pretrain"))
+        except CremaError as exc:
+            problem = exc
+    if dist_utils.any_rank(problem is not None, device):
+        raise problem or CremaError(f"{out}: the first process could not lock the run folder")
+
+
+def corpora_fingerprints(specs) -> dict[str, str]:
+    """``{corpus folder: corpus_fingerprint}`` of the prepared corpora among ``specs``
+    (``DIR[:splits]``), what a checkpoint records so that a resume notices a rebuilt corpus."""
+    found = {}
+    for spec in specs:
+        path = parse_corpus_spec(spec)[0]
+        if is_corpus(path):
+            found[str(path)] = corpus_fingerprint(path)
+    return found
+
+
+def check_same_corpora(saved: dict | None, current: dict[str, str], out: Path) -> None:
+    """Refuse to resume when a corpus the run was trained on now holds other content (``saved``
+    None = a checkpoint from before corpora were fingerprinted: nothing to compare)."""
+    if not isinstance(saved, dict):
+        return
+    changed = [path for path, sha in current.items() if path in saved and saved[path] != sha]
+    if changed:
+        raise CremaError(
+            f"{out}: cannot resume: the corpus {changed[0]} has changed since this run trained on it "
+            f"(its fingerprint, a {FINGERPRINT_WHAT}, differs), so the rest of the run would see other "
+            "data than its first steps; start a new run (another --out, or --overwrite), or pass "
+            "--allow-corpus-change to continue on the new corpus anyway")
 
 
 class Trainer:
@@ -112,9 +168,12 @@ class Trainer:
     ``pretrain`` is the usual entry point; tests use the trainer to look inside."""
 
     def __init__(self, cfg: RunConfig, info: dist_utils.DistInfo, device: torch.device,
-                 resume: bool, progress: bool, stop_at: int | None, data: PretrainData | None):
+                 resume: bool, progress: bool, stop_at: int | None, data: PretrainData | None,
+                 allow_corpus_change: bool = False):
         self.info, self.device, self.progress = info, device, progress
         self.out = Path(cfg.train.out)
+        self.corpora_sha = corpora_fingerprints(cfg.train.corpora)
+        self.allow_corpus_change = allow_corpus_change
         data = data or open_pretrain_data(cfg.train.corpora, cfg.model.window, cfg.train.seed,
                                           cfg.objective.view_crop)
         self.cfg = cfg = dataclasses.replace(cfg, preprocess=data.preprocess)
@@ -127,6 +186,8 @@ class Trainer:
 
         # Same seed on every rank for the initial weights; then per-rank streams for masks.
         seed_everything(t.seed)
+        if resume:
+            self._check_resumable()
         self.model = CREMA(cfg.model, cfg.objective, fs=cfg.preprocess.fs).to(device)
         self.optimizer = make_adamw(self.model, self.base_lr, t.weight_decay, t.betas)
         self.step, self.batches_done, saved_rng = 0, 0, None
@@ -162,13 +223,27 @@ class Trainer:
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / LOG_FILE).unlink(missing_ok=True)
-            atomic_write_text(self.out / CONFIG_FILE,
-                              json.dumps(checkpoint_config(self.cfg, 0), indent=2) + "\n")
+            atomic_write_text(self.out / CONFIG_FILE, json.dumps(self._config(0), indent=2) + "\n")
         dist_utils.barrier()
 
+    def _config(self, step: int) -> dict[str, Any]:
+        """The checkpoint's ``config.json``: the run config and the corpora's fingerprints."""
+        return {**checkpoint_config(self.cfg, step), CORPORA_KEY: self.corpora_sha}
+
+    def _check_resumable(self) -> None:
+        """Before the model is built: the settings may continue the saved run, its corpora are
+        the ones it trained on (unless allowed to differ), and its weights fit the model."""
+        saved_config = load_config(self.out)
+        check_resumable(run_config_from_checkpoint(saved_config), self.cfg)
+        if self.allow_corpus_change:
+            if saved_config.get(CORPORA_KEY) not in (None, self.corpora_sha) and self.info.is_main:
+                warnings.warn(f"{self.out}: resuming on corpora that changed since the last checkpoint "
+                              "(allowed by allow_corpus_change); the next checkpoint records the new ones")
+        else:
+            check_same_corpora(saved_config.get(CORPORA_KEY), self.corpora_sha, self.out)
+        check_weights_fit({"model": to_dict(self.cfg.model)}, self.out / MODEL_FILE)  # an edited config.json
+
     def _load_resume_state(self) -> dict[str, Any] | None:
-        saved = run_config_from_checkpoint(load_config(self.out))
-        check_resumable(saved, self.cfg)
         state_dict, _ = load_checkpoint(self.out)
         load_state_into(self.model, state_dict, self.out)
         state = load_training_state(self.out)
@@ -191,7 +266,7 @@ class Trainer:
             training_state = {"step": self.step, "batches_done": self.batches_done,
                               "world_size": self.info.world_size,
                               "optimizer": self.optimizer.state_dict(), "rng": rngs}
-            save_checkpoint(self.out, self.model, checkpoint_config(self.cfg, self.step), training_state)
+            save_checkpoint(self.out, self.model, self._config(self.step), training_state)
         dist_utils.barrier()
 
     # ------------------------------------------------------------------ steps

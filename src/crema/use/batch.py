@@ -2,9 +2,12 @@
 expansion into one item per record, the output files and their resume fingerprint, and the loop
 that reads records a chunk at a time, skips bad ones and flushes outputs atomically.
 
-A command supplies two callbacks to :func:`run_batch`: ``process_chunk(prepared) -> records done``
-(its model work on one chunk) and ``flush(failures)`` (rewrite its outputs); see
-:mod:`crema.use.commands`.
+A command supplies two callbacks to :func:`run_batch`: ``process_chunk(prepared) -> (records
+done, failure rows)`` (its model work on one chunk) and ``flush(failures)`` (rewrite its outputs);
+see :mod:`crema.use.commands`. No number that is not finite is ever written: a record whose input
+windows (a damaged corpus) or model outputs hold NaN or infinite values is skipped and listed
+(:func:`refuse_non_finite_inputs`, :func:`refuse_non_finite`), and a run in which every record
+failed writes no output at all.
 """
 from __future__ import annotations
 
@@ -16,12 +19,15 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import atomic_write_text
+from ..data.formats.common import require_finite
 from ..data.leads import duplicate_leads
-from ..errors import CremaError, printable
+from ..errors import CremaError, ReadError, printable
+from ..flags import device_flag, number_in
 from .inputs import InputItem, check_fs, collect_inputs
 
 DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
@@ -44,10 +50,10 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
 def add_batch_options(p: argparse.ArgumentParser) -> None:
     add_input_options(p)
     # 64 = crema.model.inference.DEFAULT_BATCH, written out to keep torch out of the CLI's start
-    p.add_argument("--batch-size", type=int, default=64, help="windows per call (default 64; the encoder runs "
-                   "them in parts of 8 ECGs, which is faster on a CPU)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+    p.add_argument("--batch-size", type=number_in(int, 1), default=64, help="windows per call (default 64; the "
+                   "encoder runs them in parts of 8 ECGs, which is faster on a CPU)")
+    p.add_argument("--device", type=device_flag, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--chunk", type=number_in(int, 1), default=DEFAULT_CHUNK,
                    help=f"records between output flushes (default {DEFAULT_CHUNK})")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming an existing --out")
     p.add_argument("--per-window", action="store_true",
@@ -132,11 +138,20 @@ class BatchOutputs:
         if not self.run.is_file():
             raise CremaError(f"{self.base}: output exists without its {self.run.name}; "
                              "pass --overwrite or choose another --out")
-        previous = json.loads(self.run.read_text()).get("fingerprint")
+        try:
+            previous = json.loads(self.run.read_text()).get("fingerprint")
+        except (ValueError, AttributeError, OSError) as exc:  # not JSON, not an object, unreadable
+            raise self.damaged(self.run, exc) from None
         if previous != fingerprint:
             raise CremaError(f"{self.base}: existing output was made with another checkpoint or options "
                              f"({self.run.name}); pass --overwrite or choose another --out")
         return True
+
+    def damaged(self, path: Path, exc: Exception) -> CremaError:
+        """The error for an existing output file that cannot be read back to resume."""
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return CremaError(f"{path}: the existing output is damaged and cannot be resumed ({detail}); "
+                          "pass --overwrite to start again, or choose another --out")
 
     def write_errors(self, failures: list[dict]) -> None:
         if failures:
@@ -185,6 +200,37 @@ def prepare_chunk(model, chunk: list[InputItem], bar) -> tuple[list, list[dict]]
     return prepared, failures
 
 
+def refuse_non_finite_inputs(prepared: list, fmt: str) -> tuple[list, list[dict]]:
+    """The prepared records whose windows are all finite, and a failure row for each of the others
+    (a window stored with NaN in a damaged corpus would otherwise come out as a NaN result)."""
+    kept, failures = [], []
+    for record in prepared:
+        try:
+            require_finite(record.signals, record.source, fmt, "its input windows")
+        except ReadError as exc:
+            failures.append(failure_row(record.record_id, record.source, exc.problem))
+            continue
+        kept.append(record)
+    return kept, failures
+
+
+def refuse_non_finite(values: np.ndarray, index: pd.DataFrame, fmt: str
+                      ) -> tuple[np.ndarray, pd.DataFrame, list[dict]]:
+    """Drop every record with a NaN or infinite value among its rows of the model's outputs
+    ``values (n, ...)`` (rows of one record share ``index["source"]``); returns the kept
+    ``(values, index)`` and a failure row per dropped record."""
+    keep, failures = np.ones(len(index), dtype=bool), []
+    sources = index["source"].astype(str).to_numpy()
+    for source in pd.unique(sources[~np.isfinite(values.reshape(len(values), -1)).all(axis=1)]):
+        rows = sources == source
+        try:
+            require_finite(values[rows], source, fmt, "the model's output")
+        except ReadError as exc:
+            failures.append(failure_row(str(index["record_id"].to_numpy()[rows][0]), source, exc.problem))
+            keep &= ~rows
+    return values[keep], index[keep].reset_index(drop=True), failures
+
+
 def source_key(source: str) -> str:
     """A file's absolute path, so that a re-run naming the inputs differently still matches."""
     return str(Path(source).resolve())
@@ -213,17 +259,25 @@ def run_batch(args: argparse.Namespace, model, outputs: BatchOutputs, done_sourc
     if skipped:
         note(f"resuming: {skipped} records already in {outputs.base.name}, {len(todo)} to do")
     succeeded = pending = 0
+    fresh = not outputs.run.exists()  # no earlier output: if every record fails, none is written
     chunk_size = max(1, args.chunk)
     with tqdm(total=len(todo), desc=args.command, unit="rec", disable=args.no_progress) as bar:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
             prepared, chunk_failures = prepare_chunk(model, chunk, bar)
             failures.extend(chunk_failures)
-            succeeded += process_chunk(prepared)
+            done_now, refused = process_chunk(prepared)
+            for failure in refused:
+                note(f"skipped {failure['source']}: {failure['reason']}")
+            failures.extend(refused)
+            succeeded += done_now
             pending += len(chunk)
-            if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)):
+            if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)) and (succeeded or not fresh):
                 flush(failures)
                 pending = 0
+    if fresh and not succeeded and failures:  # an empty output would read as a result: write none
+        raise CremaError(f"0 records processed, {len(failures)} failed (each named above with its reason); "
+                         f"nothing written to {outputs.base}")
     if pending or not todo:
         flush(failures)  # the last records; or, with nothing to do, this run's failures and counts
     print(printable(f"crema {args.command}: {succeeded} records processed, {skipped} already done, "

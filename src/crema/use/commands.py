@@ -28,11 +28,14 @@ import pandas as pd
 from ..atomic import atomic_path, make_parent
 from ..config import EMBEDDING_FEATURES, atomic_write_text
 from ..errors import CremaError, ReadError
+from ..flags import device_flag, number_in
+from ..locking import output_lock
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
-                    run_batch)
+                    refuse_non_finite, refuse_non_finite_inputs, run_batch)
 from .inputs import collect_inputs
 
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
+CHECKPOINT_HELP = "checkpoint folder, exported model folder, or the name of a shipped model (see crema models)"
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +58,7 @@ def _register_embed(subparsers: Any) -> None:
                     "(record_id, source, n_windows, leads_present); with "
                     "--per-window one row per window (index: record_id, source, window, start_s, "
                     "leads_present). OUT.parquet writes one table (needs pyarrow).")
-    p.add_argument("checkpoint", help="checkpoint or exported model folder")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("inputs", nargs="+",
                    help="ECG files, folders or globs (any supported format), .npy/.npz/HDF5 stacks, "
                         "prepared corpus folders (DIR or DIR:split,split)")
@@ -77,9 +80,10 @@ def run_embed(args: argparse.Namespace) -> int:
         _require_pyarrow()  # before the model is loaded: fail fast
     model = load(args.checkpoint, device=args.device)
     outputs = BatchOutputs(parquet.with_suffix("") if parquet is not None else args.out, ".npy")
-    status = _embed_to_npy(args, model, outputs)
-    if parquet is not None:
-        _write_parquet(outputs, parquet)
+    with output_lock(outputs.path(".npy"), "crema embed"):  # a second run into the same --out would lose records
+        status = _embed_to_npy(args, model, outputs)
+        if parquet is not None:
+            _write_parquet(outputs, parquet)
     return status
 
 
@@ -95,19 +99,21 @@ def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int
         fingerprint["features"] = features
     embeddings, index = np.zeros((0, width), dtype=np.float32), pd.DataFrame()
     if outputs.check_resumable(fingerprint, args.overwrite, npy.exists() or index_csv.exists()):
-        embeddings, index = _load_embeddings(npy, index_csv, width)
+        embeddings, index = _load_embeddings(outputs, npy, index_csv, width)
     parts = {"emb": [embeddings], "index": [index]}
 
-    def process(prepared: list) -> int:
+    def process(prepared: list) -> tuple[int, list[dict]]:
         from .api import mean_by_record, stack_prepared
 
+        prepared, refused = refuse_non_finite_inputs(prepared, "embeddings")
         signals, lead_mask, chunk_index = stack_prepared(prepared, model.preprocess.window)
         emb = model.encode_windows(signals, lead_mask, args.batch_size, features)
+        emb, chunk_index, more = refuse_non_finite(emb, chunk_index, "embeddings")
         if not args.per_window:  # a chunk holds whole records, so each is averaged here
             emb, chunk_index = mean_by_record(emb, chunk_index)
         parts["emb"].append(emb)
         parts["index"].append(chunk_index)
-        return len(prepared)
+        return len(prepared) - len(more), refused + more
 
     def flush(failures: list[dict]) -> None:
         from .api import INDEX_COLUMNS, RECORD_COLUMNS
@@ -134,14 +140,25 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def _load_embeddings(npy: Path, index_csv: Path, dim: int) -> tuple[np.ndarray, pd.DataFrame]:
+def _load_embeddings(outputs: BatchOutputs, npy: Path, index_csv: Path, dim: int) -> tuple[np.ndarray, pd.DataFrame]:
     """An existing output to extend. Rows past the index are from an interrupted flush (the
-    arrays are written before the index) and are dropped."""
+    arrays are written before the index) and are dropped. A damaged file (cut short, not an
+    array, not a table) is one clear error that says how to start again."""
     if not (npy.is_file() and index_csv.is_file()):
         raise CremaError(f"{npy.with_suffix('')}: only one of {npy.name} and {index_csv.name} exists; "
                          "pass --overwrite")
-    embeddings = np.load(npy)
-    index = pd.read_csv(index_csv, dtype={"record_id": str, "source": str})
+    try:
+        embeddings = np.load(npy)
+    except (ValueError, OSError, EOFError) as exc:
+        raise outputs.damaged(npy, exc) from None
+    try:
+        index = pd.read_csv(index_csv, dtype={"record_id": str, "source": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
+        raise outputs.damaged(index_csv, exc) from None
+    if "source" not in index.columns:
+        raise outputs.damaged(index_csv, ValueError(f"no source column ({', '.join(map(str, index.columns))})"))
+    if not (np.issubdtype(embeddings.dtype, np.floating) and np.isfinite(embeddings).all()):
+        raise outputs.damaged(npy, ValueError(f"holds {embeddings.dtype} values that are not all finite numbers"))
     if embeddings.ndim != 2 or embeddings.shape[1] != dim or len(embeddings) < len(index):
         raise CremaError(f"{npy}: shape {embeddings.shape} does not fit {index_csv.name} "
                          f"({len(index)} rows, D={dim}); pass --overwrite")
@@ -178,7 +195,7 @@ def _register_predict(subparsers: Any) -> None:
                     "named after its target (the mean predicted value) instead of probabilities and "
                     "labels. With --per-window one row per window (record_id, source, window, start_s, "
                     "leads_present, then the same columns).")
-    p.add_argument("checkpoint", help="classifier checkpoint or exported model folder")
+    p.add_argument("checkpoint", help="classifier " + CHECKPOINT_HELP)
     p.add_argument("inputs", nargs="+",
                    help="ECG files, folders or globs (any supported format), .npy/.npz/HDF5 stacks, "
                         "prepared corpus folders (DIR or DIR:split,split)")
@@ -188,29 +205,43 @@ def _register_predict(subparsers: Any) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .api import INDEX_COLUMNS, load, stack_prepared
+    from .api import load
 
     model = load(args.checkpoint, device=args.device)
     model.require_classifier("crema predict")
     out = Path(args.out)
     make_parent(out)
     outputs = BatchOutputs(out, ".csv")
+    with output_lock(out, "crema predict"):  # a second run into the same --out would lose records
+        return _predict_to_csv(args, model, out, outputs)
+
+
+def _predict_to_csv(args: argparse.Namespace, model, out: Path, outputs: BatchOutputs) -> int:
+    """The batch job writing ``OUT.csv``, extending an existing output of the same checkpoint and
+    options; returns the exit status."""
+    from .api import INDEX_COLUMNS, stack_prepared
+
     fingerprint = checkpoint_fingerprint(model, args)
     first = list(INDEX_COLUMNS) if args.per_window else ["record_id", "source", "n_windows"]
     labels = [] if model.thresholds is None else ["labels"]  # a regression head predicts a value, no label
     columns = [*first, *model.classes, *labels]
     table = pd.DataFrame(columns=columns)
     if outputs.check_resumable(fingerprint, args.overwrite, out.exists()):
-        table = pd.read_csv(out, dtype={"record_id": str, "source": str, "labels": str}, keep_default_na=False)
+        try:
+            table = pd.read_csv(out, dtype={"record_id": str, "source": str, "labels": str}, keep_default_na=False)
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise outputs.damaged(out, exc) from None
         if list(table.columns) != columns:
             raise CremaError(f"{out}: columns {list(table.columns)} do not match this classifier; pass --overwrite")
     parts = [table]
 
-    def process(prepared: list) -> int:
+    def process(prepared: list) -> tuple[int, list[dict]]:
+        prepared, refused = refuse_non_finite_inputs(prepared, "predictions")
         signals, lead_mask, index = stack_prepared(prepared, model.preprocess.window)
         probs = model.classify_windows(signals, lead_mask, args.batch_size)
+        probs, index, more = refuse_non_finite(probs, index, "predictions")
         parts.append((model.window_table if args.per_window else model.record_table)(probs, index))
-        return len(prepared)
+        return len(prepared) - len(more), refused + more
 
     def flush(failures: list[dict]) -> None:
         frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else parts[0]
@@ -237,11 +268,13 @@ def _register_plot(subparsers: Any) -> None:
                     "labels go in the title.")
     p.add_argument("input", help="one ECG file (any supported format)")
     p.add_argument("--out", required=True, help="image to write (.png, .pdf or .svg)")
-    p.add_argument("--checkpoint", help="classifier checkpoint: put its predicted labels in the title")
-    p.add_argument("--start", type=float, default=0.0, help="second of the record where the page starts")
+    p.add_argument("--checkpoint", help="classifier checkpoint: put its predicted labels in the title (a "
+                                        "checkpoint or exported model folder, or a shipped model's name)")
+    p.add_argument("--start", type=number_in(float, 0), default=0.0, help="second of the record where the page starts")
     p.add_argument("--no-filter", action="store_true", help="draw the raw signal (no 0.5 Hz display high-pass)")
-    p.add_argument("--dpi", type=int, default=150, help="PNG resolution (default 150)")
-    p.add_argument("--device", help="device for the checkpoint (default: cuda when available)")
+    # above 1200 dpi a printout is hundreds of megapixels: memory, not detail
+    p.add_argument("--dpi", type=number_in(int, 10, 1200), default=150, help="PNG resolution (default 150)")
+    p.add_argument("--device", type=device_flag, help="device for the checkpoint (default: cuda when available)")
     add_input_options(p)
     p.set_defaults(func=run_plot)
 
@@ -340,7 +373,7 @@ def _register_export(subparsers: Any) -> None:
         "export", help="write a self-contained model folder (config.json + model.safetensors)",
         description="Copy a checkpoint's weights and config (with its preprocessing) into a folder that "
                     "crema.load reads without the training run; training-only state is left out.")
-    p.add_argument("checkpoint", help="checkpoint folder")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help="folder to write")
     p.set_defaults(func=run_export)
 
@@ -361,12 +394,14 @@ def _register_export_onnx(subparsers: Any) -> None:
                     "(batch, 12) bool; outputs embedding, or logits and probabilities for a classifier. "
                     "The batch axis is dynamic. After export the graph is checked against PyTorch with "
                     "onnxruntime at batch sizes 1 and 3.")
-    p.add_argument("checkpoint", help="checkpoint or exported model folder")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help=".onnx file to write")
     p.add_argument("--no-lead-mask", action="store_true", help="no lead_mask input (all leads present)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    # 14: the first opset with the attention the encoder's graph uses
+    p.add_argument("--opset", type=number_in(int, 14), default=17, help="ONNX opset, 14 or later (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
+    p.add_argument("--tolerance", type=number_in(float, 0, low_open=True), default=1e-4,
+                   help="max abs difference allowed (default 1e-4)")
     p.set_defaults(func=run_export_onnx)
 
 

@@ -14,6 +14,7 @@ import argparse
 from typing import Any
 
 from ..errors import CremaError
+from ..flags import number_in
 
 
 def register(subparsers: Any) -> None:
@@ -22,13 +23,14 @@ def register(subparsers: Any) -> None:
         description="Preprocess a record with the checkpoint's own preprocessing, mask its first window "
                     "(the middle of it when the window is longer than the model's input), and draw the "
                     "12 leads with the masked patches and their reconstruction.")
-    p.add_argument("checkpoint", help="pretraining checkpoint folder")
+    p.add_argument("checkpoint", help="pretraining checkpoint folder, or a shipped model's name (see crema models)")
     p.add_argument("record", nargs="?", help="an ECG file (any format crema reads); or use --corpus/--row")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask (default 0)")
     p.add_argument("--corpus", help="a prepared corpus folder to take the window from (with --row)")
-    p.add_argument("--row", type=int, help="row of --corpus")
-    p.add_argument("--fs", type=float, help="sampling rate for files that do not carry one (.npy/.csv)")
+    p.add_argument("--row", type=number_in(int, 0), help="row of --corpus")
+    p.add_argument("--fs", type=number_in(float, 0, low_open=True),
+                   help="sampling rate for files that do not carry one (.npy/.csv)")
     p.set_defaults(func=run_plot_reconstruction)
 
 

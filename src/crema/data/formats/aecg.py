@@ -115,7 +115,7 @@ def write_aecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0,
         resolution_uv: the digit step (``scale``), coarsened only if int16 would overflow.
         start: acquisition time for the ``GLIST_TS`` head, ``YYYYMMDDhhmmss``.
     """
-    step_mv = step_for(rec.signal, resolution_uv / 1000.0)
+    step_mv = step_for(rec.signal, resolution_uv / 1000.0, path, "HL7 aECG")
     digits = quantise(rec.signal, step_mv, path, "HL7 aECG")
     ET.register_namespace("", HL7_NS)
     ET.register_namespace("xsi", XSI_NS)

@@ -79,10 +79,11 @@ def write_xml(root: ET.Element, path: PathLike) -> None:
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
 
 
-def require_finite(signal: np.ndarray, path: PathLike, fmt: str) -> None:
-    """Refuse to write a signal with NaN or infinite values (no format can store them)."""
+def require_finite(signal: np.ndarray, path: PathLike, fmt: str, what: str = "the signal") -> None:
+    """Refuse to write a signal (or ``what`` else: a model's output) with NaN or infinite values:
+    no format can store them, and no output may pass them off as results."""
     if not np.all(np.isfinite(signal)):
-        raise ReadError(path, f"cannot write {fmt}: the signal contains NaN or infinite values")
+        raise ReadError(path, f"cannot write {fmt}: {what} contains NaN or infinite values")
 
 
 def quantise(signal_mv: np.ndarray, step_mv: float, path: PathLike, fmt: str) -> np.ndarray:
@@ -95,11 +96,29 @@ def quantise(signal_mv: np.ndarray, step_mv: float, path: PathLike, fmt: str) ->
     return digits.astype(np.int16)
 
 
-def step_for(signal_mv: np.ndarray, resolution_mv: float) -> float:
-    """The quantisation step: ``resolution_mv``, coarsened only if int16 would overflow."""
-    peak = float(np.abs(signal_mv).max()) if signal_mv.size else 0.0
+# The coarsest amplitude step a writer may fall back to: 16-bit samples then span +-640 mV, far
+# beyond any ECG. A signal that needs more (a baseline offset of volts, values in the wrong unit)
+# would be flattened to a few levels, so it is refused instead of written as if it were the ECG.
+MAX_STEP_MV = 0.02
+
+
+def step_for(signal_mv: np.ndarray, resolution_mv: float, path: PathLike = "", fmt: str = "") -> float:
+    """The quantisation step: ``resolution_mv``, coarsened only if int16 would overflow, and
+    never beyond :data:`MAX_STEP_MV` (:func:`require_resolution`)."""
+    peak = float(np.abs(signal_mv).max()) if signal_mv.size and np.isfinite(signal_mv).all() else 0.0
     step = max(resolution_mv, peak / 32000.0)
+    if step > resolution_mv:
+        require_resolution(step, peak, path, fmt)
     return float(f"{step:.6g}")  # what a decimal header field can hold exactly
+
+
+def require_resolution(step_mv: float, peak_mv: float, path: PathLike, fmt: str) -> None:
+    """Refuse a quantisation step coarser than :data:`MAX_STEP_MV` (the ECG would be lost in it)."""
+    if step_mv > MAX_STEP_MV:
+        raise ReadError(path, f"cannot write {fmt}: values up to {peak_mv:.6g} mV would need an amplitude step of "
+                        f"{step_mv * 1000:.4g} uV to fit 16-bit samples, which would flatten the ECG (at most "
+                        f"{MAX_STEP_MV * 1000:g} uV, +-{MAX_STEP_MV * 32000:g} mV); an ECG spans a few mV: check "
+                        "the signal's unit and baseline offset")
 
 
 def require(module: str, path: PathLike):

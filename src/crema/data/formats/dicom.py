@@ -131,7 +131,7 @@ def write_dicom_ecg(rec: Recording, path: PathLike, resolution_uv: float = 1.0) 
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    step_mv = step_for(rec.signal, resolution_uv / 1000.0)
+    step_mv = step_for(rec.signal, resolution_uv / 1000.0, path, "DICOM")
     digits = quantise(rec.signal, step_mv, path, "DICOM")
     n_leads, n_samples = digits.shape
     sop_class = DICOM_12LEAD_ECG_SOP if n_samples <= _DICOM_12LEAD_MAX_SAMPLES else DICOM_GENERAL_ECG_SOP

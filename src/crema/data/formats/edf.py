@@ -18,7 +18,7 @@ from ...atomic import atomic_path
 from ...errors import ReadError
 from ..recording import Recording
 from ..units import mv_per_unit
-from .common import PathLike, assemble, lead_or_none, require
+from .common import PathLike, assemble, lead_or_none, require, require_finite, require_resolution
 
 
 def read_edf_ecg(path: PathLike) -> Recording:
@@ -91,15 +91,15 @@ def write_edf(rec: Recording, path: PathLike) -> None:
         path: the ``.edf`` file to write (atomically).
     """
     pyedflib = require("pyedflib", path)
+    require_finite(rec.signal, path, "EDF")
     signal_uv = rec.signal.astype(np.float64) * 1000.0
-    if not np.all(np.isfinite(signal_uv)):
-        raise ReadError(path, "cannot write EDF: the signal contains NaN or infinite values")
     samples_per_record = _edf_samples_per_record(rec.fs, signal_uv.shape[1])
     if samples_per_record is None:
         signal_uv, samples_per_record = _edf_pad_to_seconds(signal_uv, rec.fs, path)
     headers, digital = [], []
     for lead, row in zip(rec.leads, signal_uv):
         peak = max(1000.0, math.ceil(float(np.abs(row).max()) if row.size else 0.0))
+        require_resolution(2 * peak / 65535 / 1000.0, peak / 1000.0, path, "EDF")  # the step, in mV
         headers.append({"label": f"ECG {lead_or_none(lead) or lead}", "dimension": "uV",
                         "sample_frequency": rec.fs, "physical_max": peak, "physical_min": -peak,
                         "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""})
@@ -114,6 +114,8 @@ def write_edf(rec: Recording, path: PathLike) -> None:
                     writer.setDatarecordDuration(samples_per_record / rec.fs)
             writer.setSignalHeaders(headers)
             writer.writeSamples(digital, digital=True)
+        except ValueError as exc:  # a header field EDF cannot hold (pyedflib checks them)
+            raise ReadError(path, f"cannot write EDF: {exc}") from None
         finally:
             writer.close()
 

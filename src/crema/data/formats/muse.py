@@ -35,35 +35,61 @@ def read_muse_root(root: ET.Element, path: PathLike) -> Recording:
     if not rhythm:
         raise ReadError(path, f"GE MUSE XML has no Rhythm waveform (found {kinds or 'none'})")
     waveform = rhythm[0]
-    try:
-        fs = float(waveform.findtext("SampleBase")) * 10.0 ** int(waveform.findtext("SampleExponent") or 0)
-    except (TypeError, ValueError):
-        raise ReadError(path, "GE MUSE XML: Rhythm waveform has no valid SampleBase") from None
+    fs = _muse_rate(waveform, path)
     rows = [_muse_lead(lead_data, path) for lead_data in waveform.findall("LeadData")]
     if not rows:
         raise ReadError(path, "GE MUSE XML: Rhythm waveform has no LeadData")
     return assemble(path, rows, fs, "ge-muse", _muse_meta(root))
 
 
+def _muse_rate(waveform: ET.Element, path: PathLike) -> float:
+    """``SampleBase * 10 ** SampleExponent`` in Hz; any exponent beyond a few places is a damaged
+    file (``10.0 ** 400`` would overflow), refused with the field named."""
+    base, exponent = waveform.findtext("SampleBase"), waveform.findtext("SampleExponent") or "0"
+    try:
+        base_hz, power = float(base), int(exponent)
+    except (TypeError, ValueError):
+        raise ReadError(path, f"GE MUSE XML: Rhythm waveform has no valid SampleBase/SampleExponent "
+                        f"({base!r}, {exponent!r})") from None
+    if not -6 <= power <= 6:
+        raise ReadError(path, f"GE MUSE XML: SampleExponent {power} is out of range (a rate of "
+                        f"{base_hz:g} x 10^{power} Hz)")
+    return base_hz * 10.0 ** power
+
+
 def _muse_lead(lead_data: ET.Element, path: PathLike) -> tuple[str, np.ndarray]:
     """``(LeadID, samples in mV)`` of one MUSE ``LeadData`` element."""
     lead = (lead_data.findtext("LeadID") or "").strip()
-    sample_size = int(lead_data.findtext("LeadSampleSize") or 2)
+    sample_size = _muse_number(lead_data, "LeadSampleSize", "2", int, lead, path)
     if sample_size != 2:
         raise ReadError(path, f"GE MUSE XML: lead {lead} has {sample_size}-byte samples; only 2 is supported")
     encoded = lead_data.findtext("WaveFormData")
     if not encoded:
         raise ReadError(path, f"GE MUSE XML: lead {lead} has no WaveFormData")
-    raw = base64.b64decode(encoded)
+    try:
+        raw = base64.b64decode(encoded)
+    except ValueError:  # binascii.Error
+        raise ReadError(path, f"GE MUSE XML: lead {lead} WaveFormData is not valid base64") from None
     if len(raw) % 2:
         raise ReadError(path, f"GE MUSE XML: lead {lead} has an odd number of data bytes")
     samples = np.frombuffer(raw, dtype="<i2")
     expected = lead_data.findtext("LeadSampleCountTotal")
-    if expected is not None and int(expected) != samples.size:
+    if expected is not None and _muse_number(lead_data, "LeadSampleCountTotal", "0", int, lead, path) != samples.size:
         raise ReadError(path, f"GE MUSE XML: lead {lead} declares {expected} samples but holds {samples.size}")
-    per_bit = float(lead_data.findtext("LeadAmplitudeUnitsPerBit") or 1.0)
+    per_bit = _muse_number(lead_data, "LeadAmplitudeUnitsPerBit", "1.0", float, lead, path)
+    if not (np.isfinite(per_bit) and per_bit > 0):
+        raise ReadError(path, f"GE MUSE XML: lead {lead} LeadAmplitudeUnitsPerBit {per_bit!r} is not a positive number")
     unit_mv = mv_per_unit(lead_data.findtext("LeadAmplitudeUnits") or "MICROVOLTS", path, f"lead {lead}")
     return lead, samples.astype(np.float64) * per_bit * unit_mv
+
+
+def _muse_number(element: ET.Element, tag: str, default: str, kind: type, lead: str, path: PathLike):
+    """The number in ``element``'s child ``tag`` (``default`` when absent), or a ReadError naming it."""
+    text = (element.findtext(tag) or default).strip()
+    try:
+        return kind(text)
+    except ValueError:
+        raise ReadError(path, f"GE MUSE XML: lead {lead} {tag} {text!r} is not a number") from None
 
 
 def _muse_meta(root: ET.Element) -> dict:
@@ -96,7 +122,7 @@ def write_muse_xml(rec: Recording, path: PathLike, independent_only: bool = True
     if independent_only and {"I", "II"} <= set(canon):
         keep = [i for i, lead in enumerate(canon) if lead in MUSE_INDEPENDENT_LEADS]
     signal = rec.signal[keep]
-    step_mv = step_for(signal, units_per_bit_uv / 1000.0)
+    step_mv = step_for(signal, units_per_bit_uv / 1000.0, path, "GE MUSE XML")
     digits = quantise(signal, step_mv, path, "GE MUSE XML")
     root = ET.Element("RestingECG")
     ET.SubElement(ET.SubElement(root, "MuseInfo"), "MuseVersion").text = "crema-export"
