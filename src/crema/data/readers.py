@@ -75,6 +75,7 @@ def read_record(path: PathLike, fs: float | None = None,
         file says: ``age`` (float | None), ``sex`` ('M' | 'F' | None), ``dx`` (list of str, CinC).
 
     Raises:
+        LimitError: its declared size exceeds a limit of :mod:`crema.limits` (checked before reading).
         ReadError: the file is missing, of an unknown kind, truncated, inconsistent with its
             header, empty, contains NaN/inf, has an implausible sampling rate, names a lead that
             is not an ECG lead or one lead twice, or its name is not valid UTF-8.
