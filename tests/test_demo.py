@@ -44,7 +44,7 @@ def _check_corpus_and_embeddings(out, model):
     assert index["record_id"].tolist() == [f"{i:05d}_lr" for i in range(1, 9)]
     assert (index["n_windows"] == 1).all() and (index["leads_present"] == 12).all()
     emb = np.load(out / "embeddings.npy")
-    assert emb.shape == (8, crema.load(model, device="cpu").dim) and np.isfinite(emb).all()
+    assert emb.shape == (8, crema.load(model, device="cpu").feature_dim()) and np.isfinite(emb).all()
     assert emb.std(axis=0).min() > 0  # eight different ECGs, eight different embeddings
     for image in ("ecg.png", "reconstruction.png"):
         assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

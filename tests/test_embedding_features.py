@@ -185,3 +185,11 @@ def test_crema_probe_reads_out_the_checkpoint_default(leads_checkpoint, tiny_ptb
 
     assert probe() == "leads" and probe("--features", "mean") == "mean"
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+def test_shipped_model_embeds_per_lead_by_default(ptbxl_headers):
+    model = crema.load("crema-mini-ecg12", device="cpu")
+    assert model.features == "leads" and model.feature_dim() == 12 * model.dim == 768
+    rec = read_record(ptbxl_headers[0])
+    leads, mean = model.embed(rec), model.embed(rec, features="mean")
+    assert leads.shape == (1, 768) and mean.shape == (1, 64) and np.isfinite(leads).all()

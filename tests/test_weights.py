@@ -35,7 +35,7 @@ def test_load_by_name_equals_load_by_path(name):
     by_name = crema.load(name, device="cpu")
     by_path = crema.load(weights.model_dir(name), device="cpu")
     a, b = by_name.embed([RECORD]), by_path.embed([RECORD])
-    assert a.shape == (1, by_name.config["model"]["dim"]) and np.isfinite(a).all()
+    assert a.shape == (1, by_name.feature_dim()) and np.isfinite(a).all()  # the model's default embedding
     assert np.array_equal(a, b)
     # the pretrained encoder is not a random one: its embedding differs from a fresh init's
     encoder, _ = load_encoder(name)
