@@ -219,6 +219,8 @@ def refuse_non_finite(values: np.ndarray, index: pd.DataFrame, fmt: str
     """Drop every record with a NaN or infinite value among its rows of the model's outputs
     ``values (n, ...)`` (rows of one record share ``index["source"]``); returns the kept
     ``(values, index)`` and a failure row per dropped record."""
+    if not len(values):  # a chunk whose every record failed before the model
+        return values, index, []
     keep, failures = np.ones(len(index), dtype=bool), []
     sources = index["source"].astype(str).to_numpy()
     for source in pd.unique(sources[~np.isfinite(values.reshape(len(values), -1)).all(axis=1)]):
