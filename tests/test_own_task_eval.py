@@ -89,6 +89,23 @@ def test_paired_mae_counts_a_lower_error_as_ahead():
                                "8.500, lower is better; difference -1.000")
 
 
+@pytest.mark.parametrize("gap, spread, verdict", [(0.05, 0.01, "beat"), (-0.05, 0.01, "did worse than"),
+                                                   (0.01, 0.05, "did not clearly beat"),
+                                                   (-0.01, 0.05, "did not beat")])
+def test_headline_says_beat_only_when_the_interval_excludes_zero(gap, spread, verdict):
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0.8, 0.03, 1000)
+    reps = {"mine": shared + gap + rng.normal(0, spread, 1000), "random_kernels": shared}
+    results = [{"method": m, "pretrain_seed": 0, "seed": 0, "task": "t", "protocol": "probe",
+                "experiment": "label_fraction", "fraction": 1.0, "holdout_source": None, "test_rows_sha256": "r",
+                "n_test": 50, "bootstrap": {"n_resamples": 1000, "seed": 0},
+                "auroc": {"macro": float(np.mean(r)), "per_class": {}, "skipped": {}}, "bootstrap_auroc": list(r)}
+               for m, r in reps.items()]
+    sentence = headline(results, ["mine"])
+    assert f"the pretrained encoder mine {verdict} the training-free random-kernel baseline (macro AUROC" in sentence
+    assert headline(results, ["someone else"]) is None
+
+
 def test_usable_fractions_need_records_and_positives(user_corpus):
     split = task_split(user_corpus, "norm-mi")
     n_records = len(set(split.keys["train"]))
@@ -132,11 +149,11 @@ def test_probe_each_task_type(user_corpus, tiny_pretrain_checkpoint, tmp_path, c
                 assert len(r["bootstrap_mae"]) == len(r["bootstrap_pearson"]) == 200
             else:
                 assert 0 <= r["auroc"]["macro"] <= 1 and set(r["f1"]["thresholds"]) == set(user_corpus.classes[task])
-        assert main(["report", str(out)]) == 0
+    assert "age-group: macro AUROC by label fraction" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "age")]) == 0
     md = (tmp_path / "age" / "report.md").read_text()
     assert "## age: MAE (lower is better) by label fraction" in md and "## age: Pearson r by label fraction" in md
     assert (tmp_path / "age" / "plots" / "fractions_age_mae.png").is_file()
-    assert "age-group: macro AUROC by label fraction" in (tmp_path / "age-group" / "report.md").read_text()
     capsys.readouterr()
 
 
@@ -183,11 +200,11 @@ def test_finetune_and_predict_multiclass(user_corpus, tmp_path, capsys):
     assert table[classes].to_numpy().min() >= 0 and table[classes].to_numpy().max() <= 1
 
 
-@pytest.mark.parametrize("task", ["age", "norm-mi"])
-def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp_path, capsys, task):
+@pytest.mark.parametrize("task, fractions", [("age", ["0.5", "1"]), ("norm-mi", ["1"])])
+def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp_path, capsys, task, fractions):
     out = tmp_path / "run"
     argv = ["evaluate", "--corpus", str(user_corpus.path), "--task", task, "--checkpoint",
-            str(tiny_pretrain_checkpoint), "--out", str(out), "--fractions", "0.5", "1", "--seeds", "0",
+            str(tiny_pretrain_checkpoint), "--out", str(out), "--fractions", *fractions, "--seeds", "0",
             "--epochs", "1", "--batch-size", "16", "--kernels", "200", "--device", "cpu", *FAST]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -195,7 +212,7 @@ def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp
     name, label = tiny_pretrain_checkpoint.name, "MAE" if task == "age" else "macro AUROC"
     assert md[2].startswith(f"On {task}, with a linear probe on 100% of the training labels, the pretrained "
                             f"encoder {name} ") and "the training-free random-kernel baseline (" + label in md[2]
-    assert md[2] in printed and "label fractions 50%, 100%" in printed
+    assert md[2] in printed and f"label fractions {', '.join(f'{100 * float(f):g}%' for f in fractions)}" in printed
     text = "\n".join(md)
     assert "minus | difference" in text
     for method in ("random_sit", "random_kernels", "supervised_resnet1d"):
@@ -208,6 +225,8 @@ def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert (plots == ["fractions_age_mae.png", "fractions_age_pearson.png"] if task == "age"
             else plots == ["fractions_norm-mi.png", "per_class_norm-mi.png"])
+    if task != "age":
+        return
     # a second run resumes: every step is already done and the report is the same
     assert main(argv + ["--resume"]) == 0
     assert "5 already done" in capsys.readouterr().out

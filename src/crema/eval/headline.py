@@ -5,8 +5,9 @@ The comparison is the cleanest one the run holds: the same linear probe on the e
 features and on the random-kernel features, at the largest label fraction, on the same test
 records and seeds, in the task's first metric (macro AUROC; MAE for a regression task), with the
 paired-bootstrap interval of :mod:`crema.eval.paired`. The encoder *beat* the baseline when that
-interval lies wholly on the better side of zero, *did worse* when it lies wholly on the other side,
-and otherwise the two are not told apart by this test set.
+interval lies wholly on the better side of zero, *did worse than* it when it lies wholly on the
+other side; otherwise it *did not clearly beat* it (ahead, within the noise) or *did not beat* it:
+this test set does not tell the two apart.
 """
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ BASELINE = "random_kernels"
 
 
 def _verdict(d: PairedDifference) -> str:
+    """``beat`` (the interval wholly on the better side of zero), ``did worse than`` (wholly on the
+    other side), else ``did not clearly beat`` (ahead, but the interval includes zero) or ``did
+    not beat``."""
     sign = 1 if METRICS[d.metric].higher_is_better else -1
     low, high = sorted((sign * d.low, sign * d.high))
     if np.isfinite(low) and low > 0:
         return "beat"
     if np.isfinite(high) and high < 0:
         return "did worse than"
-    return "was not distinguishable from"
+    return "did not clearly beat" if sign * d.difference > 0 else "did not beat"
 
 
 def _clause(d: PairedDifference, means: dict[str, float], baseline: str) -> str:
