@@ -200,6 +200,15 @@ def test_finetune_and_predict_multiclass(user_corpus, tmp_path, capsys):
     assert table[classes].to_numpy().min() >= 0 and table[classes].to_numpy().max() <= 1
 
 
+def test_evaluate_without_a_suite_refuses_what_it_cannot_run(user_corpus, tmp_path, capsys):
+    assert main(["evaluate", "--out", str(tmp_path / "a"), "--task", "age"]) == 1
+    assert "--corpus DIR (one prepared corpus) and --task NAME" in capsys.readouterr().err
+    assert main(["evaluate", "--suite", "s.json", "--out", str(tmp_path / "b"), "--epochs", "2"]) == 1
+    assert "--epochs: only without --suite" in capsys.readouterr().err
+    assert main(["evaluate", "--corpus", str(user_corpus.path), "--task", "sex", "--out", str(tmp_path / "c")]) == 1
+    assert "task 'sex' is not in this corpus" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("task, fractions", [("age", ["0.5", "1"]), ("norm-mi", ["1"])])
 def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp_path, capsys, task, fractions):
     out = tmp_path / "run"

@@ -300,8 +300,9 @@ def _register_evaluate(subparsers: Any) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.suite is None:
         return _run_own_task(args)
-    given = [flag for flag, value in (("--task", args.task), ("--checkpoint", args.checkpoint),
-                                      ("--fractions", args.fractions), ("--seeds", args.seeds)) if value]
+    own_task_flags = ["task", "checkpoint", "fractions", "min_records", "seeds", "finetune_seeds", "n_bootstrap",
+                      "kernels", *_OWN_TASK_FINETUNE_FLAGS]
+    given = [f"--{dest.replace('_', '-')}" for dest in own_task_flags if getattr(args, dest) is not None]
     if given:
         raise CremaError(f"{', '.join(given)}: only without --suite (a suite config names its tasks and encoders)")
     from .suite import run_suite
