@@ -11,6 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("prepare_throughput.py", "dataset_throughput.py", "pretrain_throughput.py", "inference_throughput.py",
+           "embed_throughput.py",
            "mfu.py")
 EXTRA_ARGS = {"mfu.py": ["--doc", str(HERE.parent / "docs" / "BENCHMARKS.md")]}
 

@@ -62,6 +62,9 @@ def _human(amount: int, unit: str) -> str:
 # Decoded float32 signal of one record held in memory at once. 12 leads x 1 h at 1 kHz is 165 MiB;
 # longer records are streamed window by window instead of read whole.
 RECORD_BYTES = Limit("record in memory", "CREMA_MAX_RECORD_BYTES", 512 * MIB)
+# Records longer than this are read and preprocessed a span at a time (crema.data.stream), whatever
+# their size: preprocessing a record whole needs about 14 times its file size at its peak.
+STREAM_SECONDS = Limit("record read whole", "CREMA_STREAM_AFTER_S", 300, unit="seconds")
 # Records of one stack file (.npy/.npz/HDF5): each is listed as an item of about 0.5 kB before any
 # is read, so a small compressed file declaring millions of tiny rows would otherwise exhaust memory.
 STACK_RECORDS = Limit("records in one stack file", "CREMA_MAX_STACK_RECORDS", 1_000_000, unit="records")
@@ -73,4 +76,4 @@ UPLOAD_BYTES = Limit("upload size", "CREMA_MAX_UPLOAD_BYTES", 200 * MIB)
 # Text files (CSV labels, .csv/.txt signals, headers): larger ones are not ECG text.
 TEXT_BYTES = Limit("text file size", "CREMA_MAX_TEXT_BYTES", 256 * MIB)
 
-ALL = (RECORD_BYTES, STACK_RECORDS, DECOMPRESSED_BYTES, UPLOAD_BYTES, TEXT_BYTES)
+ALL = (RECORD_BYTES, STREAM_SECONDS, STACK_RECORDS, DECOMPRESSED_BYTES, UPLOAD_BYTES, TEXT_BYTES)

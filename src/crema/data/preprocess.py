@@ -2,6 +2,7 @@
 
 Everything here is deterministic numpy/scipy so that the exact preprocessing a model was
 trained with can be re-run at inference time from the ``PreprocessConfig`` saved beside it.
+A long record is preprocessed a span at a time with the same steps (:mod:`crema.data.stream`).
 
 Order of operations (each step on ``(12, T)`` float arrays):
     1. map the file's leads onto the standard 12 (absent leads are zeros, limb leads derived);
@@ -59,22 +60,47 @@ def rate_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
-def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """Polyphase resampling along the last axis: ``(C, T) -> (C, ~T * fs_out / fs_in)`` float32."""
+def resample(x: np.ndarray, fs_in: float, fs_out: float, padtype: str = "line") -> np.ndarray:
+    """Polyphase resampling along the last axis: ``(C, T) -> (C, ~T * fs_out / fs_in)`` float32.
+    ``padtype="constant"`` (zeros beyond the ends) is for a span that carries its own margins."""
     up, down = rate_ratio(fs_in, fs_out)
     if up == down:
         return np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
     # padtype="line" takes out the line between the end samples first, so that a DC offset does
     # not ring at the edges as it would against zero padding.
-    return sps.resample_poly(x, up, down, axis=-1, padtype="line").astype(np.float32)
+    return sps.resample_poly(x, up, down, axis=-1, padtype=padtype,
+                             window=resample_filter(up, down, x.dtype)).astype(np.float32)
+
+
+def resample_filter(up: int, down: int, dtype=np.float32) -> np.ndarray:
+    """The FIR low-pass ``resample_poly`` designs for ``up/down`` (its default Kaiser window, in the
+    input's float type, as it makes it), designed once per ratio: that costs as much as applying it."""
+    dtype = np.dtype(dtype) if np.issubdtype(np.dtype(dtype), np.floating) else np.dtype(np.float64)
+    return _resample_filter(int(up), int(down)).astype(dtype)
+
+
+@lru_cache(maxsize=32)
+def _resample_filter(up: int, down: int) -> np.ndarray:
+    half_len = 10 * max(up, down)
+    return sps.firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0))
+
+
+def resample_margin(up: int, down: int) -> int:
+    """Input samples on each side of a span that an output sample's FIR reaches into."""
+    return -(-10 * max(up, down) // up) + 1
 
 
 def bandpass(x: np.ndarray, fs: float, band: tuple[float, float], order: int) -> np.ndarray:
     """Zero-phase Butterworth band-pass of ``(C, T)`` along time; returns float32."""
+    return _filtfilt_sos(_bandpass_sos(fs, band, order), x)
+
+
+def _bandpass_sos(fs: float, band: tuple[float, float], order: int) -> np.ndarray:
     low, high = float(band[0]), float(band[1])
     if not 0 < low < high < fs / 2:
         raise PreprocessError(f"band-pass {low}-{high} Hz is not within (0, {fs / 2}) Hz at {fs} Hz")
-    return _filtfilt_sos(_butter_bandpass(int(order), low, high, float(fs)), x)
+    return _butter_bandpass(int(order), low, high, float(fs))
 
 
 @lru_cache(maxsize=32)
@@ -87,8 +113,28 @@ def notch(x: np.ndarray, fs: float, hz: float, quality: float = 30.0) -> np.ndar
     """Zero-phase notch at ``hz`` (mains hum) of ``(C, T)``; a no-op above Nyquist."""
     if hz >= fs / 2:
         return np.asarray(x, dtype=np.float32)
-    b, a = sps.iirnotch(hz, quality, fs=fs)
-    return _filtfilt_sos(sps.tf2sos(b, a), x)
+    return _filtfilt_sos(_notch_sos(fs, hz, quality), x)
+
+
+def _notch_sos(fs: float, hz: float, quality: float = 30.0) -> np.ndarray:
+    return sps.tf2sos(*sps.iirnotch(hz, quality, fs=fs))
+
+
+def filter_design(cfg: PreprocessConfig) -> list[np.ndarray]:
+    """The second-order sections :func:`filter_signal` applies: the band-pass, then the notch."""
+    sections = []
+    if cfg.band is not None:
+        sections.append(_bandpass_sos(cfg.fs, cfg.band, cfg.filter_order))
+    if cfg.notch_hz and cfg.notch_hz < cfg.fs / 2:
+        sections.append(_notch_sos(cfg.fs, cfg.notch_hz))
+    return sections
+
+
+def filter_signal(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """``cfg``'s zero-phase band-pass and notch of ``(C, T)`` at ``cfg.fs``; float32."""
+    for sos in filter_design(cfg):
+        x = _filtfilt_sos(sos, x)
+    return np.asarray(x, dtype=np.float32)
 
 
 def _filtfilt_sos(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -103,6 +149,12 @@ def zscore(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     mean = x.mean(axis=-1, keepdims=True, dtype=np.float64)
     std = x.std(axis=-1, keepdims=True, dtype=np.float64)
+    return scale_leads(x, mean, std)
+
+
+def scale_leads(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` per lead of ``(C, T)`` float32 with float64 ``mean``/``std`` ``(C, 1)``
+    (the record's, also when ``x`` is a span of it); a flat lead (std ~ 0) becomes zeros."""
     flat = std < FLAT_STD
     out = (x - mean) / np.where(flat, 1.0, std)
     out[np.broadcast_to(flat, out.shape)] = 0.0
@@ -160,12 +212,16 @@ def drop_flat_leads(rec: Recording, x12: np.ndarray, present: np.ndarray) -> np.
 def check_length(rec: Recording, cfg: PreprocessConfig) -> None:
     """Reject records too short to use (always below ``min_length_s``; below one window when
     ``cfg.short == "reject"``)."""
-    duration = rec.duration_s
+    check_duration(rec.record_id, rec.duration_s, cfg)
+
+
+def check_duration(record_id: str, duration: float, cfg: PreprocessConfig) -> None:
+    """:func:`check_length` of a record known by its id and duration (s)."""
     if duration < cfg.min_length_s:
-        raise PreprocessError(f"record {rec.record_id}: {duration:.2f} s is shorter than the "
+        raise PreprocessError(f"record {record_id}: {duration:.2f} s is shorter than the "
                               f"minimum {cfg.min_length_s} s")
     if cfg.short == "reject" and duration < cfg.window_s:
-        raise PreprocessError(f"record {rec.record_id}: {duration:.2f} s is shorter than one "
+        raise PreprocessError(f"record {record_id}: {duration:.2f} s is shorter than one "
                               f"{cfg.window_s} s window (short='reject')")
     if cfg.short not in ("pad", "reject"):
         raise PreprocessError(f"unknown short-record policy {cfg.short!r} (pad or reject)")
@@ -196,11 +252,7 @@ def preprocess_recording(rec: Recording, cfg: PreprocessConfig = PreprocessConfi
     x12, present = standard_leads(rec, cfg.derive_limb_leads)
     present = drop_flat_leads(rec, x12, present)
     # Only the present leads are filtered: absent ones are zeros and stay zeros.
-    x = resample(x12[present], rec.fs, cfg.fs)
-    if cfg.band is not None:
-        x = bandpass(x, cfg.fs, cfg.band, cfg.filter_order)
-    if cfg.notch_hz:
-        x = notch(x, cfg.fs, cfg.notch_hz)
+    x = filter_signal(resample(x12[present], rec.fs, cfg.fs), cfg)
     if cfg.zscore:
         x = zscore(x)
     full = np.zeros((12, x.shape[-1]), dtype=np.float32)

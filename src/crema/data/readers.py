@@ -243,6 +243,12 @@ def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | 
                           ".mat CinC or CPSC-2018, .npy, .npz, .csv, .txt, .xml, .dcm, .edf, HDF5 stacks)")
 
 
+def check_recording(path: PathLike, rec: Recording) -> None:
+    """The checks :func:`read_record` makes on every reader's output (finite samples, an ECG rate,
+    known and distinct leads), for a record read another way (a span of a long record)."""
+    _validate(Path(path), rec)
+
+
 def _validate(path: Path, rec: Recording) -> None:
     """Checks every reader's output must pass, whatever the format."""
     if rec.signal.ndim != 2 or rec.signal.shape[1] == 0 or rec.signal.shape[0] == 0:

@@ -34,13 +34,17 @@ from .. import __version__, precision as precision_
 from ..config import (EMBEDDING_FEATURES, STANDARD_LEADS, ModelConfig, PreprocessConfig, embedding_features,
                       from_dict, save_json)
 from ..data.preprocess import preprocess_recording
+from ..data.recording import Recording
+from ..data.spans import RecordingSpans, SpanReader, is_long
+from ..data.stream import StreamedRecord
 from ..atomic import replace_directory
-from ..errors import CheckpointError, CremaError, PreprocessError, WriteError
+from ..errors import CheckpointError, CremaError, PreprocessError, ReadError, WriteError
 from ..model.inference import DEFAULT_BATCH, infer, reconstruct_windows
 from ..runtime import resolve_device
 from ..train import checkpoint as ckpt
 from ..weights import resolve as resolve_model
 from .inputs import InputItem, check_same_windows, collect_inputs
+from .pipeline import Pool, WindowBatches
 
 INDEX_COLUMNS = ("record_id", "source", "window", "start_s", "leads_present")
 RECORD_COLUMNS = ("record_id", "source", "n_windows", "leads_present")
@@ -69,10 +73,7 @@ class Prepared:
 
     def index(self) -> pd.DataFrame:
         """One row per window: ``record_id, source, window, start_s, leads_present``."""
-        n = len(self.signals)
-        return pd.DataFrame({"record_id": [self.record_id] * n, "source": [self.source] * n,
-                             "window": np.arange(n), "start_s": np.round(self.start_s, 4),
-                             "leads_present": int(self.lead_mask.sum())})
+        return window_index(self.record_id, self.source, self.start_s, self.lead_mask)
 
 
 @dataclass
@@ -82,6 +83,28 @@ class Failure:
     record_id: str
     source: str
     reason: str
+
+
+@dataclass
+class RecordOutput:
+    """What the model made of one record's windows (:meth:`CremaModel.iter_outputs`).
+
+    Attributes:
+        record_id, source: where it came from.
+        values: ``(W, ...)`` one output per window (an embedding, class probabilities...).
+        lead_mask: bool ``(12,)``, True = lead present.
+        start_s: float ``(W,)`` start of each window in the record, seconds.
+    """
+
+    record_id: str
+    source: str
+    values: np.ndarray
+    lead_mask: np.ndarray
+    start_s: np.ndarray
+
+    def index(self) -> pd.DataFrame:
+        """One row per window: ``record_id, source, window, start_s, leads_present``."""
+        return window_index(self.record_id, self.source, self.start_s, self.lead_mask)
 
 
 @dataclass
@@ -260,18 +283,16 @@ class CremaModel:
         check_same_windows(item.source, item.preprocess, self.preprocess)
         return self._as_prepared(loaded, item.record_id, item.source)
 
-    def _as_prepared(self, windows, record_id: str, source: str) -> Prepared:
-        """Check preprocessed :class:`~crema.data.preprocess.Windows` against the model and warn
-        about missing leads."""
+    def _as_prepared(self, windows, record_id: str, source: str, warn: bool = True) -> Prepared:
+        """Check preprocessed :class:`~crema.data.preprocess.Windows` against the model and (with
+        ``warn``) warn about missing leads."""
         length = self.input_crop(windows.signals.shape[-1]) or windows.signals.shape[-1]
         if self.model_config is not None and length % self.model_config.patch_size:
             raise PreprocessError(
                 f"record {record_id}: model inputs of {length} samples are not a multiple "
                 f"of the patch size {self.model_config.patch_size}")
-        if not windows.lead_mask.all():
-            missing = [name for name, ok in zip(STANDARD_LEADS, windows.lead_mask) if not ok]
-            warnings.warn(f"{source}: leads {', '.join(missing)} are missing or flat; running with the lead mask",
-                          MissingLeadsWarning, stacklevel=4)
+        if warn:
+            _warn_missing(windows.lead_mask, source, stacklevel=5)
         return Prepared(record_id, source, np.ascontiguousarray(windows.signals, dtype=np.float32),
                         windows.lead_mask.copy(), (windows.starts / self.preprocess.fs).astype(np.float64))
 
@@ -296,6 +317,86 @@ class CremaModel:
                     raise
                 reason = str(exc) if isinstance(exc, CremaError) else f"{type(exc).__name__}: {exc}"
                 yield Failure(item.record_id, item.source, reason)
+
+    def iter_outputs(self, inputs: Any, apply: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                     fs: float | None = None, leads: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH,
+                     on_error: str = "raise", progress: bool = False, workers: int | None = None, *,
+                     dataset: str | None = None, ids: str | os.PathLike | None = None
+                     ) -> Iterator[RecordOutput | Failure]:
+        """``apply`` (windows ``(n, 12, T)``, lead masks ``(n, 12)`` -> ``(n, ...)``, such as
+        :meth:`encode_windows`) on every window of every record of ``inputs``: one
+        :class:`RecordOutput` (or, with ``on_error="skip"``, :class:`Failure`) per record, in input
+        order.
+
+        ``workers`` threads (default ``min(4, CPUs)``) read and preprocess records ahead of the
+        model, a long record (:func:`crema.data.spans.is_long`) a chunk at a time in flat memory
+        (:mod:`crema.data.stream`); ``apply`` gets exactly ``batch_size`` windows at a time
+        (fewer for the last call), taken from consecutive records (:mod:`crema.use.pipeline`), so
+        outputs do not depend on ``workers``. Missing leads warn in the caller's thread.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        items = inputs if _is_item_list(inputs) else collect_inputs(
+            inputs, fs, leads, dataset=dataset, ids=ids, preprocess=self.preprocess)
+        batches = WindowBatches(apply, batch_size)
+        with Pool(workers) as pool, tqdm(total=len(items), desc="records", unit="rec",
+                                         disable=not progress) as bar:
+            open_record = False  # a long record's pieces are being handed in
+            for piece in self._pieces(items, pool, on_error, ahead=batch_size + 2 * pool.workers):
+                if isinstance(piece, Failure):
+                    done = batches.fail(piece, drop_open=open_record)
+                    open_record = False
+                else:
+                    prepared, first, last = piece
+                    done = batches.add(prepared, prepared.signals, prepared.lead_mask, prepared.start_s,
+                                       first, last)
+                    open_record = not last
+                for record in done:
+                    bar.update(1)
+                    yield _record_output(record)
+            for record in batches.finish():
+                bar.update(1)
+                yield _record_output(record)
+
+    def _pieces(self, items: list[InputItem], pool: Pool, on_error: str,
+                ahead: int) -> Iterator[tuple[Prepared, bool, bool] | Failure]:
+        """``(prepared windows, first, last)`` for each record (a long record in several pieces),
+        or a :class:`Failure` (after a long record's first pieces when it fails part-way)."""
+        for item, opened in zip(items, pool.map(self._open_item, items, ahead)):
+            if isinstance(opened, Exception):
+                yield _failure(item, opened, on_error)
+            elif isinstance(opened, Prepared):
+                _warn_missing(opened.lead_mask, item.source)
+                yield opened, True, True
+            else:
+                try:
+                    chunks = range(opened.n_chunks)
+                    _warn_missing(opened.normalise(list(pool.map(opened.stats, chunks, pool.workers + 1))),
+                                  item.source)
+                    for k, windows in enumerate(pool.map(opened.windows, chunks, pool.workers + 1)):
+                        piece = self._as_prepared(windows, opened.record_id, item.source, warn=False)
+                        yield piece, k == 0, k == opened.n_chunks - 1
+                except Exception as exc:  # noqa: BLE001 - as any broken record: listed, not fatal
+                    yield _failure(item, exc, on_error)
+
+    def _open_item(self, item: InputItem) -> Prepared | StreamedRecord | Exception:
+        """In a reading thread: a record's windows, a long record ready to be streamed, or what
+        went wrong (raised in the caller's thread, in order)."""
+        try:
+            opened = item.open()
+            if item.preprocess is not None:  # a corpus record's stored windows
+                check_same_windows(item.source, item.preprocess, self.preprocess)
+                if not np.isfinite(opened.signals).all():  # a damaged corpus: no NaN result is written
+                    raise ReadError(item.source, "its stored windows hold NaN or infinite values")
+                return self._as_prepared(opened, item.record_id, item.source, warn=False)
+            if isinstance(opened, Recording) and is_long(opened.signal.shape[-1], len(opened.leads), opened.fs):
+                opened = RecordingSpans(opened, item.source)
+            if isinstance(opened, SpanReader):
+                return StreamedRecord(opened, self.preprocess)
+            windows = preprocess_recording(opened, self.preprocess)
+            return self._as_prepared(windows, opened.record_id, item.source, warn=False)
+        except Exception as exc:  # noqa: BLE001 - any broken file is that record's failure
+            return exc
 
     # ------------------------------------------------------------------ inference
 
@@ -355,7 +456,7 @@ class CremaModel:
     def embed_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
                       batch_size: int = DEFAULT_BATCH, on_error: str = "raise", progress: bool = False, *,
                       dataset: str | None = None, ids: str | os.PathLike | None = None,
-                      features: str | None = None) -> EmbedResult:
+                      features: str | None = None, workers: int | None = None) -> EmbedResult:
         """Embeddings of every window of every record, with an index saying which is which.
 
         Args:
@@ -367,15 +468,19 @@ class CremaModel:
             progress: show a tqdm bar over records.
             dataset, ids: the signal and id arrays of ``.npz``/HDF5 stacks (default: CODE-15% names).
             features: ``mean`` (D) or ``leads`` (12 x D); default the model's :attr:`features`.
+            workers: threads reading and preprocessing records ahead of the model (default
+                ``min(4, CPUs)``; see :meth:`iter_outputs`).
 
         Returns:
             :class:`EmbedResult` with ``embeddings (n_windows, F)`` float32 (``.by_record()`` for
             one row per record).
         """
-        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress,
-                                                       dataset=dataset, ids=ids))
-        signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
-        return EmbedResult(self.encode_windows(signals, lead_mask, batch_size, features), index, failures)
+        width = self.feature_dim(features)  # an unknown kind fails before any record is read
+        outputs, failures = _split(self.iter_outputs(
+            inputs, lambda x, m: self.encode_windows(x, m, batch_size, features), fs, leads, batch_size,
+            on_error, progress, workers, dataset=dataset, ids=ids))
+        embeddings, index = stack_outputs(outputs, (width,))
+        return EmbedResult(embeddings, index, failures)
 
     def embed(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
               batch_size: int = DEFAULT_BATCH, *, dataset: str | None = None,
@@ -403,13 +508,15 @@ class CremaModel:
 
     def predict_records(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
                         batch_size: int = DEFAULT_BATCH, on_error: str = "raise", progress: bool = False, *,
-                        dataset: str | None = None, ids: str | os.PathLike | None = None) -> PredictResult:
-        """Class probabilities per window and per record (mean over windows) with thresholded labels."""
+                        dataset: str | None = None, ids: str | os.PathLike | None = None,
+                        workers: int | None = None) -> PredictResult:
+        """Class probabilities per window and per record (mean over windows) with thresholded labels
+        (arguments as :meth:`embed_records`)."""
         self.require_classifier("predict")
-        prepared, failures = _split(self.iter_prepared(inputs, fs, leads, on_error, progress,
-                                                       dataset=dataset, ids=ids))
-        signals, lead_mask, index = stack_prepared(prepared, self.preprocess.window)
-        probs = self.classify_windows(signals, lead_mask, batch_size)
+        outputs, failures = _split(self.iter_outputs(
+            inputs, lambda x, m: self.classify_windows(x, m, batch_size), fs, leads, batch_size, on_error,
+            progress, workers, dataset=dataset, ids=ids))
+        probs, index = stack_outputs(outputs, (len(self.classes),))
         return PredictResult(probs, index, self.record_table(probs, index), failures)
 
     def predict(self, inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None,
@@ -489,6 +596,55 @@ def _split(results: Iterable[Prepared | Failure]) -> tuple[list[Prepared], list[
     for result in results:
         (failures if isinstance(result, Failure) else prepared).append(result)
     return prepared, failures
+
+
+def _warn_missing(lead_mask: np.ndarray, source: str, stacklevel: int = 3) -> None:
+    """A :class:`MissingLeadsWarning` when some of the 12 leads are absent or flat."""
+    if not lead_mask.all():
+        missing = [name for name, ok in zip(STANDARD_LEADS, lead_mask) if not ok]
+        warnings.warn(f"{source}: leads {', '.join(missing)} are missing or flat; running with the lead mask",
+                      MissingLeadsWarning, stacklevel=stacklevel)
+
+
+def _failure(item: InputItem, exc: Exception, on_error: str) -> Failure:
+    """The :class:`Failure` of ``item``; raises ``exc`` itself when ``on_error`` is ``"raise"``."""
+    if on_error == "raise":
+        raise exc
+    reason = str(exc) if isinstance(exc, CremaError) else f"{type(exc).__name__}: {exc}"
+    return Failure(item.record_id, item.source, reason)
+
+
+def _record_output(done) -> RecordOutput | Failure:
+    """A :class:`~crema.use.pipeline.Done` record as the API hands it back."""
+    if done.failed:
+        return done.meta
+    first = done.meta
+    values = done.outputs if done.outputs is not None else np.zeros((0,), dtype=np.float32)
+    return RecordOutput(first.record_id, first.source, values, first.lead_mask, np.concatenate(done.extras))
+
+
+def window_index(record_id: str, source: str, start_s: np.ndarray, lead_mask: np.ndarray) -> pd.DataFrame:
+    """One row per window of a record (:data:`INDEX_COLUMNS`)."""
+    n = len(start_s)
+    return pd.DataFrame({"record_id": [record_id] * n, "source": [source] * n, "window": np.arange(n),
+                         "start_s": np.round(start_s, 4), "leads_present": int(lead_mask.sum())})
+
+
+def stack_outputs(outputs: Sequence[RecordOutput], shape: tuple[int, ...]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The outputs of several records, ``(n_windows, *shape)`` float32, and their window index;
+    ``shape`` is that of one window's output (for when there is none)."""
+    if not outputs:
+        return np.zeros((0, *shape), dtype=np.float32), pd.DataFrame(columns=list(INDEX_COLUMNS))
+    values = np.concatenate([o.values for o in outputs]).reshape(-1, *shape)
+    counts = [len(o.start_s) for o in outputs]
+    # built column by column: a DataFrame per record would cost more than reading the record
+    index = pd.DataFrame({
+        "record_id": [o.record_id for o, n in zip(outputs, counts) for _ in range(n)],
+        "source": [o.source for o, n in zip(outputs, counts) for _ in range(n)],
+        "window": np.concatenate([np.arange(n) for n in counts]),
+        "start_s": np.round(np.concatenate([o.start_s for o in outputs]), 4),
+        "leads_present": np.repeat([int(o.lead_mask.sum()) for o in outputs], counts)})
+    return values, index
 
 
 def mean_by_record(values: np.ndarray, index: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:

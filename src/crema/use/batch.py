@@ -1,13 +1,16 @@
 """The batch-job machinery of ``crema embed`` and ``crema predict``: their shared options, input
 expansion into one item per record, the output files and their resume fingerprint, and the loop
-that reads records a chunk at a time, skips bad ones and flushes outputs atomically.
+that runs the model over every record (read and preprocessed by ``--workers`` threads ahead of it,
+a long record in chunks: :meth:`crema.use.api.CremaModel.iter_outputs`), skips bad ones and
+flushes outputs atomically.
 
-A command supplies two callbacks to :func:`run_batch`: ``process_chunk(prepared) -> (records
-done, failure rows)`` (its model work on one chunk) and ``flush(failures)`` (rewrite its outputs);
-see :mod:`crema.use.commands`. No number that is not finite is ever written: a record whose input
-windows (a damaged corpus) or model outputs hold NaN or infinite values is skipped and listed
-(:func:`refuse_non_finite_inputs`, :func:`refuse_non_finite`), and a run in which every record
-failed writes no output at all.
+A command supplies :func:`run_batch` its model work on windows, ``apply(signals, lead_mask) ->
+outputs``, and two callbacks: ``process_chunk(outputs) -> (records done, failure rows)`` (what it
+keeps of a chunk of records' :class:`~crema.use.api.RecordOutput`) and ``flush(failures)``
+(rewrite its outputs); see :mod:`crema.use.commands`. No number that is not finite is ever
+written: a record whose input windows (a damaged corpus: refused as it is read, by
+:meth:`~crema.use.api.CremaModel.iter_outputs`) or model outputs (:func:`refuse_non_finite`) hold
+NaN or infinite values is skipped and listed.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -55,6 +58,9 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_flag, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--chunk", type=number_in(int, 1), default=DEFAULT_CHUNK,
                    help=f"records between output flushes (default {DEFAULT_CHUNK})")
+    p.add_argument("--workers", type=number_in(int, 1),
+                   help="threads reading and preprocessing records ahead of the model (default: 4, or the "
+                        "number of CPUs if fewer); outputs are the same for any number")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming an existing --out")
     p.add_argument("--per-window", action="store_true",
                    help="one row per 10 s window instead of one per record (the mean of its windows)")
@@ -173,45 +179,34 @@ def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
             "per_window": bool(args.per_window)}
 
 
-def prepare_chunk(model, chunk: list[InputItem], bar) -> tuple[list, list[dict]]:
-    """Load and preprocess a chunk of records: ``(prepared records, failure rows)``; missing-lead
-    warnings become one stderr line per record."""
+def record_results(model, items: list[InputItem], apply, args: argparse.Namespace, bar) -> Iterator:
+    """``apply`` over every record of ``items`` (:meth:`~crema.use.api.CremaModel.iter_outputs`),
+    in order: a :class:`~crema.use.api.RecordOutput` per record, or a failure row (also noted on
+    stderr); missing-lead warnings become one stderr line per record."""
     from .api import Failure, MissingLeadsWarning
 
-    prepared, failures = [], []
-    for item in chunk:
+    results = model.iter_outputs(items, apply, batch_size=args.batch_size, on_error="skip",
+                                 workers=getattr(args, "workers", None))
+    while True:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MissingLeadsWarning)
-            for result in model.iter_prepared([item], on_error="skip"):
-                if isinstance(result, Failure):
-                    # readers name the file in the message; the row already has it
-                    row = failure_row(result.record_id, result.source, result.reason)
-                    row["reason"] = row["reason"].removeprefix(f"{row['source']}: ")
-                    failures.append(row)
-                    note(f"skipped {row['source']}: {row['reason']}")
-                else:
-                    prepared.append(result)
+            result = next(results, None)
         for warning in caught:
             if issubclass(warning.category, MissingLeadsWarning):
                 note(f"note: {warning.message}")
             else:
                 warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        if result is None:
+            return
         bar.update(1)
-    return prepared, failures
-
-
-def refuse_non_finite_inputs(prepared: list, fmt: str) -> tuple[list, list[dict]]:
-    """The prepared records whose windows are all finite, and a failure row for each of the others
-    (a window stored with NaN in a damaged corpus would otherwise come out as a NaN result)."""
-    kept, failures = [], []
-    for record in prepared:
-        try:
-            require_finite(record.signals, record.source, fmt, "its input windows")
-        except ReadError as exc:
-            failures.append(failure_row(record.record_id, record.source, exc.problem))
-            continue
-        kept.append(record)
-    return kept, failures
+        if isinstance(result, Failure):
+            # readers name the file in the message; the row already has it
+            row = failure_row(result.record_id, result.source, result.reason)
+            row["reason"] = row["reason"].removeprefix(f"{row['source']}: ")
+            note(f"skipped {row['source']}: {row['reason']}")
+            yield row
+        else:
+            yield result
 
 
 def refuse_non_finite(values: np.ndarray, index: pd.DataFrame, fmt: str
@@ -239,15 +234,19 @@ def source_key(source: str) -> str:
 
 
 def run_batch(args: argparse.Namespace, model, outputs: BatchOutputs, done_sources: set[str],
-              process_chunk, flush) -> int:
-    """Shared loop of ``embed`` and ``predict``: expand inputs, skip done records, process chunks,
-    flush; returns the exit status. ``model`` is the loaded :class:`~crema.use.api.CremaModel`;
-    ``args`` holds the input and batch options (:func:`add_batch_options`).
+              process_chunk, flush, apply) -> int:
+    """Shared loop of ``embed`` and ``predict``: expand inputs, skip done records, run ``apply``
+    (windows ``(n, 12, T)``, lead masks ``(n, 12)`` -> outputs ``(n, ...)``) over the rest, hand
+    their outputs to ``process_chunk`` a chunk at a time, flush; returns the exit status.
+    ``model`` is the loaded :class:`~crema.use.api.CremaModel`; ``args`` holds the input and
+    batch options (:func:`add_batch_options`).
 
-    Records are read and processed ``--chunk`` at a time (memory holds one chunk of signals). The
-    outputs are flushed after a chunk when the records since the last flush number at least
-    ``--chunk`` and :data:`FLUSH_GROWTH` of those written, and at the end, so that an interrupted
-    run loses little and a run of millions of records does not spend its time rewriting outputs.
+    Memory holds the records read ahead of the model (a long record a chunk at a time) and the
+    outputs. ``process_chunk`` gets ``--chunk`` records at a time, in input order; the outputs are
+    flushed after a chunk when the records since the last flush number at least ``--chunk`` and
+    :data:`FLUSH_GROWTH` of those written, and at the end, so that an interrupted run loses little
+    (the records read ahead are done again on resume) and a run of millions of records does not
+    spend its time rewriting outputs.
     """
     items, failures = expand_inputs(args.inputs, args.fs, lead_list(args.leads), args.dataset, args.ids,
                                     model.preprocess)
@@ -263,20 +262,35 @@ def run_batch(args: argparse.Namespace, model, outputs: BatchOutputs, done_sourc
     succeeded = pending = 0
     fresh = not outputs.run.exists()  # no earlier output: if every record fails, none is written
     chunk_size = max(1, args.chunk)
+    chunk: list = []  # this chunk's record outputs
+    seen = 0          # this chunk's records, failed ones included
+
+    def process() -> int:
+        if not chunk:  # every record of this chunk failed
+            return 0
+        done_now, refused = process_chunk(chunk)
+        for failure in refused:
+            note(f"skipped {failure['source']}: {failure['reason']}")
+        failures.extend(refused)
+        return done_now
+
     with tqdm(total=len(todo), desc=args.command, unit="rec", disable=args.no_progress) as bar:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            prepared, chunk_failures = prepare_chunk(model, chunk, bar)
-            failures.extend(chunk_failures)
-            done_now, refused = process_chunk(prepared)
-            for failure in refused:
-                note(f"skipped {failure['source']}: {failure['reason']}")
-            failures.extend(refused)
-            succeeded += done_now
-            pending += len(chunk)
-            if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)) and (succeeded or not fresh):
-                flush(failures)
-                pending = 0
+        for result in record_results(model, todo, apply, args, bar):
+            if isinstance(result, dict):
+                failures.append(result)
+            else:
+                chunk.append(result)
+            seen += 1
+            if seen == chunk_size:
+                succeeded += process()
+                pending += seen
+                chunk, seen = [], 0
+                if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)) and (succeeded or not fresh):
+                    flush(failures)
+                    pending = 0
+        if seen:
+            succeeded += process()
+            pending += seen
     if fresh and not succeeded and failures:  # an empty output would read as a result: write none
         raise CremaError(f"0 records processed, {len(failures)} failed (each named above with its reason); "
                          f"nothing written to {outputs.base}")

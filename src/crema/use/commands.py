@@ -31,7 +31,7 @@ from ..errors import CremaError, ReadError
 from ..flags import device_flag, number_in
 from ..locking import output_lock
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
-                    refuse_non_finite, refuse_non_finite_inputs, run_batch)
+                    refuse_non_finite, run_batch)
 from .inputs import collect_inputs
 
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -102,18 +102,16 @@ def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int
         embeddings, index = _load_embeddings(outputs, npy, index_csv, width)
     parts = {"emb": [embeddings], "index": [index]}
 
-    def process(prepared: list) -> tuple[int, list[dict]]:
-        from .api import mean_by_record, stack_prepared
+    def process(records: list) -> tuple[int, list[dict]]:
+        from .api import mean_by_record, stack_outputs
 
-        prepared, refused = refuse_non_finite_inputs(prepared, "embeddings")
-        signals, lead_mask, chunk_index = stack_prepared(prepared, model.preprocess.window)
-        emb = model.encode_windows(signals, lead_mask, args.batch_size, features)
+        emb, chunk_index = stack_outputs(records, (width,))
         emb, chunk_index, more = refuse_non_finite(emb, chunk_index, "embeddings")
         if not args.per_window:  # a chunk holds whole records, so each is averaged here
             emb, chunk_index = mean_by_record(emb, chunk_index)
         parts["emb"].append(emb)
         parts["index"].append(chunk_index)
-        return len(prepared) - len(more), refused + more
+        return len(records) - len(more), more
 
     def flush(failures: list[dict]) -> None:
         from .api import INDEX_COLUMNS, RECORD_COLUMNS
@@ -130,7 +128,8 @@ def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int
                                         "failed": len(failures), "dim": width, "features": features})
 
     done = set(index["source"].astype(str)) if len(index) else set()
-    status = run_batch(args, model, outputs, done, process, flush)
+    status = run_batch(args, model, outputs, done, process, flush,
+                       apply=lambda x, m: model.encode_windows(x, m, args.batch_size, features))
     print(f"crema embed: wrote {npy} {tuple(parts['emb'][0].shape)} and {index_csv}")
     return status
 
@@ -219,7 +218,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def _predict_to_csv(args: argparse.Namespace, model, out: Path, outputs: BatchOutputs) -> int:
     """The batch job writing ``OUT.csv``, extending an existing output of the same checkpoint and
     options; returns the exit status."""
-    from .api import INDEX_COLUMNS, stack_prepared
+    from .api import INDEX_COLUMNS, stack_outputs
 
     fingerprint = checkpoint_fingerprint(model, args)
     first = list(INDEX_COLUMNS) if args.per_window else ["record_id", "source", "n_windows"]
@@ -235,13 +234,11 @@ def _predict_to_csv(args: argparse.Namespace, model, out: Path, outputs: BatchOu
             raise CremaError(f"{out}: columns {list(table.columns)} do not match this classifier; pass --overwrite")
     parts = [table]
 
-    def process(prepared: list) -> tuple[int, list[dict]]:
-        prepared, refused = refuse_non_finite_inputs(prepared, "predictions")
-        signals, lead_mask, index = stack_prepared(prepared, model.preprocess.window)
-        probs = model.classify_windows(signals, lead_mask, args.batch_size)
+    def process(records: list) -> tuple[int, list[dict]]:
+        probs, index = stack_outputs(records, (len(model.classes),))
         probs, index, more = refuse_non_finite(probs, index, "predictions")
         parts.append((model.window_table if args.per_window else model.record_table)(probs, index))
-        return len(prepared) - len(more), refused + more
+        return len(records) - len(more), more
 
     def flush(failures: list[dict]) -> None:
         frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else parts[0]
@@ -253,7 +250,8 @@ def _predict_to_csv(args: argparse.Namespace, model, out: Path, outputs: BatchOu
                                         "thresholds": None if model.thresholds is None else
                                         [float(t) for t in model.thresholds]})
 
-    status = run_batch(args, model, outputs, set(table["source"].astype(str)), process, flush)
+    status = run_batch(args, model, outputs, set(table["source"].astype(str)), process, flush,
+                       apply=lambda x, m: model.classify_windows(x, m, args.batch_size))
     print(f"crema predict: wrote {out} ({len(parts[0])} {'windows' if args.per_window else 'records'})")
     return status
 

@@ -22,22 +22,26 @@ or corpus larger than memory is never loaded whole.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
 from ..data.corpus import Corpus, is_corpus, parse_corpus_spec
 from ..data.formats.arrays import lead_axis, real_dtype_problem
-from ..data.preprocess import Windows
 from ..data.rates import MAX_FS, MIN_FS, check_fs  # noqa: F401  (re-exported)
 from ..data.readers import find_records, read_record
 from ..data.recording import Recording
+from ..data.spans import SpanReader, open_record
 from ..data.stacks import RecordStack, is_stack
 from ..errors import CremaError, ReadError
+
+if TYPE_CHECKING:  # preprocess imports scipy.signal: the CLI builds its parser without it
+    from ..data.preprocess import Windows
 
 # Preprocessing settings that change the content of a window: a corpus's stored windows can stand
 # in for the model's own preprocessing only when these agree (stride, short-record policy and
@@ -58,16 +62,30 @@ class InputItem:
         loader: reads the record: a :class:`Recording`, or, when ``preprocess`` is set, the
             :class:`~crema.data.preprocess.Windows` already made with that preprocessing.
         preprocess: set for corpus records (their windows are stored preprocessed).
+        opener: for a file, what :meth:`open` calls: a long record is not read whole.
+        lock: shared by the items of one stack or corpus, whose reader must not be used by several
+            threads at once (the batch commands load items in parallel threads).
     """
 
     source: str
     record_id: str
     loader: Callable[[], Recording | Windows]
     preprocess: PreprocessConfig | None = None
+    opener: Callable[[], Recording | SpanReader] | None = None
+    lock: Any = None
 
     def load(self) -> Recording | Windows:
         """Read the record; raises :class:`~crema.errors.CremaError` naming the source."""
-        return self.loader()
+        if self.lock is None:
+            return self.loader()
+        with self.lock:
+            return self.loader()
+
+    def open(self) -> Recording | Windows | SpanReader:
+        """As :meth:`load`, except that a long file comes as a
+        :class:`~crema.data.spans.SpanReader` to preprocess a span at a time
+        (:func:`crema.data.spans.open_record`)."""
+        return self.load() if self.opener is None else self.opener()
 
 
 def collect_inputs(inputs: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
@@ -172,7 +190,8 @@ def stack_items(path: str | os.PathLike, fs: float | None = None, leads: Sequenc
     """One item per row of a stack file; they share one :class:`RecordStack`, which reads a block
     of rows at a time, so items loaded in order read the file once, front to back."""
     stack = RecordStack(path, fs=fs if fs is None else check_fs(fs), leads=leads, dataset=dataset, ids=ids)
-    return [InputItem(f"{path}[{row}]", record_id, partial(stack.record, row))
+    lock = threading.Lock()  # one reader for all its rows
+    return [InputItem(f"{path}[{row}]", record_id, partial(stack.record, row), lock=lock)
             for row, record_id in enumerate(stack.ids)]
 
 
@@ -191,15 +210,18 @@ def corpus_items(path: str | os.PathLike, splits: Sequence[str] | None = None,
     stack = RecordStack(corpus.path / "signals.npy", fs=corpus.preprocess.fs)
     starts = np.round(corpus.index["start_s"].to_numpy(dtype=np.float64) * corpus.preprocess.fs)
     groups = corpus.index.iloc[rows].groupby(["source", "record_id"], sort=False).indices
+    lock = threading.Lock()  # one reader for all its records
     return [InputItem(f"{corpus.path}[{source}/{record_id}]", record_id,
                       partial(_corpus_windows, stack, corpus.lead_mask, starts, rows[positions]),
-                      corpus.preprocess)
+                      corpus.preprocess, lock=lock)
             for (source, record_id), positions in groups.items()]
 
 
 def _corpus_windows(stack: RecordStack, lead_mask: np.ndarray, starts: np.ndarray,
                     rows: np.ndarray) -> Windows:
     """The stored windows ``rows`` of one record: ``(W, 12, window)`` float32."""
+    from ..data.preprocess import Windows
+
     first, last = int(rows[0]), int(rows[-1]) + 1
     signals = stack.rows(first, last)[rows - first]  # a record's windows are consecutive rows
     return Windows(signals=signals, lead_mask=lead_mask[first].copy(), starts=starts[rows].astype(np.int64))
@@ -219,9 +241,11 @@ def check_same_windows(where: str | os.PathLike, stored: PreprocessConfig, expec
 
 def path_item(path: str | os.PathLike, fs: float | None = None,
               leads: Sequence[str] | None = None) -> InputItem:
-    """An item that reads ``path`` with :func:`crema.data.readers.read_record`."""
+    """An item that reads ``path`` with :func:`crema.data.readers.read_record` (and opens it
+    with :func:`crema.data.spans.open_record`)."""
     path = Path(path)
-    return InputItem(str(path), path.stem, lambda: read_record(path, fs=fs, leads=leads))
+    return InputItem(str(path), path.stem, lambda: read_record(path, fs=fs, leads=leads),
+                     opener=lambda: open_record(path, fs=fs, leads=leads))
 
 
 def _is_numeric_sequence(items: Iterable) -> bool:

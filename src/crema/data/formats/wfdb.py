@@ -22,20 +22,23 @@ _WFDB_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "
                           "212": 1.5, "310": 4 / 3, "311": 4 / 3}
 
 
-def read_wfdb(header: Path) -> Recording:
+def read_wfdb(header: Path, start: int = 0, stop: int | None = None) -> Recording:
     """A WFDB record from its ``.hea``: single-file format 16/212 records through
     :mod:`.wfdb_fast` (bit-identical to ``wfdb``, over 10x faster), everything else via
     ``wfdb.rdrecord``, falling back to the CinC ``.mat`` reader when ``wfdb`` rejects the header;
-    the signal files are checked against the header first, whichever reads them."""
+    the signal files are checked against the header first, whichever reads them. ``start``/``stop``
+    read only samples ``[start, stop)``, for a long record read a span at a time."""
     parsed = parse_header(header)
     _check_signal_files(header, parsed)
     sig_len = parsed["sig_len"] or 0
-    RECORD_BYTES.check(sig_len * parsed["n_sig"] * 4,
-                       f"{header}: {parsed['n_sig']} signals x {sig_len} samples read at once")
-    record = read_fast(header) if fast_path_enabled() else None
+    frames = min(sig_len if stop is None else stop, sig_len) - max(start, 0)
+    RECORD_BYTES.check(max(frames, 0) * parsed["n_sig"] * 4,
+                       f"{header}: {parsed['n_sig']} signals x {frames} samples read at once")
+    record = read_fast(header, start, stop) if fast_path_enabled() else None
     if record is None:
-        record = _rdrecord(header, parsed)
-        if isinstance(record, Recording):
+        record = _rdrecord(header, parsed, start, stop)
+        if isinstance(record, Recording):  # the CinC reader reads whole: keep the span asked for
+            record.signal = record.signal[:, start:stop]
             return record
     if record.p_signal is None:
         raise ReadError(header, "WFDB returned no physical signal")
@@ -49,13 +52,13 @@ def read_wfdb(header: Path) -> Recording:
                      record_id=header.stem, meta=parse_comments(record.comments or []))
 
 
-def _rdrecord(header: Path, parsed: dict):
-    """``wfdb.rdrecord`` of ``header``, or the CinC ``.mat`` reader's Recording when wfdb
-    refuses a header whose signals are all in ``.mat`` files."""
+def _rdrecord(header: Path, parsed: dict, start: int = 0, stop: int | None = None):
+    """``wfdb.rdrecord`` of ``header`` (samples ``[start, stop)``), or the CinC ``.mat`` reader's
+    Recording when wfdb refuses a header whose signals are all in ``.mat`` files."""
     import wfdb  # imported here so that `crema --help` stays fast
 
     try:
-        return wfdb.rdrecord(str(header.with_suffix("")))
+        return wfdb.rdrecord(str(header.with_suffix("")), sampfrom=start, sampto=stop)
     except Exception as exc:  # wfdb raises many types; the fallback decides what is fatal
         if all(s["file"].lower().endswith(".mat") for s in parsed["signals"]):
             return read_cinc_mat(header, parsed)

@@ -75,16 +75,17 @@ def fast_path_enabled() -> bool:
     return os.environ.get(ENV_VAR, "fast").strip().lower() != "wfdb"
 
 
-def read_fast(header: Path) -> FastRecord | None:
+def read_fast(header: Path, start: int = 0, stop: int | None = None) -> FastRecord | None:
     """The record of ``header`` read without ``wfdb``, or None when its layout is not the
-    simple one this module handles (the caller then uses ``wfdb``)."""
+    simple one this module handles (the caller then uses ``wfdb``). ``start``/``stop`` read only
+    frames ``[start, stop)`` (a span of a long record), the same values as those rows of the whole."""
     if header.suffix != ".hea":  # wfdb opens '<record>.hea' exactly
         return None
     try:
         layout = parse_simple_header(header.read_bytes(), header.stem)
         if layout is None:
             return None
-        digital = _read_digital(header.parent / layout.file, layout)
+        digital = _read_digital(header.parent / layout.file, layout, start, stop)
     except OSError:
         return None  # let wfdb meet the same problem and report it as before
     if digital is None:
@@ -173,19 +174,25 @@ def _parse_signal_line(fields: list[str]) -> dict | None:
 
 # ----------------------------------------------------------------------------- samples
 
-def _read_digital(path: Path, layout: _Layout) -> np.ndarray | None:
-    """The digital samples ``(sig_len, n_sig)`` as int16 (format 212's 12 bits sign-extended);
-    None when the file holds fewer bytes than the header needs."""
+def _read_digital(path: Path, layout: _Layout, start: int = 0, stop: int | None = None) -> np.ndarray | None:
+    """The digital samples of frames ``[start, stop)`` (default all) ``(frames, n_sig)`` as int16
+    (format 212's 12 bits sign-extended); None when the file holds fewer bytes than they need."""
     n_sig = len(layout.names)
-    count = layout.sig_len * n_sig
+    stop = layout.sig_len if stop is None else min(stop, layout.sig_len)
+    if not 0 <= start < stop:
+        return None
+    first, count = start * n_sig, (stop - start) * n_sig
     if layout.fmt == "16":
-        samples = np.fromfile(path, dtype="<i2", count=count, offset=layout.offset)
+        samples = np.fromfile(path, dtype="<i2", count=count, offset=layout.offset + 2 * first)
     else:
-        samples = _unpack_212(np.fromfile(path, dtype=np.uint8, count=(3 * count + 1) // 2,
-                                          offset=layout.offset), count)
+        # format 212 packs pairs of samples in 3 bytes: start at the pair holding the first one
+        skip = first % 2
+        samples = _unpack_212(np.fromfile(path, dtype=np.uint8, count=(3 * (count + skip) + 1) // 2,
+                                          offset=layout.offset + 3 * (first // 2)), count + skip)
+        samples = None if samples is None else samples[skip:]
     if samples is None or samples.size != count:
         return None
-    return samples.reshape(layout.sig_len, n_sig)
+    return samples.reshape(stop - start, n_sig)
 
 
 def _unpack_212(raw: np.ndarray, count: int) -> np.ndarray | None:
