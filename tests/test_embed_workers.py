@@ -3,6 +3,7 @@ workers=): outputs byte-identical to one worker, in input order, a broken record
 and the two pieces of crema.use.pipeline, the ordered pool and the window batches."""
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -128,3 +129,37 @@ def test_pool_keeps_order_bounds_what_runs_ahead_and_raises_at_the_item():
     assert got == [i * i for i in range(17)] and state["most_ahead"] <= 5
     with pytest.raises(ValueError, match="workers must be at least 1"):
         Pool(0)
+
+
+def test_reading_threads_take_turns_to_silence_stdout():
+    """EDF reading silences file descriptor 1 around pyedflib. Two threads: the second arrives while
+    the first is inside, and the first leaves before the second; without taking turns the second
+    would save the first's /dev/null as the stdout to restore, and leave it there."""
+    from crema.data.formats.edf import _c_stdout_silenced
+
+    before, saved = os.fstat(1), os.dup(1)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with _c_stdout_silenced():
+            first_in.set()
+            second_in.wait(0.3)  # taking turns, the second cannot be inside: give up waiting
+        first_out.set()
+
+    def second():
+        first_in.wait()
+        with _c_stdout_silenced():
+            second_in.set()
+            first_out.wait(0.3)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        after = os.fstat(1)
+        assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

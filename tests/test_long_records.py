@@ -22,7 +22,7 @@ from crema.data.formats.wfdb import read_wfdb
 from crema.data.preprocess import preprocess_recording
 from crema.data.readers import read_record
 from crema.data.recording import Recording
-from crema.data.spans import NpySpans, RecordingSpans, SpanReader, WfdbSpans, open_record
+from crema.data.spans import EdfSpans, NpySpans, RecordingSpans, SpanReader, WfdbSpans, open_record
 from crema.data.stream import StreamedRecord, stream_windows
 from crema.errors import PreprocessError
 from crema.limits import LimitError
@@ -104,6 +104,21 @@ def test_npy_spans_seek_to_the_same_values(whole, tmp_path, layout):
     assert np.array_equal(spans.read(0, spans.n_samples), read_record(tmp_path / "long.npy", fs=rec.fs).signal)
 
 
+def test_edf_spans_read_what_the_whole_read_holds(whole, tmp_path):
+    """A long EDF (a Holter's usual format) is read in spans too: the same samples, the same windows."""
+    rec, expected = whole
+    formats.write_edf(rec, tmp_path / "long.edf")
+    spans = open_record(tmp_path / "long.edf")
+    edf = read_record(tmp_path / "long.edf")
+    assert isinstance(spans, EdfSpans) and spans.n_samples == rec.signal.shape[1] and spans.leads == edf.leads
+    n = spans.n_samples
+    for start, stop in [(0, 5000), (45_678, 123_456), (n - 99, n)]:
+        assert np.array_equal(spans.read(start, stop), edf.signal[:, start:stop]), (start, stop)
+    mask, signals, starts = _streamed(spans)
+    whole_edf = preprocess_recording(edf, PreprocessConfig())
+    assert np.array_equal(starts, whole_edf.starts) and np.abs(signals - whole_edf.signals).max() < TOLERANCE
+
+
 def test_streamed_windows_equal_the_whole_record_windows(long_hea, whole):
     rec, expected = whole
     mask, signals, starts = _streamed(open_record(long_hea))
@@ -152,7 +167,8 @@ def test_api_and_cli_embed_a_long_record_as_its_whole_windows(tiny_pretrain_chec
 def test_a_record_over_the_memory_bound_is_streamed_or_refused(tiny_pretrain_checkpoint, long_hea, whole,
                                                               ptbxl_headers, tmp_path, monkeypatch):
     """Over CREMA_MAX_RECORD_BYTES a WFDB record is read in spans that fit the bound, whatever its
-    length; a format that cannot seek (EDF here) is refused with one clear error naming the setting."""
+    length; a format that cannot seek (HL7 aECG XML here) is refused with one clear error naming the
+    setting."""
     rec, expected = whole
     bound = rec.signal.nbytes // 8
     monkeypatch.setenv("CREMA_MAX_RECORD_BYTES", str(bound))
@@ -164,13 +180,13 @@ def test_a_record_over_the_memory_bound_is_streamed_or_refused(tiny_pretrain_che
     mask, signals, _ = _streamed(spans)
     assert np.abs(signals - expected.signals).max() < TOLERANCE
     short = read_record(ptbxl_headers[2])
-    formats.write_edf(short, tmp_path / "ecg.edf")
+    formats.write_aecg(short, tmp_path / "ecg.xml")
     monkeypatch.setenv("CREMA_MAX_RECORD_BYTES", str(short.signal.nbytes // 2))
-    with pytest.raises(LimitError, match=r"ecg\.edf: read whole .* over the record in memory limit .*"
+    with pytest.raises(LimitError, match=r"ecg\.xml: read whole .* over the record in memory limit .*"
                                          r"set CREMA_MAX_RECORD_BYTES to raise it"):
-        open_record(tmp_path / "ecg.edf")
+        open_record(tmp_path / "ecg.xml")
     model = crema.load(tiny_pretrain_checkpoint, device="cpu")
-    result = model.embed_records([long_hea, tmp_path / "ecg.edf"], on_error="skip")
+    result = model.embed_records([long_hea, tmp_path / "ecg.xml"], on_error="skip")
     assert len(result.embeddings) == 0 and len(result.errors) == 2  # now neither fits
     assert all("CREMA_MAX_RECORD_BYTES" in failure.reason for failure in result.errors)
 

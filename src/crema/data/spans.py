@@ -9,6 +9,7 @@ a 24-hour Holter record is preprocessed in flat memory. Formats that can seek:
   seek for single-file format 16/212 records, else ``wfdb.rdrecord(sampfrom, sampto)``);
 * ``.npy`` holding one record ``(n_leads, T)`` or ``(T, n_leads)``: seek and read of the rows it
   needs (never a memmap, whose pages would stay resident);
+* EDF/EDF+ (Holter recordings): :func:`crema.data.formats.edf.read_edf_ecg` of a span;
 * a :class:`Recording` already in memory (:class:`RecordingSpans`): its preprocessing still runs a
   span at a time.
 
@@ -27,6 +28,7 @@ import numpy as np
 from ..config import STANDARD_LEADS
 from ..errors import CremaError, ReadError, is_utf8_name
 from ..limits import RECORD_BYTES, STREAM_SECONDS, LimitError
+from .formats import read_edf_ecg
 from .formats.arrays import lead_axis, real_dtype_problem
 from .formats.wfdb import read_wfdb
 from .formats.wfdb_fast import parse_simple_header
@@ -58,6 +60,10 @@ class SpanReader:
     def duration_s(self) -> float:
         return self.n_samples / self.fs
 
+    # Samples per call of a reader that holds a span several times over in float64 on its way to
+    # float32 mV (WFDB, EDF): a long span is read in blocks into one float32 array.
+    BLOCK = 2**15
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` (clipped to the record): ``(n_leads, stop - start)`` float32 mV,
         the same values as those columns of the record read whole."""
@@ -67,6 +73,13 @@ class SpanReader:
         return self._read(start, stop)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((len(self.leads), stop - start), dtype=np.float32)
+        for first in range(start, stop, self.BLOCK):
+            last = min(stop, first + self.BLOCK)
+            out[:, first - start:last - start] = self._read_block(first, last)
+        return out
+
+    def _read_block(self, start: int, stop: int) -> np.ndarray:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -88,20 +101,27 @@ class RecordingSpans(SpanReader):
 class WfdbSpans(SpanReader):
     """A WFDB record read by :func:`~crema.data.formats.wfdb.read_wfdb` a span at a time."""
 
-    # Frames per read_wfdb call: it holds a span several times over in float64 on its way to
-    # float32 mV, so a long span is read in blocks into one float32 array.
-    BLOCK = 2**15
-
     def __init__(self, header: Path, head: Recording, n_samples: int):
         super().__init__(str(header), head.record_id, head.fs, head.leads, n_samples, head.meta)
         self.header = header
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((len(self.leads), stop - start), dtype=np.float32)
-        for first in range(start, stop, self.BLOCK):
-            last = min(stop, first + self.BLOCK)
-            out[:, first - start:last - start] = read_wfdb(self.header, first, last).signal
-        return out
+    def _read_block(self, start: int, stop: int) -> np.ndarray:
+        return read_wfdb(self.header, start, stop).signal
+
+
+class EdfSpans(SpanReader):
+    """An EDF/EDF+ record read by :func:`~crema.data.formats.edf.read_edf_ecg` a span at a time
+    (the file is opened for each block, so that threads may read it at once)."""
+
+    def __init__(self, path: Path, head: Recording, n_samples: int):
+        super().__init__(str(path), head.record_id, head.fs, head.leads, n_samples, head.meta)
+        self.path = path
+
+    def _read_block(self, start: int, stop: int) -> np.ndarray:
+        rec = read_edf_ecg(self.path, start, stop)
+        if rec.leads != self.leads:
+            raise ReadError(self.path, f"leads changed while reading ({', '.join(rec.leads)})")
+        return rec.signal
 
 
 class NpySpans(SpanReader):
@@ -179,7 +199,19 @@ def _open_spans(path: Path, fs: float | None, leads: Sequence[str] | None) -> Sp
         return _open_wfdb(path.with_suffix(".hea"))
     if suffix == ".npy" and fs is not None:
         return _open_npy(path, fs, leads)
+    if suffix == ".edf":
+        return _open_edf(path)
     return None
+
+
+def _open_edf(path: Path) -> SpanReader | None:
+    """An :class:`EdfSpans` for a long record; None for a short one (read whole)."""
+    head = read_edf_ecg(path, 0, 1)
+    n_samples = int(head.meta.get("n_samples") or 0)
+    if n_samples <= 0 or not is_long(n_samples, len(head.leads), head.fs):
+        return None
+    check_recording(path, head)
+    return EdfSpans(path, head, n_samples)
 
 
 def _open_wfdb(header: Path) -> SpanReader | None:

@@ -321,8 +321,8 @@ class CremaModel:
     def iter_outputs(self, inputs: Any, apply: Callable[[np.ndarray, np.ndarray], np.ndarray],
                      fs: float | None = None, leads: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH,
                      on_error: str = "raise", progress: bool = False, workers: int | None = None, *,
-                     dataset: str | None = None, ids: str | os.PathLike | None = None
-                     ) -> Iterator[RecordOutput | Failure]:
+                     dataset: str | None = None, ids: str | os.PathLike | None = None,
+                     warn_missing: bool = True) -> Iterator[RecordOutput | Failure]:
         """``apply`` (windows ``(n, 12, T)``, lead masks ``(n, 12)`` -> ``(n, ...)``, such as
         :meth:`encode_windows`) on every window of every record of ``inputs``: one
         :class:`RecordOutput` (or, with ``on_error="skip"``, :class:`Failure`) per record, in input
@@ -332,7 +332,9 @@ class CremaModel:
         model, a long record (:func:`crema.data.spans.is_long`) a chunk at a time in flat memory
         (:mod:`crema.data.stream`); ``apply`` gets exactly ``batch_size`` windows at a time
         (fewer for the last call), taken from consecutive records (:mod:`crema.use.pipeline`), so
-        outputs do not depend on ``workers``. Missing leads warn in the caller's thread.
+        outputs do not depend on ``workers``. Missing leads warn (:class:`MissingLeadsWarning`) in
+        the caller's thread, unless ``warn_missing`` is False (the caller tells them itself, from
+        each output's ``lead_mask``: :func:`missing_leads`).
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -342,7 +344,7 @@ class CremaModel:
         with Pool(workers) as pool, tqdm(total=len(items), desc="records", unit="rec",
                                          disable=not progress) as bar:
             open_record = False  # a long record's pieces are being handed in
-            for piece in self._pieces(items, pool, on_error, ahead=batch_size + 2 * pool.workers):
+            for piece in self._pieces(items, pool, on_error, batch_size + 2 * pool.workers, warn_missing):
                 if isinstance(piece, Failure):
                     done = batches.fail(piece, drop_open=open_record)
                     open_record = False
@@ -358,21 +360,23 @@ class CremaModel:
                 bar.update(1)
                 yield _record_output(record)
 
-    def _pieces(self, items: list[InputItem], pool: Pool, on_error: str,
-                ahead: int) -> Iterator[tuple[Prepared, bool, bool] | Failure]:
+    def _pieces(self, items: list[InputItem], pool: Pool, on_error: str, ahead: int,
+                warn: bool) -> Iterator[tuple[Prepared, bool, bool] | Failure]:
         """``(prepared windows, first, last)`` for each record (a long record in several pieces),
         or a :class:`Failure` (after a long record's first pieces when it fails part-way)."""
         for item, opened in zip(items, pool.map(self._open_item, items, ahead)):
             if isinstance(opened, Exception):
                 yield _failure(item, opened, on_error)
             elif isinstance(opened, Prepared):
-                _warn_missing(opened.lead_mask, item.source)
+                if warn:
+                    _warn_missing(opened.lead_mask, item.source)
                 yield opened, True, True
             else:
                 try:
                     chunks = range(opened.n_chunks)
-                    _warn_missing(opened.normalise(list(pool.map(opened.stats, chunks, pool.workers + 1))),
-                                  item.source)
+                    mask = opened.normalise(list(pool.map(opened.stats, chunks, pool.workers + 1)))
+                    if warn:
+                        _warn_missing(mask, item.source)
                     for k, windows in enumerate(pool.map(opened.windows, chunks, pool.workers + 1)):
                         piece = self._as_prepared(windows, opened.record_id, item.source, warn=False)
                         yield piece, k == 0, k == opened.n_chunks - 1
@@ -598,12 +602,19 @@ def _split(results: Iterable[Prepared | Failure]) -> tuple[list[Prepared], list[
     return prepared, failures
 
 
+def missing_leads(lead_mask: np.ndarray, source: str) -> str | None:
+    """What to tell about a record some of whose 12 leads are absent or flat (None when none is)."""
+    if lead_mask.all():
+        return None
+    missing = [name for name, ok in zip(STANDARD_LEADS, lead_mask) if not ok]
+    return f"{source}: leads {', '.join(missing)} are missing or flat; running with the lead mask"
+
+
 def _warn_missing(lead_mask: np.ndarray, source: str, stacklevel: int = 3) -> None:
     """A :class:`MissingLeadsWarning` when some of the 12 leads are absent or flat."""
-    if not lead_mask.all():
-        missing = [name for name, ok in zip(STANDARD_LEADS, lead_mask) if not ok]
-        warnings.warn(f"{source}: leads {', '.join(missing)} are missing or flat; running with the lead mask",
-                      MissingLeadsWarning, stacklevel=stacklevel)
+    message = missing_leads(lead_mask, source)
+    if message:
+        warnings.warn(message, MissingLeadsWarning, stacklevel=stacklevel)
 
 
 def _failure(item: InputItem, exc: Exception, on_error: str) -> Failure:

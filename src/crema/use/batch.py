@@ -182,22 +182,13 @@ def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
 def record_results(model, items: list[InputItem], apply, args: argparse.Namespace, bar) -> Iterator:
     """``apply`` over every record of ``items`` (:meth:`~crema.use.api.CremaModel.iter_outputs`),
     in order: a :class:`~crema.use.api.RecordOutput` per record, or a failure row (also noted on
-    stderr); missing-lead warnings become one stderr line per record."""
-    from .api import Failure, MissingLeadsWarning
+    stderr); a record with missing leads gets one stderr line."""
+    from .api import Failure, missing_leads
 
-    results = model.iter_outputs(items, apply, batch_size=args.batch_size, on_error="skip",
-                                 workers=getattr(args, "workers", None))
-    while True:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", MissingLeadsWarning)
-            result = next(results, None)
-        for warning in caught:
-            if issubclass(warning.category, MissingLeadsWarning):
-                note(f"note: {warning.message}")
-            else:
-                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-        if result is None:
-            return
+    # missing leads told here rather than caught as warnings: catching warnings changes process-wide
+    # state while the reading threads run
+    for result in model.iter_outputs(items, apply, batch_size=args.batch_size, on_error="skip",
+                                     workers=getattr(args, "workers", None), warn_missing=False):
         bar.update(1)
         if isinstance(result, Failure):
             # readers name the file in the message; the row already has it
@@ -205,8 +196,11 @@ def record_results(model, items: list[InputItem], apply, args: argparse.Namespac
             row["reason"] = row["reason"].removeprefix(f"{row['source']}: ")
             note(f"skipped {row['source']}: {row['reason']}")
             yield row
-        else:
-            yield result
+            continue
+        message = missing_leads(result.lead_mask, result.source)
+        if message:
+            note(f"note: {message}")
+        yield result
 
 
 def refuse_non_finite(values: np.ndarray, index: pd.DataFrame, fmt: str

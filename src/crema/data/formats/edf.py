@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -21,9 +22,11 @@ from ..units import mv_per_unit
 from .common import PathLike, assemble, lead_or_none, require, require_finite, require_resolution
 
 
-def read_edf_ecg(path: PathLike) -> Recording:
+def read_edf_ecg(path: PathLike, start: int = 0, stop: int | None = None) -> Recording:
     """Read ECG leads from an EDF or EDF+ file. Returns ``signal (n_leads, T)`` float32 mV; signals
-    whose labels are not ECG leads are dropped (``meta["dropped_leads"]``)."""
+    whose labels are not ECG leads are dropped (``meta["dropped_leads"]``). ``start``/``stop`` read
+    only samples ``[start, stop)`` (a span of a long record); ``meta["n_samples"]`` is the length of
+    the file's ECG leads either way."""
     pyedflib = require("pyedflib", path)
     if not Path(path).is_file():
         raise ReadError(path, "file not found")
@@ -34,42 +37,52 @@ def read_edf_ecg(path: PathLike) -> Recording:
         problem = str(exc).removeprefix(f"{path}: ")  # pyedflib repeats the path
         raise ReadError(path, f"not a readable EDF/EDF+ file ({problem})") from None
     try:
-        rows, rates, dropped = [], set(), []
+        rows, rates, dropped, lengths = [], set(), [], set()
         for i, label in enumerate(reader.getSignalLabels()):
             name = _edf_lead_name(label)
             if lead_or_none(name) is None:
                 dropped.append(label)
                 continue
             unit_mv = mv_per_unit(reader.getPhysicalDimension(i), path, f"EDF signal {label!r}")
-            rows.append((name, reader.readSignal(i) * unit_mv))
+            length = int(reader.getNSamples()[i])
+            first, last = min(max(start, 0), length), length if stop is None else min(max(stop, 0), length)
+            rows.append((name, reader.readSignal(i, first, max(last - first, 0)) * unit_mv))
             rates.add(float(reader.getSampleFrequency(i)))
+            lengths.add(length)
     finally:
         reader.close()
     if len(rates) > 1:
         raise ReadError(path, f"EDF ECG leads have different sampling rates {sorted(rates)}")
-    rec = assemble(path, rows, rates.pop() if rates else float("nan"), "edf", {})
+    rec = assemble(path, rows, rates.pop() if rates else float("nan"), "edf",
+                   {"n_samples": lengths.pop()} if len(lengths) == 1 else {})
     if dropped:
         rec.meta["dropped_leads"] = dropped + rec.meta.get("dropped_leads", [])
     return rec
+
+
+# File descriptor 1 belongs to the whole process: threads reading files in parallel (crema embed
+# --workers) silence it one at a time, or one would save another's /dev/null as the stdout to restore.
+_STDOUT_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _c_stdout_silenced() -> Iterator[None]:
     """Send what C code writes to file descriptor 1 to /dev/null for the duration: a command's
     stdout holds its results, and a library's chatter there would corrupt a pipe."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError, AttributeError):  # no real stdout (embedded, closed): nothing to guard
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+    with _STDOUT_LOCK:
+        try:
+            sys.stdout.flush()
+            saved = os.dup(1)
+        except (OSError, ValueError, AttributeError):  # no real stdout (embedded, closed): nothing to guard
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 1)
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _edf_lead_name(label: str) -> str:
