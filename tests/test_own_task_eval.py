@@ -209,12 +209,14 @@ def test_evaluate_without_a_suite_refuses_what_it_cannot_run(user_corpus, tmp_pa
     assert "task 'sex' is not in this corpus" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("task, fractions", [("age", ["0.5", "1"]), ("norm-mi", ["1"])])
-def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp_path, capsys, task, fractions):
+@pytest.mark.parametrize("task, fractions, features", [("age", ["0.5", "1"], "mean"), ("norm-mi", ["1"], "leads")])
+def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp_path, capsys, task, fractions,
+                                      features):
     out = tmp_path / "run"
     argv = ["evaluate", "--corpus", str(user_corpus.path), "--task", task, "--checkpoint",
             str(tiny_pretrain_checkpoint), "--out", str(out), "--fractions", *fractions, "--seeds", "0",
             "--epochs", "1", "--batch-size", "16", "--kernels", "200", "--device", "cpu", *FAST]
+    argv += [] if features == "mean" else ["--features", features]  # the tiny checkpoint's default is mean
     assert main(argv) == 0
     printed = capsys.readouterr().out
     md = (out / "report.md").read_text().splitlines()
@@ -231,6 +233,9 @@ def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp
     assert {(r["protocol"], r["method"]) for r in results} == {
         ("probe", name), ("probe", "random_sit"), ("probe", "random_kernels"),
         ("finetune", name), ("finetune", "supervised_resnet1d")}
+    # the encoder and the random SiT are probed through the same read-out
+    assert {r["config"].get("features", "mean") for r in results
+            if r["protocol"] == "probe" and r["method"] != "random_kernels"} == {features}
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert (plots == ["fractions_age_mae.png", "fractions_age_pearson.png"] if task == "age"
             else plots == ["fractions_norm-mi.png", "per_class_norm-mi.png"])

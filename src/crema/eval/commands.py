@@ -294,6 +294,9 @@ def _register_evaluate(subparsers: Any) -> None:
         "epochs": {"note": "default 5 here"}, "patience": {"note": "default 3 here"}})
     own.add_argument("--n-bootstrap", type=int, help="bootstrap resamples of the test records (default 1000)")
     own.add_argument("--kernels", type=int, help="random kernels of the training-free baseline (default 2000)")
+    own.add_argument("--features", choices=EMBEDDING_FEATURES,
+                     help="read-out of every probed SiT, the encoders and the random one: mean (pooled, D) or "
+                          "leads (each lead's mean token, normed, 12 x D); default the first encoder's own")
     p.set_defaults(func=run_evaluate)
 
 
@@ -301,7 +304,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.suite is None:
         return _run_own_task(args)
     own_task_flags = ["task", "checkpoint", "fractions", "min_records", "seeds", "finetune_seeds", "n_bootstrap",
-                      "kernels", *_OWN_TASK_FINETUNE_FLAGS]
+                      "kernels", "features", *_OWN_TASK_FINETUNE_FLAGS]
     given = [f"--{dest.replace('_', '-')}" for dest in own_task_flags if getattr(args, dest) is not None]
     if given:
         raise CremaError(f"{', '.join(given)}: only without --suite (a suite config names its tasks and encoders)")
@@ -326,7 +329,7 @@ def own_task_settings(args: argparse.Namespace):
     defaults = OwnTaskSettings()
     given = {"fractions": args.fractions, "min_records": args.min_records, "seeds": args.seeds,
              "finetune_seeds": args.finetune_seeds, "n_bootstrap": args.n_bootstrap, "device": args.device,
-             "threads": args.threads, "random_kernels": args.kernels}
+             "threads": args.threads, "random_kernels": args.kernels, "features": args.features}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
     if any(not 0 < f <= 1 for f in values.get("fractions", ())):
         raise CremaError(f"--fractions must be in (0, 1], got {list(values['fractions'])}")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import (MODEL_SIZES, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig, from_dict,
-                       read_json_object)
+from ...config import (MODEL_SIZES, EmbeddingFeatures, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig,
+                       from_dict, read_json_object)
 from ...data.corpus import parse_corpus_spec
 from ...errors import ConfigError
 from ..robustness import CORRUPTIONS, N_SEVERITIES
@@ -95,6 +95,8 @@ class ProbeSettings:
     kind: Literal["logistic", "linear"] = "logistic"  # scikit-learn logistic regression, or a torch head
     Cs: tuple[float, ...] | None = None     # logistic: inverse regularisation grid, chosen on validation
     batch_size: int = 64                    # ECGs per feature-extraction batch
+    features: EmbeddingFeatures | None = None  # read-out of every probed SiT (mean: pooled D; leads: 12 x D);
+                                            # None = each checkpoint's own default, mean for random_sit
 
 
 def _suite_set_problems(cfg: Any, names: tuple[str, ...], where: str, instead: str) -> list[str]:

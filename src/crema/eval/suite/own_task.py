@@ -8,7 +8,8 @@ the task, with no pretraining because the encoders are given:
 * the given encoders (default the shipped ``crema-mini-ecg12``; several allowed), linearly
   probed at the label fractions the training split allows (:func:`usable_fractions`) and
   fine-tuned (LP-FT, few epochs) on all training labels;
-* ``random_sit``: a randomly initialised SiT of the first encoder's size, probed the same way;
+* ``random_sit``: a randomly initialised SiT of the first encoder's size, probed the same way
+  (every SiT through the same embedding read-out: the first encoder's default, or ``features``);
 * ``random_kernels``: the training-free random-kernel features (:mod:`crema.eval.rocket`), probed;
 * ``supervised_resnet1d``: the 1-D ResNet trained from scratch on the same labels.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import FinetuneConfig, ModelConfig, from_dict, to_dict
+from ...config import FinetuneConfig, ModelConfig, embedding_features, from_dict, to_dict
 from ...data.corpus import Corpus
 from ...errors import ConfigError, CremaError
 from ...runtime import torch_threads
@@ -32,7 +33,7 @@ from ...train.checkpoint import load_config
 from ...weights import shipped_models
 from ..probe import TaskSplit, task_split
 from ..report import build_report, load_results, report_headline
-from .config import BASELINES, PretrainSettings, SuiteConfig, TaskEval, suite_from_dict
+from .config import BASELINES, PretrainSettings, ProbeSettings, SuiteConfig, TaskEval, suite_from_dict
 from .runner import Suite
 
 DEFAULT_CHECKPOINT = "crema-mini-ecg12"
@@ -54,6 +55,7 @@ class OwnTaskSettings:
         epochs=5, patience=3, probe_init=True))  # every fine-tune's settings (LP-FT for pretrained encoders)
     n_bootstrap: int = 1000             # bootstrap resamples of the test records
     random_kernels: int = 2000          # kernels of the random-kernel baseline
+    features: str | None = None         # SiT read-out probed (mean | leads); None = the first encoder's default
     device: str = "auto"
     threads: int | None = None
 
@@ -104,12 +106,13 @@ def encoder_names(checkpoints: list[str]) -> dict[str, str]:
     return names
 
 
-def encoder_model(checkpoint: str) -> ModelConfig:
-    """The SiT config of a given encoder (what ``random_sit`` is built like)."""
+def encoder_model(checkpoint: str) -> tuple[ModelConfig, str]:
+    """The SiT config of a given encoder (what ``random_sit`` is built like) and its default
+    embedding read-out (``mean`` or ``leads``)."""
     config = load_config(checkpoint)
     if config.get("arch", "sit") != "sit":
         raise CremaError(f"{checkpoint}: a {config.get('arch')} classifier has no SiT encoder to evaluate")
-    return from_dict(ModelConfig, config["model"])
+    return from_dict(ModelConfig, config["model"]), embedding_features(config, checkpoint)
 
 
 def own_task_suite(corpus_dir: str | os.PathLike, task: str, checkpoints: list[str], fractions: tuple[float, ...],
@@ -121,12 +124,15 @@ def own_task_suite(corpus_dir: str | os.PathLike, task: str, checkpoints: list[s
         ConfigError: a setting out of its range (e.g. zero epochs), naming it.
     """
     encoders = encoder_names(checkpoints)
+    model, features = encoder_model(checkpoints[0])
     cfg = SuiteConfig(
         name=f"own-task-{task}",
         description=f"crema evaluate --corpus {corpus_dir} --task {task}: the given encoders against a random "
                     "SiT, random kernels and a supervised 1-D ResNet on the user's task",
         corpora={CORPUS_NAME: str(corpus_dir)},
-        pretrain=PretrainSettings(model=encoder_model(checkpoints[0])),
+        pretrain=PretrainSettings(model=model),
+        # every SiT (the encoders and the random one) probed through the same read-out
+        probe=ProbeSettings(features=settings.features or features),
         methods={}, encoders=encoders, baselines=OWN_TASK_BASELINES,
         seeds=settings.seeds, pretrain_seeds=(0,), n_bootstrap=settings.n_bootstrap,
         random_kernels=settings.random_kernels,

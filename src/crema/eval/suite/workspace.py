@@ -110,10 +110,13 @@ class Workspace:
         if encoder.method == "random_sit":
             torch.manual_seed(seed)
             module = SiTEncoder(self.model_config).eval()
-            return module, module_sha256(module), {"init": "random", "init_seed": seed}
+            features = self.cfg.probe.features or "mean"
+            extra = {"init": "random", "init_seed": seed, **({"features": features} if features != "mean" else {})}
+            return readout(module, features), module_sha256(module), extra
         ckpt = self.checkpoint_dir(encoder)
         module, config = load_encoder(ckpt)
-        features = embedding_features(config, ckpt)  # the checkpoint's own read-out (mean unless it says)
+        # the suite's read-out, else the checkpoint's own (mean unless it says)
+        features = self.cfg.probe.features or embedding_features(config, ckpt)
         extra = {"checkpoint": str(ckpt), "pretrain_step": config.get("step"), "objective": config.get("objective"),
                  "fs": (config.get("preprocess") or {}).get("fs")}
         if features != "mean":
