@@ -30,6 +30,7 @@ from ..errors import CremaError, ReadError, is_utf8_name
 from ..limits import RECORD_BYTES, STREAM_SECONDS, LimitError
 from .formats import read_edf_ecg
 from .formats.arrays import lead_axis, real_dtype_problem
+from .formats.npyfile import open_npy
 from .formats.wfdb import read_wfdb
 from .formats.wfdb_fast import parse_simple_header
 from .formats.wfdb_header import parse_header
@@ -246,25 +247,14 @@ def _open_npy(path: Path, fs: float, leads: Sequence[str] | None) -> SpanReader 
 
 
 def _npy_layout(path: Path, n_leads: int) -> _NpyLayout | None:
-    """The layout of a ``.npy`` holding one real-valued record whose data the file really holds."""
-    with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                return None
-        except ValueError:
-            return None
-        offset = fh.tell()
-    if len(shape) != 2 or dtype.hasobject or real_dtype_problem(np.empty(0, dtype)):
+    """The layout of a ``.npy`` holding one real-valued record (None for anything else, which
+    reading it whole reports); its header is checked by :func:`~crema.data.formats.npyfile.open_npy`."""
+    fh, header = open_npy(path)
+    fh.close()
+    if len(header.shape) != 2 or real_dtype_problem(np.empty(0, header.dtype)):
         return None
-    if offset + int(np.prod(shape)) * dtype.itemsize > path.stat().st_size:
-        return None
-    axis = lead_axis(path, shape, n_leads)
+    axis = lead_axis(path, header.shape, n_leads)
     # C order (leads, T) keeps each lead's samples together; (T, leads) each instant's leads;
     # Fortran order is the other way round
-    time_major = (axis == 1) != bool(fortran)
-    return _NpyLayout(offset, dtype, n_leads, int(shape[1 - axis]), time_major)
+    time_major = (axis == 1) != header.fortran
+    return _NpyLayout(header.offset, header.dtype, n_leads, int(header.shape[1 - axis]), time_major)
