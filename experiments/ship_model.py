@@ -26,6 +26,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from crema.config import EMBEDDING_FEATURES, ModelConfig, embedding_features, from_dict
+from crema.model.sit import feature_dim
 from crema.weights import shipped_models
 
 from lab import read_jsonl
@@ -43,6 +45,22 @@ def count_params(weights: Path) -> dict[str, int]:
     return parts
 
 
+def output_text(config: dict) -> str:
+    """The card's sentence on what an embedding holds: the default read-out named by the
+    config's ``embedding.features`` and its width, and the other kind."""
+    model_cfg = from_dict(ModelConfig, config["model"], "model")
+    kind = embedding_features(config)
+    width = {k: feature_dim(model_cfg, k) for k in EMBEDDING_FEATURES}
+    if kind == "leads":
+        return (f"Output: by default (`embedding.features` `leads` in `config.json`) the {model_cfg.n_leads} "
+                f"per-lead mean tokens through the final LayerNorm, lead-major: {width['leads']} values "
+                f"({model_cfg.n_leads} x {model_cfg.dim}); `features=\"mean\"` / `--features mean` gives the "
+                f"{width['mean']} pooled values (mean of the tokens, LayerNorm).")
+    return (f"Output: by default (`embedding.features` `mean`) {width['mean']} values, the mean of the tokens "
+            f"through the final LayerNorm; `features=\"leads\"` / `--features leads` gives the "
+            f"{model_cfg.n_leads} per-lead mean tokens ({width['leads']} values).")
+
+
 def card_fields(name: str, config: dict, log: list[dict], weights: Path, digest: str, table: str) -> dict:
     """The values the card template's ``{placeholders}`` name."""
     params = count_params(weights)
@@ -52,7 +70,7 @@ def card_fields(name: str, config: dict, log: list[dict], weights: Path, digest:
         "wall_min": f"{log[-1]['elapsed_s'] / 60:.0f}", "loss_rec": f"{log[-1]['loss_rec']:.3f}",
         "acc": f"{log[-1]['acc']:.2f}", "encoder_params": f"{params.get('encoder', 0):,}",
         "all_params": f"{sum(params.values()):,}", "size_kb": f"{weights.stat().st_size / 1024:.0f}",
-        "table": table, "model_json": json.dumps(config["model"]), "objective_json": json.dumps(config["objective"]),
+        "table": table, "output": output_text(config), "model_json": json.dumps(config["model"]), "objective_json": json.dumps(config["objective"]),
     }
 
 

@@ -65,5 +65,10 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     card = (out / "tiny-test" / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: tiny-test") and "{" not in card.split("Config:")[0]
     signal = np.random.default_rng(0).normal(size=(12, 2500)).astype(np.float32)
-    emb = crema.load(out / "tiny-test", device="cpu").embed(signal, fs=250)
+    model = crema.load(out / "tiny-test", device="cpu")
+    emb = model.embed(signal, fs=250)
     assert emb.ndim == 2 and emb.shape[0] == 1 and np.isfinite(emb).all()
+    # the card states the width the model's default embedding really has, and the other kind's
+    assert f"{emb.shape[1]} values" in card and f"(`embedding.features` `{model.features}`" in card
+    other = "mean" if model.features == "leads" else "leads"
+    assert f"{model.feature_dim(other)} " in card.split("--features " + other)[1][:60]
