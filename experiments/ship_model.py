@@ -1,4 +1,5 @@
-"""Package a finished pretraining run as a shipped model, in a release folder outside the source tree.
+"""Package a finished pretraining run or fine-tuned classifier as a shipped model, in a release
+folder outside the source tree.
 
 Writes ``OUT/NAME/{config.json, model.safetensors, MODEL_CARD.md}`` and ``OUT/models.json`` (the
 installed package's registry with this model's entry added or replaced: SHA-256 of the weights and
@@ -15,7 +16,13 @@ Usage::
     # the release step: copy into the package, check, commit
     cp -r runs/release/crema-mini-ecg12 src/crema/weights/
     cp runs/release/models.json src/crema/weights/models.json
+    python -m crema.weights --update crema-mini-ecg12
     crema models
+
+A classifier folder (``crema finetune --out``) is packaged the same way with
+``--card-template docs/CLASSIFIER_CARD.template.md`` and ``--table`` from
+``experiments/classifier_card.py``; its card fields come from ``finetune_summary.json`` and
+``results.json``, and the machine-local paths of its fine-tuning settings are dropped.
 """
 from __future__ import annotations
 
@@ -74,6 +81,33 @@ def card_fields(name: str, config: dict, log: list[dict], weights: Path, digest:
     }
 
 
+# fine-tuning settings that name folders of the machine that trained it: not shipped
+LOCAL_PATH_FIELDS = ("corpus", "out")
+
+
+def classifier_fields(name: str, config: dict, run: Path, weights: Path, digest: str, table: str) -> dict:
+    """The values the classifier card template's ``{placeholders}`` name."""
+    summary = json.loads((run / "finetune_summary.json").read_text())
+    result = json.loads((run / "results.json").read_text())["results"][0]
+    settings = config["finetune"]
+    return {
+        "name": name, "sha256": digest, "init": config["init"], "classes": ", ".join(config["classes"]),
+        "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
+        "epochs": settings["epochs"], "patience": settings["patience"], "seed": settings["seed"],
+        "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"], "val_auroc": config["val_auroc"],
+        "size_kb": f"{weights.stat().st_size / 1024:.0f}", "table": table,
+        "finetune_json": json.dumps(settings),
+    }
+
+
+def shipped_config(config: dict) -> dict:
+    """``config`` without the machine-local paths of a classifier's fine-tuning settings."""
+    if "finetune" not in config:
+        return config
+    settings = {k: v for k, v in config["finetune"].items() if k not in LOCAL_PATH_FIELDS}
+    return {**config, "finetune": settings}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a finished pretraining run folder")
@@ -84,19 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="release folder (outside src/), e.g. runs/release")
     args = p.parse_args(argv)
 
-    config = json.loads((args.run / "config.json").read_text())
-    log = read_jsonl(args.run / "log.jsonl")
+    config = shipped_config(json.loads((args.run / "config.json").read_text()))
     dst = args.out / args.name
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run / "model.safetensors", dst / "model.safetensors")  # follows checkpoint links
     (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     digest = hashlib.sha256((dst / "model.safetensors").read_bytes()).hexdigest()
     table = args.table.read_text() if args.table else "(not yet measured)"
-    fields = card_fields(args.name, config, log, dst / "model.safetensors", digest, table)
+    if config.get("kind") == "classifier":
+        fields = classifier_fields(args.name, config, args.run, dst / "model.safetensors", digest, table)
+    else:
+        fields = card_fields(args.name, config, read_jsonl(args.run / "log.jsonl"), dst / "model.safetensors",
+                             digest, table)
     (dst / "MODEL_CARD.md").write_text(args.card_template.read_text().format(**fields))
-    registry = {**shipped_models(), args.name: {"sha256": digest, "summary": args.summary}}
+    config_digest = hashlib.sha256((dst / "config.json").read_bytes()).hexdigest()
+    entry = {"sha256": digest, "config_sha256": config_digest, "summary": args.summary}
+    registry = {**shipped_models(), args.name: entry}
     (args.out / "models.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
-    print(f"packaged {args.name} in {dst}: step {config['step']}, {fields['size_kb']} KB, sha256 {digest[:16]}...; "
+    print(f"packaged {args.name} in {dst}: {fields['size_kb']} KB, sha256 {digest[:16]}...; "
           f"copy {dst} and {args.out / 'models.json'} into src/crema/weights/ to ship it")
     return 0
 
