@@ -179,7 +179,7 @@ def score_checkpoint(model: Path, name: str, seed: int, corpora: Path, out: Path
     screen (fold 9) and final (fold 10, CinC LOSO) protocol as the search; appends one record."""
     import torch
 
-    from crema.train.checkpoint import load_encoder
+    from crema.model.checkpoint import load_encoder
 
     torch.set_num_threads(1)
     encoder, config = load_encoder(model)
@@ -206,7 +206,7 @@ def run_job(job: dict) -> dict:
     record = {"variant": variant, "seed": seed, "stage": stage}
     try:
         from crema.model.crema import CREMA
-        from crema.train.checkpoint import load_encoder
+        from crema.model.checkpoint import load_encoder
         from crema.train.pretrain import pretrain
         from crema.train.rng import seed_everything
 

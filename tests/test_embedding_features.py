@@ -19,7 +19,7 @@ from crema.eval.features import encoder_features
 from crema.model.inference import Readout, feature_kind, readout
 from crema.model.sit import SiTEncoder
 from crema.sklearn import CremaEmbedder
-from crema.train.checkpoint import load_encoder
+from crema.model.checkpoint import load_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = "ptbxl-superdiagnostic"

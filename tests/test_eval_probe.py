@@ -11,7 +11,7 @@ from crema.errors import CremaError
 from crema.eval import metrics, probe
 from crema.eval.features import encoder_features, file_sha256
 from crema.model.inference import crop_starts
-from crema.train.checkpoint import MODEL_FILE, load_encoder
+from crema.model.checkpoint import MODEL_FILE, load_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,7 +14,7 @@ from crema.model.heads import Classifier
 from crema.config import FinetuneConfig, ResNet1dConfig
 from crema.model.resnet1d import ResNet1d
 from crema.model.sit import SiTEncoder
-from crema.train.checkpoint import load_config, load_encoder
+from crema.model.checkpoint import load_config, load_encoder
 from crema.eval.finetune import finetune
 from crema.train.finetune import layer_decay_groups, layer_id, load_classifier
 

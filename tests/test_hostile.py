@@ -34,7 +34,8 @@ from crema.data.prepare import prepare_corpus
 from crema.data.readers import find_records, read_record
 from crema.errors import CheckpointError, CremaError, ReadError
 from crema.paths import sample_root
-from crema.train.checkpoint import STORE, load_training_state, save_checkpoint
+from crema.model.checkpoint import STORE
+from crema.train.checkpoint import load_training_state, save_checkpoint
 from crema.train.pretrain import pretrain
 
 SAMPLE_RECORDS = sample_root() / "records100" / "00000"
@@ -244,9 +245,10 @@ def test_all_flat_record_is_rejected(tmp_path, capsys):
 
 KILL_DURING_SAVE = """
 import os, sys
+from crema.model.checkpoint import load_checkpoint
 from crema.train import checkpoint as c
 run, stage = sys.argv[1], sys.argv[2]
-state, config = c.load_checkpoint(run)
+state, config = load_checkpoint(run)
 training = c.load_training_state(run)
 config["step"] = training["step"] = training["step"] + 1
 die = lambda *args, **kwargs: os._exit(9)            # as SIGKILL: no cleanup of any kind

@@ -33,8 +33,7 @@ from crema.data.readers import read_record
 from crema.errors import CheckpointError, CremaError, ReadError
 from crema.locking import output_lock
 from crema.paths import sample_root
-from crema.train.checkpoint import (CONFIG_FILE, MODEL_FILE, load_config, load_network,
-                                    write_checkpoint_files)
+from crema.model.checkpoint import CONFIG_FILE, MODEL_FILE, load_config, load_network, write_checkpoint_files
 from crema.train.pretrain import CORPORA_KEY, pretrain
 from crema.use.batch import refuse_non_finite
 

@@ -114,3 +114,17 @@ def test_the_scan_sees_function_local_and_relative_imports():
     assert ("crema.eval.finetune", "crema.train.finetune") in edges  # from ..train.finetune import ...
     assert ("crema.eval.probe", "crema.eval.metrics") in edges       # from . import metrics
     assert ("crema.use.api", "crema") in edges                       # from .. import __version__
+
+
+# Units that use trained models but never train one: they read checkpoints through ``crema.model``
+# (``model.checkpoint``, ``model.registry``), so that loading a model needs no training code.
+NO_TRAIN_UNITS = ("use", "viz", "serve", "sklearn")
+
+
+def test_model_users_never_import_training_code():
+    """``use``, ``viz``, ``serve`` and ``sklearn`` import nothing from ``crema.train``, not even
+    inside a function (``eval``, the layer between them, may)."""
+    found = [f"{src} -> {dst} (line {line})" for src, dst, line in import_edges()
+             if unit(src) in NO_TRAIN_UNITS and unit(dst) == "train"]
+    assert not found, "imports of training code where a model is only used:\n" + "\n".join(found)
+    assert set(NO_TRAIN_UNITS) <= set(LAYERS)  # a renamed unit would make this test pass vacuously

@@ -129,7 +129,7 @@ def test_checkpoints_from_before_view_crops_keep_their_shared_crop():
     """A config.json written before ``view_crop`` existed resumes with the design it was trained
     with (one shared crop), not today's default."""
     from crema.config import RunConfig, to_dict
-    from crema.train.checkpoint import run_config_from_checkpoint
+    from crema.model.registry import run_config_from_checkpoint
 
     old = {"kind": "pretrain", "step": 3, **to_dict(RunConfig())}
     for key in ("view_crop", "mask_mode", "con_loss", "con_start_step", "con_ramp_steps"):

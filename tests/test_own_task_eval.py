@@ -21,7 +21,7 @@ from crema.eval.paired import paired_differences
 from crema.eval.probe import task_split
 from crema.eval.suite.own_task import usable_fractions
 from crema.errors import CheckpointError
-from crema.train.checkpoint import check_checkpoint_config
+from crema.model.checkpoint import check_checkpoint_config
 
 TASKS = {"norm-mi": "multilabel", "age-group": "multiclass", "age": "regression"}
 FAST = ["--n-bootstrap", "200", "--threads", "1", "--no-progress"]

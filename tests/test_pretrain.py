@@ -12,8 +12,8 @@ from fixtures_model import tiny_run_config
 from crema.config import ObjectiveConfig, save_json, to_dict
 from crema.errors import CheckpointError, CremaError
 from crema.model.crema import CREMA
-from crema.train.checkpoint import (load_checkpoint, load_encoder, load_pretrained,
-                                    load_training_state, save_checkpoint)
+from crema.model.checkpoint import load_checkpoint, load_encoder, load_pretrained
+from crema.train.checkpoint import load_training_state, save_checkpoint
 from crema.train.pretrain import pretrain
 from crema.train.schedule import lr_at, param_groups
 

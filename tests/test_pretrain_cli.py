@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from crema.cli import main
-from crema.train.checkpoint import load_encoder, load_pretrained, load_training_state
+from crema.model.checkpoint import load_encoder, load_pretrained
+from crema.train.checkpoint import load_training_state
 
 TINY_FLAGS = ["--size", "tiny", "--window", "500", "--patch-size", "50", "--batch-size", "4",
               "--warmup-steps", "1", "--log-every", "1", "--device", "cpu", "--no-progress"]

@@ -8,7 +8,7 @@ import numpy as np
 import crema
 from crema.cli import main
 from crema.paths import sample_root
-from crema.train.checkpoint import load_pretrained
+from crema.model.checkpoint import load_pretrained
 from crema.viz import reconstruction
 from crema.viz.reconstruction import windows_from_record
 

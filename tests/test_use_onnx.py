@@ -56,7 +56,8 @@ def test_encoder_export_matches_pytorch(tiny_pretrain_checkpoint, windows, tmp_p
 
 def test_classifier_export_without_lead_mask(tiny_pretrain_checkpoint, windows, tmp_path):
     from crema.model.heads import Classifier
-    from crema.train.checkpoint import load_encoder, save_checkpoint
+    from crema.model.checkpoint import load_encoder
+    from crema.train.checkpoint import save_checkpoint
 
     encoder, config = load_encoder(tiny_pretrain_checkpoint)
     classes = ["NORM", "MI", "STTC"]

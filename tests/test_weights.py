@@ -14,7 +14,7 @@ from crema import weights
 from crema.cli import main
 from crema.errors import CheckpointError
 from crema.paths import sample_root
-from crema.train.checkpoint import load_encoder
+from crema.model.checkpoint import load_encoder
 
 NAMES = sorted(weights.shipped_models())
 RECORD = sample_root() / "records100" / "00000" / "00001_lr.hea"

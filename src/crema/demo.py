@@ -78,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the CLI imports this module to build its parser, and these
     # bring in torch and pandas, seconds on every command's start.
     from .eval.report import load_results, results_text
-    from .train.checkpoint import load_config
+    from .model.checkpoint import load_config
 
     out = Path(args.out)
     corpus = out / "corpus"

@@ -79,9 +79,9 @@ def _register_probe(subparsers: Any) -> None:
 def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     import torch
 
+    from ..model.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder, model_fs
     from ..model.inference import readout
     from ..model.sit import SiTEncoder
-    from ..train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder, model_fs
     from ..weights import resolve as resolve_model
     from .features import file_sha256, module_sha256
 

@@ -102,7 +102,8 @@ def load_recipe(path: str | Path) -> RunConfig:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from .checkpoint import MODEL_FILE, load_config, run_config_from_checkpoint
+    from ..model.checkpoint import MODEL_FILE, load_config
+    from ..model.registry import run_config_from_checkpoint
     from .pretrain import pretrain
 
     recipe = load_recipe(args.config) if args.config else None

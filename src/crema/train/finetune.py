@@ -33,7 +33,7 @@ from ..model.heads import Classifier
 from ..model.resnet1d import ResNet1d
 from ..model.sit import SiTEncoder
 from ..weights import resolve as resolve_model
-from .checkpoint import check_corpus_rate, load_config, load_encoder, load_network, model_fs
+from ..model.checkpoint import check_corpus_rate, load_config, load_encoder, load_network, model_fs
 from .schedule import is_no_decay, lr_at, set_lr
 
 # ----------------------------------------------------------------------------- layer-wise lr decay

@@ -60,9 +60,10 @@ from ..data.corpus import is_corpus, parse_corpus_spec
 from ..data.fingerprint import FINGERPRINT_WHAT, corpus_fingerprint
 from ..errors import CremaError
 from ..locking import output_lock
+from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, check_weights_fit, load_checkpoint, load_config, load_state_into
 from ..model.crema import CREMA, contrastive_scale
-from .checkpoint import (CONFIG_FILE, MODEL_FILE, check_weights_fit, load_checkpoint, load_config,
-                         load_state_into, load_training_state, run_config_from_checkpoint, save_checkpoint)
+from ..model.registry import run_config_from_checkpoint
+from .checkpoint import load_training_state, save_checkpoint
 from .logger import LOG_FILE, RunLogger, truncate_log
 from .rng import rng_state, seed_everything, set_rng_state
 from .run_config import check_resumable, checkpoint_config

@@ -39,9 +39,9 @@ from ..data.spans import RecordingSpans, SpanReader, is_long
 from ..data.stream import StreamedRecord
 from ..atomic import replace_directory
 from ..errors import CheckpointError, CremaError, PreprocessError, ReadError, WriteError
+from ..model import checkpoint as ckpt
 from ..model.inference import DEFAULT_BATCH, infer, reconstruct_windows
 from ..runtime import resolve_device
-from ..train import checkpoint as ckpt
 from ..weights import resolve as resolve_model
 from .inputs import InputItem, check_same_windows, collect_inputs
 from .pipeline import Pool, WindowBatches

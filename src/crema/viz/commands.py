@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_plot_reconstruction(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import load_pretrained
+    from ..model.checkpoint import load_pretrained
     from .paper import no_mathtext
     from .reconstruction import (first_window_reconstruction, masked_mse, plot_reconstruction, windows_from_corpus,
                                  windows_from_record)

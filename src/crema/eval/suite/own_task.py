@@ -28,8 +28,8 @@ import numpy as np
 from ...config import FinetuneConfig, ModelConfig, embedding_features, from_dict, to_dict
 from ...data.corpus import Corpus
 from ...errors import ConfigError, CremaError
+from ...model.checkpoint import load_config
 from ...runtime import torch_threads
-from ...train.checkpoint import load_config
 from ...weights import shipped_models
 from ..probe import TaskSplit, task_split
 from ..report import build_report, load_results, report_headline

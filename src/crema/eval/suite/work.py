@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import to_dict
-from ...train.checkpoint import MODEL_FILE, STATE_FILE
+from ...model.checkpoint import MODEL_FILE, STATE_FILE
 from ...train.finetune import load_classifier
 from ...train.pretrain import pretrain
 from ..features import file_sha256, rows_sha256

@@ -13,9 +13,9 @@ from ...config import FinetuneConfig, ModelConfig, RunConfig, embedding_features
 from ...data.corpus import Corpus, is_corpus
 from ...data.dataset import select_rows
 from ...errors import CremaError
+from ...model.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder
 from ...model.inference import readout
 from ...model.sit import SiTEncoder
-from ...train.checkpoint import MODEL_FILE, check_corpus_rate, load_encoder
 from ...weights import resolve as resolve_model
 from ..features import FINGERPRINT_WHAT, corpus_fingerprint, file_sha256, module_sha256
 from ..rocket import RandomKernelFeatures
