@@ -13,7 +13,7 @@ from crema.config import ConfigError, to_dict
 from crema.errors import CremaError
 from crema.eval import metrics
 from crema.eval.paired import MEAN_OF_SOURCES, paired_differences
-from crema.eval.report import load_results, write_results
+from crema.eval.results import load_results, write_results
 from crema.eval.suite import SuiteConfig, load_suite_config, plan_steps, suite_from_dict
 from crema.eval.suite.plan import Encoder, Finetune, FinetuneCorruption, Pretrain, Probe
 from crema.eval.suite.runner import identity

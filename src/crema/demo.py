@@ -77,7 +77,8 @@ def _step(title: str, argv: list[str]) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the CLI imports this module to build its parser, and these
     # bring in torch and pandas, seconds on every command's start.
-    from .eval.report import load_results, results_text
+    from .eval.report import results_text
+    from .eval.results import load_results
     from .model.checkpoint import load_config
 
     out = Path(args.out)

@@ -113,7 +113,8 @@ def _run_probe(args: argparse.Namespace) -> int:
     from ..data.corpus import Corpus
     from .features import FINGERPRINT_WHAT, corpus_fingerprint, rows_sha256
     from .probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
-    from .report import make_result, results_text, write_results
+    from .report import results_text
+    from .results import ResultRecord, write_results
     from .robustness import DEFAULT_CORRUPTIONS, Inference, SeverityGrid, probe_severity_curve
 
     if any(not 0 < f <= 1 for f in args.fractions):
@@ -141,12 +142,12 @@ def _run_probe(args: argparse.Namespace) -> int:
         grid = SeverityGrid(tuple(args.corruptions or DEFAULT_CORRUPTIONS), n_bootstrap=args.n_bootstrap)
         run = Inference(crop, args.batch_size, args.device, progress, cache, weights_sha, data_sha)
         curve = probe_severity_curve(encoder, probe, feats, corpus, grid, run)
-        results += [make_result(step=f"corruptions/{c['corruption']}/s{c['severity']}", method=method,
-                                protocol="probe", task=args.task, experiment="corruption", seed=args.seeds[0],
-                                evaluation=c["evaluation"], config={**config, "level": c["level"]},
-                                data_sha256=data_sha, test_rows_sha256=rows_sha256(split.rows["test"]),
-                                n_train=info["n_train"], fraction=1.0, corruption=c["corruption"],
-                                severity=c["severity"]) for c in curve]
+        results += [ResultRecord.from_evaluation(
+            step=f"corruptions/{c['corruption']}/s{c['severity']}", method=method, protocol="probe",
+            task=args.task, experiment="corruption", seed=args.seeds[0], evaluation=c["evaluation"],
+            config={**config, "level": c["level"]}, data_sha256=data_sha,
+            test_rows_sha256=rows_sha256(split.rows["test"]), n_train=info["n_train"], fraction=1.0,
+            corruption=c["corruption"], severity=c["severity"]).to_dict() for c in curve]
     write_results(out / "results.json", results,
                   {str(corpus.path): {"sha256": data_sha, "hash_of": FINGERPRINT_WHAT}},
                   {"command": "probe", "sizes": split.sizes()})
@@ -366,7 +367,8 @@ def _register_report(subparsers: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import build_report, load_results, results_text
+    from .report import build_report, results_text
+    from .results import load_results
 
     written = build_report(args.run_dir)
     print(results_text(load_results(args.run_dir)["results"]))

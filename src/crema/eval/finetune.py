@@ -36,7 +36,7 @@ from . import metrics
 from .features import (FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, predict_values,
                        rows_sha256)
 from .probe import TaskSplit, fit_probe, fraction_subset, probe_kind, task_split
-from .report import make_result, write_results
+from .results import ResultRecord, write_results
 
 
 @dataclass(frozen=True)
@@ -225,13 +225,13 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
     }
     atomic_write_text(out / "finetune_summary.json", json.dumps(summary, indent=2) + "\n")
     method = method or default_method(cfg)
-    result = make_result(
+    result = ResultRecord.from_evaluation(
         step=str(out), method=method, protocol="finetune", task=cfg.task,
         experiment="leave_source_out" if cfg.holdout_source else "label_fraction", seed=cfg.seed,
         evaluation=evaluation, config=to_dict(cfg), data_sha256=data_sha,
         train_rows_sha256=summary["train_rows_sha256"], test_rows_sha256=summary["test_rows_sha256"],
         n_train=summary["n_train"], n_val=summary["n_val"], fraction=cfg.fraction,
-        holdout_source=cfg.holdout_source)
+        holdout_source=cfg.holdout_source).to_dict()
     write_results(out / "results.json", [result], {cfg.corpus: {"sha256": data_sha, "hash_of": FINGERPRINT_WHAT}})
     return {**summary, "result": result}
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import CremaError
 from . import metrics
 from .features import encoder_features, rows_sha256
-from .report import make_result
+from .results import ResultRecord
 
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
 # ridge penalties tried on validation (features standardised, so they scale with the training rows)
@@ -451,12 +451,12 @@ def probe_experiment(feats: ProbeFeatures, fractions: Sequence[float], seeds: Se
     for fraction, seed in tqdm(jobs, desc=f"probe {method}", disable=not progress, leave=False):
         probe, info = fit_probe_on_fraction(feats, fraction, seed, kind, **probe_kwargs)
         evaluation = evaluate_probe(probe, feats, n_bootstrap=n_bootstrap)
-        results.append(make_result(
+        results.append(ResultRecord.from_evaluation(
             step=f"{step_prefix}/f{fraction:g}/s{seed}", method=method, protocol="probe", task=split.task,
             experiment="leave_source_out" if split.holdout_source else "label_fraction", seed=seed,
             evaluation=evaluation, config={**config, "probe": kind, "fraction": fraction},
             data_sha256=data_sha256, train_rows_sha256=info["train_rows_sha256"],
             test_rows_sha256=rows_sha256(split.rows["test"]), n_train=info["n_train"],
             n_val=int(len(split.rows["val"])), fraction=fraction, holdout_source=split.holdout_source,
-            extra={"probe_fit": info["probe"]}))
+            extra={"probe_fit": info["probe"]}).to_dict())
     return results

@@ -1,19 +1,16 @@
 """Evaluation reports: ``results.json`` -> summary tables, PNG plots, ``report.md`` and a
 self-contained ``report.html`` (inline CSS, PNGs embedded as base64).
 
-``results.json`` (written by ``crema probe``, ``crema finetune`` and ``crema evaluate``) holds
-``{"kind": "crema-eval-results", "version": 1, "data": {corpus: {sha256, hash_of}}, "results": [...]}``
-where every result is one trained-and-tested model at one setting with its seed, config and data
-hashes (see :func:`make_result`). The documents are built here from the seed-combined tables of
+``results.json`` (written by ``crema probe``, ``crema finetune`` and ``crema evaluate``; its
+records and how it is read and written are :mod:`crema.eval.results`) holds one result per
+trained-and-tested model and setting. The documents are built here from the seed-combined tables of
 :mod:`crema.eval.summary`, the paired differences of :mod:`crema.eval.paired` (after each task's
 tables) and the figures of :mod:`crema.eval.plots`.
 """
 from __future__ import annotations
 
 import base64
-import gzip
 import html
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,89 +18,11 @@ from typing import Sequence
 from ..config import atomic_write_text, save_json
 from ..errors import CremaError
 from .headline import headline
-from .metrics import TASK_METRICS
 from .paired import paired_differences
 from .plots import colours_for, plot_corruptions, plot_fractions, plot_per_class, plot_sources
+from .results import load_results
 from .summary import (metric_label, metric_rank, paired_tables, report_tables, summarise, summary_order,
                       summary_table, with_paired)
-
-RESULTS_KIND = "crema-eval-results"
-RESULTS_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- results.json
-
-def make_result(*, step: str, method: str, protocol: str, task: str, experiment: str, seed: int,
-                evaluation: dict, config: dict, data_sha256: str, train_rows_sha256: str | None = None,
-                test_rows_sha256: str | None = None, n_train: int | None = None, n_val: int | None = None,
-                fraction: float | None = None, holdout_source: str | None = None,
-                corruption: str | None = None, severity: int | None = None, extra: dict | None = None) -> dict:
-    """One entry of ``results.json``.
-
-    Args:
-        evaluation: :func:`crema.eval.metrics.evaluate` or :func:`~crema.eval.metrics.evaluate_regression`
-            output (with ``keep_replicates=True`` to allow seed-combined intervals and paired
-            differences).
-        experiment: ``label_fraction``, ``leave_source_out`` or ``corruption``.
-        data_sha256: corpus fingerprint (:func:`crema.eval.features.corpus_fingerprint`).
-
-    A classification result carries ``auroc``, ``f1`` and ``bootstrap_auroc``; a regression result
-    (``task_type`` regression) ``mae``, ``pearson`` and their ``bootstrap_mae``, ``bootstrap_pearson``
-    (``auroc`` and ``f1`` null).
-    """
-    boot = evaluation.get("bootstrap", {})
-    task_type = evaluation.get("task_type", "multilabel")
-    result = {
-        "step": step, "method": method, "protocol": protocol, "task": task, "task_type": task_type,
-        "experiment": experiment, "fraction": fraction, "holdout_source": holdout_source, "corruption": corruption,
-        "severity": severity, "seed": int(seed), "n_train": n_train, "n_val": n_val, "n_test": evaluation["n"],
-        "auroc": evaluation["auroc"], "f1": evaluation["f1"],
-        "bootstrap": {k: v for k, v in boot.items() if k in ("n_resamples", "seed", "method")},
-        "data_sha256": data_sha256, "train_rows_sha256": train_rows_sha256, "test_rows_sha256": test_rows_sha256,
-        "config": config,
-    }
-    for metric in TASK_METRICS[task_type]:
-        if metric != "auroc":
-            result[metric] = evaluation[metric]
-        result[f"bootstrap_{metric}"] = [_compact(v, metric) for v in boot.get(metric, [])]
-    if extra:
-        result.update(extra)
-    return result
-
-
-def _compact(value: float | None, metric: str) -> float | None:
-    """A bootstrap replicate as kept in ``results.json``: AUROC to 4 decimals, a regression metric
-    (in the target's own units) to 6 significant digits."""
-    if value is None:
-        return None
-    return round(value, 4) if metric == "auroc" else float(f"{value:.6g}")
-
-
-def write_results(path: str | os.PathLike, results: Sequence[dict], data: dict, meta: dict | None = None) -> None:
-    """Write ``results.json`` atomically, compact (it carries bootstrap replicates; the
-    readable view is ``report.md``)."""
-    document = {"kind": RESULTS_KIND, "version": RESULTS_VERSION, **(meta or {}), "data": data,
-                "results": list(results)}
-    atomic_write_text(path, json.dumps(document, separators=(",", ":")) + "\n")
-
-
-def load_results(path: str | os.PathLike) -> dict:
-    """Read and check a ``results.json``, or a gzip-compressed ``results.json.gz`` (how a large
-    committed run is kept small); a folder holding either is accepted."""
-    path = Path(path)
-    if path.is_dir():
-        packed = path / "results.json.gz"
-        path = packed if packed.is_file() and not (path / "results.json").exists() else path / "results.json"
-    if not path.exists():
-        raise CremaError(f"{path}: no results.json (run `crema evaluate`, `crema probe` or `crema finetune` first)")
-    try:
-        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
-        data = json.loads(text)
-    except (json.JSONDecodeError, gzip.BadGzipFile, EOFError, UnicodeDecodeError) as exc:
-        raise CremaError(f"{path}: not valid JSON ({exc})") from exc
-    if data.get("kind") != RESULTS_KIND or not isinstance(data.get("results"), list):
-        raise CremaError(f"{path}: not a CREMA results file (kind {data.get('kind')!r})")
-    return data
 
 
 # ----------------------------------------------------------------------------- documents

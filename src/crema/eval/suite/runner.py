@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ...config import atomic_write_text, load_json, save_json, to_dict
 from ...errors import ConfigError, CremaError
 from ...runtime import torch_threads
-from ..report import write_results
+from ..results import write_results
 from .config import SuiteConfig, load_suite_config, suite_from_dict, with_run_settings
 from .plan import Step, plan_steps
 from .work import run_step

@@ -13,7 +13,7 @@ from ...train.pretrain import pretrain
 from ..features import file_sha256, rows_sha256
 from ..finetune import finetune
 from ..probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
-from ..report import make_result
+from ..results import ResultRecord
 from ..robustness import DEFAULT_CORRUPTIONS, Inference, SeverityGrid, classifier_severity_curve, probe_severity_curve
 from .plan import Encoder, Finetune, FinetuneCorruption, Pretrain, Probe, ProbeCorruption, Step
 from .workspace import Workspace
@@ -86,11 +86,11 @@ def _grid(ws: Workspace) -> SeverityGrid:
 def _curve_results(ws: Workspace, step: Step, encoder: Encoder, protocol: str, curve: list[dict], config: dict,
                    n_train: int | None, test_rows_sha: str) -> list[dict]:
     cor = ws.cfg.corruptions
-    return [make_result(
+    return [ResultRecord.from_evaluation(
         step=step.id, method=encoder.method, protocol=protocol, task=cor.task, experiment="corruption",
         seed=ws.cfg.seeds[0], evaluation=c["evaluation"], config={**config, "level": c["level"]},
         data_sha256=ws.fingerprint(cor.corpus), test_rows_sha256=test_rows_sha, n_train=n_train,
-        corruption=c["corruption"], severity=c["severity"], fraction=1.0) for c in curve]
+        corruption=c["corruption"], severity=c["severity"], fraction=1.0).to_dict() for c in curve]
 
 
 def run_probe_corruption(ws: Workspace, step: ProbeCorruption) -> dict:
