@@ -18,7 +18,7 @@ from crema.data.sources import detect_source
 from crema.errors import CremaError
 from test_data_readers import make_broken_copies
 
-CORPUS_FILES = {"signals.npy", "lead_mask.npy", "index.csv", "classes.json", "preprocess.json",
+CORPUS_FILES = {"signals.npy", "lead_mask.npy", "index.csv", "index.npz", "classes.json", "preprocess.json",
                 "prepare_report.json"}
 
 

@@ -7,6 +7,8 @@ Folder layout (written once by :func:`crema.data.prepare.prepare_corpus`):
     index.csv             one row per window: record_id, source, patient_id, fold, split, window,
                           start_s, original_fs, age, sex, source_id, path (the record's file
                           relative to the source; absent in corpora made before it), labels:<task>...
+    index.npz             the same table by column (:mod:`crema.data.corpus_index`), derived
+                          from index.csv and rebuilt from it when absent or out of date
     classes.json          {task: [class names in column order]}; a regression task: [target column]
     tasks.json            (only with a user's labels file) {task: {"type", "labels_file", "key",
                           "columns", "split"}}; a task it does not name is multi-label
@@ -25,11 +27,11 @@ import pandas as pd
 
 from ..config import PreprocessConfig, load_json, read_json_object
 from ..errors import CremaError
+from .corpus_index import INDEX_NPZ, LABEL_PREFIX, IndexColumns, load_index, read_index  # noqa: F401 (re-exported)
 
 SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ("record_id", "source", "patient_id", "fold", "split", "window", "start_s",
                  "original_fs", "age", "sex", "source_id", "path")
-LABEL_PREFIX = "labels:"
 LABEL_SEP = "|"
 # The cell of a record labelled with no class at all (a negative of a binary task, a row of 0s in
 # a user's multi-label table): labelled, unlike an empty cell, which means "no label".
@@ -44,8 +46,6 @@ TASK_TYPES = ("multilabel", "multiclass", "regression")
 SPLIT_PTBXL = "PTB-XL strat_fold (folds 1-8 train, 9 val, 10 test)"
 SPLIT_HASH_RECORD = "hash of record id"
 SPLIT_HASH_PATIENT = "hash of patient id (records of one patient share a split)"
-# index.csv columns read as text (ids like "00001" must keep their zeros).
-_TEXT_COLUMNS = ("record_id", "source", "patient_id", "split", "sex", "source_id", "path")
 
 
 def split_method_of(report: dict) -> str:
@@ -61,15 +61,6 @@ def is_corpus(path: str | os.PathLike) -> bool:
     return all((Path(path) / name).is_file() for name in CORPUS_FILES)
 
 
-def read_index(path: str | os.PathLike) -> pd.DataFrame:
-    """``index.csv`` with ids as text, empty labels as ``""`` and missing ages as NaN."""
-    header = pd.read_csv(path, nrows=0).columns
-    text = {c: str for c in header if c in _TEXT_COLUMNS or c.startswith(LABEL_PREFIX)}
-    df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values={"age": [""]})
-    df["age"] = pd.to_numeric(df["age"], errors="coerce")
-    return df
-
-
 class Corpus:
     """A prepared corpus folder.
 
@@ -77,7 +68,10 @@ class Corpus:
         path: the folder.
         signals: float16 memmap ``(N, 12, window)`` (opened lazily, read-only; never pickled).
         lead_mask: bool ``(N, 12)``.
-        index: DataFrame, one row per window (see module docstring).
+        index: DataFrame, one row per window (see module docstring); built on first use from
+            the columnar index, which is what :meth:`rows`, :meth:`labels`, :meth:`column` and
+            :meth:`summary` read (a million windows open in a fraction of a second).
+        columns: the columnar index (:class:`~crema.data.corpus_index.IndexColumns`).
         preprocess: the ``PreprocessConfig`` the windows were made with.
         classes: ``{task: [class names]}`` (``[target name]`` for a regression task).
         task_info: ``tasks.json``: ``{task: {"type", "labels_file", "key", "columns", "split"}}``
@@ -90,7 +84,7 @@ class Corpus:
         if missing:
             raise CremaError(f"{self.path}: not a prepared corpus (missing {', '.join(missing)}); "
                              "run `crema prepare` first")
-        self.index = read_index(self.path / "index.csv")
+        self.columns, self._index = load_index(self.path)
         self.lead_mask = _load_array(self.path / "lead_mask.npy")
         self.classes: dict[str, list[str]] = read_json_object(self.path / "classes.json", "corpus class list")
         tasks_file = self.path / TASKS_FILE
@@ -98,9 +92,17 @@ class Corpus:
                                            if tasks_file.is_file() else {})
         self.preprocess: PreprocessConfig = load_json(self.path / "preprocess.json", PreprocessConfig)
         self._signals: np.ndarray | None = None
-        if len(self.index) != len(self.lead_mask):
-            raise CremaError(f"{self.path}: index.csv has {len(self.index)} rows but lead_mask.npy "
+        self._label_tables: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if len(self) != len(self.lead_mask):
+            raise CremaError(f"{self.path}: index.csv has {len(self)} rows but lead_mask.npy "
                              f"{len(self.lead_mask)}")
+
+    @property
+    def index(self) -> pd.DataFrame:
+        """The whole index as a DataFrame (``read_index``'s dtypes), built on first use."""
+        if self._index is None:
+            self._index = self.columns.frame()
+        return self._index
 
     # The memmap is opened per process so that pickling a Corpus (DataLoader workers under
     # spawn) never copies the signals.
@@ -108,18 +110,20 @@ class Corpus:
     def signals(self) -> np.ndarray:
         if self._signals is None:
             self._signals = _load_array(self.path / "signals.npy", mmap_mode="r")
-            if self._signals.shape[0] != len(self.index):
+            if self._signals.shape[0] != len(self):
                 raise CremaError(f"{self.path}: signals.npy has {self._signals.shape[0]} windows "
-                                 f"but index.csv {len(self.index)} rows")
+                                 f"but index.csv {len(self)} rows")
         return self._signals
 
     def __getstate__(self) -> dict:
+        # The DataFrame is rebuilt on demand from the (much smaller) columns.
         state = self.__dict__.copy()
         state["_signals"] = None
+        state["_index"] = None
         return state
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.columns.n_rows
 
     def __repr__(self) -> str:
         return f"Corpus({str(self.path)!r}, windows={len(self)}, tasks={self.tasks})"
@@ -150,23 +154,42 @@ class Corpus:
         """The ``prepare_report.json`` contents."""
         return json.loads((self.path / "prepare_report.json").read_text())
 
+    def column(self, name: str) -> np.ndarray:
+        """Index column ``name`` as a numpy array ``(N,)`` (text as Python strings), without
+        building the whole DataFrame.
+
+        Raises:
+            CremaError: the corpus has no such column.
+        """
+        if name not in self.columns.kinds:
+            raise CremaError(f"{self.path}: index.csv has no column {name!r}")
+        if self._index is not None:
+            return self._index[name].to_numpy(dtype=object if self.columns.kinds[name] != "number" else None)
+        return self.columns.column(name)
+
     def rows(self, split: str | Sequence[str] | None = None,
              sources: str | Iterable[str] | None = None,
              exclude_sources: str | Iterable[str] | None = None) -> np.ndarray:
         """Indices (int64, ascending) of the windows in ``split`` (one name or several) and in
         ``sources`` but not in ``exclude_sources``; ``None`` means no filter."""
-        keep = np.ones(len(self.index), dtype=bool)
+        keep = np.ones(len(self), dtype=bool)
         if split is not None:
             splits = [split] if isinstance(split, str) else list(split)
             unknown = set(splits) - set(SPLITS)
             if unknown:
                 raise CremaError(f"unknown split(s) {sorted(unknown)}; choose from {', '.join(SPLITS)}")
-            keep &= self.index["split"].isin(splits).to_numpy()
+            keep &= self._isin("split", splits)
         if sources is not None:
-            keep &= self.index["source"].isin(_as_list(sources)).to_numpy()
+            keep &= self._isin("source", _as_list(sources))
         if exclude_sources is not None:
-            keep &= ~self.index["source"].isin(_as_list(exclude_sources)).to_numpy()
+            keep &= ~self._isin("source", _as_list(exclude_sources))
         return np.flatnonzero(keep).astype(np.int64)
+
+    def _isin(self, name: str, wanted: list[str]) -> np.ndarray:
+        """bool ``(N,)``: the rows whose text column ``name`` is one of ``wanted``."""
+        column = self.columns.text(name)
+        chosen = [code for code, value in enumerate(column.values) if value in set(wanted)]
+        return np.isin(column.codes, chosen)
 
     def labels(self, task: str, rows: np.ndarray | Sequence[int] | None = None
                ) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -179,18 +202,31 @@ class Corpus:
             with no class, whose row of ``Y`` is all zeros). Regression: ``Y (n, 1)`` float32
             values (0 where unlabelled), ``[target name]`` and ``has_label (n,)``.
         """
+        codes, table, has = self._label_table(task)
+        if rows is not None:
+            codes = codes[np.asarray(rows, dtype=np.int64)]
+        return table[codes], list(self.classes[task]), has[codes]
+
+    def _label_table(self, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(codes (N,), Y per distinct cell (V, K), has_label per distinct cell (V,))`` of the
+        ``labels:<task>`` column: each distinct cell is parsed once, whatever ``N``."""
         self._check_task(task)
-        classes = list(self.classes[task])
-        rows = np.arange(len(self.index)) if rows is None else np.asarray(rows, dtype=np.int64)
-        cells = self.index[LABEL_PREFIX + task].to_numpy()[rows]
-        if self.task_type(task) == "regression":
-            return _regression_values(cells), classes, cells != ""
-        column = {name: i for i, name in enumerate(classes)}
-        y = np.zeros((len(rows), len(classes)), dtype=np.float32)
-        for i, cell in enumerate(cells):
-            if cell and cell != LABEL_NONE:
-                y[i, [column[name] for name in cell.split(LABEL_SEP)]] = 1.0
-        return y, classes, y.any(axis=1) | (cells == LABEL_NONE)
+        if task not in self._label_tables:
+            column = self.columns.text(LABEL_PREFIX + task)
+            cells = np.asarray(column.values, dtype=object)
+            if self.task_type(task) == "regression":
+                table, has = _regression_values(cells), cells != ""
+            else:
+                table, has = _multi_hot(cells, list(self.classes[task]), self.path, task)
+            self._label_tables[task] = (column.codes, table, has)
+        return self._label_tables[task]
+
+    def label_counts(self, task: str) -> tuple[np.ndarray, int]:
+        """``(sum of Y over all windows (K,), labelled windows)``, without the ``(N, K)`` array
+        (for a regression task ``Y``'s sum is the sum of the values)."""
+        codes, table, has = self._label_table(task)
+        per_cell = np.bincount(codes, minlength=len(table)).astype(np.float64)
+        return per_cell @ table.astype(np.float64), int(per_cell[has].sum())
 
     def _check_task(self, task: str) -> None:
         if task not in self.classes:
@@ -209,6 +245,22 @@ def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise CremaError(f"{path}: damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'cut short'}); "
                          "prepare the corpus again") from None
+
+
+def _multi_hot(cells: np.ndarray, classes: list[str], where: Path, task: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``(Y (n, K) float32, has_label (n,) bool)`` from ``labels:<task>`` cells of
+    ``|``-joined class names (``""`` = no label, :data:`LABEL_NONE` = labelled, no class)."""
+    column = {name: i for i, name in enumerate(classes)}
+    y = np.zeros((len(cells), len(classes)), dtype=np.float32)
+    for i, cell in enumerate(cells):
+        if cell and cell != LABEL_NONE:
+            try:
+                y[i, [column[name] for name in cell.split(LABEL_SEP)]] = 1.0
+            except KeyError as exc:
+                raise CremaError(f"{where / 'index.csv'}: task {task!r} names class {exc.args[0]!r}, "
+                                 "which classes.json does not list") from None
+    return y, y.any(axis=1) | (cells == LABEL_NONE)
 
 
 def _regression_values(cells: np.ndarray) -> np.ndarray:
@@ -239,19 +291,20 @@ def parse_corpus_spec(spec: str | os.PathLike) -> tuple[Path, tuple[str, ...] | 
 
 
 def format_summary(corpus: Corpus) -> str:
-    """The text ``crema info`` prints."""
-    idx = corpus.index
+    """The text ``crema info`` prints (from the columnar index: no DataFrame is built)."""
     report = corpus.report
     cfg = corpus.preprocess
+    per_source = _records_per_source(corpus)
+    split = corpus.columns.text("split")
+    split_counts = dict(zip(split.values, np.bincount(split.codes, minlength=len(split.values))))
     lines = [f"corpus      {corpus.path}",
-             f"records     {len(idx[['source', 'record_id']].drop_duplicates())} "
+             f"records     {sum(per_source.values())} "
              f"({report.get('records_skipped', 0)} skipped when prepared)",
-             f"windows     {len(idx)} x 12 leads x {cfg.window} samples (float16)",
+             f"windows     {len(corpus)} x 12 leads x {cfg.window} samples (float16)",
              f"source      {report.get('source', '?')} ({report.get('kind', '?')})"]
-    lines.append("sources     " + ", ".join(
-        f"{s}: {n}" for s, n in idx.groupby("source")["record_id"].nunique().items()))
+    lines.append("sources     " + ", ".join(f"{s}: {n}" for s, n in per_source.items()))
     lines.append("splits      " + ", ".join(
-        f"{s}: {int((idx['split'] == s).sum())}" for s in SPLITS) + f" ({corpus.split_method})")
+        f"{s}: {int(split_counts.get(s, 0))}" for s in SPLITS) + f" ({corpus.split_method})")
     lines.append(f"leads       {int(corpus.lead_mask.all(axis=1).sum())} windows with all 12 leads")
     band = "off" if cfg.band is None else f"{cfg.band[0]}-{cfg.band[1]} Hz (order {cfg.filter_order})"
     lines.append(f"preprocess  {cfg.fs:g} Hz, band-pass {band}, notch {cfg.notch_hz or 'off'}, "
@@ -262,21 +315,40 @@ def format_summary(corpus: Corpus) -> str:
     return "\n".join(lines)
 
 
+def _records_per_source(corpus: Corpus) -> dict[str, int]:
+    """``{source: distinct record ids}``, sources sorted by name; a record is a distinct
+    ``(source, record_id)`` pair, counted on the codes of the two columns."""
+    source, record = corpus.columns.text("source"), corpus.columns.text("record_id")
+    n_ids = max(1, len(record.values))
+    pairs = source.codes.astype(np.int64) * n_ids + record.codes
+    if len(source.values) * n_ids <= 8 * len(pairs) + 1024:  # a flag per possible pair beats sorting
+        seen = np.zeros(len(source.values) * n_ids, dtype=bool)
+        seen[pairs] = True
+        pairs = np.flatnonzero(seen)
+    else:
+        pairs = np.unique(pairs)
+    counts = np.bincount(pairs // n_ids, minlength=len(source.values))
+    return {name: int(counts[code]) for code, name in sorted(enumerate(source.values), key=lambda cv: cv[1])
+            if counts[code]}
+
+
 def _task_lines(corpus: Corpus, task: str) -> list[str]:
     """``crema info``'s lines for one task: its type, labelled windows and class counts (or the
     target's range), and where a user's labels came from."""
-    y, classes, has = corpus.labels(task)
     kind = corpus.task_type(task)
+    classes = corpus.classes[task]
     if kind == "regression":
+        y, _, has = corpus.labels(task)
         values = y[has, 0]
         spread = (f"{values.min():g} to {values.max():g}, mean {values.mean():.4g}" if len(values)
                   else "no values")
         lines = [f"task        {task}: regression of {classes[0]}, {int(has.sum())} labelled windows",
                  f"              {spread}"]
-    else:
-        counts = ", ".join(f"{c} {int(n)}" for c, n in zip(classes, y.sum(axis=0)))
+    else:  # counted per distinct cell: no (windows, classes) array
+        sums, labelled = corpus.label_counts(task)
+        counts = ", ".join(f"{c} {int(n)}" for c, n in zip(classes, sums))
         noun = "class" if len(classes) == 1 else "classes"
-        lines = [f"task        {task}: {len(classes)} {noun}, {int(has.sum())} labelled windows ({kind})",
+        lines = [f"task        {task}: {len(classes)} {noun}, {labelled} labelled windows ({kind})",
                  f"              {counts}"]
     info = corpus.task_info.get(task)
     if info:

@@ -33,13 +33,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
 from ..config import load_json, save_json
 from ..errors import CremaError
 from ..locking import output_lock
 from .cinc import hash_fold
 from .corpus import (LABEL_NONE, LABEL_PREFIX, LABEL_SEP, SPLIT_HASH_PATIENT, SPLIT_HASH_RECORD, SPLITS,
-                     TASK_TYPES, TASKS_FILE, Corpus, read_index, split_method_of)
+                     TASK_TYPES, TASKS_FILE, Corpus, split_method_of)
+from .corpus_index import load_index, write_index
 
 # Names of the column that names each row's record, in order of preference.
 KEY_COLUMNS = ("record_id", "record", "file", "path", "ecg_id", "exam_id")
@@ -640,7 +640,8 @@ def label_corpus(corpus_dir: str | Path, requests: Sequence[LabelsRequest], seed
             a task name of a built-in task. Nothing is written then.
     """
     corpus_dir = Path(corpus_dir)
-    index = read_index(corpus_dir / "index.csv")
+    columns, index = load_index(corpus_dir)
+    index = columns.frame() if index is None else index
     classes = load_json(corpus_dir / "classes.json")
     tasks = load_json(corpus_dir / TASKS_FILE) if (corpus_dir / TASKS_FILE).is_file() else {}
     report = load_json(corpus_dir / "prepare_report.json")
@@ -718,8 +719,7 @@ def _write(corpus_dir: Path, index: pd.DataFrame, records: pd.DataFrame, cells_o
     index["split"] = split.splits[of_window]
     for task, cells in cells_of_record.items():
         index[LABEL_PREFIX + task] = cells[of_window]
-    with atomic_path(corpus_dir / "index.csv") as tmp:
-        index.to_csv(tmp, index=False)
+    write_index(index, corpus_dir)
     save_json(corpus_dir / "classes.json", classes)
     save_json(corpus_dir / TASKS_FILE, tasks)
     report.update(split_method=split.method, split_owner=split.owner,

@@ -46,6 +46,7 @@ from ..locking import output_lock
 from . import cinc, ptbxl
 from .corpus import (CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, SPLIT_HASH_PATIENT,
                      SPLIT_HASH_RECORD, SPLIT_PTBXL, TASKS_FILE, is_corpus)
+from .corpus_index import INDEX_NPZ, write_index
 from .labels_csv import LabelsRequest, label_corpus, plan_labels
 from .preprocess import preprocess_recording
 from .rates import check_fs
@@ -214,7 +215,7 @@ def _up_to_date(out: Path, request: dict, force: bool) -> bool:
         return False
     previous = load_json(out / "prepare_report.json").get("request")
     if force:
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*CORPUS_FILES, TASKS_FILE))
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*CORPUS_FILES, TASKS_FILE, INDEX_NPZ))
         if foreign:
             raise CremaError(f"{out}: holds files that are not part of a corpus "
                              f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
@@ -332,7 +333,7 @@ def _write_corpus(tmp: Path, src: Source, chunk_results: list[tuple[Path, list[R
     np.save(tmp / "lead_mask.npy", np.concatenate(
         [np.repeat(r.lead_mask[None], r.n_windows, axis=0) for r in ok]).astype(bool))
     index = _index_frame(ok, src, cfg, Path(request["source"]))
-    index.to_csv(tmp / "index.csv", index=False)
+    write_index(index, tmp)
     classes = {task: names for task, names in src.classes.items()
                if index[LABEL_PREFIX + task].ne("").any()}
     save_json(tmp / "classes.json", classes)
