@@ -16,7 +16,7 @@ What it does:
    ``--step-batch``; CREMA has two views of the same crop).
 3. Variants, timed interleaved (one call of each in turn, ``--repeats`` rounds, medians):
    ``baseline`` = the code before this benchmark (fp32, whole-batch conv stem, the whole batch
-   in one pass), ``fp32`` (stem in chunks of 600 patches, inference in parts of 8 ECGs), ``bf16`` (autocast; in training attention as explicit matmuls
+   in one pass), ``fp32`` (the library's :mod:`crema.kernels` policy: stem in chunks of patches, inference in parts of the batch), ``bf16`` (autocast; in training attention as explicit matmuls
    with an fp32 softmax, in inference too for heads of 32+ channels), and the other attention
    kernel under bf16 to show why each path uses the one it does (``bf16 sdpa`` / ``bf16 explicit``).
 4. Each size and workload runs in two child processes, one after the other: one started with
@@ -60,8 +60,9 @@ from typing import Callable, Iterator
 
 import torch
 
+from crema.kernels import MALLOC_TUNABLES  # what the crema command sets
+
 HERE = Path(__file__).resolve().parent
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
 DOC_START, DOC_END = "<!-- mfu-table:start -->", "<!-- mfu-table:end -->"
 WORKLOADS = ("embed_b1", "embed", "mae_step", "crema_step")
 # The speed targets (per thread, tiny). "Today" is the baseline variant in the child without
@@ -238,29 +239,14 @@ def interleaved(variants: dict[str, Callable[[], None]], repeats: int, memory: b
 
 # ----------------------------------------------------------------------------- workloads
 
-class _Stem:
-    """For the duration of a call, set every conv stem's chunk size and every encoder's
-    inference batch (0 = whole batch, as the baseline variant)."""
+def _policy(chunked: bool):
+    """The library's kernel policy (:mod:`crema.kernels`), or without chunking (the stem whole,
+    the batch in one pass: the baseline variant) for the duration of a call."""
+    import contextlib
 
-    def __init__(self, model: torch.nn.Module, chunk: int):
-        from crema.model.sit import PatchEmbed, SiTEncoder
+    from crema import kernels
 
-        self.stems = [m for m in model.modules() if isinstance(m, PatchEmbed)]
-        self.encoders = [m for m in model.modules() if isinstance(m, SiTEncoder)]
-        self.chunk = chunk
-
-    def __enter__(self):
-        self.saved = [s.chunk for s in self.stems], [e.inference_batch for e in self.encoders]
-        for stem in self.stems:
-            stem.chunk = self.chunk
-        for encoder in self.encoders:
-            encoder.inference_batch = 8 if self.chunk else 0
-
-    def __exit__(self, *exc):
-        for stem, chunk in zip(self.stems, self.saved[0]):
-            stem.chunk = chunk
-        for encoder, batch in zip(self.encoders, self.saved[1]):
-            encoder.inference_batch = batch
+    return contextlib.nullcontext() if chunked else kernels.override(stem_chunk=0, inference_batch=0)
 
 
 class _Attention:
@@ -290,10 +276,10 @@ def default_is_explicit(cfg, training: bool) -> bool:
     return use_explicit_attention(q)
 
 
-def _variant(run: Callable[[], None], model: torch.nn.Module, bf16: bool, chunk: int,
+def _variant(run: Callable[[], None], model: torch.nn.Module, bf16: bool, chunked: bool,
              explicit: bool | None = None) -> Callable[[], None]:
     def call() -> None:
-        with _Stem(model, chunk), _Attention(explicit), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with _policy(chunked), _Attention(explicit), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             run()
     return call
 
@@ -358,17 +344,17 @@ def measure_size(size: str, args: argparse.Namespace, memory: bool) -> dict:
     for workload in args.workloads:
         build, batch = plans[workload]
         model, run = build()
-        variants = {"baseline": _variant(run, model, False, 0), "fp32": _variant(run, model, False, 600),
-                    "bf16": _variant(run, model, True, 600)}
+        variants = {"baseline": _variant(run, model, False, False), "fp32": _variant(run, model, False, True),
+                    "bf16": _variant(run, model, True, True)}
         if args.kernel_variants:
             explicit = not default_is_explicit(cfg, training=workload.endswith("_step"))
-            variants[f"bf16 {'explicit' if explicit else 'sdpa'}"] = _variant(run, model, True, 600, explicit)
+            variants[f"bf16 {'explicit' if explicit else 'sdpa'}"] = _variant(run, model, True, True, explicit)
         repeats = args.latency_runs if workload == "embed_b1" else args.repeats
         rows = interleaved(variants, repeats, memory)
         for row in rows.values():
             row["ecg_per_s"] = batch / row["cpu_s"]
             row["ms_per_call"] = 1000 * row["cpu_s"]
-        counted = counted_flops(_variant(run, model, False, 600), batch) if workload != "embed_b1" else None
+        counted = counted_flops(_variant(run, model, False, True), batch) if workload != "embed_b1" else None
         out[workload] = {"batch": batch, "flops_per_ecg": analytic_flops(cfg, workload, mask_ratio),
                          "flops_per_ecg_counted": counted, "variants": rows}
         tag = "tuned" if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") else "plain"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from fixtures_model import tiny_run_config
 
 import crema
-from crema import cli, precision
+from crema import cli, kernels, precision
 from crema.config import ModelConfig
 from crema.data.readers import read_record
 from crema.model.blocks import Attention, explicit_attention, use_explicit_attention
@@ -41,15 +41,16 @@ SHIPPED = "crema-mini-ecg12"
 @pytest.mark.parametrize("chunk", [100, 600])
 def test_chunked_stem_is_bit_identical(chunk):
     torch.manual_seed(0)
-    stem = PatchEmbed(patch_size=50, channels=8, dim=32, chunk=0)
+    stem = PatchEmbed(patch_size=50, channels=8, dim=32)
     patches = torch.randn(1234, 50, requires_grad=True)  # not a multiple of any chunk
-    whole = stem(patches)
+    with kernels.override(stem_chunk=0):
+        whole = stem(patches)
     whole.square().sum().backward()
     grads = [p.grad.clone() for p in stem.parameters()], patches.grad.clone()
     stem.zero_grad()
     patches.grad = None
-    stem.chunk = chunk
-    parts = stem(patches)
+    with kernels.override(stem_chunk=chunk):
+        parts = stem(patches)
     parts.square().sum().backward()
     assert torch.equal(whole, parts)
     assert torch.equal(grads[1], patches.grad)
@@ -77,7 +78,7 @@ def test_explicit_attention_in_bf16_on_cpu_for_training_and_wide_heads():
     assert use_explicit_attention(narrow.bfloat16().requires_grad_())      # bf16 training
 
 
-def test_explicit_attention_in_batch_chunks_is_the_same(monkeypatch):
+def test_explicit_attention_in_batch_chunks_is_the_same():
     from crema.model import blocks
 
     torch.manual_seed(0)
@@ -85,9 +86,9 @@ def test_explicit_attention_in_batch_chunks_is_the_same(monkeypatch):
     mask = (torch.rand(7, 20) > 0.3)[:, None, None, :]
     with torch.inference_mode():
         whole = explicit_attention(q, k, v, mask)
-        monkeypatch.setattr(blocks, "INFERENCE_SCORES_BYTES", 2 * 3 * 20 * 20 * 4)  # 2 rows a chunk
-        assert torch.equal(explicit_attention(q, k, v, mask), whole)
-        assert torch.equal(explicit_attention(q, k, v), blocks._attend(q, k, v, None, 0.0))
+        with kernels.override(attention_scores_bytes=2 * 3 * 20 * 20 * 4):  # 2 rows a chunk
+            assert torch.equal(explicit_attention(q, k, v, mask), whole)
+            assert torch.equal(explicit_attention(q, k, v), blocks._attend(q, k, v, None, 0.0))
 
 
 def test_attention_module_in_bf16_training_is_close_to_fp32():
@@ -187,16 +188,19 @@ def test_bf16_pretraining_follows_the_fp32_loss_curve(tiny_model_config, tiny_pt
 
 def test_allocator_environment_rules():
     env = {"PATH": "/bin"}
-    new = cli.allocator_environment(env, "linux", "glibc")
-    assert new["GLIBC_TUNABLES"] == cli.MALLOC_TUNABLES and new["PATH"] == "/bin"
-    assert cli.allocator_environment(new, "linux", "glibc") is None               # never twice
-    assert cli.allocator_environment(env, "darwin", "") is None                   # glibc only
-    assert cli.allocator_environment(env, "linux", "") is None                    # musl
-    assert cli.allocator_environment({**env, cli.NO_REEXEC_ENV: "1"}, "linux", "glibc") is None
-    other = cli.allocator_environment({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}, "linux", "glibc")
-    assert other["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0:" + cli.MALLOC_TUNABLES
+    new = kernels.allocator_environment(env, "linux", "glibc")
+    assert new["GLIBC_TUNABLES"] == kernels.MALLOC_TUNABLES and new["PATH"] == "/bin"
+    assert kernels.allocator_environment(new, "linux", "glibc") is None               # never twice
+    assert kernels.allocator_environment(env, "darwin", "") is None                   # glibc only
+    assert kernels.allocator_environment(env, "linux", "") is None                    # musl
+    assert kernels.allocator_environment({**env, kernels.NO_REEXEC_ENV: "1"}, "linux", "glibc") is None
+    other = kernels.allocator_environment({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}, "linux", "glibc")
+    assert other["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0:" + kernels.MALLOC_TUNABLES
     own = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1000"}
-    assert cli.allocator_environment(own, "linux", "glibc") is None               # the user's choice
+    assert kernels.allocator_environment(own, "linux", "glibc") is None               # the user's choice
+    mine = kernels.allocator_environment({"CREMA_MALLOC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux", "glibc")
+    assert mine["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"                       # the policy's setting
+    assert kernels.allocator_environment({"CREMA_MALLOC_TUNABLES": ""}, "linux", "glibc") is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -211,7 +215,7 @@ def test_the_command_re_executes_once_with_the_allocator_settings(opt_out):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split("\n")
     assert len([line for line in lines if line]) == 1  # the code ran once: exec replaced the process
-    assert lines[0].split()[0] == ("None" if opt_out else cli.MALLOC_TUNABLES)
+    assert lines[0].split()[0] == ("None" if opt_out else kernels.MALLOC_TUNABLES)
 
 
 # ----------------------------------------------------------------------------- the MFU benchmark's FLOPs
@@ -250,8 +254,8 @@ def test_onnx_export_runs_the_stem_whole(tiny_pretrain_checkpoint, tmp_path, one
     from crema.use.onnx_export import check_parity, export_onnx
 
     model = crema.load(tiny_pretrain_checkpoint, device="cpu")
-    model.encoder.patch_embed.chunk = 7  # far below the example's 2 x 12 x 20 patches
-    path = export_onnx(model, tmp_path / "encoder.onnx")
+    with kernels.override(stem_chunk=7):  # far below the example's 2 x 12 x 20 patches
+        path = export_onnx(model, tmp_path / "encoder.onnx")
     signals = np.random.default_rng(0).standard_normal((3, 12, model.window)).astype(np.float32)
     diffs = check_parity(model, path, signals, np.ones((3, 12), dtype=bool), batch_sizes=(1, 3))
     assert max(diffs.values()) < 1e-4
@@ -263,10 +267,10 @@ def test_inference_in_parts_of_the_batch_is_the_same(one_torch_thread):
     x = torch.randn(11, 12, 500)
     lead_mask = torch.rand(11, 12) > 0.2
     with torch.no_grad():
-        encoder.inference_batch = 0
-        whole = encoder(x, lead_mask=lead_mask)
-        encoder.inference_batch = 4
-        parts = encoder(x, lead_mask=lead_mask)
+        with kernels.override(inference_batch=0):
+            whole = encoder(x, lead_mask=lead_mask)
+        with kernels.override(inference_batch=4):
+            parts = encoder(x, lead_mask=lead_mask)
     assert torch.allclose(whole, parts, atol=1e-5, rtol=1e-5)
     grad_mode = encoder(x[:5])  # with autograd: one pass (nothing to gain, gradients to keep)
     assert grad_mode.requires_grad

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from . import __version__
 from .errors import CremaError, describe_write_error, printable
+from .kernels import allocator_environment
 from .flags import UsageError
 
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
@@ -37,14 +38,6 @@ COMMAND_MODULES = (
     "crema.demo",               # demo
     "crema.weights.commands",   # models
 )
-
-# glibc hands every freed block above its mmap threshold (32 MB at most) back to the OS, so each
-# batch page-faults its activations in again (up to about a million faults per batch of 64 ECGs,
-# 15-35% of CPU time). These tunables keep such blocks in the heap; glibc reads them only at process
-# start (mallopt from inside Python comes too late), hence the re-exec in main().
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
-NO_REEXEC_ENV = "CREMA_NO_REEXEC"        # set to 1 to run with glibc's default allocator settings
-_REEXEC_MARK = "CREMA_REEXECED"          # set in the re-executed process: never loop
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT   # 130, what shells report for Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM   # 143
@@ -101,27 +94,14 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def allocator_environment(environ: dict[str, str], system: str, libc: str) -> dict[str, str] | None:
-    """The environment to re-execute with so that glibc keeps freed memory, or None when the
-    process should run as it is: not Linux/glibc, opted out, already re-executed, or the
-    tunables already set."""
-    if not system.startswith("linux") or libc != "glibc":
-        return None
-    if environ.get(NO_REEXEC_ENV, "") not in ("", "0") or _REEXEC_MARK in environ:
-        return None
-    current = environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.mmap_threshold" in current:
-        return None  # the user chose their own allocator settings
-    tunables = f"{current}:{MALLOC_TUNABLES}" if current else MALLOC_TUNABLES
-    return {**environ, "GLIBC_TUNABLES": tunables, _REEXEC_MARK: "1"}
-
-
 def reexec_with_allocator_settings() -> None:
-    """Replace this process by the same command with :data:`MALLOC_TUNABLES` set, once.
+    """Replace this process by the same command with glibc's allocator tunables set, once
+    (:attr:`crema.kernels.KernelPolicy.malloc_tunables`; glibc reads them only at process start,
+    mallopt from inside Python comes too late).
 
     Same PID, arguments and open files, so shells, ``torchrun`` and SLURM see one process. Does
-    nothing where :func:`allocator_environment` says so, or when the original command line is
-    unknown (an embedded interpreter).
+    nothing where :func:`crema.kernels.allocator_environment` says so, or when the original
+    command line is unknown (an embedded interpreter).
     """
     env = allocator_environment(dict(os.environ), sys.platform, platform.libc_ver()[0])
     argv = getattr(sys, "orig_argv", None)

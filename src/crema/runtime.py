@@ -77,8 +77,8 @@ def pick_device(preference: str, info: DistInfo) -> torch.device:
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run with ``n`` torch CPU threads (None = leave as is), restoring the setting afterwards.
 
-    Small models on a shared machine run far faster on one thread: measured on 2 busy cores,
-    a tiny fine-tune plus its corruption curve took 42.0 s with 2 threads and 3.8 s with 1.
+    Small models on a shared machine run far faster on one thread (threads wait on each other
+    for cores that other jobs hold; ``benchmarks/inference_throughput.py --threads``).
     """
     if not n:
         yield

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import kernels
+
 
 def sinusoidal_embedding(n_positions: int, dim: int) -> Tensor:
     """Fixed sine/cosine position table ``(n_positions, dim)`` (Vaswani et al. 2017).
@@ -66,28 +68,22 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-# Without autograd, explicit attention runs over batch chunks whose fp32 scores fit in this many
-# bytes: larger score tensors are mmapped and page-faulted in again on every call by glibc's
-# default allocator, which made whole-batch explicit attention 2x slower than the fused kernel.
-INFERENCE_SCORES_BYTES = 8 << 20
-# Below this head width the softmax, not the matmuls, dominates explicit attention, and the
-# fused kernel is faster in inference (measured: mini, d_h = 16).
-MIN_EXPLICIT_HEAD_DIM = 32
-
-
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
                        dropout_p: float = 0.0) -> Tensor:
     """Softmax attention as two matrix multiplies with the softmax in fp32.
 
     Shapes: ``q, k, v (B, H, L, d_h)``, ``attn_mask`` bool ``(B or 1, 1 or H, 1 or L, L)``
     (True = attend) -> ``(B, H, L, d_h)`` in ``v``'s dtype. The same function as SDPA; used in
-    bf16 on CPU, where the fused kernel's bf16 backward is about twice as slow as these matmuls,
-    and its bf16 forward slower than them for heads of 32 channels or more. The scores are
+    bf16 on CPU, where the fused kernel's bf16 backward is slower than these matmuls, and so is
+    its bf16 forward for wide heads (:func:`use_explicit_attention`). The scores are
     upcast before the softmax because bf16's 8-bit mantissa would round small weights away.
+    Without autograd it runs over batch chunks whose scores fit in
+    :attr:`crema.kernels.KernelPolicy.attention_scores_bytes` (the same outputs).
     """
     if q.requires_grad or not len(q):
         return _attend(q, k, v, attn_mask, dropout_p)
-    rows = max(1, INFERENCE_SCORES_BYTES // (4 * q.shape[1] * q.shape[2] * k.shape[2]))
+    limit = kernels.current().attention_scores_bytes
+    rows = max(1, limit // (4 * q.shape[1] * q.shape[2] * k.shape[2]))
     if len(q) <= rows:
         return _attend(q, k, v, attn_mask, dropout_p)
     parts = []
@@ -111,12 +107,12 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p
 
 def use_explicit_attention(q: Tensor) -> bool:
     """True in bf16 on CPU for training, and for inference with heads of at least
-    :data:`MIN_EXPLICIT_HEAD_DIM` channels: where explicit matmuls beat the fused kernel
-    (measured in ``benchmarks/mfu.py``, rows ``bf16 sdpa`` / ``bf16 explicit``). In fp32 the
-    fused kernel is faster."""
+    :attr:`crema.kernels.KernelPolicy.explicit_attention_min_head_dim` channels: where explicit
+    matmuls beat the fused kernel (``benchmarks/mfu.py``, rows ``bf16 sdpa`` / ``bf16 explicit``).
+    In fp32 the fused kernel is faster."""
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return False
-    return q.requires_grad or q.shape[-1] >= MIN_EXPLICIT_HEAD_DIM
+    return q.requires_grad or q.shape[-1] >= kernels.current().explicit_attention_min_head_dim
 
 
 class Attention(nn.Module):

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from ..errors import CremaError
 
 # ECGs handed to the model per call unless a caller asks otherwise. On a CPU big batches page-fault
-# their activations; the encoder keeps its working set small itself (no-grad inference in parts of
-# SiTEncoder.inference_batch ECGs, the stem in chunks of patches, bf16 attention scores in bounded
-# parts), so this is only how many windows are gathered per call.
+# their activations; the encoder keeps its working set small itself (no-grad inference in parts,
+# the stem in chunks of patches, bf16 attention scores in bounded parts: crema.kernels), so this is
+# only how many windows are gathered per call.
 DEFAULT_BATCH = 64
 
 # (x (B, C, crop), lead_mask (B, C)) -> (B, ...)

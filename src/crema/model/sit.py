@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import kernels
 from ..config import EMBEDDING_FEATURES, ModelConfig
 from .blocks import Block, init_weights, key_padding_to_attn_mask, sinusoidal_embedding
 
@@ -32,16 +33,13 @@ class PatchEmbed(nn.Module):
     halves the length); the flattened feature map keeps the position of each feature inside
     the patch, which the projection needs to rebuild the waveform's shape.
 
-    The patches go through in chunks of ``chunk`` (0 = all at once). Each patch is its own
-    sample, so chunking changes no output; but a batch of 64 ECGs is ~40k patches whose feature
-    maps (tens of MB) fall out of the CPU caches between the conv and GELU passes, and glibc
-    returns such blocks to the OS after each use. Chunks of ~600 patches stay cache-sized.
+    The patches go through in chunks of :attr:`crema.kernels.KernelPolicy.stem_chunk` (0 = all
+    at once; why: see there). Each patch is its own sample, so chunking changes no output.
     """
 
-    def __init__(self, patch_size: int, channels: int, dim: int, chunk: int = 600):
+    def __init__(self, patch_size: int, channels: int, dim: int):
         super().__init__()
         self.patch_size = patch_size
-        self.chunk = chunk
         self.stem = nn.Sequential(
             nn.Conv1d(1, channels, kernel_size=7, padding=3),
             nn.GELU(),
@@ -57,9 +55,10 @@ class PatchEmbed(nn.Module):
         return self.proj(features.flatten(1))                       # (m, D)
 
     def forward(self, patches: Tensor) -> Tensor:
-        if self.chunk <= 0 or len(patches) <= self.chunk or _tracing():
+        chunk = kernels.current().stem_chunk
+        if chunk <= 0 or len(patches) <= chunk or _tracing():
             return self.embed_chunk(patches)
-        return torch.cat([self.embed_chunk(part) for part in patches.split(self.chunk)])
+        return torch.cat([self.embed_chunk(part) for part in patches.split(chunk)])
 
 
 class SiTEncoder(nn.Module):
@@ -77,11 +76,6 @@ class SiTEncoder(nn.Module):
             raise ValueError(f"window {cfg.window} is not a multiple of patch size {cfg.patch_size}")
         self.cfg = cfg
         self.n_leads, self.patch_size, self.dim = cfg.n_leads, cfg.patch_size, cfg.dim
-        # ECGs per pass when :meth:`forward` runs without autograd (0 = the whole batch): a batch
-        # of 64 ECGs has activations of 50-120 MB that glibc's default allocator returns to the
-        # OS and page-faults in again every call; 8 at a time stay below its threshold (1.3x for
-        # ``tiny`` in bf16 in a plain Python process, no change under the ``crema`` command).
-        self.inference_batch = 8
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.stem_channels, cfg.dim)
         self.lead_embed = nn.Parameter(torch.zeros(cfg.n_leads, cfg.dim))
         self.register_buffer("time_embed", sinusoidal_embedding(cfg.n_patches, cfg.dim),
@@ -213,9 +207,10 @@ class SiTEncoder(nn.Module):
     def embedding(self, x: Tensor, lead_mask: Tensor | None = None, features: str = "mean") -> Tensor:
         """The representation of unmasked signals: ``(B, C, T) -> (B, F)`` (:meth:`read_out`).
 
-        Without autograd the batch goes through in parts of :attr:`inference_batch` ECGs (each
-        ECG is computed on its own, so the parts change nothing but memory traffic)."""
-        n = self.inference_batch
+        Without autograd the batch goes through in parts of
+        :attr:`crema.kernels.KernelPolicy.inference_batch` ECGs (each ECG is computed on its own,
+        so the parts change nothing but memory traffic)."""
+        n = kernels.current().inference_batch
         if n <= 0 or len(x) <= n or torch.is_grad_enabled() or _tracing():
             return self.read_out(self.forward_tokens(x, lead_mask=lead_mask), lead_mask, features)
         parts = []

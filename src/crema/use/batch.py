@@ -31,6 +31,7 @@ from ..data.formats.common import require_finite
 from ..data.leads import duplicate_leads
 from ..errors import CremaError, ReadError, printable
 from ..flags import device_flag, number_in
+from ..kernels import KernelPolicy
 from .inputs import InputItem, check_fs, collect_inputs
 
 DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
@@ -54,7 +55,8 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
     add_input_options(p)
     # 64 = crema.model.inference.DEFAULT_BATCH, written out to keep torch out of the CLI's start
     p.add_argument("--batch-size", type=number_in(int, 1), default=64, help="windows per call (default 64; the "
-                   "encoder runs them in parts of 8 ECGs, which is faster on a CPU)")
+                   f"encoder runs them in parts of {KernelPolicy.inference_batch} ECGs, which is faster on a "
+                   "CPU: CREMA_INFERENCE_BATCH)")
     p.add_argument("--device", type=device_flag, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--chunk", type=number_in(int, 1), default=DEFAULT_CHUNK,
                    help=f"records between output flushes (default {DEFAULT_CHUNK})")
