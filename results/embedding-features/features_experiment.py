@@ -29,7 +29,7 @@ from crema.data.corpus import Corpus
 from crema.eval import metrics
 from crema.eval.probe import DEFAULT_CS, _fit_logistic, fit_logistic_probe, fraction_subset, task_split
 from crema.model.inference import crop_starts
-from crema.train.checkpoint import load_encoder
+from crema.model.checkpoint import load_encoder
 from sklearn.preprocessing import StandardScaler
 
 TASK = "ptbxl-superdiagnostic"
