@@ -53,15 +53,13 @@ CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, STATE_FILE)
 STORE = ".checkpoints"          # a training run's snapshot folders, inside the checkpoint folder
 
 
+# ----------------------------------------------------------------------------- writing
 
 def _plain_state_dict(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
     """CPU, contiguous, unshared copies (safetensors refuses tensors that share storage)."""
     state = model.state_dict() if isinstance(model, nn.Module) else model
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
-
-
-# ----------------------------------------------------------------------------- writing
 
 def write_checkpoint_files(folder: str | os.PathLike, model: nn.Module | Mapping[str, Tensor],
                            config: Mapping[str, Any], training_state: Mapping[str, Any] | None = None) -> None:
@@ -98,7 +96,6 @@ def as_os_error(exc: Exception, where: Path) -> Exception:
     if any(marker in text for marker in _SHORT_WRITE):
         return OSError(errno.ENOSPC, "No space left on device (the write stopped short)", str(where))
     return exc
-
 
 
 # ----------------------------------------------------------------------------- reading
@@ -363,7 +360,6 @@ def load_state_into(module: nn.Module, state: Mapping[str, Tensor], where: str |
 def encoder_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The ``encoder.*`` entries of a pretrain or classifier state dict, prefix removed."""
     return {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
-
 
 
 # ----------------------------------------------------------------------------- loading into modules

@@ -72,8 +72,8 @@ def _sit_parts(model: Mapping[str, Any]) -> list[WeightPart]:
     """Encoder, MAE decoder and contrastive projector (a classifier carries the encoder only)."""
     dim, ratio = model.get("dim"), model.get("mlp_ratio", 4.0)
     hidden = int(dim * ratio) if isinstance(dim, int) and isinstance(ratio, (int, float)) else None
-    return [WeightPart("encoder.", {"dim": dim, "mlp hidden width (dim * mlp_ratio)": hidden,
-                                    "stem_channels": model.get("stem_channels")}, "blocks.", 1, "depth", model.get("depth")),
+    encoder_widths = {"dim": dim, "mlp hidden width (dim * mlp_ratio)": hidden, "stem_channels": model.get("stem_channels")}
+    return [WeightPart("encoder.", encoder_widths, "blocks.", 1, "depth", model.get("depth")),
             WeightPart("decoder.", {"decoder_dim": model.get("decoder_dim")}, "blocks.", 1, "decoder_depth",
                        model.get("decoder_depth")),
             WeightPart("projector.", {"projector_hidden": model.get("projector_hidden"),
