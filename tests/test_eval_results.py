@@ -75,7 +75,8 @@ def test_the_committed_results_file_reads_and_writes_back_unchanged(tmp_path):
     assert (tmp_path / "results.json").read_text() == raw                     # byte for byte
     # read as multilabel, with the extra keys kept
     assert records[0].metrics() == ("auroc",) and "probe_fit" in records[0].extra
-    assert records[2].extra == {"pretrain_seed": 0} and records[2].auroc["macro"] == data["results"][2]["auroc"]["macro"]
+    assert records[2].extra == {"pretrain_seed": 0}
+    assert records[2].auroc["macro"] == data["results"][2]["auroc"]["macro"]
     # the summaries read the written records as they read the old ones
     again = load_results(tmp_path / "results.json")["results"]
     assert [s.to_dict() for s in summarise(again)] == [s.to_dict() for s in summarise(data["results"])]

@@ -304,10 +304,13 @@ class FinetuneConfig:
     resnet: ResNet1dConfig = field(default_factory=ResNet1dConfig)  # ResNet1d widths
     epochs: int = 30                        # maximum epochs
     batch_size: int = 32                    # ECGs per step
+    accum_steps: int = 1                    # batches per optimiser step (gradient accumulation: each update
+                                            # sees this many batches)
     lr: float = 5e-4                        # peak learning rate (after warm-up)
     min_lr: float = 1e-6                    # floor of the cosine decay
     warmup_epochs: float = 1.0              # linear warm-up length, epochs
     weight_decay: float = 0.05              # AdamW weight decay (not norms, biases, embeddings)
+    grad_clip: float = 0.0                  # max global gradient norm; 0 = off
     layer_decay: float | None = None        # layer-wise lr decay; None = 0.75 from a checkpoint, 1.0 from
                                             # scratch
     dropout: float = 0.0                    # dropout before the linear head
@@ -331,9 +334,9 @@ class FinetuneConfig:
 
     def problems(self) -> list[str]:
         """Fields outside their range, for :func:`check_config`."""
-        problems = _below_one(self, ("epochs", "batch_size", "patience", "eval_batch_size"))
-        problems += _negative(self, ("min_lr", "warmup_epochs", "weight_decay", "seed", "n_bootstrap",
-                                     "num_workers"))
+        problems = _below_one(self, ("epochs", "batch_size", "accum_steps", "patience", "eval_batch_size"))
+        problems += _negative(self, ("min_lr", "warmup_epochs", "weight_decay", "grad_clip", "seed",
+                                     "n_bootstrap", "num_workers"))
         if not self.lr > 0:
             problems.append(f"lr: must be positive, got {self.lr!r}")
         if not 0 < self.fraction <= 1:

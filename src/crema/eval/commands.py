@@ -161,8 +161,9 @@ def _run_probe(args: argparse.Namespace) -> int:
 
 # flag dest -> FinetuneConfig field, for the flags made from the fields (help = the field's comment)
 _FINETUNE_FLAGS = {"arch": "arch", "size": "size", "corpus": "corpus", "task": "task", "out": "out",
-                   "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-                   "layer_decay": "layer_decay", "warmup_epochs": "warmup_epochs", "dropout": "dropout",
+                   "epochs": "epochs", "batch_size": "batch_size", "accum": "accum_steps", "lr": "lr",
+                   "weight_decay": "weight_decay", "grad_clip": "grad_clip", "layer_decay": "layer_decay",
+                   "warmup_epochs": "warmup_epochs", "dropout": "dropout",
                    "probe_init": "probe_init", "fraction": "fraction", "seed": "seed", "patience": "patience",
                    "holdout_source": "holdout_source", "crop": "crop", "n_bootstrap": "n_bootstrap",
                    "device": "device", "workers": "num_workers", "amp": "amp"}

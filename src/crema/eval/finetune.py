@@ -1,5 +1,6 @@
-"""The fine-tuning protocol: train a classifier (:mod:`crema.train.finetune`), early-stop on
-validation macro AUROC, pick F1 thresholds on validation, test once, and save the best epoch.
+"""The fine-tuning protocol: split the labels, train a classifier with the loop of
+:func:`crema.train.finetune.fit` (early stopping on what :func:`validation_entry` scores: validation
+macro AUROC), pick F1 thresholds on validation, test once, and save the best epoch.
 
 The best epoch is saved as a checkpoint folder (``model.safetensors`` + ``config.json`` of kind
 ``classifier``) with its thresholds, next to ``finetune_log.jsonl``, ``finetune_summary.json``
@@ -13,7 +14,6 @@ early-stops on the validation MAE and is tested with MAE and Pearson's r; it has
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import precision
 from ..config import FinetuneConfig, atomic_write_text, to_dict
@@ -30,8 +29,7 @@ from ..data.corpus import Corpus
 from ..errors import CremaError
 from ..runtime import resolve_device
 from ..train.checkpoint import save_checkpoint
-from ..train.finetune import (build_classifier, corpus_preprocess, layer_decay_groups, state_copy,
-                              train_epoch, training_loader)
+from ..train.finetune import build_classifier, corpus_preprocess, fit, training_loader
 from . import metrics
 from .features import (FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, predict_values,
                        rows_sha256)
@@ -148,75 +146,42 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, method: str | None = No
             out = predict_proba(model, corpus, split.rows[part], eval_crop, cfg.eval_batch_size, device)
         return split.record_level(out, part)
 
-    layer_decay = cfg.effective_layer_decay
-    optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.weight_decay, layer_decay), lr=cfg.lr)
-    loader = training_loader(corpus, train_rows, train_y, cfg, crop)
-    steps_per_epoch = max(1, len(loader))
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    def validate() -> tuple[float, dict]:
+        return validation_entry(split.task_type, *record_scores("val"))
 
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "finetune_log.jsonl"
-    log_lines: list[str] = []
-    history: list[dict] = []
-    best = {"score": -math.inf, "epoch": -1, "state": None, "val": {}}
+    loader = training_loader(corpus, train_rows, train_y, cfg, crop)
+    start = None
     if cfg.probe_init:
         if cfg.arch != "sit":
             raise CremaError("--probe-init needs a SiT encoder (the ResNet baseline has no pretrained features)")
         val_y = None if target is None else target.standardise(split.y["val"])
         init_head_from_probe(model, corpus, train_rows, train_y, split, eval_crop, cfg, device, val_y)
-        score, fields = validation_entry(split.task_type, *record_scores("val"))
-        entry = {"epoch": -1, "step": 0, "train_loss": None, "head": "probe", **fields}
-        history.append(entry)
-        log_lines.append(json.dumps(entry))
-        best = {"score": score, "epoch": -1, "val": fields, "state": state_copy(model)}
-    step, stale = 0, 0
-    for epoch in tqdm(range(cfg.epochs), desc=f"finetune {cfg.arch}", disable=not progress):
-        loader.dataset.set_epoch(epoch)  # fresh crops and augmentations each epoch
-        t0 = time.perf_counter()
-        losses, step = train_epoch(model, loader, optimizer, cfg, step, warmup, total_steps, device,
-                                   split.task_type)
-        if not (np.all(np.isfinite(losses)) and all(bool(torch.isfinite(w).all()) for w in model.parameters())):
-            # NaN weights give NaN scores: nothing of this run may be written as a result
-            raise CremaError(f"{out}: training diverged in epoch {epoch} (the loss or the weights became NaN or "
-                             "infinite); stopped without writing a classifier; try a lower --lr, or --amp fp32")
-        score, fields = validation_entry(split.task_type, *record_scores("val"))
-        entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
-                 **fields, "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(entry)
-        log_lines.append(json.dumps(entry))
-        atomic_write_text(log_path, "\n".join(log_lines) + "\n")
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "val": fields, "state": state_copy(model)}
-            stale = 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-
-    model.load_state_dict(best["state"])
+        score, fields = validate()
+        start = (score, {"head": "probe", **fields})
+    fitted = fit(model, loader, cfg, device, validate, out, task_type=split.task_type, start=start,
+                 progress=progress)
     y_test, p_test = record_scores("test")
     if target is not None:
         evaluation = metrics.evaluate_regression(y_test, p_test, split.classes[0], cfg.n_bootstrap, seed=0,
                                                  keep_replicates=True)
         head = {"thresholds": None, "target_mean": target.mean, "target_std": target.std,
-                "val_mae": _finite(best["val"]["val_mae"])}
+                "val_mae": _finite(fitted.best_val["val_mae"])}
     else:
         thresholds = metrics.pick_thresholds(*record_scores("val"))
         evaluation = metrics.evaluate(y_test, p_test, split.classes, thresholds, cfg.n_bootstrap, seed=0,
                                       keep_replicates=True, task_type=split.task_type)
-        head = {"thresholds": [float(t) for t in thresholds], "val_auroc": best["val"].get("val_auroc")}
+        head = {"thresholds": [float(t) for t in thresholds], "val_auroc": fitted.best_val.get("val_auroc")}
     data_sha = corpus_fingerprint(cfg.corpus)
     config = {
         "kind": "classifier", "arch": cfg.arch, "model": model_entry, "preprocess": preprocess,
         "task": cfg.task, "task_type": split.task_type, "classes": split.classes, **head,
-        "crop": eval_crop, "init": cfg.checkpoint or "random", "best_epoch": best["epoch"],
+        "crop": eval_crop, "init": cfg.checkpoint or "random", "best_epoch": fitted.best_epoch,
         "finetune": to_dict(cfg), "data_sha256": data_sha,
     }
     save_checkpoint(out, model, config)
     summary = {
-        "best_epoch": best["epoch"], "epochs_run": sum(h["epoch"] >= 0 for h in history), "history": history,
-        "layer_decay": layer_decay, "n_train": int(len(train_rows)), "n_val": int(len(split.rows["val"])),
+        "best_epoch": fitted.best_epoch, "epochs_run": fitted.epochs_run, "history": fitted.history,
+        "layer_decay": cfg.effective_layer_decay, "n_train": int(len(train_rows)), "n_val": int(len(split.rows["val"])),
         "n_test_windows": int(len(split.rows["test"])), "test": evaluation,
         "train_rows_sha256": rows_sha256(train_rows), "test_rows_sha256": rows_sha256(split.rows["test"]),
         "data_sha256": data_sha, "data_hash_of": FINGERPRINT_WHAT, "classes": split.classes,

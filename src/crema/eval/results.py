@@ -100,11 +100,11 @@ class ResultRecord:
         """
         task_type = evaluation.get("task_type", "multilabel")
         boot = evaluation.get("bootstrap", {})
-        values: dict[str, Any] = {"step": step, "method": method, "protocol": protocol, "task": task,
-                                  "task_type": task_type, "experiment": experiment, "seed": int(seed),
-                                  "n_test": evaluation["n"], "auroc": evaluation["auroc"], "f1": evaluation["f1"],
-                                  "bootstrap": {k: v for k, v in boot.items() if k in ("n_resamples", "seed", "method")},
-                                  "data_sha256": data_sha256, "config": config, **fields}
+        values: dict[str, Any] = {
+            "step": step, "method": method, "protocol": protocol, "task": task, "task_type": task_type,
+            "experiment": experiment, "seed": int(seed), "n_test": evaluation["n"], "auroc": evaluation["auroc"],
+            "f1": evaluation["f1"], "bootstrap": {k: v for k, v in boot.items() if k in ("n_resamples", "seed", "method")},
+            "data_sha256": data_sha256, "config": config, **fields}
         for metric in TASK_METRICS[task_type]:
             if metric != "auroc":
                 values[metric] = evaluation[metric]
