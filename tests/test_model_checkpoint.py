@@ -76,6 +76,8 @@ def test_each_kind_and_arch_builds_its_module(config, module):
     ({"kind": "pretrain", "arch": "resnet1d", "model": RESNET}, "arch: a 'resnet1d' model cannot be a pretrain"),
     ({"kind": "classifier", "arch": "vit", "model": SIT, "classes": ["A"]}, "unknown arch 'vit' (sit or resnet1d)"),
     ({"kind": "student", "model": SIT}, "unknown checkpoint kind 'student' (pretrain or classifier)"),
+    ({"kind": ["classifier"], "model": SIT}, "unknown checkpoint kind ['classifier']"),
+    ({"kind": "classifier", "arch": ["sit"], "model": SIT, "classes": ["A"]}, "unknown arch ['sit']"),
     ({"kind": "classifier", "arch": "resnet1d", "model": {**RESNET, "widths": "wide"}, "classes": ["A"]},
      "model.widths"),
 ])

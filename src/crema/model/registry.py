@@ -72,7 +72,8 @@ def _sit_parts(model: Mapping[str, Any]) -> list[WeightPart]:
     """Encoder, MAE decoder and contrastive projector (a classifier carries the encoder only)."""
     dim, ratio = model.get("dim"), model.get("mlp_ratio", 4.0)
     hidden = int(dim * ratio) if isinstance(dim, int) and isinstance(ratio, (int, float)) else None
-    encoder_widths = {"dim": dim, "mlp hidden width (dim * mlp_ratio)": hidden, "stem_channels": model.get("stem_channels")}
+    encoder_widths = {"dim": dim, "mlp hidden width (dim * mlp_ratio)": hidden,
+                      "stem_channels": model.get("stem_channels")}
     return [WeightPart("encoder.", encoder_widths, "blocks.", 1, "depth", model.get("depth")),
             WeightPart("decoder.", {"decoder_dim": model.get("decoder_dim")}, "blocks.", 1, "decoder_depth",
                        model.get("decoder_depth")),
@@ -102,7 +103,7 @@ ARCHS: dict[str, Arch] = {
 
 def get_arch(name: Any) -> Arch:
     """The registry's entry for ``name``. Raises ConfigError (field ``arch``) for an unknown one."""
-    if name not in ARCHS:
+    if not isinstance(name, str) or name not in ARCHS:  # a JSON list or object is no dict key
         raise ConfigError(f"unknown arch {name!r} ({' or '.join(ARCHS)})")
     return ARCHS[name]
 
@@ -165,7 +166,7 @@ def build_network(config: Mapping[str, Any], where: Any) -> nn.Module:
         CheckpointError: an unknown kind or arch, or a config the module cannot be built from.
     """
     kind = config.get("kind")
-    if kind not in BUILDERS:
+    if kind not in KINDS:  # a tuple: any JSON value compares, a list is no dict key
         raise CheckpointError(f"{where}: unknown checkpoint kind {kind!r} ({' or '.join(KINDS)})")
     name, arch = arch_of(config, where)
     try:
