@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# The CPU build of torch that these machines carry on local disk; pyproject accepts torch>=2.2.
+# The torch version `make` installs (another: make TORCH_PIN="torch==X.Y"); pyproject accepts torch>=2.2.
 TORCH_PIN ?= torch==2.13.0
 
 .PHONY: demo test browser-test venv venv-dev bench clean

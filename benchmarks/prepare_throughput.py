@@ -69,7 +69,7 @@ _READ_ONLY = textwrap.dedent("""
 READERS = ("wfdb", "fast")
 # Corpus files that must not depend on the reader (prepare_report.json holds timings).
 CORPUS_FILES = ("signals.npy", "lead_mask.npy", "index.csv", "classes.json", "preprocess.json")
-TARGET_ONE_WORKER = 350.0  # records/s, issue 12
+TARGET_ONE_WORKER = 350.0  # records/s with one worker: the data-preparation speed target
 
 
 def run_once(script: str, args: list[str], reader: str = "fast") -> dict:

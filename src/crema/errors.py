@@ -84,3 +84,9 @@ def is_utf8_name(path: str | os.PathLike) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of the package's optional extras (``serve``, ``formats``, ``onnx``,
+    ``parquet``): CREMA is installed from a clone, not from a package index."""
+    return f"from the CREMA clone, pip install -e '.[{extra}]'"

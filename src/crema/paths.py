@@ -8,12 +8,14 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def data_root() -> Path:
-    """The shared data folder: ``$CREMA_DATA``, else ``../shared/data`` beside the project root."""
+    """The folder of public ECG data sets (laid out as the README's "Getting the data" says):
+    ``$CREMA_DATA``; when it is not set, ``shared/data`` in the folder that holds the clone (a
+    development layout), which need not exist: tests and benchmarks skip what is absent."""
     env = os.environ.get("CREMA_DATA")
     if env:
         return Path(env).expanduser().resolve()
     project_root = _PACKAGE_DIR.parents[1]  # src/crema -> project root
-    return (project_root / ".." / "shared" / "data").resolve()
+    return (project_root.parent / "shared" / "data").resolve()
 
 
 def sample_root() -> Path:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import CremaError
+from ..errors import CremaError, install_hint
 
 
 def register(subparsers: Any) -> None:
@@ -19,12 +19,13 @@ def register(subparsers: Any) -> None:
         "serve", help="a local web viewer: drop an ECG, see its plot, predictions, reconstruction, neighbours",
         description="Serve a page on this machine where you drop one ECG file (any supported format; a WFDB "
                     "record as its .hea with its .dat/.mat) and see the 12-lead paper plot, the input contract "
-                    "check, the predictions with their thresholds (classifier), the masked reconstruction "
+                    "check, the predictions with their thresholds (classifier; a regression model: its predicted value), "
+                    "the masked reconstruction "
                     "(pretrained model) and the most similar ECGs of a --reference set. Nothing is loaded from "
                     "or sent to the network. The viewer answers only its own host names and writes from its "
                     "own page; an upload is at most CREMA_MAX_UPLOAD_BYTES (default 200 MiB).")
     p.add_argument("checkpoint", help="classifier or pretrained checkpoint folder, exported model folder, or a "
-                                      "shipped model's name (crema models)")
+                                      "shipped model's name (see crema models)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -32,8 +33,9 @@ def register(subparsers: Any) -> None:
                         "[::1] and --host are always allowed; *.example.com allows its subdomains)")
     p.add_argument("--reference", help="ECGs to search for similar ones: a corpus DIR[:split], a folder or stack "
                                        "(embedded at start), or OUT.npy written by crema embed with this model")
-    p.add_argument("--pretrained", help="pretrained checkpoint for the reconstruction (default: MODEL when it is "
-                                        "one, else the checkpoint a classifier was fine-tuned from)")
+    p.add_argument("--pretrained", help="pretrained checkpoint folder or shipped model's name for the "
+                                        "reconstruction (default: MODEL when it is one, else the model a "
+                                        "classifier was fine-tuned from)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run_serve)
 
@@ -45,7 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from .app import create_app
     except ImportError as exc:
         raise CremaError(f"crema serve needs the serve extra ({exc.name} is missing): "
-                         "pip install 'crema-ecg[serve]'") from None
+                         f"{install_hint('serve')}") from None
     from .analysis import Viewer
     from .security import host_patterns
 

@@ -13,7 +13,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from ...atomic import atomic_path
-from ...errors import ReadError
+from ...errors import ReadError, install_hint
 from ..leads import UnknownLeadError, canonical_lead
 from ..recording import Recording
 
@@ -127,7 +127,7 @@ def require(module: str, path: PathLike):
         return __import__(module)
     except ImportError:
         raise ReadError(path, f"reading this format needs the optional package {module!r}: "
-                        "pip install 'crema-ecg[formats]'") from None
+                        f"{install_hint('formats')}") from None
 
 
 def parse_age(value) -> float | None:
