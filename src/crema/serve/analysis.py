@@ -4,7 +4,8 @@
 that draws the masked reconstruction (a pretrained MODEL itself, or the checkpoint a classifier
 was fine-tuned from, or ``--pretrained``) and the record embeddings of a reference set.
 :meth:`Viewer.analyze` turns uploaded files into one JSON-ready dict: the input contract, the
-12-lead paper plot, the predictions with their thresholds, the reconstruction and the nearest
+12-lead paper plot, the predictions with their thresholds (a regression head's predicted value),
+the reconstruction and the nearest
 reference ECGs. Every step reuses the library (readers, ``CremaModel``, ``viz``); a file that
 cannot be used gives the message the CLI prints for it.
 
@@ -152,7 +153,8 @@ class Viewer:
         by name only (no folder of the server), and the upload limit in bytes."""
         m = self.model
         return {"model": repr(m), "source": Path(m.source).name, "kind": m.kind,
-                "classes": m.classes or [], "thresholds": [] if m.thresholds is None else
+                "task_type": m.task_type, "classes": m.classes or [],
+                "thresholds": [] if m.thresholds is None else
                 [round(float(t), 4) for t in m.thresholds],
                 "reconstruction": self.recon is not None,
                 "reference": None if self.reference is None else
@@ -217,11 +219,7 @@ class Viewer:
                   "contract": contract_report(rec, model.preprocess)}
         labels: list[str] = []
         if model.kind == "classifier":
-            table = model.record_table(model.classify_windows(signals, lead_mask), index).iloc[0]
-            result["predictions"] = [
-                {"class": c, "probability": round(float(table[c]), 4), "threshold": round(float(t), 4),
-                 "positive": bool(table[c] >= t)} for c, t in zip(model.classes, model.thresholds)]
-            labels = [f"{p['class']} {p['probability']:.2f}" for p in result["predictions"] if p["positive"]]
+            result["predictions"], labels = predictions(model, signals, lead_mask, index)
         if model.model_config is not None:
             embedding, _ = mean_by_record(model.encode_windows(signals, lead_mask), index)
             result["neighbours"] = self.neighbours(embedding[0])
@@ -256,6 +254,28 @@ class Viewer:
             out = plot_reconstruction(windows[0], pred[0], mask[0], Path(tmp) / "recon.png",
                                       fs=recon.preprocess.fs, lead_mask=lead_mask, title=title)
             return _png_data_url(out.read_bytes())
+
+
+# ----------------------------------------------------------------------------- predictions
+
+def predictions(model: CremaModel, signals: np.ndarray, lead_mask: np.ndarray,
+                index: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    """A classifier's outputs for one record's windows ``(W, 12, T)`` (mean over the windows),
+    as the page shows them, and the labels the plot's title carries.
+
+    Returns:
+        For class probabilities: one ``{"class", "probability", "threshold", "positive"}`` per
+        class, and the classes at or above their threshold with their probability. For a
+        regression head (no thresholds): one ``{"class": target, "value"}``, the predicted
+        value in the target's units, and ``"<target> <value>"`` as the one label.
+    """
+    table = model.record_table(model.classify_windows(signals, lead_mask), index).iloc[0]
+    if model.thresholds is None:
+        shown = [{"class": c, "value": round(float(table[c]), 4)} for c in model.classes]
+        return shown, [f"{p['class']} {p['value']:.4g}" for p in shown]
+    shown = [{"class": c, "probability": round(float(table[c]), 4), "threshold": round(float(t), 4),
+              "positive": bool(table[c] >= t)} for c, t in zip(model.classes, model.thresholds)]
+    return shown, [f"{p['class']} {p['probability']:.2f}" for p in shown if p["positive"]]
 
 
 # ----------------------------------------------------------------------------- uploads
@@ -407,4 +427,4 @@ def _png_data_url(png: bytes) -> str:
 
 
 __all__ = ["Viewer", "Reference", "UploadError", "UploadTooLarge", "UploadUnusable", "UploadName", "upload_name",
-           "fine_tuned_from", "load_reference", "shown_source"]
+           "fine_tuned_from", "load_reference", "predictions", "shown_source"]

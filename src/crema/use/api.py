@@ -210,8 +210,10 @@ class CremaModel:
         what = f"{self.kind} {self.arch}"
         if self.model_config is not None:
             what += f" {self.model_config.size} (D={self.model_config.dim})"
-        if self.classes:
-            what += f", {len(self.classes)} classes"
+        if self.task_type == "regression":
+            what += f", regression of {self.classes[0]}"
+        elif self.classes:
+            what += f", {len(self.classes)} class{'es' if len(self.classes) > 1 else ''}"
         return (f"CremaModel({what}, window {self.window} at {self.preprocess.fs:g} Hz, {self.device}, "
                 f"{self.precision})")
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..atomic import atomic_path, make_parent
 from ..config import EMBEDDING_FEATURES, atomic_write_text
-from ..errors import CremaError, ReadError
+from ..errors import CremaError, ReadError, install_hint
 from ..flags import device_flag, number_in
 from ..locking import output_lock
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
@@ -168,8 +168,8 @@ def _require_pyarrow() -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise CremaError("--out *.parquet needs pyarrow (pip install pyarrow); or use --out X for X.npy "
-                         "+ X.index.csv") from None
+        raise CremaError(f"--out *.parquet needs pyarrow, the parquet extra ({install_hint('parquet')}); "
+                         "or use --out X for X.npy + X.index.csv") from None
 
 
 def _write_parquet(outputs: BatchOutputs, parquet: Path) -> None:
@@ -263,7 +263,7 @@ def _register_plot(subparsers: Any) -> None:
         "plot", help="draw one ECG as a 12-lead paper printout (with predicted labels)",
         description="Standard 3x4 layout of 2.5 s segments plus a lead II rhythm strip, 25 mm/s, "
                     "10 mm/mV, on a 1 mm / 5 mm grid. With a classifier --checkpoint the predicted "
-                    "labels go in the title.")
+                    "labels go in the title (a regression model: its predicted value).")
     p.add_argument("input", help="one ECG file (any supported format)")
     p.add_argument("--out", required=True, help="image to write (.png, .pdf or .svg)")
     p.add_argument("--checkpoint", help="classifier checkpoint: put its predicted labels in the title (a "
@@ -389,7 +389,8 @@ def _register_export_onnx(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "export-onnx", help="export the encoder (or the whole classifier) to ONNX",
         description="Inputs: signal (batch, 12, window) float32 preprocessed windows and lead_mask "
-                    "(batch, 12) bool; outputs embedding, or logits and probabilities for a classifier. "
+                    "(batch, 12) bool; outputs embedding, or logits and probabilities for a classifier, or "
+                    "value (batch, 1) for a regression model (the predicted value in the target's units). "
                     "The batch axis is dynamic. After export the graph is checked against PyTorch with "
                     "onnxruntime at batch sizes 1 and 3.")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)

@@ -7,7 +7,9 @@ stored in the ONNX metadata under ``crema_config``):
 - input ``lead_mask``: bool ``(batch, 12)``, True = lead present (left out with
   ``lead_mask=False``: all leads present);
 - outputs: ``embedding (batch, D)`` for a pretrain checkpoint; ``logits (batch, K)`` and
-  ``probabilities (batch, K)`` for a classifier (class names in the metadata).
+  ``probabilities (batch, K)`` for a classifier (class names in the metadata); ``value (batch, 1)``
+  for a regression head: the predicted value in the target's units (the head's output times the
+  target's std plus its mean, as ``CremaModel.classify_windows`` gives it), no sigmoid.
 
 The TorchScript exporter (``dynamo=False``) is tried first because it handles this model in a
 fraction of a second; the ``torch.export`` exporter is the fallback.
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import CremaError
+from ..errors import CremaError, install_hint
 from .api import CremaModel
 from ..atomic import atomic_path
 
@@ -53,9 +55,24 @@ class ClassifierGraph(nn.Module):
         return logits, torch.sigmoid(logits)
 
 
+class RegressionGraph(nn.Module):
+    """``(signal (B, 12, T), lead_mask (B, 12)) -> value (B, 1)``: a regression head's output
+    scaled back to the target's units (``output * std + mean``, in fp32)."""
+
+    def __init__(self, regressor: nn.Module, std: float, mean: float):
+        super().__init__()
+        self.regressor, self.std, self.mean = regressor, float(std), float(mean)
+
+    def forward(self, signal: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        return self.regressor(signal, lead_mask=lead_mask).float() * self.std + self.mean
+
+
 def export_graph(model: CremaModel) -> tuple[nn.Module, list[str]]:
     """The module to export and its output names: the full classifier for a classifier
-    checkpoint, else the encoder."""
+    checkpoint (a regression head with its target scaling), else the encoder."""
+    if model.kind == "classifier" and model.target_scale is not None:
+        std, mean = model.target_scale
+        return RegressionGraph(model.network, std, mean).cpu().eval(), ["value"]
     if model.kind == "classifier":
         return ClassifierGraph(model.network).cpu().eval(), ["logits", "probabilities"]
     return EncoderGraph(model.encoder).cpu().eval(), ["embedding"]
@@ -74,7 +91,7 @@ def export_onnx(model: CremaModel, out: str | os.PathLike, lead_mask: bool = Tru
     Returns:
         The written path.
     """
-    import onnx  # optional (the ``onnx`` extra): only export needs it
+    onnx = _optional("onnx")
 
     graph, output_names = export_graph(model)
     input_names = ["signal", "lead_mask"] if lead_mask else ["signal"]
@@ -115,10 +132,21 @@ def _torch_export(graph: nn.Module, example: tuple, path: str, input_names: list
                              f"torch.export exporter: {exc}") from exc
 
 
+def _optional(module: str):
+    """``module`` of the ``onnx`` extra (onnx, onnxruntime: only export and its parity check
+    need them), or a CremaError saying how to install it."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise CremaError(f"ONNX export needs the onnx extra ({module} is missing): "
+                         f"{install_hint('onnx')}") from None
+
+
 def _metadata(model: CremaModel, lead_mask: bool) -> dict[str, str]:
     return {
         "crema_config": json.dumps(model.config),
         "crema_kind": model.kind,
+        "crema_task_type": model.task_type or "",
         "crema_inputs": "signal (batch, 12, %d) float32 z-scored windows%s" % (
             model.window, ", lead_mask (batch, 12) bool" if lead_mask else ""),
         "crema_leads": ",".join(model.model_config.leads) if model.model_config else "",
@@ -128,7 +156,7 @@ def _metadata(model: CremaModel, lead_mask: bool) -> dict[str, str]:
 
 def onnx_session(path: str | os.PathLike):
     """An onnxruntime CPU session for ``path``."""
-    import onnxruntime as ort  # optional (the ``onnx`` extra): only the parity check needs it
+    ort = _optional("onnxruntime")
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

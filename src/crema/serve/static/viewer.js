@@ -122,6 +122,10 @@ function renderPredictions(predictions) {
     $("predictions-note").textContent = "a pretrained model makes no predictions (serve a fine-tuned classifier)";
     return;
   }
+  if (predictions.length && predictions[0].value !== undefined) {
+    renderValues(table, predictions);
+    return;
+  }
   header(table, ["class", "probability", "", "threshold"]);
   const body = table.createTBody();
   for (const p of predictions) {
@@ -136,6 +140,19 @@ function renderPredictions(predictions) {
   $("predictions-note").textContent = positives.length
     ? `at or above threshold: ${positives.join(", ")} (thresholds picked on the validation set)`
     : "no class at or above its threshold (thresholds picked on the validation set)";
+}
+
+// A regression model: its predicted value of the target, in the target's units (no threshold).
+function renderValues(table, predictions) {
+  header(table, ["target", "predicted value"]);
+  const body = table.createTBody();
+  for (const p of predictions) {
+    const row = body.insertRow();
+    cell(row, p.class);
+    cell(row, Number(p.value).toFixed(2));
+  }
+  $("predictions-note").textContent =
+    "a regression model: its predicted value, the mean over the record's 10 s windows";
 }
 
 // Built element by element (the page's Content-Security-Policy allows no inline style markup).
