@@ -60,6 +60,8 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     registry = json.loads((out / "models.json").read_text())
     weights = out / "tiny-test" / "model.safetensors"
     assert registry["tiny-test"] == {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                                     "config_sha256": hashlib.sha256((out / "tiny-test" / "config.json")
+                                                                     .read_bytes()).hexdigest(),
                                      "summary": "a test model"}
     assert set(shipped_models()) < set(registry)
     card = (out / "tiny-test" / "MODEL_CARD.md").read_text()

@@ -114,3 +114,29 @@ def test_the_install_hints_match_the_extras_the_package_declares():
     for extra in ("serve", "formats", "onnx", "parquet"):
         assert extra in extras, extra
     assert crema.errors.install_hint("serve") == f"from the CREMA clone, {HINT.format('serve')}"
+
+
+def test_a_damaged_shipped_model_says_how_to_restore_it_from_the_clone(tmp_path, monkeypatch):
+    import shutil
+
+    import crema.weights as weights
+
+    folder = tmp_path / "weights"
+    shutil.copytree(weights.WEIGHTS_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(weights, "REGISTRY", folder / "models.json")
+    weights._verified.cache_clear()
+    try:
+        target = folder / "crema-mini-ecg12" / "model.safetensors"
+        target.write_bytes(target.read_bytes()[:-1] + b"\x00")
+        with pytest.raises(CremaError) as damaged:
+            crema.load("crema-mini-ecg12", device="cpu")
+        target.unlink()
+        weights._verified.cache_clear()
+        with pytest.raises(CremaError) as missing:
+            crema.load("crema-mini-ecg12", device="cpu")
+    finally:
+        weights._verified.cache_clear()
+    for error in (damaged, missing):
+        assert "git checkout src/crema/weights" in str(error.value) and "reinstall" not in str(error.value)
+    assert "python -m crema.weights --update crema-mini-ecg12" in str(damaged.value)

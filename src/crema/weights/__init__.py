@@ -52,7 +52,8 @@ def _verified(name: str) -> Path:
     for key, file_name in HASHED_FILES.items():
         path = folder / file_name
         if not path.is_file():
-            raise CheckpointError(f"shipped model {name}: {path} is missing (reinstall crema-ecg)")
+            raise CheckpointError(f"shipped model {name}: {path} is missing (restore it in the clone: "
+                                  "git checkout src/crema/weights)")
         expected = entry.get(key)
         if not expected:
             raise CheckpointError(f"shipped model {name}: models.json records no {key} for {file_name} "
@@ -60,7 +61,9 @@ def _verified(name: str) -> Path:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != expected:
             raise CheckpointError(f"shipped model {name}: {path} has SHA-256 {digest[:16]}..., expected "
-                                  f"{expected[:16]}... (the file is damaged or was edited; reinstall crema-ecg)")
+                                  f"{expected[:16]}... (the file is damaged or was edited: restore it in the "
+                                  "clone with git checkout src/crema/weights, or after a deliberate change run "
+                                  f"python -m crema.weights --update {name})")
     return folder
 
 
