@@ -1,8 +1,9 @@
 """Why did the original CREMA design hold the encoder on the reconstruction plateau?
 
 For two designs (``same``: the original two views of one crop; ``disjoint``: the default, two
-non-overlapping 5 s crops) this trains the screening recipe on the real corpora and, every
-``--every`` steps, measures on the same batch:
+non-overlapping 5 s crops) this pretrains the screening recipe on the real corpora with
+:func:`crema.train.pretrain.pretrain` and a hook (:class:`GradientDiagnosis`) that, every
+``--every`` steps, measures on the step's batch:
 
 * the gradient norm of ``L_rec`` and of ``lambda * L_con`` at each encoder block (two separate
   backward passes), and their cosine similarity over the whole encoder;
@@ -12,7 +13,10 @@ non-overlapping 5 s crops) this trains the screening recipe on the real corpora 
 * how much of one view's visible input the other view also sees (shared visible samples /
   visible samples).
 
-Writes ``OUT/diagnosis.json`` and ``OUT/gradients.png``. Usage::
+The hook measures with a forward pass of its own (fresh masks, the run's random streams left as
+they were, so the training is that of a run without the hook) and reads the step's gradient for the
+clipping count. Writes ``OUT/diagnosis.json`` and ``OUT/gradients.png``; the two pretraining runs
+(checkpoint and log) go to ``--runs``. Usage::
 
     python experiments/diagnose_gradients.py --corpora runs/corpora --out results/design-search/diagnosis --steps 600
 """
@@ -26,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab import REPO, run_config
+from crema.model.crema import crop_starts_for_views
+from crema.train.pretrain import StepInfo, pretrain
 
 
 def block_grad_norms(model, loss) -> tuple[list[float], torch.Tensor]:
@@ -45,8 +50,6 @@ def block_grad_norms(model, loss) -> tuple[list[float], torch.Tensor]:
 def shared_visible_fraction(model, x, generator) -> float:
     """Fraction of view 1's visible samples that view 2 also sees (same time, same lead)."""
     obj, w = model.objective, model.model_cfg.window
-    from crema.model.crema import crop_starts_for_views
-
     b, c, t = x.shape
     g_state = generator.get_state()
     starts = crop_starts_for_views(b, t, min(w, t), 2, obj.view_crop, generator)
@@ -65,50 +68,58 @@ def shared_visible_fraction(model, x, generator) -> float:
     return float(np.mean(shared))
 
 
-def run(design: str, args) -> dict:
-    from crema.model.crema import CREMA
-    from crema.train.rng import seed_everything
-    from crema.train.stream import open_pretrain_data
-    from crema.train.schedule import lr_at, make_adamw, scaled_lr, set_lr
+class GradientDiagnosis:
+    """A pretraining hook (:class:`crema.train.pretrain.StepInfo`): counts the steps whose global
+    gradient norm exceeds ``grad_clip`` (clipping active), and every ``every`` steps and at
+    ``last_step`` logs the per-block gradient norms of ``L_rec`` and ``lambda * L_con``, their
+    cosine over the encoder, the losses, the contrastive accuracy and the shared visible input."""
 
-    cfg = run_config("crema_base" if design == "same" else "crema_disjoint", 0, args.corpora,
-                                   args.out / design, "cpu", args.steps)
-    t = cfg.train
-    data = open_pretrain_data(t.corpora, cfg.model.window, t.seed, cfg.objective.view_crop)
-    seed_everything(0)
-    model = CREMA(cfg.model, cfg.objective, fs=data.preprocess.fs)
-    base_lr = scaled_lr(t.blr, t.batch_size)
-    opt = make_adamw(model, base_lr, t.weight_decay, t.betas)
-    loader = torch.utils.data.DataLoader(data.dataset.dataset, batch_size=t.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0), drop_last=True)
-    gen = torch.Generator().manual_seed(1)
-    log, step, clipped = [], 0, 0
-    while step < args.steps:
-        for batch in loader:
-            if step >= args.steps:
-                break
-            x = batch["signal"].float()
-            set_lr(opt, lr_at(step, base_lr, t.min_lr, t.warmup_steps, t.steps))
-            out = model(x, generator=gen)
-            if step % args.every == 0 or step == args.steps - 1:
-                rec_norms, g_rec = block_grad_norms(model, out["loss_rec"])
-                con_norms, g_con = block_grad_norms(model, cfg.objective.lambda_con * out["loss_con"])
-                cos = float(torch.nn.functional.cosine_similarity(g_rec, g_con, dim=0))
-                with torch.no_grad():
-                    share = shared_visible_fraction(model, x[:8], torch.Generator().manual_seed(step))
-                log.append({"step": step, "rec_block_norms": rec_norms, "con_block_norms": con_norms,
-                            "cosine_rec_con": cos, "loss_rec": float(out["loss_rec"]),
-                            "loss_con": float(out["loss_con"]), "acc": float(out["acc"]),
-                            "shared_visible": share})
-                print(design, json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                                          for k, v in log[-1].items() if "norms" not in k}), flush=True)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            total = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            clipped += int(total > t.grad_clip)
-            opt.step()
-            step += 1
-    return {"design": design, "log": log, "clipped_fraction": clipped / max(1, step)}
+    def __init__(self, every: int, last_step: int, lambda_con: float, grad_clip: float, label: str = ""):
+        self.every, self.last_step, self.lambda_con, self.grad_clip, self.label = (
+            every, last_step, lambda_con, grad_clip, label)
+        self.log: list[dict] = []
+        self.steps = self.clipped = 0
+
+    def __call__(self, info: StepInfo) -> None:
+        if info.phase != "gradients":
+            return
+        self.steps += 1
+        grads = [p.grad for p in info.model.parameters() if p.grad is not None]
+        total = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
+        self.clipped += int(self.grad_clip > 0 and total > self.grad_clip)
+        if info.step % self.every == 0 or info.step == self.last_step:
+            self.log.append(self.measure(info))
+            print(self.label, json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                          for k, v in self.log[-1].items() if "norms" not in k}), flush=True)
+
+    def measure(self, info: StepInfo) -> dict:
+        model, batch = info.model, info.batch
+        x = batch["signal"]
+        # fork_rng: this forward draws masks; the run's own streams continue as without the hook
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            out = model(x, lead_mask=batch["lead_mask"], patient_ids=batch["patient"])
+            rec_norms, g_rec = block_grad_norms(model, out["loss_rec"])
+            con_norms, g_con = block_grad_norms(model, self.lambda_con * out["loss_con"])
+            with torch.no_grad():
+                share = shared_visible_fraction(model, x[:8].cpu(), torch.Generator().manual_seed(info.step))
+        cos = float(torch.nn.functional.cosine_similarity(g_rec, g_con, dim=0))
+        values = {key: float(out[key].detach()) for key in ("loss_rec", "loss_con", "acc")}
+        return {"step": info.step, "rec_block_norms": rec_norms, "con_block_norms": con_norms,
+                "cosine_rec_con": cos, **values, "shared_visible": share}
+
+    @property
+    def clipped_fraction(self) -> float:
+        return self.clipped / max(1, self.steps)
+
+
+def run(design: str, args) -> dict:
+    from lab import run_config
+
+    cfg = run_config("crema_base" if design == "same" else "crema_disjoint", 0, args.corpora, args.runs / design,
+                     "cpu", args.steps)
+    diagnosis = GradientDiagnosis(args.every, args.steps - 1, cfg.objective.lambda_con, cfg.train.grad_clip, design)
+    pretrain(cfg, progress=False, hooks=[diagnosis])
+    return {"design": design, "log": diagnosis.log, "clipped_fraction": diagnosis.clipped_fraction}
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -140,9 +151,13 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lab import REPO
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpora", type=Path, default=REPO / "runs" / "corpora")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--runs", type=Path, default=REPO / "runs" / "diagnose-gradients",
+                   help="where the two pretraining runs write their checkpoints and logs")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--every", type=int, default=25)
     args = p.parse_args(argv)

@@ -46,7 +46,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,38 @@ class PretrainResult:
     last_log: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """What a hook (``pretrain(..., hooks=[...])``) is called with, twice per optimiser step.
+
+    Attributes:
+        phase: ``"gradients"``: after the step's backward passes, before clipping and the optimiser
+            step (``param.grad`` holds the step's unclipped gradient, the mean over its
+            micro-batches); ``"step"``: after the optimiser step (weights updated, gradients cleared).
+        step: the step's index (0 for the first: the step the lr schedule was evaluated at); the same
+            in both phases.
+        losses: the step's detached means over its micro-batches on this process: ``loss``,
+            ``loss_rec``, ``loss_con``, ``acc`` (0-d tensors).
+        model: the :class:`~crema.model.crema.CREMA` module (not its DDP or compiled wrapper).
+        optimizer: the AdamW, its lr set for this step.
+        batch: the step's last micro-batch on the device: ``signal (B, 12, T)``, ``lead_mask (B, 12)``,
+            ``patient (B,)``.
+
+    A hook that runs the model itself should do so under ``torch.random.fork_rng`` so that the
+    run's masks and crops stay those of a run without it.
+    """
+
+    phase: str
+    step: int
+    losses: dict[str, Tensor]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    batch: dict[str, Tensor]
+
+
+Hook = Callable[[StepInfo], None]
+
+
 def _resolve_amp(device: torch.device, amp: str) -> str:
     """``"bf16"`` or ``"fp32"``: what ``amp`` means on ``device`` (:mod:`crema.precision`)."""
     try:
@@ -95,7 +127,7 @@ def _resolve_amp(device: torch.device, amp: str) -> str:
 
 def pretrain(cfg: RunConfig, resume: bool = False, progress: bool = True,
              stop_at: int | None = None, data: PretrainData | None = None,
-             allow_corpus_change: bool = False) -> PretrainResult:
+             allow_corpus_change: bool = False, hooks: Sequence[Hook] = ()) -> PretrainResult:
     """Run (or continue) pretraining as described by ``cfg``; see the module docstring.
 
     Args:
@@ -106,6 +138,8 @@ def pretrain(cfg: RunConfig, resume: bool = False, progress: bool = True,
             there; the schedule still follows ``cfg.train.steps``.
         data: an already opened training set (tests); default opens ``cfg.train.corpora``.
         allow_corpus_change: resume even when a corpus's fingerprint differs from the one saved.
+        hooks: called with a :class:`StepInfo` before and after every optimiser step, in order, on
+            every process (diagnostics: gradient norms, extra logs).
 
     Returns:
         :class:`PretrainResult`. The process group, if this call created one, is left again.
@@ -120,7 +154,7 @@ def pretrain(cfg: RunConfig, resume: bool = False, progress: bool = True,
     try:
         with contextlib.ExitStack() as held:
             _lock_run_folder(held, cfg.train.out, info, device)
-            return Trainer(cfg, info, device, resume, progress, stop_at, data, allow_corpus_change).run()
+            return Trainer(cfg, info, device, resume, progress, stop_at, data, allow_corpus_change, hooks).run()
     finally:
         if owns_group:
             dist_utils.cleanup()
@@ -170,8 +204,9 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, info: dist_utils.DistInfo, device: torch.device,
                  resume: bool, progress: bool, stop_at: int | None, data: PretrainData | None,
-                 allow_corpus_change: bool = False):
+                 allow_corpus_change: bool = False, hooks: Sequence[Hook] = ()):
         self.info, self.device, self.progress = info, device, progress
+        self.hooks = tuple(hooks)
         self.out = Path(cfg.train.out)
         self.corpora_sha = corpora_fingerprints(cfg.train.corpora)
         self.allow_corpus_change = allow_corpus_change
@@ -299,12 +334,22 @@ class Trainer:
                 (out["loss"] / t.accum_steps).backward()
             for key in ("loss", "loss_rec", "loss_con", "acc"):
                 sums[key] = sums.get(key, 0.0) + out[key].detach().float() / t.accum_steps
+        batch = {"signal": x, "lead_mask": lead_mask, "patient": patients}
+        self._call_hooks("gradients", self.step, sums, batch)
         if t.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._call_hooks("step", self.step - 1, sums, batch)
         return sums
+
+    def _call_hooks(self, phase: str, step: int, losses: dict[str, Tensor], batch: dict[str, Tensor]) -> None:
+        """Each hook, in order, with step ``step``'s :class:`StepInfo`."""
+        if self.hooks:
+            info = StepInfo(phase, step, dict(losses), self.model, self.optimizer, batch)
+            for hook in self.hooks:
+                hook(info)
 
     def run(self) -> PretrainResult:
         t = self.cfg.train
