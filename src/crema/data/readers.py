@@ -1,8 +1,9 @@
 """Read one ECG file of any supported format into a :class:`Recording` (mV, file's own leads), and
 list the records of files, folders and globs.
 
-This module dispatches on the file; each format is read by its module in
-:mod:`crema.data.formats`. Formats, detected by suffix (and, for ``.mat``, by content):
+This module dispatches on the file's kind (:func:`crema.data.inputs.classify_input`); each format
+is read by its module in :mod:`crema.data.formats`. Formats, by suffix (and, for ``.mat``, by the
+header beside it):
 
 * ``.hea`` (or its ``.dat``/``.xyz``): WFDB (PTB-XL, PTB Diagnostic, PhysioNet/CinC ``.hea`` +
   ``.mat``), :mod:`~crema.data.formats.wfdb`.
@@ -22,7 +23,6 @@ here, once.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,28 +31,21 @@ import numpy as np
 from ..errors import CremaError, ReadError, is_utf8_name
 from ..limits import LimitError
 from .formats import read_dicom_ecg, read_edf_ecg, read_xml_ecg
-from .formats.arrays import looks_like_text_record, read_array_file
+from .formats.arrays import read_array_file
 from .formats.cpsc import read_cpsc_struct
 from .formats.wfdb import read_wfdb
+from .inputs import (WFDB_SIGNAL_SUFFIXES, InputKind, classify_input, file_kind, has_magic, header_of,
+                     is_record_file, record_path)
 from .leads import UnknownLeadError, canonical_lead, duplicate_leads
 from .rates import rate_problem
 from .recording import Recording
 
 PathLike = str | os.PathLike
 
-# Suffixes find_records lists when it walks a folder.
-RECORD_SUFFIXES = frozenset({".hea", ".mat", ".npy", ".npz", ".csv", ".txt", ".xml", ".dcm", ".edf",
-                             ".h5", ".hdf5", ".hdf"})
-# Signal files that belong to a header and are never records on their own.
-WFDB_SIGNAL_SUFFIXES = frozenset({".dat", ".xyz"})
-# Table files found beside real data that are not recordings.
-METADATA_NAMES = frozenset({"ptbxl_database.csv", "scp_statements.csv", "ecg_ids.csv",
-                            "index.csv", "records.csv"})
 # Files a batch command writes beside its main output (crema.use.batch.BatchOutputs), and the
 # sidecar that marks that output.
 RUN_SUFFIX = ".run.json"
 OUTPUT_SUFFIXES = (".index.csv", ".errors.csv", RUN_SUFFIX)
-METADATA_PATTERN = re.compile(r".*(dx_mapping|_mapping|_labels?|_database|statements)\.csv$", re.I)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -85,15 +78,14 @@ def read_record(path: PathLike, fs: float | None = None,
         # Every output names its records in UTF-8 text (index.csv, errors.csv, reports), and a
         # resumed run matches records by that name; such a file could never be matched again.
         raise ReadError(path, "file name is not valid UTF-8; rename the file")
-    suffix = path.suffix.lower()
-    if suffix in WFDB_SIGNAL_SUFFIXES:
-        path, suffix = _header_of(path), ".hea"
+    if path.suffix.lower() in WFDB_SIGNAL_SUFFIXES:
+        path = header_of(path)
     if not path.exists():
         raise ReadError(path, "no such file")
     if path.is_dir():
         raise ReadError(path, "is a folder, not a file (use find_records or crema prepare)")
     try:
-        rec = _dispatch(path, suffix, fs, leads, units)
+        rec = _dispatch(path, file_kind(path), fs, leads, units)
     except ReadError as exc:
         if exc.path:
             raise
@@ -125,15 +117,15 @@ def find_records(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
     for item in inputs:
         text = str(item)
         path = Path(item)
-        if not path.exists() and _has_magic(text):
+        kind = classify_input(text, look_inside=False)
+        if kind is InputKind.GLOB:
             root = _split_glob(text)[0]
-            found.update(_record_path(p) for p in _expand_glob(text)
-                         if p.is_file() and _is_record_file(p) and not _in_output(p, root))
-            continue
-        if path.is_dir():
-            found.update(_record_path(p) for p in _walk(path) if _is_record_file(p))
-        elif path.is_file():
-            found.add(_record_path(path))
+            found.update(record_path(p) for p in _expand_glob(text)
+                         if p.is_file() and is_record_file(p) and not _in_output(p, root))
+        elif kind is InputKind.FOLDER:
+            found.update(record_path(p) for p in _walk(path) if is_record_file(p))
+        elif kind.is_file:
+            found.add(record_path(path))
         else:
             raise ReadError(path, "no such file or folder")
     return _unique_files(found)
@@ -183,12 +175,8 @@ def _in_output(path: Path, root: Path) -> bool:
 def _split_glob(pattern: str) -> tuple[Path, tuple[str, ...]]:
     """``(folder before the first pattern part, the parts from there on)``."""
     parts = Path(pattern).parts
-    first_magic = next(i for i, part in enumerate(parts) if _has_magic(part))
+    first_magic = next(i for i, part in enumerate(parts) if has_magic(part))
     return (Path(*parts[:first_magic]) if first_magic else Path(".")), parts[first_magic:]
-
-
-def _has_magic(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
 
 
 def _expand_glob(pattern: str) -> list[Path]:
@@ -221,22 +209,22 @@ def _unique_files(paths: Iterable[Path]) -> list[Path]:
 
 # ----------------------------------------------------------------------------- dispatch
 
-def _dispatch(path: Path, suffix: str, fs: float | None, leads: Sequence[str] | None,
+def _dispatch(path: Path, kind: InputKind, fs: float | None, leads: Sequence[str] | None,
               units: str | None = None) -> Recording:
-    if suffix == ".hea":
-        return read_wfdb(path)
-    if suffix == ".mat":
-        header = path.with_suffix(".hea")
-        return read_wfdb(header) if header.exists() else read_cpsc_struct(path)
-    if suffix in (".npy", ".npz", ".csv", ".txt"):
+    """Read ``path`` of ``kind`` (:func:`crema.data.inputs.file_kind`) with its format's reader."""
+    if kind is InputKind.WFDB:
+        return read_wfdb(header_of(path))
+    if kind is InputKind.MATLAB:
+        return read_cpsc_struct(path)
+    if kind in (InputKind.NPY, InputKind.NPZ, InputKind.TEXT):
         return read_array_file(path, fs=fs, leads=leads, units=units)
-    if suffix == ".xml":
+    if kind is InputKind.XML:
         return read_xml_ecg(path)
-    if suffix == ".dcm":
+    if kind is InputKind.DICOM:
         return read_dicom_ecg(path)
-    if suffix == ".edf":
+    if kind is InputKind.EDF:
         return read_edf_ecg(path)
-    if suffix in (".h5", ".hdf5", ".hdf"):
+    if kind is InputKind.HDF5:
         raise ReadError(path, "an HDF5 file is a stack of records: crema embed / predict read it row "
                               "by row (crema.data.stacks.RecordStack), crema prepare makes a corpus of it")
     raise ReadError(path, f"unknown ECG file type {path.suffix!r} (supported: .hea/.dat WFDB, "
@@ -268,29 +256,3 @@ def _validate(path: Path, rec: Recording) -> None:
     if twice:
         raise ReadError(path, f"lead {', '.join(twice)} appears more than once "
                               f"(leads: {', '.join(rec.leads)}); which one is real is unknown")
-
-
-# ----------------------------------------------------------------------------- file listing
-
-def _header_of(path: Path) -> Path:
-    return path.with_suffix(".hea")
-
-
-def _record_path(path: Path) -> Path:
-    """The path that stands for the record ``path`` belongs to (its ``.hea`` for WFDB files)."""
-    suffix = path.suffix.lower()
-    if suffix in WFDB_SIGNAL_SUFFIXES or (suffix == ".mat" and path.with_suffix(".hea").exists()):
-        return path.with_suffix(".hea")
-    return path
-
-
-def _is_record_file(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in WFDB_SIGNAL_SUFFIXES:
-        return path.with_suffix(".hea").exists()
-    if suffix not in RECORD_SUFFIXES:
-        return False
-    name = path.name.lower()
-    if suffix == ".txt":  # a folder of text records often holds READMEs and lists of names too
-        return looks_like_text_record(path)
-    return not (suffix == ".csv" and (name in METADATA_NAMES or METADATA_PATTERN.match(name)))

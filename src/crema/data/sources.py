@@ -30,9 +30,10 @@ import pandas as pd
 from ..errors import CremaError, printable
 from . import cinc, ptbxl
 from .corpus import LABEL_PREFIX
+from .inputs import InputKind, classify_input, file_kind
 from .readers import find_records, read_record
 from .recording import Recording
-from .stacks import IDS_FILE, RecordStack, is_stack
+from .stacks import IDS_FILE, RecordStack
 from .units import mv_per_unit
 
 SOURCE_KINDS = ("ptbxl", "cinc", "files", "stack")
@@ -71,12 +72,14 @@ class Source:
 # ----------------------------------------------------------------------------- detection
 
 def detect_source(path: str | os.PathLike) -> str:
-    """The kind of ``path``: ``ptbxl``, ``cinc``, ``files`` or ``stack``."""
+    """The kind of ``path``: ``ptbxl``, ``cinc``, ``files`` or ``stack`` (what a file or folder is:
+    :func:`crema.data.inputs.classify_input`)."""
     path = Path(path)
-    if not path.exists():
+    kind = classify_input(path)
+    if not kind.is_file and kind is not InputKind.FOLDER:
         raise CremaError(f"{path}: no such file or folder")
-    if path.is_file():
-        return "stack" if is_stack(path) else "files"
+    if kind.is_file:
+        return "stack" if kind.is_stack else "files"
     if ptbxl.is_ptbxl_root(path):
         return "ptbxl"
     return "cinc" if cinc.is_cinc_folder(find_records(path)) else "files"
@@ -138,7 +141,7 @@ class _DxLabeler:
 
 
 def _stack_source(path: Path, input_fs: float | None, units: str | None = None) -> Source:
-    if input_fs is None and path.suffix.lower() == ".npy":
+    if input_fs is None and file_kind(path) is InputKind.NPY:
         raise CremaError(f"{path}: a .npy stack carries no sampling rate; pass --input-fs HZ")
     stack = RecordStack(path, fs=input_fs)
     try:
@@ -161,7 +164,7 @@ def _stack_patients(path: Path, n: int) -> list[str]:
     """Patient ids of a ``.npy`` stack's rows from the ``patient_id`` column of the
     ``ecg_ids.csv`` beside it ("" where unknown): records of one patient then share a split."""
     beside = path.parent / IDS_FILE
-    if path.suffix.lower() != ".npy" or not beside.is_file():
+    if file_kind(path) is not InputKind.NPY or not beside.is_file():
         return [""] * n
     try:
         table = pd.read_csv(beside, dtype=str, keep_default_na=False)

@@ -34,6 +34,7 @@ from .formats.npyfile import open_npy
 from .formats.wfdb import read_wfdb
 from .formats.wfdb_fast import parse_simple_header
 from .formats.wfdb_header import parse_header
+from .inputs import InputKind, file_kind, header_of
 from .readers import check_recording, read_record
 from .recording import Recording
 
@@ -195,12 +196,14 @@ def open_record(path: PathLike, fs: float | None = None,
 
 
 def _open_spans(path: Path, fs: float | None, leads: Sequence[str] | None) -> SpanReader | None:
-    suffix = path.suffix.lower()
-    if suffix in (".hea", ".dat", ".xyz") or (suffix == ".mat" and path.with_suffix(".hea").is_file()):
-        return _open_wfdb(path.with_suffix(".hea"))
-    if suffix == ".npy" and fs is not None:
+    """A span reader for the formats that seek (WFDB, a one-record ``.npy`` with ``fs``, EDF) when
+    the record is long; None to read it whole."""
+    kind = file_kind(path)
+    if kind is InputKind.WFDB:
+        return _open_wfdb(header_of(path))
+    if kind is InputKind.NPY and fs is not None:
         return _open_npy(path, fs, leads)
-    if suffix == ".edf":
+    if kind is InputKind.EDF:
         return _open_edf(path)
     return None
 

@@ -46,11 +46,10 @@ from ..limits import DECOMPRESSED_BYTES, RECORD_BYTES, STACK_RECORDS
 from .formats.arrays import (ID_KEYS, MAX_LEAD_NAMES, RATE_KEYS, as_rate, choose_signal_key, lead_axis,
                              resolve_rate)
 from .formats.npyfile import NpzArchive, open_npy
+from .inputs import HDF5_SUFFIXES, STACK_SUFFIXES, InputKind, file_kind, is_stack  # noqa: F401 (re-exported)
 from .leads import UnknownLeadError, canonical_lead
 from .recording import Recording
 
-HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".hdf"})
-STACK_SUFFIXES = frozenset({".npy", ".npz"}) | HDF5_SUFFIXES
 CODE15_DATASET = "tracings"       # CODE-15% / SaMi-Trop: (N, 4096, 12) float32 ...
 CODE15_FS = 400.0                 # ... sampled at 400 Hz (stored nowhere in the file)
 IDS_FILE = "ecg_ids.csv"          # ids beside a .npy stack, as crema prepare reads them
@@ -60,26 +59,6 @@ MAX_LINK_HOPS = 16                # soft links followed inside an HDF5 file befo
 
 class AssumedRateWarning(UserWarning):
     """An HDF5 file stores no sampling rate and none was given: CODE-15%'s 400 Hz is assumed."""
-
-
-def is_stack(path: str | os.PathLike, dataset: str | None = None) -> bool:
-    """True for an HDF5 file, or a ``.npy``/``.npz`` whose signal array is 3-D (a file that cannot
-    be inspected is not a stack here; reading it as one record reports its problem)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in HDF5_SUFFIXES:
-        return True
-    if suffix not in (".npy", ".npz") or not path.is_file():
-        return False
-    try:
-        if suffix == ".npy":
-            fh, header = open_npy(path)
-            fh.close()
-            return len(header.shape) == 3
-        with NpzArchive(path) as archive:
-            return len(archive.header(choose_signal_key(path, archive.names, dataset)).shape) == 3
-    except (CremaError, OSError, ValueError):
-        return False
 
 
 class RecordStack:
@@ -293,10 +272,10 @@ class _H5Store:
 
 
 def _open_store(path: Path, dataset: str | None):
-    suffix = path.suffix.lower()
-    if suffix in HDF5_SUFFIXES:
+    kind = file_kind(path)
+    if kind is InputKind.HDF5:
         return _H5Store(path, dataset)
-    if suffix == ".npy":
+    if kind is InputKind.NPY:
         if dataset:
             raise ReadError(path, f"a .npy file holds one array; dataset {dataset!r} does not apply")
         fh, header = open_npy(path)
@@ -305,7 +284,7 @@ def _open_store(path: Path, dataset: str | None):
         except BaseException:
             fh.close()
             raise
-    if suffix == ".npz":
+    if kind is InputKind.NPZ:
         archive = NpzArchive(path)
         try:
             key = choose_signal_key(path, archive.names, dataset)
@@ -463,7 +442,7 @@ def stack_ids(path: str | os.PathLike, n: int, ids: str | os.PathLike | None = N
         beside = path.parent / IDS_FILE
         if key is not None:
             values, where = _id_strings(store.array(key, n)), path
-        elif path.suffix.lower() == ".npy" and beside.is_file():
+        elif file_kind(path) is InputKind.NPY and beside.is_file():
             values, where = read_ids_file(beside), beside
         else:
             return [f"{row:06d}" for row in range(n)]

@@ -33,11 +33,12 @@ import numpy as np
 from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
 from ..data.corpus import Corpus, is_corpus, parse_corpus_spec
 from ..data.formats.arrays import lead_axis, real_dtype_problem
+from ..data.inputs import classify_input
 from ..data.rates import MAX_FS, MIN_FS, check_fs  # noqa: F401  (re-exported)
 from ..data.readers import find_records, read_record
 from ..data.recording import Recording
 from ..data.spans import SpanReader, open_record
-from ..data.stacks import RecordStack, is_stack
+from ..data.stacks import RecordStack
 from ..errors import CremaError, ReadError
 
 if TYPE_CHECKING:  # preprocess imports scipy.signal: the CLI builds its parser without it
@@ -160,7 +161,7 @@ def _collect(inputs: Any, fs: float | None, leads: Sequence[str] | None, options
             return corpus_items(corpus_dir, splits, preprocess)
         items: list[InputItem] = []
         for path in find_records(inputs):
-            if is_stack(path, dataset):
+            if classify_input(path, dataset).is_stack:
                 items.extend(_stack_items_or_failure(path, fs, leads, dataset, ids))
             else:
                 items.append(path_item(path, fs, leads))
