@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from ..errors import CremaError
-from .formats.arrays import choose_signal_key, looks_like_text_record
+from .formats.arrays import TEXT_SUFFIXES, choose_signal_key, looks_like_text_record
 from .formats.npyfile import NpzArchive, open_npy
 
 PathLike = str | os.PathLike
@@ -59,7 +59,6 @@ class InputKind(enum.Enum):
 # Signal files that belong to a header and are never records on their own.
 WFDB_SIGNAL_SUFFIXES = frozenset({".dat", ".xyz"})
 HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".hdf"})
-TEXT_SUFFIXES = frozenset({".csv", ".txt"})
 STACK_SUFFIXES = frozenset({".npy", ".npz"}) | HDF5_SUFFIXES
 # The kind of each suffix (``.mat`` is decided by the header beside it).
 SUFFIX_KINDS: dict[str, InputKind] = {
