@@ -1,14 +1,21 @@
-"""ECG augmentations and corruptions as plain numpy functions.
+"""ECG augmentations and corruptions: numpy functions per ECG, and the same augmentations
+vectorised over a batch in torch.
 
-Each function takes a signal ``x`` of shape ``(..., 12, T)`` (one ECG or a batch; float, in
-z-scored units after preprocessing), an explicit ``np.random.Generator`` and a ``severity``,
+Each numpy function takes a signal ``x`` of shape ``(..., 12, T)`` (one ECG or a batch; float,
+in z-scored units after preprocessing), an explicit ``np.random.Generator`` and a ``severity``,
 and returns a new float32 array (the input is never modified, so memmap rows are safe).
-The training dataset applies them from an ``AugmentConfig``; evaluation reuses them as
-test-time corruptions at graded severities.
+The training dataset applies them per item from an ``AugmentConfig``; evaluation reuses them as
+test-time corruptions at graded severities. :func:`augment_batch` applies an ``AugmentConfig``
+to a whole batch ``(B, 12, T)`` with torch ops on the batch's device (the batched training
+stream, in a loader worker or on the GPU after the transfer).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
+from torch import Tensor
 
 from ..config import STANDARD_LEADS, AugmentConfig
 from .leads import canonical_lead
@@ -157,3 +164,125 @@ def apply_augment(x: np.ndarray, lead_mask: np.ndarray, cfg: AugmentConfig,
 def is_identity(cfg: AugmentConfig | None) -> bool:
     """True when ``cfg`` changes nothing."""
     return cfg is None or not any((cfg.scale, cfg.noise, cfg.wander, cfg.lead_dropout, cfg.time_shift))
+
+
+# ----------------------------------------------------------------------------- batches (torch)
+
+def batch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one batch's augmentation on ``device``, seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def augment_batch(x: Tensor, lead_mask: Tensor, cfg: AugmentConfig, generator: torch.Generator,
+                  fs: float = 250.0) -> tuple[Tensor, Tensor]:
+    """:func:`apply_augment` over a batch: ``x (B, C, T)`` float, ``lead_mask (B, C)`` bool ->
+    new float32 ``(x, lead_mask)`` on ``x``'s device (the inputs are not modified).
+
+    The same augmentations in the same order (shift, scale, wander, noise, dropout), each drawn
+    per ECG (shift) or per ECG and lead, all from ``generator`` (on ``x``'s device): the same
+    distributions as the per-ECG numpy functions, not the same numbers. Absent leads are zeros.
+    The steps are :func:`draw_shifts`, :func:`crop_batch` (the roll) and :func:`perturb_batch_`;
+    a loader that crops anyway rolls in the same copy.
+    """
+    shifts = draw_shifts(cfg, x.shape[0], x.shape[-1], generator)
+    if shifts is None:
+        out = x.to(torch.float32, copy=True)
+    elif x.device.type == "cpu":
+        out = crop_batch(x, None, None, shifts)
+    else:  # one gather kernel on an accelerator instead of two copies per ECG
+        t = x.shape[-1]
+        source = torch.remainder(torch.arange(t, device=x.device) - shifts[:, None], t)
+        out = x.gather(2, source[:, None, :].expand(x.shape)).to(torch.float32)
+    return out, perturb_batch_(out, lead_mask, cfg, generator, fs)
+
+
+def draw_shifts(cfg: AugmentConfig, b: int, t: int, generator: torch.Generator) -> Tensor | None:
+    """The first draw of :func:`augment_batch`: a circular shift per ECG ``(B,)`` int64 of up
+    to ``cfg.time_shift`` of ``t`` samples either way, on the generator's device; None when
+    off."""
+    most = int(round(cfg.time_shift * t))
+    if most <= 0:
+        return None
+    return torch.randint(-most, most + 1, (b,), generator=generator, device=generator.device)
+
+
+def crop_batch(x: Tensor, starts: np.ndarray | Tensor | None, length: int | None,
+               shifts: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``x (B, C, W)`` -> a new ``(B, C, length)`` tensor of ``dtype``: ECG ``i`` cropped at
+    ``starts[i]`` (None: the whole of ``x``) and rolled by ``shifts[i]`` samples as
+    ``np.roll`` does (``out[..., j] = crop[..., j - shift]``; None: no roll). One copy per ECG
+    (two when rolled), converting as it copies."""
+    b, c, w = x.shape
+    length = w if length is None else length
+    starts = [0] * b if starts is None else [int(v) for v in starts]
+    rolls = [0] * b if shifts is None else torch.remainder(shifts, length).tolist()
+    out = torch.empty((b, c, length), dtype=dtype, device=x.device)
+    for i, (start, roll) in enumerate(zip(starts, rolls)):
+        crop = x[i, :, start:start + length]
+        out[i, :, roll:].copy_(crop[:, :length - roll])
+        if roll:
+            out[i, :, :roll].copy_(crop[:, length - roll:])
+    return out
+
+
+def perturb_batch_(x: Tensor, lead_mask: Tensor, cfg: AugmentConfig, generator: torch.Generator,
+                   fs: float = 250.0) -> Tensor:
+    """The steps of :func:`augment_batch` after the shift, in place on ``x (B, C, T)`` float32:
+    scale, wander, noise, lead dropout, absent leads zeroed. Returns the new lead mask
+    ``(B, C)``."""
+    b, c, t = x.shape
+    dev = x.device
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=generator, device=dev)
+
+    if cfg.scale > 0:
+        x.mul_(1.0 + cfg.scale * (2.0 * rand(b, c, 1) - 1.0))
+    if cfg.wander > 0:
+        shape = (b, c, WANDER_SINES, 1)
+        freq = WANDER_LOW_HZ + WANDER_SPAN_HZ * rand(*shape)
+        phase = 2.0 * math.pi * rand(*shape)
+        amp = cfg.wander * rand(*shape)
+        add_wander_(x, fs, freq, phase, amp)
+    if cfg.noise > 0:
+        x.add_(torch.randn(b, c, t, generator=generator, device=dev), alpha=cfg.noise)
+    mask = lead_mask.to(dev, torch.bool)
+    if cfg.lead_dropout > 0:
+        drop = (rand(b, c) < cfg.lead_dropout) & mask
+        # Keep one lead: where every present lead would go, a random present one stays.
+        every = (drop == mask).all(dim=1) & mask.any(dim=1)
+        keep = torch.where(mask, rand(b, c), -1.0).argmax(dim=1)
+        drop[every, keep[every]] = False
+        mask = mask & ~drop
+    x.mul_(mask[:, :, None])
+    return mask
+
+
+# Samples per block of add_wander_: the sines are evaluated at block starts and at the steps
+# within a block, then combined by angle addition.
+WANDER_BLOCK = 25
+
+
+def add_wander_(x: Tensor, fs: float, freq: Tensor, phase: Tensor, amp: Tensor) -> Tensor:
+    """Add :func:`wander_drift` to ``x (B, C, T)`` in place, for torch parameters ``(B, C, K, 1)``
+    at rate ``fs``: the same sums of sines, computed by angle addition,
+    ``sin(a + d) = sin a cos d + cos a sin d``, with ``a`` the block starts (every
+    :data:`WANDER_BLOCK` samples) and ``d`` the steps within a block: sines of ``T / 25 + 25``
+    angles per sine instead of ``T``, combined by one small matrix product per ECG and lead.
+    Equal to adding :func:`wander_drift` to float32 rounding (the pretraining views keep that
+    one, whose values are what their runs were trained on)."""
+    b, c, t = x.shape
+    blocks = -(-t // WANDER_BLOCK)
+    dev, dtype = freq.device, freq.dtype
+    omega = 2.0 * math.pi * freq                                                    # (B, C, K, 1)
+    starts = omega * (torch.arange(blocks, device=dev, dtype=dtype) * (WANDER_BLOCK / fs)) + phase
+    steps = omega * (torch.arange(WANDER_BLOCK, device=dev, dtype=dtype) / fs)    # (B, C, K, R)
+    left = torch.cat([amp * torch.sin(starts), amp * torch.cos(starts)], dim=2)   # (B, C, 2K, J)
+    right = torch.cat([torch.cos(steps), torch.sin(steps)], dim=2)                # (B, C, 2K, R)
+    left, right = left.transpose(-1, -2).reshape(b * c, blocks, -1), right.reshape(b * c, -1, WANDER_BLOCK)
+    if t % WANDER_BLOCK == 0 and x.is_contiguous():
+        blocked = x.view(b * c, blocks, WANDER_BLOCK)                              # (B*C, J, R)
+        blocked.baddbmm_(left, right)
+    else:
+        x.add_(torch.bmm(left, right).reshape(b, c, blocks * WANDER_BLOCK)[..., :t])
+    return x

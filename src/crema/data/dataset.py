@@ -1,25 +1,40 @@
-"""Torch datasets over prepared corpora: one window per item, optional crop and augmentation.
+"""Torch datasets over prepared corpora: one window per item, or a whole batch per item.
 
-Items read only their own row of the float16 memmap, so memory stays flat as the corpus grows.
-Randomness (crop position, augmentation) comes from a generator seeded by
-``(seed, epoch, index)``: the same item is the same in every run and with any number of
-DataLoader workers; call :meth:`ECGWindows.set_epoch` each epoch for fresh draws.
+Two ways to read a dataset, both deterministic:
+
+* an item per index (``dataset[i]``): one window, cropped and augmented with numpy, randomness
+  from a generator seeded by ``(seed, epoch, index)``; a DataLoader with ``batch_size`` collates.
+* a batch per key (``dataset[indices]`` or ``dataset[(epoch, indices)]``, :meth:`ECGWindows.batch`):
+  the rows are read in one pass (:class:`crema.data.rows.RowReader`: ascending file order, one
+  ``pread`` per row with random-access advice), cropped with one gather and augmented with torch
+  ops over the whole batch (:func:`crema.data.augment.augment_batch`). Crop positions are the
+  per-item ones; the augmentation is drawn from one generator per batch, seeded by ``(seed,
+  epoch, indices)``. :func:`batch_loader` hands such keys (:class:`ShuffledBatches`) to a
+  DataLoader with ``batch_size=None``, so each worker builds whole batches.
+
+Either way an item or batch depends only on its key, never on the number of DataLoader workers
+or on which worker made it; call :meth:`ECGWindows.set_epoch` (or put the epoch in the key,
+which reaches persistent workers) each epoch for fresh draws. Memory stays flat as the corpus
+grows: only the requested rows are read.
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from ..config import AugmentConfig
 from ..errors import CremaError
-from .augment import apply_augment, is_identity
+from .augment import (apply_augment, augment_batch, batch_generator, crop_batch, draw_shifts, is_identity,
+                      perturb_batch_)
 from .corpus import Corpus, parse_corpus_spec
+from .rows import RowReader, open_signals
 
 CorpusLike = Corpus | str | os.PathLike
+Batch = dict[str, torch.Tensor]
 
 
 class ECGWindows(Dataset):
@@ -34,14 +49,18 @@ class ECGWindows(Dataset):
         crop: samples per item (None = the whole window).
         seed: base seed of the per-item random generator.
         random_crop: random crop position (training) or the centre (evaluation).
+        defer_augment: batches come un-augmented, for :meth:`augmented` to apply where the batch
+            lies (on the GPU after the transfer); items are augmented as always.
 
     Items are dicts: ``signal (12, T)`` float32, ``lead_mask (12,)`` bool, ``row`` int (corpus
-    row), and ``label (K,)`` float32 when labels are given.
+    row), and ``label (K,)`` float32 when labels are given. Batches (:meth:`batch`) hold the
+    same keys stacked, plus ``seed``, the seed of the batch's augmentation.
     """
 
     def __init__(self, corpus: CorpusLike, rows: Sequence[int] | np.ndarray | None = None,
                  labels: str | np.ndarray | None = None, augment: AugmentConfig | None = None,
-                 crop: int | None = None, seed: int = 0, random_crop: bool = True):
+                 crop: int | None = None, seed: int = 0, random_crop: bool = True,
+                 defer_augment: bool = False):
         corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
         rows = np.arange(len(corpus)) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(corpus)):
@@ -64,12 +83,14 @@ class ECGWindows(Dataset):
         self.fs = corpus.preprocess.fs
         self.lead_mask = corpus.lead_mask[rows]
         self._signals: np.ndarray | None = None
+        self.reader = RowReader(self.path / "signals.npy")
         window = corpus.window
         if crop is not None and not 0 < crop <= window:
             raise CremaError(f"crop {crop} must be within 1..{window} (the corpus window)")
         self.crop = crop
         self.random_crop = random_crop
         self.augment = None if is_identity(augment) else augment
+        self.defer_augment = defer_augment
         self.seed = int(seed)
         self.epoch = 0
 
@@ -85,9 +106,10 @@ class ECGWindows(Dataset):
 
     @property
     def signals(self) -> np.ndarray:
-        """The corpus's float16 memmap ``(N, 12, window)``, opened once per process."""
+        """The corpus's float16 memmap ``(N, 12, window)``, opened once per process and advised
+        for random access (items and batches are read through ``self.reader``)."""
         if self._signals is None:
-            self._signals = np.load(self.path / "signals.npy", mmap_mode="r")
+            self._signals = open_signals(self.path / "signals.npy")
         return self._signals
 
     def __getstate__(self) -> dict:
@@ -100,13 +122,22 @@ class ECGWindows(Dataset):
         """Draw fresh crops and augmentations for ``epoch`` (same draws for the same epoch)."""
         self.epoch = int(epoch)
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator of item ``index`` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The generator of item ``index`` in ``epoch`` (default the current one)."""
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key) -> dict:
+        """``dataset[i]``: one item; ``dataset[indices]`` or ``dataset[(epoch, indices)]``: the
+        batch of :meth:`batch` (what :func:`batch_loader`'s workers ask for)."""
+        if isinstance(key, (int, np.integer)):
+            return self.item(int(key))
+        epoch, indices = _batch_key(key)
+        return self.batch(indices, epoch)
+
+    def item(self, index: int) -> dict[str, torch.Tensor | int]:
+        """Item ``index`` at the current epoch (see the class docstring)."""
         row = int(self.rows[index])
-        x = np.asarray(self.signals[row], dtype=np.float32)  # (12, window)
+        x = self.reader.read([row])[0]  # (12, window) float16, converted after the crop
         mask = self.lead_mask[index].copy()
         needs_rng = self.augment is not None or (self.crop is not None and self.random_crop)
         rng = self.rng(index) if needs_rng else None
@@ -114,7 +145,7 @@ class ECGWindows(Dataset):
         if self.augment is not None:
             x, mask = apply_augment(x, mask, self.augment, rng, fs=self.fs)
         item: dict[str, torch.Tensor | int] = {
-            "signal": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            "signal": torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32),
             "lead_mask": torch.from_numpy(np.asarray(mask, dtype=bool)),
             "row": row,
         }
@@ -130,15 +161,213 @@ class ECGWindows(Dataset):
         start = int(rng.integers(0, room + 1)) if (self.random_crop and rng is not None) else room // 2
         return x[:, start:start + self.crop]
 
+    # ------------------------------------------------------------------ batches
+
+    def batch(self, indices: Sequence[int] | np.ndarray, epoch: int | None = None, augment: bool = True,
+              dtype: torch.dtype = torch.float32) -> Batch:
+        """Items ``indices`` (B,) as one batch: rows read in one pass, cropped and augmented
+        together.
+
+        Returns ``signal (B, 12, T)`` of ``dtype`` (float16 gives the stored values, for a
+        dataset without augmentation), ``lead_mask (B, 12)`` bool, ``row (B,)`` int64,
+        ``label (B, K)`` float32 when labels are given, and ``seed``, an int64 scalar: the seed
+        of the batch's augmentation, a hash of ``(seed, epoch, indices)``. Crops are the items'
+        own (same ``(seed, epoch, index)`` draw); the augmentation, unless ``augment`` is False
+        or the dataset defers it (:meth:`augmented`), is drawn for the batch as a whole
+        (:func:`crema.data.augment.augment_batch`, its time shift done in the crop's copy).
+        ``epoch`` None = the current one.
+        """
+        indices = _as_indices(indices, len(self))
+        epoch = self.epoch if epoch is None else int(epoch)
+        cfg = self.augment if augment and not self.defer_augment else None
+        return self.assemble(indices, epoch, dtype, cfg, batch_seed(self.seed, epoch, indices))
+
+    def read_batch(self, indices: Sequence[int] | np.ndarray, epoch: int | None = None,
+                   dtype: torch.dtype = torch.float32) -> Batch:
+        """:meth:`batch` without the augmentation."""
+        return self.batch(indices, epoch, augment=False, dtype=dtype)
+
+    def assemble(self, indices: np.ndarray, epoch: int, dtype: torch.dtype, augment: AugmentConfig | None,
+                 seed: int) -> Batch:
+        """The batch of ``indices`` at ``epoch``, augmented with ``augment`` (None: not) from the
+        generator of ``seed``."""
+        rows = self.rows[indices]
+        raw = torch.from_numpy(self.reader.read(rows))  # (B, 12, window) float16
+        starts = self.crop_starts(indices, epoch)
+        mask = torch.from_numpy(self.lead_mask[indices])
+        if augment is None:
+            signal = crop_batch(raw, starts, self.crop, dtype=dtype)
+        else:
+            generator = batch_generator(seed)
+            shifts = draw_shifts(augment, len(rows), self.crop or raw.shape[-1], generator)
+            signal = crop_batch(raw, starts, self.crop, shifts)
+            mask = perturb_batch_(signal, mask, augment, generator, self.fs)
+            signal = signal.to(dtype)
+        batch = {"signal": signal, "lead_mask": mask, "row": torch.from_numpy(rows), "seed": torch.tensor(seed)}
+        if self.labels is not None:
+            batch["label"] = torch.from_numpy(self.labels[indices])
+        return batch
+
+    def crop_starts(self, indices: np.ndarray, epoch: int) -> np.ndarray | None:
+        """Crop start of each item (B,), the items' own; None for whole windows."""
+        window = self.reader.shape[-1]
+        if self.crop is None or self.crop == window:
+            return None
+        room = window - self.crop
+        if not self.random_crop:
+            return np.full(len(indices), room // 2, dtype=np.int64)
+        return np.array([self.rng(i, epoch).integers(0, room + 1) for i in indices], dtype=np.int64)
+
+    def augmented(self, batch: Batch) -> Batch:
+        """``batch`` with the dataset's augmentation applied where it lies (the device of its
+        ``signal``: on the GPU after the transfer), drawn from its ``seed`` on that device; as
+        it is when the dataset has no augmentation. On the CPU, equal to the batch that
+        :meth:`batch` augments itself."""
+        return _augmented(batch, self.augment, self.fs)
+
+
+def _augmented(batch: Batch, cfg: AugmentConfig | None, fs: float) -> Batch:
+    if cfg is None:
+        return batch
+    x = batch["signal"]
+    generator = batch_generator(int(batch["seed"]), x.device)
+    signal, mask = augment_batch(x, batch["lead_mask"], cfg, generator, fs)
+    return {**batch, "signal": signal, "lead_mask": mask}
+
+
+def batch_seed(seed: int, epoch: int, indices: np.ndarray) -> int:
+    """A batch's augmentation seed (63 bits) from ``(seed, epoch, indices)``: the same batch
+    gets the same draws in any process, another batch other draws."""
+    entropy = [int(seed), int(epoch), *np.asarray(indices, dtype=np.int64).tolist()]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _as_indices(indices: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    """Batch indices as a 1-D int64 array within ``0..n-1``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.ndim != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= n)):
+        raise CremaError(f"batch indices must be a list of items within 0..{n - 1}")
+    return indices
+
+
+def _batch_key(key) -> tuple[int | None, np.ndarray]:
+    """A batch key, ``indices`` or ``(epoch, indices)``, as ``(epoch or None, indices)``."""
+    if (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], (int, np.integer))
+            and not isinstance(key[1], (int, np.integer))):
+        return int(key[0]), np.asarray(key[1], dtype=np.int64)
+    return None, np.asarray(key, dtype=np.int64)
+
 
 class ConcatWindows(ConcatDataset):
-    """Several :class:`ECGWindows` as one dataset; ``set_epoch`` reaches every part."""
+    """Several :class:`ECGWindows` as one dataset; ``set_epoch`` reaches every part. Batches
+    (:meth:`batch`) may mix parts; their augmentation (the parts must share one) is seeded by
+    the first part's seed, the epoch and the global indices."""
 
     datasets: list[ECGWindows]
 
     def set_epoch(self, epoch: int) -> None:
         for dataset in self.datasets:
             dataset.set_epoch(epoch)
+
+    def __getitem__(self, key) -> dict:
+        """An item per index, a batch per list of indices or ``(epoch, indices)``."""
+        if isinstance(key, (int, np.integer)):
+            return super().__getitem__(int(key))
+        epoch, indices = _batch_key(key)
+        return self.batch(indices, epoch)
+
+    def batch(self, indices: Sequence[int] | np.ndarray, epoch: int | None = None, augment: bool = True,
+              dtype: torch.dtype = torch.float32) -> Batch:
+        """As :meth:`ECGWindows.batch`, over the concatenated items; a batch from one part is
+        that part's batch (with this seed), one from several is put together from theirs."""
+        indices = _as_indices(indices, len(self))
+        epoch = self.datasets[0].epoch if epoch is None else int(epoch)
+        first = self.datasets[0]
+        cfg = self.shared_augment() if augment and not first.defer_augment else None
+        seed = batch_seed(first.seed, epoch, indices)
+        part_of = np.searchsorted(self.cumulative_sizes, indices, side="right")
+        offsets = [0, *self.cumulative_sizes[:-1]]
+        parts = np.unique(part_of)
+        if len(parts) == 1:
+            p = int(parts[0])
+            return self.datasets[p].assemble(indices - offsets[p], epoch, dtype, cfg, seed)
+        pieces = [(torch.from_numpy(np.flatnonzero(part_of == p)),
+                   self.datasets[p].assemble(indices[part_of == p] - offsets[p], epoch,
+                                             torch.float32 if cfg else dtype, None, seed))
+                  for p in parts]
+        batch = {}
+        for key, first_value in pieces[0][1].items():
+            if key == "seed":
+                batch[key] = first_value
+                continue
+            batch[key] = first_value.new_empty((len(indices),) + tuple(first_value.shape[1:]))
+            for positions, piece in pieces:
+                if key not in piece:
+                    raise CremaError(f"the corpora of one batch differ: only some give {key!r}")
+                batch[key][positions] = piece[key]
+        if cfg is None:
+            return batch
+        batch = _augmented(batch, cfg, first.fs)
+        return {**batch, "signal": batch["signal"].to(dtype)}
+
+    def read_batch(self, indices: Sequence[int] | np.ndarray, epoch: int | None = None,
+                   dtype: torch.dtype = torch.float32) -> Batch:
+        """:meth:`batch` without the augmentation."""
+        return self.batch(indices, epoch, augment=False, dtype=dtype)
+
+    def shared_augment(self) -> AugmentConfig | None:
+        """The parts' augmentation; :class:`CremaError` when they differ (a batch takes one)."""
+        first = self.datasets[0]
+        if any(part.augment != first.augment for part in self.datasets):
+            raise CremaError("the corpora of one dataset have different augmentations; a batch takes one")
+        return first.augment
+
+    def augmented(self, batch: Batch) -> Batch:
+        """As :meth:`ECGWindows.augmented`, with the parts' shared augmentation."""
+        return _augmented(batch, self.shared_augment(), self.datasets[0].fs)
+
+
+class ShuffledBatches(Sampler):
+    """Batch keys ``(epoch, indices)`` over ``n`` items, for :func:`batch_loader`.
+
+    Each epoch is a permutation drawn from ``(seed, epoch)`` (``0..n-1`` in order without
+    ``shuffle``) cut into batches of ``batch_size``, the last smaller one kept unless
+    ``drop_last``. :meth:`set_epoch` chooses the epoch; the keys carry it to the dataset, also in
+    persistent DataLoader workers.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        if batch_size < 1:
+            raise CremaError(f"batch size must be at least 1, got {batch_size}")
+        self.n, self.batch_size, self.shuffle = int(n), int(batch_size), shuffle
+        self.seed, self.drop_last, self.epoch = int(seed), drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n))
+        for b in range(len(self)):
+            yield self.epoch, order[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+def batch_loader(dataset: Dataset, batches, num_workers: int = 0, pin_memory: bool = False,
+                 prefetch_factor: int = 2) -> DataLoader:
+    """A DataLoader whose every item is a whole batch, ``dataset[key]`` for each key that
+    ``batches`` yields (a :class:`ShuffledBatches`, or any sampler of index lists or
+    ``(epoch, indices)``; ``batch_size=None``, so nothing is collated item by item).
+
+    Workers build whole batches in parallel and stay alive across epochs; a batch depends only
+    on its key, so any ``num_workers`` gives the same batches in the same order. ``pin_memory``
+    (for CUDA) hands over page-locked batches that copy to the GPU asynchronously.
+    """
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      prefetch_factor=prefetch_factor if num_workers > 0 else None)
 
 
 def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[tuple[Corpus, np.ndarray]]:
@@ -163,12 +392,12 @@ def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[
 
 def open_corpora(specs: str | os.PathLike | Sequence[str | os.PathLike], crop: int | None = None,
                  random_crop: bool = True, dedup: bool = True, augment: AugmentConfig | None = None,
-                 seed: int = 0, labels: str | None = None) -> ConcatWindows:
+                 seed: int = 0, labels: str | None = None, defer_augment: bool = False) -> ConcatWindows:
     """Concatenate several corpora, each given as ``"DIR"`` or ``"DIR:split[,split]"``.
 
     Args:
         specs: corpus specs (one string or a list).
-        crop, random_crop, augment, seed, labels: as for :class:`ECGWindows` (each corpus gets
+        crop, random_crop, augment, seed, labels, defer_augment: as for :class:`ECGWindows` (each corpus gets
             its own seed ``seed + i`` so that equal corpora do not draw the same crops).
         dedup: drop windows of a record that an earlier corpus holds (see :func:`select_rows`;
             PTB-XL records inside CinC as ``HR00001`` are PTB-XL record 1).
@@ -186,7 +415,7 @@ def open_corpora(specs: str | os.PathLike | Sequence[str | os.PathLike], crop: i
                              "before it; prepare them with the same --fs and --window-s")
         window = corpus.window
         parts.append(ECGWindows(corpus, rows, labels=labels, augment=augment, crop=crop,
-                                seed=seed + i, random_crop=random_crop))
+                                seed=seed + i, random_crop=random_crop, defer_augment=defer_augment))
     if not parts or sum(len(p) for p in parts) == 0:
         raise CremaError(f"no windows to serve from {', '.join(map(str, specs))}")
     return ConcatWindows(parts)

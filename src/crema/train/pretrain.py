@@ -57,6 +57,7 @@ from .. import precision
 from .. import runtime as dist_utils
 from ..config import RunConfig, atomic_write_text, to_dict
 from ..data.corpus import is_corpus, parse_corpus_spec
+from ..data.dataset import batch_loader
 from ..data.fingerprint import FINGERPRINT_WHAT, corpus_fingerprint
 from ..errors import CremaError
 from ..locking import output_lock
@@ -243,9 +244,8 @@ class Trainer:
         sampler = DistributedSampler(data.dataset, num_replicas=info.world_size, rank=info.rank,
                                      shuffle=True, seed=t.seed, drop_last=True)
         self.batches = EpochBatches(sampler, t.batch_size, skip=self.batches_done)
-        loader = torch.utils.data.DataLoader(
-            data.dataset, batch_sampler=self.batches, num_workers=t.num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
+        # Each item is a whole batch, read in one pass by one worker (crema.data.dataset).
+        loader = batch_loader(data.dataset, self.batches, t.num_workers, pin_memory=device.type == "cuda")
         self.loader = iter(loader)
         # Creating the loader iterator draws from the RNG; restore after it so a resumed run's
         # streams are exactly those of the uninterrupted run.

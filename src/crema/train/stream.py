@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from ..config import PreprocessConfig, load_json, to_dict
@@ -20,8 +21,9 @@ class PretrainData:
     """The training set of a run and the corpora's preprocessing.
 
     ``dataset`` is indexed by ``(epoch, i)`` pairs and yields dicts with ``signal (12, W)``
-    (cropped to the model window), ``lead_mask (12,)``, ``row`` and ``patient`` (int, -1 =
-    unknown).
+    (cropped to the model window with ``view_crop`` ``same``, else the whole corpus window),
+    ``lead_mask (12,)``, ``row`` and ``patient`` (int, -1 = unknown); a list of such pairs gives
+    the batch (see :class:`EpochIndexed`).
     """
 
     dataset: Dataset
@@ -32,7 +34,12 @@ class PretrainData:
 class EpochIndexed(Dataset):
     """Wraps a dataset with ``set_epoch`` so that the epoch travels inside the index
     ``(epoch, i)``: DataLoader workers hold their own copies of the dataset, which a
-    ``set_epoch`` call in the main process would never reach. Adds each item's ``patient``."""
+    ``set_epoch`` call in the main process would never reach. Adds each item's ``patient``.
+
+    A key is one item ``(epoch, i)`` or a whole batch, a list of such keys of one epoch (what
+    :class:`EpochBatches` yields): the batch is read in one pass
+    (:meth:`crema.data.dataset.ConcatWindows.batch`), its ``signal`` float16 as stored (the
+    trainer converts it on the device; half the bytes between processes), ``patient (B,)``."""
 
     def __init__(self, dataset: Dataset, patients: np.ndarray):
         self.dataset, self.patients, self.epoch = dataset, patients, None
@@ -40,7 +47,9 @@ class EpochIndexed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
+    def __getitem__(self, key: tuple[int, int] | list[tuple[int, int]]) -> dict:
+        if isinstance(key, list):
+            return self.batch(key)
         epoch, i = key
         if self.epoch != epoch:
             self.dataset.set_epoch(epoch)
@@ -48,6 +57,17 @@ class EpochIndexed(Dataset):
         item = dict(self.dataset[i])
         item["patient"] = int(self.patients[i])
         return item
+
+    def batch(self, keys: list[tuple[int, int]]) -> dict:
+        """The items of ``keys`` (one epoch) as one batch; equal to the items stacked, with the
+        signal in float16."""
+        epochs = {epoch for epoch, _ in keys}
+        if len(epochs) != 1:
+            raise CremaError(f"a batch spans epochs {sorted(epochs)}")
+        indices = np.fromiter((i for _, i in keys), dtype=np.int64, count=len(keys))
+        batch = self.dataset.batch(indices, epoch=epochs.pop(), dtype=torch.float16)
+        batch["patient"] = torch.from_numpy(self.patients[indices])
+        return batch
 
 
 def _patient_codes(corpus: Any, offset: int) -> tuple[np.ndarray, int]:
@@ -110,7 +130,8 @@ def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: in
 class EpochBatches:
     """Infinite batch sampler: DistributedSampler epochs (``set_epoch`` each pass) cut into
     full batches of ``(epoch, index)`` keys, starting ``skip`` batches in. Skipping costs no
-    data loading, which is what makes resuming at the exact batch cheap."""
+    data loading, which is what makes resuming at the exact batch cheap. Each list of keys is
+    one DataLoader item (``crema.data.dataset.batch_loader``): a worker reads the whole batch."""
 
     def __init__(self, sampler: DistributedSampler, batch_size: int, skip: int = 0):
         self.sampler, self.batch_size, self.skip = sampler, batch_size, skip
