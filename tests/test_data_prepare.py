@@ -105,7 +105,7 @@ def test_prepare_is_idempotent_and_force_rebuilds(ptbxl_root, tmp_path, capsys):
     assert (tmp_path / "user" / "notes.txt").exists()
 
 
-def test_interrupted_prepare_leaves_nothing(ptbxl_root, tmp_path, monkeypatch):
+def test_interrupted_prepare_leaves_no_corpus_and_resumes(ptbxl_root, tmp_path, monkeypatch):
     calls = []
     real = prepare_module.process_chunk
 
@@ -116,11 +116,15 @@ def test_interrupted_prepare_leaves_nothing(ptbxl_root, tmp_path, monkeypatch):
         return real(jobs, cfg, chunk_path)
 
     monkeypatch.setattr(prepare_module, "process_chunk", crash_on_second_chunk)
-    monkeypatch.setattr(prepare_module, "_chunks", lambda jobs, workers: [jobs[i:i + 2] for i in range(0, len(jobs), 2)])
+    monkeypatch.setattr(prepare_module, "_chunk_size", lambda n_jobs, workers: 2)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus(ptbxl_root, tmp_path / "c", workers=1, ptbxl_rate=100, limit=6, progress=False)
     assert len(calls) == 2
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".c.partial"]  # the progress, for the next run
+    monkeypatch.setattr(prepare_module, "process_chunk", real)
+    report = prepare_corpus(ptbxl_root, tmp_path / "c", workers=1, ptbxl_rate=100, limit=6, progress=False)
+    assert report["records_resumed"] == 2 and report["windows"] == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]
 
 
 def test_stale_partial_folder_of_a_dead_run_is_removed(ptbxl_root, tmp_path):

@@ -84,7 +84,7 @@ def _edit_header(header: Path, edit) -> Path:
 
 
 def _no_temporaries(folder: Path) -> bool:
-    """No hidden temporary (``.x.partial-``, ``.x.lock``, ``.x.tmp``) left in ``folder``."""
+    """No hidden temporary (``.x.partial``, ``.x.lock``, ``.x.tmp``) left in ``folder``."""
     return not [p for p in folder.iterdir() if p.name.startswith(".") and p.name != STORE]
 
 
@@ -389,7 +389,7 @@ def _start_prepare(out: Path) -> tuple[subprocess.Popen, list[int]]:
                              "--workers", "2", "--quiet"], env={**_env(), "CREMA_WFDB_READER": "wfdb"},
                             start_new_session=True, preexec_fn=_sigint_as_by_default,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(list(out.parent.glob(f".{out.name}.partial-*/chunks/*.npy"))) >= 1, proc)
+    _wait_for(lambda: len(list(out.parent.glob(f".{out.name}.partial/chunks/*.npy"))) >= 1, proc)
     return proc, _children(proc.pid)
 
 
@@ -419,11 +419,13 @@ def test_prepare_stopped_by_a_signal_leaves_no_workers_and_no_traceback(tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == status and len(workers) == 2
     assert not (tmp_path / "c").exists()
+    # the progress, to resume (and after SIGKILL the lock file, whose lock the kernel released)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if message else [".c.lock"]) + [".c.partial"]
     if message:
         assert err.strip().splitlines() == [message]           # one line, no traceback
-    else:  # nothing could clean up after SIGKILL: the next run does
-        prepare_corpus(sample_root(), tmp_path / "c", workers=1, limit=2, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["c"] if message is None else [])
+    # a run with other settings starts afresh and leaves only its corpus
+    prepare_corpus(sample_root(), tmp_path / "c", workers=1, limit=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
 # ============================================================================ 9. globs through link loops

@@ -33,7 +33,9 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
                     "(float16 memmap + index). SOURCE is a PTB-XL root, a CinC folder, any folder "
                     "or file of ECG records, or a .npy stack (N, 12, T) with --input-fs. "
                     "Bad records are skipped and listed in DIR/prepare_report.json; the exit "
-                    "status is then 1 (the corpus holds the other records).")
+                    "status is then 1 (the corpus holds the other records). An interrupted run "
+                    "(Ctrl-C, SIGTERM, a kill) keeps its progress in the hidden folder .DIR.partial: "
+                    "running the same command again resumes it.")
     p.add_argument("source", type=Path, metavar="SOURCE")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="corpus folder to create")
     p.add_argument("--fs", type=float, default=defaults.fs, help="target sampling rate, Hz (%(default)s)")
@@ -136,6 +138,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"{out}: {report['records_read']} of {report['records_total']} records read, "
               f"{report['records_skipped']} skipped, {report['windows']} windows "
               f"in {report['seconds']:.1f} s ({report['kind']} source)")
+        if report.get("records_resumed"):
+            print(f"  resumed: {report['records_resumed']} of the records were prepared by the "
+                  "interrupted run before this one")
         for item in report["skipped"][:20]:
             print(printable(f"  skipped {item['record']}: {item['reason']}"))
         if len(report["skipped"]) > 20:

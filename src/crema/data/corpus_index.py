@@ -49,15 +49,38 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def write_index(index: pd.DataFrame, folder: str | os.PathLike) -> None:
+def write_index(index: pd.DataFrame, folder: str | os.PathLike) -> pd.DataFrame:
     """Write ``index`` as ``folder/index.csv`` and its columnar copy ``index.npz``, each
-    atomically. The columns are built from the CSV read back, so that they equal what
-    :func:`read_index` gives."""
+    atomically; returns the index as :func:`read_index` reads it back."""
     folder = Path(folder)
     with atomic_path(folder / INDEX_CSV) as tmp:
         index.to_csv(tmp, index=False)
-    columns = IndexColumns.from_frame(read_index(folder / INDEX_CSV))
-    columns.save(folder)
+    return index_from_csv(folder, strict=True)[1]
+
+
+def index_from_csv(folder: str | os.PathLike, strict: bool = False) -> tuple["IndexColumns", pd.DataFrame]:
+    """Read ``folder/index.csv``, build its columns and save them as ``index.npz`` (unless the CSV
+    was replaced while it was read). The columns are built from the CSV as read back, so that
+    both give the same frame by construction.
+
+    Args:
+        strict: raise when ``index.npz`` cannot be written (else a read-only corpus still opens,
+            from its CSV each time).
+
+    Returns:
+        ``(columns, frame)``: the columns and the frame :func:`read_index` gives.
+    """
+    folder = Path(folder)
+    stat = _csv_stat(folder)
+    frame = read_index(folder / INDEX_CSV)
+    columns = IndexColumns.from_frame(frame)
+    if _csv_stat(folder) == stat:
+        try:
+            columns.save(folder, stat)
+        except (OSError, CremaError):
+            if strict:
+                raise
+    return columns, frame
 
 
 def load_index(folder: str | os.PathLike) -> tuple["IndexColumns", pd.DataFrame | None]:
@@ -67,20 +90,8 @@ def load_index(folder: str | os.PathLike) -> tuple["IndexColumns", pd.DataFrame 
     Returns:
         ``(columns, frame)``; ``frame`` is None when the columns came from ``index.npz``.
     """
-    folder = Path(folder)
     columns = IndexColumns.load(folder)
-    if columns is not None:
-        return columns, None
-    stat = _csv_stat(folder)
-    frame = read_index(folder / INDEX_CSV)
-    columns = IndexColumns.from_frame(frame)
-    if _csv_stat(folder) == stat:  # not replaced while it was read
-        columns.csv_stat = stat
-        try:
-            columns.save(folder, stat)
-        except (OSError, CremaError):  # a read-only corpus still opens, from its CSV each time
-            pass
-    return columns, frame
+    return (columns, None) if columns is not None else index_from_csv(folder)
 
 
 def _csv_stat(folder: Path) -> tuple[int, int]:

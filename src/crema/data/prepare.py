@@ -7,16 +7,22 @@ the jobs into the corpus.
 How it stays safe and small:
 
 * records are processed in chunks by a process pool; each worker writes its chunk's windows to
-  a small ``.npy`` in a temporary sibling folder, so results never travel through pipes and the
-  parent holds one chunk at a time; the chunks are then copied in order into ``signals.npy``;
+  a small ``.npy`` in the hidden folder ``.DIR.partial`` (:mod:`crema.data.prepare_progress`), so
+  results never travel through pipes; the parent writes the chunk's index rows and lead masks
+  beside it, then marks the chunk finished. It holds one chunk's results at a time, whatever the
+  number of records; at the end the chunks are copied in order into ``signals.npy``,
+  ``lead_mask.npy`` and ``index.csv``;
+* a run stopped at any point (Ctrl-C, SIGTERM, a kill) leaves ``.DIR.partial``; running the same
+  command again (same settings, same records) resumes it: finished chunks are not read again,
+  and the corpus is byte-for-byte the one an uninterrupted run writes. Other settings start
+  afresh; an error (a bad source, a full disk) removes the folder;
 * a bad record is skipped and listed with its reason in ``prepare_report.json``;
 * the finished folder is renamed into place, so ``DIR`` is either absent or complete; a run on a
   finished corpus with the same settings does nothing (``force`` rebuilds it, but never a folder
   that holds files of the user's own);
 * one run at a time writes ``DIR`` (a lock beside it); a second one stops with a clear error;
-* pool workers leave Ctrl-C to the parent, which stops the pool and removes its temporary
-  folder (SIGTERM does the same, see :mod:`crema.cli`), and exit by themselves when the parent is
-  killed outright.
+* pool workers leave Ctrl-C to the parent, which stops the pool (SIGTERM does the same, see
+  :mod:`crema.cli`), and exit by themselves when the parent is killed outright.
 """
 from __future__ import annotations
 
@@ -27,7 +33,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,21 +44,26 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..atomic import replace_directory
+from ..atomic import atomic_path
 from ..config import STANDARD_LEADS, PreprocessConfig, check_config, load_json, save_json, to_dict
 from ..errors import CremaError, WriteError
 from ..locking import output_lock
 from . import cinc, ptbxl
 from .corpus import (CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, SPLIT_HASH_PATIENT,
                      SPLIT_HASH_RECORD, SPLIT_PTBXL, TASKS_FILE, is_corpus)
-from .corpus_index import INDEX_NPZ, write_index
+from .corpus_index import INDEX_CSV, INDEX_NPZ, index_from_csv
 from .labels_csv import LabelsRequest, label_corpus, plan_labels
+from .prepare_progress import PartialBuild
 from .preprocess import preprocess_recording
 from .rates import check_fs
 from .sources import RecordJob, Source, build_source, detect_source, load_job
 
-PARTIAL_TAG = ".partial-"
-CHUNK_DIR = "chunks"
+PARTIAL_TAG = ".partial-"  # the temporary folders of versions before .DIR.partial (removed)
+MAX_CHUNK = 64  # records per chunk at most: caps a chunk's memory
+# index.csv columns that are numbers; every other column is text. Fixed, so that the rows of
+# each chunk are written the same way whatever else the chunk holds.
+INDEX_NUMBERS = {"fold": "int64", "window": "int64", "start_s": "float64", "original_fs": "float64",
+                 "age": "float64"}
 PARENT_POLL_S = 0.5  # how often a pool worker checks that its parent is still alive
 
 
@@ -179,22 +189,28 @@ def _add_labels(out: Path, requests: list[LabelsRequest], seed: int, built: bool
 
 def _build_in_temporary(out: Path, src: Source, jobs: list[RecordJob], cfg: PreprocessConfig,
                         request: dict, workers: int, progress: bool, t0: float) -> dict:
-    """Build the corpus in a temporary sibling folder and rename it to ``out``; on any failure
-    or interruption remove the temporary folder, so ``out`` is never half-written."""
-    tmp = out.parent / f".{out.name}{PARTIAL_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """Build the corpus in ``.DIR.partial``, resuming what an interrupted run of the same request
+    on the same records left there, and rename it to ``out``, so ``out`` is never half-written.
+    An interruption (Ctrl-C, SIGTERM; a kill leaves it anyway) keeps the folder for the next run;
+    an error (a bad source, a full disk, a bug) removes it."""
     try:
-        (tmp / CHUNK_DIR).mkdir(parents=True)
-        results = _run_chunks(jobs, cfg, tmp / CHUNK_DIR, workers, progress)
-        report = _write_corpus(tmp, src, results, cfg, request, workers)
-        report["seconds"] = round(time.perf_counter() - t0, 3)
-        save_json(tmp / "prepare_report.json", report)
-        replace_directory(tmp, out)
+        build = PartialBuild.open(out, request, jobs, _chunk_size(len(jobs), workers))
+    except OSError as exc:
+        raise (exc if isinstance(exc, WriteError) else WriteError(out, exc)) from None
+    try:
+        if not build.complete:
+            _run_chunks(build, jobs, src, cfg, workers, progress, _source_root(Path(request["source"])))
+            report = _write_corpus(build, src, cfg, request, workers)
+            report["seconds"] = round(time.perf_counter() - t0, 3)
+            save_json(build.folder / "prepare_report.json", report)  # last: the corpus is complete
+        build.finish(out)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):
+            build.discard()  # nothing half-written stays behind an error (a full disk included)
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
             raise WriteError(out, exc) from None  # name the corpus, not a temporary chunk file
         raise
-    return report
+    return load_json(out / "prepare_report.json")
 
 
 def default_workers() -> int:
@@ -247,33 +263,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _chunks(jobs: list[RecordJob], workers: int) -> list[list[RecordJob]]:
-    # Several chunks per worker keep the pool busy to the end; 64 records caps a chunk's memory.
-    size = max(1, min(64, math.ceil(len(jobs) / (workers * 8))))
-    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+def _chunk_size(n_jobs: int, workers: int) -> int:
+    """Records per chunk: several chunks per worker keep the pool busy to the end; at most
+    :data:`MAX_CHUNK`. A resumed run keeps the size its first run chose."""
+    return max(1, min(MAX_CHUNK, math.ceil(n_jobs / (workers * 8))))
 
 
-def _run_chunks(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_dir: Path, workers: int,
-                progress: bool) -> list[tuple[Path, list[RecordResult]]]:
-    """Process every chunk (in a pool when ``workers > 1``); returns ``(chunk file, results)``
-    in job order."""
-    chunks = _chunks(jobs, workers)
-    paths = [chunk_dir / f"chunk_{i:06d}.npy" for i in range(len(chunks))]
-    done: dict[int, list[RecordResult]] = {}
-    bar = tqdm(total=len(jobs), unit="rec", desc="prepare", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+def _run_chunks(build: PartialBuild, jobs: list[RecordJob], src: Source, cfg: PreprocessConfig,
+                workers: int, progress: bool, root: Path) -> None:
+    """Process every chunk that ``build`` has not finished (in a pool when ``workers > 1``) and
+    record each as it finishes (``root``: the folder record paths are given relative to)."""
+    size = build.chunk_size
+    todo = [(i, jobs[i * size:(i + 1) * size], str(build.chunk_file(i)))
+            for i in range(build.n_chunks) if i not in build.done]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(chunk) for _, chunk, _ in todo), unit="rec",
+               desc="prepare", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     try:
         if workers == 1:
-            for i, chunk in enumerate(chunks):
-                done[i] = process_chunk(chunk, cfg, str(paths[i]))
-                bar.update(len(chunk))
+            finished = ((i, process_chunk(chunk, cfg, path)) for i, chunk, path in todo)
         else:
-            for i, results in _pool_map(chunks, cfg, paths, workers):
-                done[i] = results
-                bar.update(len(results))
+            finished = _pool_map(todo, cfg, workers)
+        for i, results in finished:
+            _record_chunk(build, i, results, src, cfg, root)
+            bar.update(len(results))
     finally:
         bar.close()
-    return [(paths[i], done[i]) for i in range(len(chunks))]
+
+
+def _record_chunk(build: PartialBuild, i: int, results: list[RecordResult], src: Source,
+                  cfg: PreprocessConfig, root: Path) -> None:
+    """Write chunk ``i``'s index rows (``.csv``, no header) and lead masks (``.mask.npy``, bool
+    ``(W, 12)``) beside its windows, then mark it finished."""
+    ok = [r for r in results if r.error is None]
+    _index_frame(ok, src, cfg, root).to_csv(build.chunk_file(i, ".csv"), index=False, header=False)
+    masks = [np.repeat(r.lead_mask[None], r.n_windows, axis=0) for r in ok]
+    np.save(build.chunk_file(i, ".mask.npy"),
+            np.concatenate(masks).astype(bool) if masks else np.zeros((0, len(STANDARD_LEADS)), dtype=bool))
+    build.record(i, dict(records=len(results), windows=sum(r.n_windows for r in ok),
+                         skipped=[dict(record=r.job.key, reason=r.error) for r in results if r.error is not None]))
 
 
 def _worker_init() -> None:
@@ -295,15 +322,17 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _pool_map(chunks, cfg, paths, workers) -> Iterator[tuple[int, list[RecordResult]]]:
-    """Yield ``(chunk number, results)`` as chunks finish, keeping at most ``2 * workers``
-    chunks in flight so that memory does not grow with the number of records."""
+def _pool_map(todo: list[tuple[int, list[RecordJob], str]], cfg: PreprocessConfig,
+              workers: int) -> Iterator[tuple[int, list[RecordResult]]]:
+    """Yield ``(chunk number, results)`` for the ``(number, jobs, windows file)`` of ``todo`` as
+    they finish, keeping at most ``2 * workers`` chunks in flight so that memory does not grow
+    with the number of records."""
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
         pending: dict[Future, int] = {}
-        todo = iter(range(len(chunks)))
+        queue = iter(todo)
         try:
-            for i in todo:
-                pending[pool.submit(process_chunk, chunks[i], cfg, str(paths[i]))] = i
+            for i, chunk, path in queue:
+                pending[pool.submit(process_chunk, chunk, cfg, path)] = i
                 if len(pending) >= 2 * workers:
                     break
             while pending:
@@ -311,61 +340,92 @@ def _pool_map(chunks, cfg, paths, workers) -> Iterator[tuple[int, list[RecordRes
                 for future in finished:
                     i = pending.pop(future)
                     yield i, future.result()
-                    nxt = next(todo, None)
+                    nxt = next(queue, None)
                     if nxt is not None:
-                        pending[pool.submit(process_chunk, chunks[nxt], cfg, str(paths[nxt]))] = nxt
+                        pending[pool.submit(process_chunk, nxt[1], cfg, nxt[2])] = nxt[0]
         finally:
             for future in pending:
                 future.cancel()
 
 
-def _write_corpus(tmp: Path, src: Source, chunk_results: list[tuple[Path, list[RecordResult]]],
-                  cfg: PreprocessConfig, request: dict, workers: int) -> dict:
-    """Assemble the chunk files into the corpus files inside ``tmp``; returns the report."""
-    results = [r for _, rs in chunk_results for r in rs]
-    ok = [r for r in results if r.error is None]
-    n_windows = sum(r.n_windows for r in ok)
+def _write_corpus(build: PartialBuild, src: Source, cfg: PreprocessConfig, request: dict,
+                  workers: int) -> dict:
+    """Assemble the finished chunks into the corpus files inside ``build.folder``; returns the
+    report (without ``seconds``)."""
+    outcomes = [build.outcome(i) for i in range(build.n_chunks)]
+    n_windows = sum(o["windows"] for o in outcomes)
+    skipped = [item for o in outcomes for item in o["skipped"]]
     if n_windows == 0:
-        reasons = "; ".join(f"{r.job.key}: {r.error}" for r in results[:5])
+        reasons = "; ".join(f"{item['record']}: {item['reason']}" for item in skipped[:5])
         raise CremaError(f"{request['source']}: no record could be prepared ({reasons})")
-    _assemble_signals(tmp / "signals.npy", [p for p, _ in chunk_results], n_windows, cfg.window)
-    shutil.rmtree(tmp / CHUNK_DIR)
-    np.save(tmp / "lead_mask.npy", np.concatenate(
-        [np.repeat(r.lead_mask[None], r.n_windows, axis=0) for r in ok]).astype(bool))
-    index = _index_frame(ok, src, cfg, Path(request["source"]))
-    write_index(index, tmp)
+    _assemble_signals(build, [o["windows"] for o in outcomes], cfg.window)
+    np.save(build.folder / "lead_mask.npy",
+            np.concatenate([np.load(build.chunk_file(i, ".mask.npy")) for i in range(build.n_chunks)]))
+    index = _assemble_index(build, src)
     classes = {task: names for task, names in src.classes.items()
                if index[LABEL_PREFIX + task].ne("").any()}
-    save_json(tmp / "classes.json", classes)
-    save_json(tmp / "preprocess.json", cfg)
-    return _report(src, results, index, request, workers)
+    save_json(build.folder / "classes.json", classes)
+    save_json(build.folder / "preprocess.json", cfg)
+    report = _report(src, sum(o["records"] for o in outcomes), skipped, index, request, workers)
+    report["records_resumed"] = sum(outcomes[i]["records"] for i in build.done)
+    return report
 
 
-def _assemble_signals(path: Path, chunk_files: list[Path], n_windows: int, window: int) -> None:
-    """Copy the chunk files in order into one float16 ``(N, 12, window)`` .npy; the memmap is
-    reopened per chunk so that written pages are released and memory stays flat."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
-                                    shape=(n_windows, len(STANDARD_LEADS), window))
-    del out
-    offset = 0
-    for chunk_file in chunk_files:
-        chunk = np.load(chunk_file, mmap_mode="r")
-        if len(chunk):
-            out = np.lib.format.open_memmap(path, mode="r+")
-            out[offset:offset + len(chunk)] = chunk
-            out.flush()
-            del out
-        offset += len(chunk)
-        del chunk
-        chunk_file.unlink()
-    if offset != n_windows:
-        raise CremaError(f"internal error: wrote {offset} windows, expected {n_windows}")
+def _assemble_signals(build: PartialBuild, windows: list[int], window: int) -> None:
+    """Copy the chunk files in order into one float16 ``(N, 12, window)`` ``signals.npy``, each
+    chunk's file deleted once copied and recorded (a resumed run continues after the last one);
+    the memmap is reopened per chunk so that written pages are released and memory stays flat."""
+    path, n_windows = build.folder / "signals.npy", sum(windows)
+    shape = (n_windows, len(STANDARD_LEADS), window)
+    if build.assembled == 0:
+        created = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+        del created  # only the file, sized; filled a chunk at a time below
+    elif not path.is_file() or np.load(path, mmap_mode="r").shape != shape:
+        raise CremaError(f"{build.folder}: signals.npy does not hold the windows copied so far; "
+                         "run the command again to start over")
+    for i in range(build.n_chunks):
+        chunk_file = build.chunk_file(i)
+        offset = sum(windows[:i])
+        if i >= build.assembled:
+            chunk = np.load(chunk_file, mmap_mode="r")
+            if len(chunk) != windows[i]:
+                raise CremaError(f"internal error: chunk {i} holds {len(chunk)} windows, expected {windows[i]}")
+            if len(chunk):
+                out = np.lib.format.open_memmap(path, mode="r+")
+                out[offset:offset + len(chunk)] = chunk
+                out.flush()
+                del out
+            del chunk
+            build.set_assembled(i + 1)
+        chunk_file.unlink(missing_ok=True)
 
 
-def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, source: Path) -> pd.DataFrame:
-    """One row per window with the columns of ``corpus.INDEX_COLUMNS`` then ``labels:<task>``."""
+def _assemble_index(build: PartialBuild, src: Source) -> pd.DataFrame:
+    """``index.csv`` (the header, then every chunk's rows in order) and ``index.npz``; returns
+    the index as read back."""
+    header = pd.DataFrame(columns=_index_columns(src)).to_csv(index=False)
+    with atomic_path(build.folder / INDEX_CSV) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("utf-8"))
+            for i in range(build.n_chunks):
+                with open(build.chunk_file(i, ".csv"), "rb") as rows:
+                    shutil.copyfileobj(rows, fh)
+    return index_from_csv(build.folder, strict=True)[1]
+
+
+def _index_columns(src: Source) -> list[str]:
+    return list(INDEX_COLUMNS) + [LABEL_PREFIX + t for t in src.classes]
+
+
+def _source_root(source: Path) -> Path:
+    """The folder that the index's ``path`` column is relative to."""
+    return source if source.is_dir() else source.parent
+
+
+def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, root: Path) -> pd.DataFrame:
+    """One row per window with the columns of ``corpus.INDEX_COLUMNS`` then ``labels:<task>``;
+    the number columns always of :data:`INDEX_NUMBERS`' types (missing ages NaN)."""
     rows = []
-    root = source if source.is_dir() else source.parent
     for r in ok:
         job = r.job
         patient = job.patient_id or str(r.meta.get("patient_id") or "")
@@ -382,8 +442,7 @@ def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, sou
         for w, start in enumerate(r.starts):
             rows.append({**base, "window": w, "start_s": round(float(start) / cfg.fs, 6),
                          **label_cells})
-    columns = list(INDEX_COLUMNS) + [LABEL_PREFIX + t for t in src.classes]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=_index_columns(src)).astype(INDEX_NUMBERS)
 
 
 def _hash_fold(job: RecordJob, patient: str) -> int:
@@ -413,14 +472,14 @@ def _split_method(src: Source, index: pd.DataFrame) -> str:
     return SPLIT_HASH_PATIENT if index["patient_id"].ne("").any() else SPLIT_HASH_RECORD
 
 
-def _report(src: Source, results: list[RecordResult], index: pd.DataFrame, request: dict,
+def _report(src: Source, records: int, skipped: list[dict], index: pd.DataFrame, request: dict,
             workers: int) -> dict:
-    skipped = [dict(record=r.job.key, reason=r.error) for r in results if r.error is not None]
+    """The ``prepare_report.json`` contents (``records`` in all, ``skipped`` of them with why)."""
     per_source = {s: dict(records=int(g["record_id"].nunique()), windows=int(len(g)))
                   for s, g in index.groupby("source")}
     return dict(
         complete=True, source=request["source"], kind=src.kind, name=src.name,
-        records_total=len(results), records_read=len(results) - len(skipped),
+        records_total=records, records_read=records - len(skipped),
         records_skipped=len(skipped), windows=int(len(index)), per_source=per_source,
         splits={s: int((index["split"] == s).sum()) for s in ("train", "val", "test")},
         split_method=_split_method(src, index),
