@@ -100,9 +100,52 @@ def setup(device_preference: str = "auto") -> tuple[DistInfo, torch.device]:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
-                                world_size=info.world_size, timeout=timedelta(minutes=30))
+        timeout = timedelta(minutes=30)
+        store = _attempt_store(info.world_size, timeout)
+        if store is None:
+            dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
+                                    world_size=info.world_size, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=info.rank,
+                                    world_size=info.world_size, timeout=timeout)
     return info, device
+
+
+def restart_count(environ: Mapping[str, str] | None = None) -> int:
+    """How many times torchrun has restarted this worker group (``TORCHELASTIC_RESTART_COUNT``;
+    0 on the first attempt and outside torchrun). Counted by each node's agent: nodes whose own
+    workers did not fail may count fewer restarts."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(0, int(env.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    except ValueError:
+        return 0
+
+
+def job_id(environ: Mapping[str, str] | None = None) -> str | None:
+    """torchrun's run id (``TORCHELASTIC_RUN_ID``: ``--rdzv-id``, a fresh random one under
+    ``--standalone``, ``none`` when not given), the same in every worker of the job and across its
+    restarts; None outside torchrun."""
+    env = os.environ if environ is None else environ
+    return env.get("TORCHELASTIC_RUN_ID") or None
+
+
+def _attempt_store(world_size: int, timeout: timedelta) -> dist.Store | None:
+    """The store this attempt's process group meets in, or None for ``env://``'s own.
+
+    torchrun's c10d and static rendezvous let the workers share the agent's TCPStore
+    (``TORCHELASTIC_USE_AGENT_STORE=True``) and keep that store across restarts, so a restarted
+    group would read the keys of the attempt before it (the addresses of dead workers: gloo
+    fails with 'Connection refused'). Each attempt's keys get their own prefix, as torch itself
+    did before it shared the store. The restart count is per node; a multi-node job whose nodes
+    may count differently should disable the sharing (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+    for torchrun), which also makes this return None.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"crema/attempt_{restart_count()}", store)
 
 
 def cleanup() -> None:

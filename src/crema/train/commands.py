@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +105,20 @@ def load_recipe(path: str | Path) -> RunConfig:
 def run_pretrain(args: argparse.Namespace) -> int:
     from ..model.checkpoint import MODEL_FILE, load_config
     from ..model.registry import run_config_from_checkpoint
+    from ..runtime import detect
     from .pretrain import pretrain
+    from .restart import resume_after_restart
 
     recipe = load_recipe(args.config) if args.config else None
     if args.out is None:
         if recipe is None:
             raise CremaError("--out is required (or a --config whose train.out names the run folder)")
         args.out = recipe.train.out
+    # A torchrun restart (--max-restarts) reruns this same command line: continue the run's own
+    # last checkpoint instead of refusing the folder or starting over (crema.train.restart).
+    args.resume, notice = resume_after_restart(args.out, args.resume)
+    if notice and detect().is_main:
+        print(f"crema pretrain: {notice}", file=sys.stderr, flush=True)
     if not args.resume and not args.overwrite and (Path(args.out) / MODEL_FILE).exists():
         raise CremaError(f"{args.out} already holds a checkpoint: pass --resume to continue it, "
                          f"--overwrite to replace it, or choose another --out")
@@ -120,8 +128,6 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise CremaError("--allow-corpus-change goes with --resume (a new run has no corpus to compare with)")
     result = pretrain(cfg, resume=args.resume, progress=not args.no_progress,
                       allow_corpus_change=args.allow_corpus_change)
-    from ..runtime import detect
-
     if detect().is_main:
         state = f"stopped by signal {result.interrupted_by} at" if result.interrupted_by else "finished"
         print(f"crema pretrain: {state} step {result.step}/{cfg.train.steps}; checkpoint in {result.out}")

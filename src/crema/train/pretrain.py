@@ -66,6 +66,7 @@ from ..model.crema import CREMA, contrastive_scale
 from ..model.registry import run_config_from_checkpoint
 from .checkpoint import load_training_state, save_checkpoint
 from .logger import LOG_FILE, RunLogger, truncate_log
+from .restart import RUN_ID_KEY
 from .rng import rng_state, seed_everything, set_rng_state
 from .run_config import check_resumable, checkpoint_config
 from .schedule import lr_at, make_adamw, scaled_lr, set_lr
@@ -301,7 +302,8 @@ class Trainer:
         if self.info.is_main:
             training_state = {"step": self.step, "batches_done": self.batches_done,
                               "world_size": self.info.world_size,
-                              "optimizer": self.optimizer.state_dict(), "rng": rngs}
+                              "optimizer": self.optimizer.state_dict(), "rng": rngs,
+                              RUN_ID_KEY: dist_utils.job_id()}  # a torchrun restart resumes its own
             save_checkpoint(self.out, self.model, self._config(self.step), training_state)
         dist_utils.barrier()
 
