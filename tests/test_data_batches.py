@@ -14,7 +14,8 @@ from torch.utils.data import DistributedSampler
 
 from crema.config import AugmentConfig
 from crema.data import augment as A
-from crema.data.dataset import ECGWindows, ShuffledBatches, batch_loader, open_corpora
+from crema.data.dataset import ECGWindows, open_corpora
+from crema.data.loader import ShuffledBatches, batch_loader
 from crema.data.rows import RowReader, open_signals
 from crema.errors import CremaError
 from crema.train.stream import EpochBatches, open_pretrain_data
@@ -225,3 +226,22 @@ def test_pretraining_stream_resumes_at_the_exact_batch(unlabeled_corpus):
     assert torch.equal(batch["signal"].float(), torch.stack([it["signal"] for it in items]))
     assert batch["patient"].tolist() == [it["patient"] for it in items]
     assert batch["row"].tolist() == [it["row"] for it in items]
+
+
+def test_ring_hand_over_copies_out_and_notices_an_overwritten_buffer(tiny_ptbxl_corpus):
+    """What a worker sends (large tensors in its reused shared buffers, small ones inline) comes
+    out equal; a buffer overwritten before it was read is noticed and its batch made again."""
+    from crema.data.loader import BatchLoader, Packed, Ring
+
+    ds = ECGWindows(tiny_ptbxl_corpus, labels="ptbxl-superdiagnostic", crop=1000, augment=AUG, seed=2)
+    loader = BatchLoader(ds, ShuffledBatches(len(ds), 8), num_workers=1, pin_memory=False, prefetch_factor=2)
+    ring = Ring(worker=0, slots=3)
+    keys = [(0, np.arange(8 * i, 8 * i + 8)) for i in range(4)]
+    messages = [ring.pack(ds[key], key) for key in keys]
+    assert isinstance(messages[0], Packed) and list(messages[0].layout) == ["signal"]  # 8 x 12 x 1000 float32
+    assert messages[0].buffer is not None and messages[3].buffer is None  # slot 1 again, reused
+    with pytest.warns(UserWarning, match="overwritten"):
+        again = loader.receive(messages[0])  # its slot held batch 4 by then
+    assert _same(again, ds[keys[0]])
+    for key, message in zip(keys[1:], messages[1:]):
+        assert _same(loader.receive(message), ds[key])

@@ -9,8 +9,8 @@ Two ways to read a dataset, both deterministic:
   ``pread`` per row with random-access advice), cropped with one gather and augmented with torch
   ops over the whole batch (:func:`crema.data.augment.augment_batch`). Crop positions are the
   per-item ones; the augmentation is drawn from one generator per batch, seeded by ``(seed,
-  epoch, indices)``. :func:`batch_loader` hands such keys (:class:`ShuffledBatches`) to a
-  DataLoader with ``batch_size=None``, so each worker builds whole batches.
+  epoch, indices)``. :func:`crema.data.loader.batch_loader` hands such keys
+  (:class:`crema.data.loader.ShuffledBatches`) to DataLoader workers, each building whole batches.
 
 Either way an item or batch depends only on its key, never on the number of DataLoader workers
 or on which worker made it; call :meth:`ECGWindows.set_epoch` (or put the epoch in the key,
@@ -20,11 +20,11 @@ grows: only the requested rows are read.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset
 
 from ..config import AugmentConfig
 from ..errors import CremaError
@@ -128,7 +128,7 @@ class ECGWindows(Dataset):
 
     def __getitem__(self, key) -> dict:
         """``dataset[i]``: one item; ``dataset[indices]`` or ``dataset[(epoch, indices)]``: the
-        batch of :meth:`batch` (what :func:`batch_loader`'s workers ask for)."""
+        batch of :meth:`batch` (what :func:`crema.data.loader.batch_loader`'s workers ask for)."""
         if isinstance(key, (int, np.integer)):
             return self.item(int(key))
         epoch, indices = _batch_key(key)
@@ -325,49 +325,6 @@ class ConcatWindows(ConcatDataset):
     def augmented(self, batch: Batch) -> Batch:
         """As :meth:`ECGWindows.augmented`, with the parts' shared augmentation."""
         return _augmented(batch, self.shared_augment(), self.datasets[0].fs)
-
-
-class ShuffledBatches(Sampler):
-    """Batch keys ``(epoch, indices)`` over ``n`` items, for :func:`batch_loader`.
-
-    Each epoch is a permutation drawn from ``(seed, epoch)`` (``0..n-1`` in order without
-    ``shuffle``) cut into batches of ``batch_size``, the last smaller one kept unless
-    ``drop_last``. :meth:`set_epoch` chooses the epoch; the keys carry it to the dataset, also in
-    persistent DataLoader workers.
-    """
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        if batch_size < 1:
-            raise CremaError(f"batch size must be at least 1, got {batch_size}")
-        self.n, self.batch_size, self.shuffle = int(n), int(batch_size), shuffle
-        self.seed, self.drop_last, self.epoch = int(seed), drop_last, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
-                 else np.arange(self.n))
-        for b in range(len(self)):
-            yield self.epoch, order[b * self.batch_size:(b + 1) * self.batch_size]
-
-
-def batch_loader(dataset: Dataset, batches, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int = 2) -> DataLoader:
-    """A DataLoader whose every item is a whole batch, ``dataset[key]`` for each key that
-    ``batches`` yields (a :class:`ShuffledBatches`, or any sampler of index lists or
-    ``(epoch, indices)``; ``batch_size=None``, so nothing is collated item by item).
-
-    Workers build whole batches in parallel and stay alive across epochs; a batch depends only
-    on its key, so any ``num_workers`` gives the same batches in the same order. ``pin_memory``
-    (for CUDA) hands over page-locked batches that copy to the GPU asynchronously.
-    """
-    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      prefetch_factor=prefetch_factor if num_workers > 0 else None)
 
 
 def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[tuple[Corpus, np.ndarray]]:

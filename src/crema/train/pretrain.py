@@ -57,7 +57,7 @@ from .. import precision
 from .. import runtime as dist_utils
 from ..config import RunConfig, atomic_write_text, to_dict
 from ..data.corpus import is_corpus, parse_corpus_spec
-from ..data.dataset import batch_loader
+from ..data.loader import batch_loader
 from ..data.fingerprint import FINGERPRINT_WHAT, corpus_fingerprint
 from ..errors import CremaError
 from ..locking import output_lock

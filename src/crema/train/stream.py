@@ -131,7 +131,7 @@ class EpochBatches:
     """Infinite batch sampler: DistributedSampler epochs (``set_epoch`` each pass) cut into
     full batches of ``(epoch, index)`` keys, starting ``skip`` batches in. Skipping costs no
     data loading, which is what makes resuming at the exact batch cheap. Each list of keys is
-    one DataLoader item (``crema.data.dataset.batch_loader``): a worker reads the whole batch."""
+    one DataLoader item (``crema.data.loader.batch_loader``): a worker reads the whole batch."""
 
     def __init__(self, sampler: DistributedSampler, batch_size: int, skip: int = 0):
         self.sampler, self.batch_size, self.skip = sampler, batch_size, skip
