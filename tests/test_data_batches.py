@@ -114,6 +114,9 @@ def test_crop_batch_crops_and_rolls_each_ecg():
     assert torch.equal(out[0], torch.roll(x[0, :, 1:6].float(), 2, dims=-1))
     assert torch.equal(out[1], torch.roll(x[1, :, 4:9].float(), -1, dims=-1))
     assert torch.equal(A.crop_batch(x, None, None, dtype=torch.float16), x)
+    rolls = torch.remainder(torch.tensor([2, -1]), 5)  # the gather an accelerator runs, the same crops
+    assert torch.equal(A._crop_gather(x, torch.tensor([1, 4]), 5, rolls).float(), out)
+    assert torch.equal(A.crop_batch(x.bfloat16(), np.array([1, 4]), 5, torch.tensor([2, -1])), out)
 
 
 # ----------------------------------------------------------------------------- dataset batches
