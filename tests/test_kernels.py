@@ -61,3 +61,41 @@ def test_the_encoder_reads_the_policy_on_each_call(monkeypatch):
             whole = encoder(x)
     assert passes == [5] and stem_calls == [5 * 12 * 10]
     assert torch.equal(parts, whole)  # the policy changes how, never what
+
+
+def test_crops_merged_or_not_give_the_same_windows(monkeypatch):
+    """A small call's crops run as one batch (merge_crops_up_to), a larger one crop by crop: the
+    same outputs; inference runs with inference_threads threads and restores torch's setting."""
+    from crema.model.inference import infer
+
+    torch.manual_seed(0)
+    encoder = SiTEncoder(ModelConfig.from_size("mini", window=500)).eval()
+    signals = torch.randn(3, 12, 1200).numpy()                 # 3 crops of 500 per window
+    lead_mask = (torch.rand(3, 12) > 0.3).numpy()
+    calls, threads = [], []
+
+    def fn(x, mask):
+        calls.append(len(x))
+        threads.append(torch.get_num_threads())
+        return encoder.embedding(x, mask, "leads")
+
+    before = torch.get_num_threads()
+    with kernels.override(merge_crops_up_to=6, inference_threads=1):
+        merged = infer(fn, signals, lead_mask, crop=500, batch_size=2)
+    assert calls == [6, 3] and set(threads) == {1} and torch.get_num_threads() == before
+    calls.clear()
+    with kernels.override(merge_crops_up_to=0):
+        apart = infer(fn, signals, lead_mask, crop=500, batch_size=2)
+    assert calls == [2, 2, 2, 1, 1, 1] and threads[-1] == before
+    assert (merged == apart).all()
+
+
+def test_a_single_record_is_read_in_the_calling_thread():
+    import threading
+
+    from crema.use.pipeline import Pool
+
+    with Pool(2) as pool:
+        assert list(pool.map(lambda i: threading.current_thread().name, [0], ahead=3)) == [threading.current_thread().name]
+        names = list(pool.map(lambda i: threading.current_thread().name, [0, 1], ahead=3))
+    assert all(name.startswith("crema-read") for name in names)

@@ -7,6 +7,9 @@ policy in force, :func:`current`, on each call:
 
 * :class:`crema.model.sit.SiTEncoder` runs inference (no autograd) in parts of
   ``inference_batch`` ECGs, and its conv stem over chunks of ``stem_chunk`` patches;
+* :func:`crema.model.inference.infer` runs with ``inference_threads`` torch threads, and
+  :func:`crema.model.inference.crop_average` the crops of a small call as one batch
+  (``merge_crops_up_to``);
 * :mod:`crema.model.blocks` picks explicit attention (bf16 on a CPU) for heads of at least
   ``explicit_attention_min_head_dim`` channels, and runs it without autograd in batch chunks whose
   scores fit in ``attention_scores_bytes``;
@@ -58,6 +61,19 @@ class KernelPolicy:
     # explicit: the fused kernel's bf16 backward is slow). The one setting here that changes outputs,
     # to bf16 rounding. Measured by benchmarks/mfu.py (rows `bf16 sdpa` and `bf16 explicit`).
     explicit_attention_min_head_dim: int = 32
+    # A window longer than the model's input is covered by several crops. When a call's crops
+    # number at most this many in all (crops x ECGs), they go through the model as one batch: one
+    # pass of Python and kernel-launch overheads instead of one per crop, which dominate small
+    # models at batch 1; larger calls run crop by crop, so memory per pass stays that of the batch
+    # (0 = always crop by crop). Outputs do not change (each ECG is computed on its own).
+    # Measured by benchmarks/inference_throughput.py --small-model (rows `encode 1 window`, `embed`).
+    merge_crops_up_to: int = 4
+    # torch CPU threads while crop-averaged inference runs (0 = torch's own setting, one per core).
+    # A small model's ops are too small to share among threads, which then mostly wait for each
+    # other, and for cores that other jobs hold: on a busy machine 1 is several times faster. Left
+    # at torch's setting by default, which suits an idle machine and large batches. Measured by
+    # benchmarks/inference_throughput.py --small-model --small-threads 1 2 (rows per thread count).
+    inference_threads: int = 0
     # glibc tunables the `crema` command re-executes itself with ("" = none): freed blocks stay in
     # the heap instead of going back to the OS, so batches do not page-fault their activations in
     # again. Measured by benchmarks/mfu.py (columns `allocator gain` and `faults/call (without)`).
@@ -74,13 +90,16 @@ class KernelPolicy:
         return found
 
 
-INT_FIELDS = ("inference_batch", "stem_chunk", "attention_scores_bytes", "explicit_attention_min_head_dim")
+INT_FIELDS = ("inference_batch", "stem_chunk", "attention_scores_bytes", "explicit_attention_min_head_dim",
+              "merge_crops_up_to", "inference_threads")
 # The environment variable of each setting.
 ENV: dict[str, str] = {
     "inference_batch": "CREMA_INFERENCE_BATCH",
     "stem_chunk": "CREMA_STEM_CHUNK",
     "attention_scores_bytes": "CREMA_ATTENTION_SCORES_BYTES",
     "explicit_attention_min_head_dim": "CREMA_EXPLICIT_ATTENTION_MIN_HEAD_DIM",
+    "merge_crops_up_to": "CREMA_MERGE_CROPS_UP_TO",
+    "inference_threads": "CREMA_INFERENCE_THREADS",
     "malloc_tunables": "CREMA_MALLOC_TUNABLES",
 }
 # Set to 1 to run the `crema` command with glibc's default allocator settings (no re-execution).

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import kernels
 from ..errors import CremaError
+from ..runtime import torch_threads
 
 # ECGs handed to the model per call unless a caller asks otherwise. On a CPU big batches page-fault
 # their activations; the encoder keeps its working set small itself (no-grad inference in parts,
@@ -46,10 +48,19 @@ def crop_starts(window: int, crop: int | None) -> list[int]:
 
 def crop_average(fn: WindowFn, x: Tensor, lead_mask: Tensor, crop: int | None) -> Tensor:
     """The mean of ``fn`` over the crops of :func:`crop_starts` that cover ``x (B, C, T)``;
-    ``(B, ...)`` float32."""
+    ``(B, ...)`` float32.
+
+    A call of at most :attr:`crema.kernels.KernelPolicy.merge_crops_up_to` crops in all runs them
+    through ``fn`` as one batch ``(n_crops * B, C, crop)``; the sum is taken in the same order, so
+    the result is the same as crop by crop for any ``fn`` that computes each ECG on its own."""
     length = x.shape[-1] if crop is None else crop
     starts = crop_starts(x.shape[-1], crop)
-    return sum(fn(x[..., s:s + length], lead_mask).float() for s in starts) / len(starts)
+    if len(starts) > 1 and len(starts) * len(x) <= kernels.current().merge_crops_up_to:
+        merged = fn(torch.cat([x[..., s:s + length] for s in starts]), lead_mask.repeat(len(starts), 1))
+        outputs = merged.float().split(len(x))
+    else:
+        outputs = (fn(x[..., s:s + length], lead_mask).float() for s in starts)
+    return sum(outputs) / len(starts)
 
 
 @torch.inference_mode()
@@ -60,10 +71,11 @@ def infer(fn: WindowFn, signals: np.ndarray, lead_mask: np.ndarray, crop: int | 
     if batch_size < 1:
         raise CremaError(f"batch_size must be at least 1, got {batch_size}")
     outputs = []
-    for start in range(0, len(signals), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(signals[start:start + batch_size])).to(device)
-        mask = torch.from_numpy(np.ascontiguousarray(lead_mask[start:start + batch_size])).to(device)
-        outputs.append(crop_average(fn, x, mask, crop).cpu().numpy())
+    with torch_threads(kernels.current().inference_threads or None):
+        for start in range(0, len(signals), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(signals[start:start + batch_size])).to(device)
+            mask = torch.from_numpy(np.ascontiguousarray(lead_mask[start:start + batch_size])).to(device)
+            outputs.append(crop_average(fn, x, mask, crop).cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
 
 

@@ -26,6 +26,14 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or compiling()
 
 
+def _all_present(lead_mask: Tensor) -> bool:
+    """True when a CPU lead mask marks every lead present: attention then needs no mask at all (a
+    mask of only True changes no attention weight, and building and applying it is a dozen small
+    ops per call). Never on another device, where the answer would wait for the device, nor
+    while tracing, where it would freeze the example's answer into the graph."""
+    return lead_mask.device.type == "cpu" and not _tracing() and bool(lead_mask.all())
+
+
 class PatchEmbed(nn.Module):
     """A small 1-D conv stem applied to every patch on its own, then a projection to width D.
 
@@ -154,7 +162,7 @@ class SiTEncoder(nn.Module):
         b, c, k, d = tokens.shape
         tokens = tokens.reshape(b, c * k, d)
         key_valid = None
-        if lead_mask is not None:
+        if lead_mask is not None and not _all_present(lead_mask):
             key_valid = lead_mask.to(torch.bool)[:, :, None].expand(b, c, k).reshape(b, c * k)
         if self.cfg.pool == "cls":
             tokens = torch.cat([self.cls_token.to(tokens.dtype).expand(b, 1, d), tokens], dim=1)

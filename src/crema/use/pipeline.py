@@ -48,7 +48,12 @@ class Pool:
 
     def map(self, fn: Callable[[Any], Any], items: Iterable, ahead: int) -> Iterator:
         """``fn(item)`` for each item, in order, computed by the pool at most ``ahead`` items ahead of
-        the consumer; an exception of ``fn`` is raised here, at its item."""
+        the consumer; an exception of ``fn`` is raised here, at its item. A sequence of one item is
+        computed in the caller's thread: there is nothing to overlap with, and handing it to a
+        thread (started on first use) and back costs more than reading a small record."""
+        if isinstance(items, (list, tuple, range)) and len(items) == 1:
+            yield fn(items[0])
+            return
         pending: deque[Future] = deque()
         iterator = iter(items)
         try:
