@@ -72,16 +72,16 @@ TARGET_TWO_WORKERS = 1.6   # 2 workers over 1
 
 # ----------------------------------------------------------------------------- the corpus
 
-def build_corpus(folder: Path, windows: int) -> tuple[Path, float]:
+def build_corpus(folder: Path, windows: int, base_records: int | None = None) -> tuple[Path, float]:
     """A corpus of ``windows`` rows under ``folder``: real windows prepared by ``prepare_corpus``
-    and tiled. Returns its path and the seconds taken."""
+    (``base_records`` of them, default all) and tiled. Returns its path and the seconds taken."""
     t0 = time.perf_counter()
     stack = data_root() / "ptbxl-unlabeled" / "signals.npy"
     base = folder / "base"
     if stack.is_file():
-        prepare_corpus(stack, base, input_fs=250.0, workers=1, progress=False)
+        prepare_corpus(stack, base, input_fs=250.0, workers=1, progress=False, limit=base_records)
     else:
-        prepare_corpus(sample_root(), base, workers=1, progress=False)
+        prepare_corpus(sample_root(), base, workers=1, progress=False, limit=base_records)
     source = Corpus(base)
     out = folder / "corpus"
     out.mkdir()
@@ -133,7 +133,7 @@ def eviction_check(path: Path, n: int, seed: int) -> dict:
     """Time reading 64 random rows (one ``pread`` each, one after another) right after
     :func:`evict` and again at once: the first must be much slower if eviction works."""
     reader = RowReader(path)
-    rows = np.random.default_rng(seed).choice(n, 64, replace=False)
+    rows = np.random.default_rng(seed).choice(n, min(n, 64), replace=False)
     fd = os.open(path, os.O_RDONLY)
     try:
         times = []

@@ -248,3 +248,22 @@ def test_ring_hand_over_copies_out_and_notices_an_overwritten_buffer(tiny_ptbxl_
     assert _same(again, ds[keys[0]])
     for key, message in zip(keys[1:], messages[1:]):
         assert _same(loader.receive(message), ds[key])
+
+
+def test_loader_asks_for_the_next_batch_rows_ahead(tiny_ptbxl_corpus):
+    from crema.data.loader import Lookahead
+
+    class Recording(ECGWindows):
+        def prefetch(self, key):
+            self.asked.append(key)
+            super().prefetch(key)
+
+    ds = Recording(tiny_ptbxl_corpus)
+    ds.asked = []
+    keys = [[0, 1], [5, 79], [3]]
+    seen = []
+    for key in Lookahead(keys, ds):
+        seen.append((key, list(ds.asked)))
+    assert seen == [([0, 1], [[5, 79]]), ([5, 79], [[5, 79], [3]]), ([3], [[5, 79], [3]])]
+    assert len(Lookahead(keys, ds)) == 3
+    ds.reader.advise([0, 79, 80, -1])  # rows outside the file are ignored

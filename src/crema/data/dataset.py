@@ -187,6 +187,12 @@ class ECGWindows(Dataset):
         """:meth:`batch` without the augmentation."""
         return self.batch(indices, epoch, augment=False, dtype=dtype)
 
+    def prefetch(self, key) -> None:
+        """Start reading the rows of batch ``key`` (as for ``dataset[key]``) into the page cache
+        (:meth:`crema.data.rows.RowReader.advise`); what a loader does for the next batch."""
+        indices = _batch_key(key)[1]
+        self.reader.advise(self.rows[indices[(indices >= 0) & (indices < len(self))]])
+
     def assemble(self, indices: np.ndarray, epoch: int, dtype: torch.dtype, augment: AugmentConfig | None,
                  seed: int) -> Batch:
         """The batch of ``indices`` at ``epoch``, augmented with ``augment`` (None: not) from the
@@ -314,6 +320,15 @@ class ConcatWindows(ConcatDataset):
                    dtype: torch.dtype = torch.float32) -> Batch:
         """:meth:`batch` without the augmentation."""
         return self.batch(indices, epoch, augment=False, dtype=dtype)
+
+    def prefetch(self, key) -> None:
+        """As :meth:`ECGWindows.prefetch`, each part its own rows."""
+        indices = _batch_key(key)[1]
+        indices = indices[(indices >= 0) & (indices < len(self))]
+        part_of = np.searchsorted(self.cumulative_sizes, indices, side="right")
+        offsets = [0, *self.cumulative_sizes[:-1]]
+        for p in np.unique(part_of):
+            self.datasets[p].prefetch(indices[part_of == p] - offsets[p])
 
     def shared_augment(self) -> AugmentConfig | None:
         """The parts' augmentation; :class:`CremaError` when they differ (a batch takes one)."""

@@ -7,8 +7,9 @@ on a 12 GB corpus), and with ``madvise(MADV_RANDOM)`` it reads one 4 kB page per
 fault after another. :class:`RowReader` instead reads each row with one ``pread`` on a file
 opened with ``posix_fadvise(POSIX_FADV_RANDOM)``, so the kernel reads that row and nothing else,
 in ascending file order within a batch. Rows already in the page cache are copied at once
-(``RWF_NOWAIT``); the others are read by a few threads together, so the disk sees several
-requests at a time instead of one.
+(``RWF_NOWAIT``); the others are read by several threads together, so the disk sees several
+requests at a time instead of one. :meth:`RowReader.advise` starts reading the rows of a batch
+to come (a loader advises the next batch while this one is made).
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from ..errors import CremaError
 
 # Threads that read the rows of a batch missing from the page cache: enough requests in flight
 # to keep a disk or network volume busy, few enough to cost nothing when the cache holds all.
-READ_THREADS = 8
+READ_THREADS = 16
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _RANDOM_ADVICE = getattr(os, "POSIX_FADV_RANDOM", None)
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 
 
 def open_signals(path: str | os.PathLike) -> np.ndarray:
@@ -109,6 +111,17 @@ class RowReader:
             if _RANDOM_ADVICE is not None:
                 os.posix_fadvise(self._fd, 0, 0, _RANDOM_ADVICE)
         return self._fd
+
+    def advise(self, rows: np.ndarray | list[int]) -> None:
+        """Ask the kernel to start reading ``rows`` into the page cache now, without waiting
+        (``POSIX_FADV_WILLNEED``): a later :meth:`read` of them, in this process or another,
+        then finds them there. Rows outside the file are ignored."""
+        if _WILLNEED is None:
+            return
+        fd = self._file()
+        for row in np.unique(np.asarray(rows, dtype=np.int64)):
+            if 0 <= row < self.shape[0]:
+                os.posix_fadvise(fd, self.offset + int(row) * self.row_bytes, self.row_bytes, _WILLNEED)
 
     def read(self, rows: np.ndarray | list[int], out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``rows`` (B,) in that order -> ``(B, *shape[1:])`` of the file's dtype.

@@ -58,6 +58,10 @@ class EpochIndexed(Dataset):
         item["patient"] = int(self.patients[i])
         return item
 
+    def prefetch(self, keys: list[tuple[int, int]]) -> None:
+        """Start reading the rows of the batch ``keys`` (see ``ConcatWindows.prefetch``)."""
+        self.dataset.prefetch(np.fromiter((i for _, i in keys), dtype=np.int64, count=len(keys)))
+
     def batch(self, keys: list[tuple[int, int]]) -> dict:
         """The items of ``keys`` (one epoch) as one batch; equal to the items stacked, with the
         signal in float16."""
