@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from crema.config import to_dict
 from crema.runtime import job_id, restart_count
 from crema.train.checkpoint import load_training_state
-from crema.train.restart import RUN_ID_KEY, checkpoint_job, resume_after_restart
+from crema.train.restart import RUN_ID_KEY, checkpoint_job, restart_warnings, resume_after_restart
 from fixtures_model import tiny_run_config
 
 STEPS, CKPT_EVERY = 12, 3
@@ -73,9 +73,9 @@ class Agents:
     """torchrun agents started by one test; whatever is still running at the end is killed
     (the agents, and their workers, which torchrun starts in sessions of their own)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, **env: str):
         self.folder, self.procs = folder, []
-        self.env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self.env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
 
     def start(self, launcher: list[str], recipe: Path, out: Path) -> subprocess.Popen:
         log = open(self.folder / f"agent{len(self.procs)}.log", "w")
@@ -110,9 +110,10 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def run_job(folder: Path, recipe: Path, out: Path, *launchers: list[str]) -> str:
-    """Run one torchrun agent per launcher to the end; returns their output."""
-    agents = Agents(folder)
+def run_job(folder: Path, recipe: Path, out: Path, *launchers: list[str], **env: str) -> str:
+    """Run one torchrun agent per launcher to the end (``env``: extra environment variables);
+    returns their output."""
+    agents = Agents(folder, **env)
     try:
         for launcher in launchers:
             agents.start(launcher, recipe, out)
@@ -162,9 +163,13 @@ def reference(recipe, tmp_path_factory) -> dict[str, torch.Tensor]:
 
 def test_two_nodes_of_one_process_train_like_one_node_of_two(reference, recipe, tmp_path):
     port, run = free_port(), tmp_path / "run"
-    node = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+    node = ["--nnodes", "2", "--nproc-per-node", "1", "--max-restarts", "1", "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
-    run_job(tmp_path, recipe, run, [*node, "--node-rank", "0"], [*node, "--node-rank", "1"])
+    # as docs/SCALE.md launches several nodes: each attempt in a store of its own
+    output = run_job(tmp_path, recipe, run, [*node, "--node-rank", "0"], [*node, "--node-rank", "1"],
+                     TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    assert "crema pretrain: warning" not in output   # the documented launch can resume on restarts
+    assert "crema pretrain: torchrun restart" not in output             # nothing failed
     state = load_training_state(run)
     assert state["world_size"] == 2 and state["step"] == STEPS
     assert state[RUN_ID_KEY] == "two-nodes"
@@ -254,3 +259,17 @@ def test_launcher_variables_are_read_safely():
     assert restart_count({}) == 0 and restart_count({"TORCHELASTIC_RESTART_COUNT": "3"}) == 3
     assert restart_count({"TORCHELASTIC_RESTART_COUNT": "x"}) == 0
     assert job_id({}) is None and job_id({"TORCHELASTIC_RUN_ID": "abc"}) == "abc"
+
+
+def test_a_multi_node_job_that_could_not_resume_is_warned_at_its_start():
+    shared = {"GROUP_WORLD_SIZE": "2", "TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_USE_AGENT_STORE": "True",
+              "TORCHELASTIC_RUN_ID": "none"}
+    found = restart_warnings(shared)
+    assert len(found) == 2
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in found[0] and "--rdzv-id" in found[1]
+    fixed = dict(shared, TORCHELASTIC_USE_AGENT_STORE="False", TORCHELASTIC_RUN_ID="job-7")
+    assert restart_warnings(fixed) == []
+    # one node, or no restarts asked for: nothing to warn about
+    assert restart_warnings(dict(shared, GROUP_WORLD_SIZE="1")) == []
+    assert restart_warnings(dict(shared, TORCHELASTIC_MAX_RESTARTS="0")) == []
+    assert restart_warnings({}) == []

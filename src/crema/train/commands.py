@@ -55,7 +55,9 @@ def _register_pretrain(subparsers: Any) -> None:
         "device": {"type": device_flag}})
     add_field_flags(p, ModelConfig, _MODEL_FLAGS, keep_defaults=False)
     add_field_flags(p, ObjectiveConfig, _OBJECTIVE_FLAGS, keep_defaults=False)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (a torchrun job restarted by "
+                        "--max-restarts resumes its own checkpoint without it)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even though --out already holds a checkpoint (it is replaced)")
     p.add_argument("--allow-corpus-change", action="store_true",
@@ -107,7 +109,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from ..model.registry import run_config_from_checkpoint
     from ..runtime import detect
     from .pretrain import pretrain
-    from .restart import resume_after_restart
+    from .restart import restart_warnings, resume_after_restart
 
     recipe = load_recipe(args.config) if args.config else None
     if args.out is None:
@@ -117,8 +119,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     # A torchrun restart (--max-restarts) reruns this same command line: continue the run's own
     # last checkpoint instead of refusing the folder or starting over (crema.train.restart).
     args.resume, notice = resume_after_restart(args.out, args.resume)
-    if notice and detect().is_main:
-        print(f"crema pretrain: {notice}", file=sys.stderr, flush=True)
+    if detect().is_main:
+        lines = ([notice] if notice else []) + [f"warning: {w}" for w in restart_warnings()]
+        for line in lines:
+            print(f"crema pretrain: {line}", file=sys.stderr, flush=True)
     if not args.resume and not args.overwrite and (Path(args.out) / MODEL_FILE).exists():
         raise CremaError(f"{args.out} already holds a checkpoint: pass --resume to continue it, "
                          f"--overwrite to replace it, or choose another --out")

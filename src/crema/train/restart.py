@@ -13,6 +13,12 @@ all workers decide alike (the run folder must be on storage that every node sees
 needs anyway). The restart count (``TORCHELASTIC_RESTART_COUNT``) is not: each node's agent
 counts its own failures. It is used only where torchrun gives no run id (``none``: static
 rendezvous without ``--rdzv-id``), where a count > 0 is needed as well.
+
+A multi-node job survives its restarts only with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` set for
+torchrun (each attempt's processes then meet in a store of their own; in the store torchrun
+otherwise shares across restarts, :func:`crema.runtime.setup` can keep attempts apart only by
+the per-node restart count, and a node whose agent did not count the failure waits forever) and
+an ``--rdzv-id``: :func:`restart_warnings` says so at the start of such a job.
 """
 from __future__ import annotations
 
@@ -45,6 +51,27 @@ def checkpoint_job(out: str | os.PathLike) -> tuple[str | None, int | None]:
         return None, None
     run_id, step = state.get(RUN_ID_KEY), state.get("step")
     return (run_id if isinstance(run_id, str) else None), (step if isinstance(step, int) else None)
+
+
+def restart_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What stops a torchrun job of several nodes with ``--max-restarts`` from resuming after a
+    restart (empty for one node, no restarts, or outside torchrun); for rank 0 to print at the
+    start, before any restart is needed."""
+    env = os.environ if environ is None else environ
+    try:
+        nodes, restarts = int(env.get("GROUP_WORLD_SIZE", "1")), int(env.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    except ValueError:
+        return []
+    if nodes <= 1 or restarts <= 0:
+        return []
+    found = []
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        found.append("set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun on every node: with the "
+                     "store torchrun shares across restarts, a restart of a multi-node job can hang")
+    if job_id(env) == NO_RUN_ID:
+        found.append("give torchrun an --rdzv-id (e.g. the scheduler's job id): without one, a "
+                     "restart cannot tell this job's checkpoints on every node")
+    return found
 
 
 def resume_after_restart(out: str | os.PathLike, resume: bool,
