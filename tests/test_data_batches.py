@@ -267,3 +267,24 @@ def test_loader_asks_for_the_next_batch_rows_ahead(tiny_ptbxl_corpus):
     assert seen == [([0, 1], [[5, 79]]), ([5, 79], [[5, 79], [3]]), ([3], [[5, 79], [3]])]
     assert len(Lookahead(keys, ds)) == 3
     ds.reader.advise([0, 79, 80, -1])  # rows outside the file are ignored
+
+
+def test_pretraining_with_workers_equals_without_and_resumes(tiny_model_config, unlabeled_corpus, tmp_path):
+    """The trainer's loader: 2 workers give the losses of none, also stopped and resumed with 1."""
+    import dataclasses
+    import json
+
+    from fixtures_model import tiny_run_config
+
+    from crema.train.pretrain import pretrain
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+    cfg = tiny_run_config(tiny_model_config, unlabeled_corpus.path, tmp_path / "none", steps=2)
+    pretrain(cfg, progress=False)
+    workers = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out=str(tmp_path / "two"), num_workers=2))
+    pretrain(workers, progress=False, stop_at=1)
+    one = dataclasses.replace(workers, train=dataclasses.replace(workers.train, num_workers=1))
+    pretrain(one, resume=True, progress=False)
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "none"), rel=1e-6, abs=1e-7)
