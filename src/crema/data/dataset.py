@@ -6,8 +6,8 @@ Two ways to read a dataset, both deterministic:
   from a generator seeded by ``(seed, epoch, index)``; a DataLoader with ``batch_size`` collates.
 * a batch per key (``dataset[indices]`` or ``dataset[(epoch, indices)]``, :meth:`ECGWindows.batch`):
   the rows are read in one pass (:class:`crema.data.rows.RowReader`: ascending file order, one
-  ``pread`` per row with random-access advice), cropped with one gather and augmented with torch
-  ops over the whole batch (:func:`crema.data.augment.augment_batch`). Crop positions are the
+  ``pread`` per row with random-access advice), cropped with one copy per ECG and augmented with
+  torch ops over the whole batch (:func:`crema.data.augment.augment_batch`). Crop positions are the
   per-item ones; the augmentation is drawn from one generator per batch, seeded by ``(seed,
   epoch, indices)``. :func:`crema.data.loader.batch_loader` hands such keys
   (:class:`crema.data.loader.ShuffledBatches`) to DataLoader workers, each building whole batches.
@@ -76,8 +76,9 @@ class ECGWindows(Dataset):
                 raise CremaError(f"labels of shape {labels.shape} do not match {len(rows)} rows")
         self.rows = rows
         self.labels = labels
-        # Items need only these: the signals memmap (opened per process), this dataset's lead
-        # masks, the rate. The Corpus (with its whole index) is not sent to spawned workers.
+        # Items need only these: the signals file (a RowReader, opened per process), this
+        # dataset's lead masks, the rate. The Corpus (with its whole index) is not sent to
+        # spawned workers.
         self._corpus: Corpus | None = corpus
         self.path = corpus.path
         self.fs = corpus.preprocess.fs
