@@ -1,8 +1,11 @@
-"""experiments/ as consumers of the installed package: the release tool writes only its --out
-folder, and the design search's final stage written as an evaluation suite is the search's recipe."""
+"""experiments/ as consumers of the installed package: they import only public names that exist,
+the release tool writes only its --out folder, the model screen's command line and output, and the
+design search's final stage written as an evaluation suite is the search's recipe."""
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -14,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
+SCRIPTS = sorted([*EXPERIMENTS.rglob("*.py"), *(ROOT / "results").rglob("*.py")])
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +28,100 @@ def lab():
     return module
 
 
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"crema_experiments_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_no_experiment_edits_the_module_path():
-    for script in sorted(EXPERIMENTS.glob("*.py")):
-        assert "sys.path" not in script.read_text(), script.name
+    for script in SCRIPTS:
+        assert "sys.path" not in script.read_text(), script.relative_to(ROOT)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _has(module, name: str) -> bool:
+    """``from module import name`` works: an attribute, or a submodule of a package."""
+    return hasattr(module, name) or (hasattr(module, "__path__")
+                                     and importlib.util.find_spec(f"{module.__name__}.{name}") is not None)
+
+
+def crema_import_problems(source: str) -> list[str]:
+    """Private names of ``crema`` a script reaches (imported, in a module path, or as an attribute
+    of an imported crema name), and imported names the package does not have."""
+    problems, bound = [], set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "crema":
+                    bound.add(alias.asname or "crema")
+                    problems += [f"import {alias.name}" for part in alias.name.split(".") if _private(part)]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "crema":
+            problems += [f"from {node.module}" for part in node.module.split(".") if _private(part)]
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                bound.add(alias.asname or alias.name)
+                if _private(alias.name):
+                    problems.append(f"from {node.module} import {alias.name}")
+                elif not _has(module, alias.name):
+                    problems.append(f"from {node.module} import {alias.name}: no such name")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in bound:
+                problems.append(f"{ast.unparse(node)}")
+    return problems
+
+
+def test_the_private_name_check_catches_each_form():
+    source = ("import crema.eval.probe as p\nfrom crema.eval.probe import _gone, fit_logistic\n"
+              "from crema.eval import probe\nfrom crema.eval.probe import no_such_name\n"
+              "probe._fit(1)\np.TaskSplit._secret\ncrema_like._fine\nprobe.__name__\n")
+    assert sorted(crema_import_problems(source)) == [
+        "from crema.eval.probe import _gone", "from crema.eval.probe import no_such_name: no such name",
+        "p.TaskSplit._secret", "probe._fit"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_scripts_use_only_public_names_of_the_package(script):
+    assert crema_import_problems(script.read_text()) == []
+
+
+def test_model_screen_command_and_output(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, ptbxl_root, tmp_path):
+    """experiments/model_screen.py on the tiny corpus: its options, one entry per encoder and
+    read-out in its output format, the validation-fold protocol's figures, resumable."""
+    from crema.eval.probe import DEFAULT_CS
+    from crema.eval.selection import validation_probe
+
+    screen = _load("model_screen")
+    out = tmp_path / "screen.json"
+    argv = ["--corpus", str(tiny_ptbxl_corpus.path), "--records", str(ptbxl_root), "--checkpoint",
+            str(tiny_pretrain_checkpoint), "--out", str(out), "--n-bootstrap", "50"]
+    assert screen.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert sorted(results) == [f"{tiny_pretrain_checkpoint} | {r}" for r in ("leads", "mean")]
+    paths, folds, y, _ = screen.labelled_records(tiny_ptbxl_corpus.path, ptbxl_root)
+    assert 10 not in folds and len(paths) == len(set(paths)) == len(y)
+    for key, row in results.items():
+        assert set(row) == {"checkpoint", "readout", "dim", "c", "cv_1_8", "val", "val_ci95", "val_10pct",
+                            "val_scores", "seconds", "val_minus_reference"}
+        assert row["c"] in DEFAULT_CS and len(row["val_scores"]) == (folds == 9).sum()
+        assert row["val_ci95"][0] <= row["val_ci95"][1] and 0 <= row["val_10pct"] <= 1
+        assert row["val_minus_reference"] == [0.0, 0.0, 0.0]   # the reference against itself
+    import crema
+
+    mean = crema.load(tiny_pretrain_checkpoint).embed_records(paths, features="mean", workers=1).by_record().embeddings
+    expected = validation_probe(mean, y, folds, n_bootstrap=50, max_iter=screen.MAX_ITER)
+    row = results[f"{tiny_pretrain_checkpoint} | mean"]
+    assert (row["c"], row["cv_1_8"], row["val"]) == (expected.C, expected.cv_auroc, expected.val_auroc)
+    before = out.read_text()
+    assert screen.main(argv) == 0 and out.read_text() == before   # finished entries are kept, not redone
 
 
 @pytest.mark.parametrize("method", ["crema_disjoint", "mae"])

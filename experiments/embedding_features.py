@@ -3,15 +3,16 @@
 For each encoder, every read-out below is computed from one pass over the corpus windows (the
 tokens of the last two blocks captured with hooks; a window longer than the model's input is
 covered by evenly spaced crops whose features are averaged, as the library does). Then, per
-read-out, the library's logistic probe (eval.probe: standardised features, one L2 logistic
-regression per class) is fitted on the training folds 1-8 with C chosen by leave-one-fold-out
-cross-validation over those 8 folds, and scored by macro AUROC on fold 9 (95% bootstrap interval,
-and paired bootstrap against the pooled mean). A second table uses the library's own protocol
+read-out, the library's validation-fold protocol (``crema.eval.selection.validation_probe``: the
+logistic probe of eval.probe, standardised features and one L2 logistic regression per class,
+fitted on the training folds 1-8 with C chosen by leave-one-fold-out cross-validation over those 8
+folds) scores fold 9 by macro AUROC (95% bootstrap interval, and paired bootstrap against the
+pooled mean). A second table uses the library's own protocol
 (``crema probe``: C picked on fold 9, so its fold-9 figure is the best over the C grid) at 10% and
 100% of the training labels (label subsets of eval.probe.fraction_subset, seeds 0-2), for the
 main candidates. The test fold 10 is never read: its rows are not even embedded.
 
-    nice python results/embedding-features/features_experiment.py --corpus runs/embedding-features/ptbxl \
+    nice python experiments/embedding_features.py --corpus runs/embedding-features/ptbxl \
         --checkpoint crema-mini-ecg12 [--checkpoint runs/...] --out results/embedding-features/results.json
 """
 from __future__ import annotations
@@ -27,10 +28,10 @@ from threadpoolctl import threadpool_limits
 
 from crema.data.corpus import Corpus
 from crema.eval import metrics
-from crema.eval.probe import DEFAULT_CS, _fit_logistic, fit_logistic_probe, fraction_subset, task_split
-from crema.model.inference import crop_starts
+from crema.eval.probe import DEFAULT_CS, fit_logistic_probe, fraction_subset, task_split
+from crema.eval.selection import VAL_FOLD, validation_probe
 from crema.model.checkpoint import load_encoder
-from sklearn.preprocessing import StandardScaler
+from crema.model.inference import crop_starts
 
 TASK = "ptbxl-superdiagnostic"
 FRACTION_KINDS = ("mean", "leads (LayerNorm)", "leads (L2)")
@@ -101,40 +102,21 @@ def features(encoder, corpus, rows: np.ndarray, batch: int = 64) -> dict[str, np
     return {name: np.concatenate(v).astype(np.float32) for name, v in out.items()}
 
 
-def fit(x: np.ndarray, y: np.ndarray, C: float):
-    scaler = StandardScaler().fit(x.astype(np.float64))
-    return _fit_logistic(scaler, scaler.transform(x.astype(np.float64)), (y > 0.5).astype(int), C, 0, 1000)
-
-
-def choose_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[float, dict[float, float]]:
-    """C by leave-one-fold-out over the training folds: the mean macro AUROC of the held-out fold."""
-    cv = {}
-    for C in DEFAULT_CS:
-        scores = []
-        for f in np.unique(folds):
-            tr, te = folds != f, folds == f
-            scores.append(metrics.auroc(y[te], fit(x[tr], y[tr], C).predict_proba(x[te])).macro)
-        cv[float(C)] = float(np.nanmean(scores))
-    return max(cv, key=cv.get), cv
-
-
-def evaluate(name: str, feats: dict[str, np.ndarray], split, folds: np.ndarray, n_boot: int) -> list[dict]:
-    rows_train, rows_val = split.rows["train"], split.rows["val"]
-    y_train, y_val = split.y["train"], split.y["val"]
+def evaluate(name: str, feats: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, n_boot: int) -> list[dict]:
+    """Per read-out ``(n, F)`` of the train and val rows: the validation-fold protocol, and each
+    read-out's paired difference to ``mean`` on fold 9."""
     results, val_scores = [], {}
     for kind, x in feats.items():
         started = time.perf_counter()
-        C, cv = choose_c(x[rows_train], y_train, folds)
-        probe = fit(x[rows_train], y_train, C)
-        scores = probe.predict_proba(x[rows_val])
-        val_scores[kind] = scores
-        auc = metrics.auroc(y_val, scores).macro
-        low, high = metrics.percentile_interval(metrics.bootstrap_auroc(y_val, scores, n_boot, 0))
-        results.append({"encoder": name, "features": kind, "dim": int(x.shape[1]), "C": C,
-                        "cv_train_auroc": round(cv[C], 4), "val_auroc": round(float(auc), 4),
+        scored = validation_probe(x, y, folds, n_bootstrap=n_boot)
+        val_scores[kind] = scored.val_scores
+        low, high = scored.val_ci95
+        results.append({"encoder": name, "features": kind, "dim": int(x.shape[1]), "C": scored.C,
+                        "cv_train_auroc": round(scored.cv_auroc, 4), "val_auroc": round(scored.val_auroc, 4),
                         "val_ci": [round(low, 4), round(high, 4)],
                         "seconds": round(time.perf_counter() - started, 1)})
         print(json.dumps(results[-1]), flush=True)
+    y_val = y[folds == VAL_FOLD]
     for r in results:
         d, lo, hi = metrics.paired_bootstrap_auroc(y_val, val_scores[r["features"]], val_scores["mean"], n_boot, 0)
         r["val_minus_mean"] = [round(d, 4), round(lo, 4), round(hi, 4)]
@@ -142,17 +124,18 @@ def evaluate(name: str, feats: dict[str, np.ndarray], split, folds: np.ndarray, 
 
 
 def library_protocol(name: str, feats: dict[str, np.ndarray], split) -> list[dict]:
-    """Fold-9 macro AUROC with C picked on fold 9 (eval.probe.fit_logistic_probe), per label
-    fraction, mean over label-subset seeds."""
-    rows_train, rows_val = split.rows["train"], split.rows["val"]
+    """Fold-9 macro AUROC with C picked on fold 9 (eval.probe.fit_logistic_probe, ``crema probe``'s
+    choice of C), per label fraction, mean over label-subset seeds; ``feats`` rows: the train rows
+    then the val rows of ``split``."""
+    n_train = len(split.rows["train"])
     out = []
     for kind in FRACTION_KINDS:
+        x_train, x_val = feats[kind][:n_train], feats[kind][n_train:]
         for fraction in FRACTIONS:
             scores = []
             for seed in SEEDS if fraction < 1 else SEEDS[:1]:
                 keep = fraction_subset(split.y["train"], fraction, seed)
-                x = feats[kind][rows_train][keep]
-                _, info = fit_logistic_probe(x, split.y["train"][keep], feats[kind][rows_val], split.y["val"], seed=seed)
+                _, info = fit_logistic_probe(x_train[keep], split.y["train"][keep], x_val, split.y["val"], seed=seed)
                 scores.append(info["val_auroc"][info["C"]])
             out.append({"encoder": name, "features": kind, "fraction": fraction, "seeds": len(scores),
                         "val_auroc": round(float(np.mean(scores)), 4), "per_seed": [round(v, 4) for v in scores]})
@@ -204,7 +187,8 @@ def main() -> None:
     corpus = Corpus(args.corpus)
     split = task_split(corpus, TASK)
     rows = np.concatenate([split.rows["train"], split.rows["val"]])   # fold 10 is never embedded
-    folds = corpus.index["fold"].to_numpy()[split.rows["train"]]
+    y = np.concatenate([split.y["train"], split.y["val"]])
+    folds = corpus.index["fold"].to_numpy()[rows]
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.is_file() else {}
     results, fractions = saved.get("results", []), saved.get("fractions", [])
@@ -214,14 +198,11 @@ def main() -> None:
         encoder, _ = load_encoder(checkpoint)
         started = time.perf_counter()
         embedded = features(encoder.eval(), corpus, rows)
-        full = {k: np.zeros((len(corpus), v.shape[1]), np.float32) for k, v in embedded.items()}
-        for k, v in embedded.items():
-            full[k][rows] = v
         print(f"{checkpoint}: features of {len(rows)} windows in {time.perf_counter() - started:.1f} s", flush=True)
         with threadpool_limits(1, user_api="blas"):
             if not any(r["encoder"] == checkpoint for r in results):
-                results += evaluate(checkpoint, full, split, folds, args.n_bootstrap)
-            fractions += library_protocol(checkpoint, full, split)
+                results += evaluate(checkpoint, embedded, y, folds, args.n_bootstrap)
+            fractions += library_protocol(checkpoint, embedded, split)
         out.write_text(json.dumps({"task": TASK, "corpus": str(args.corpus), "sizes": {
             "train": int(len(split.rows["train"])), "val": int(len(split.rows["val"]))}, "Cs": list(DEFAULT_CS),
             "results": results, "fractions": fractions}, indent=2) + "\n")
