@@ -3,6 +3,10 @@
 Usage:
     python benchmarks/prepare_throughput.py                      # 500 Hz, workers 1 and 2
     python benchmarks/prepare_throughput.py --repeats 5 --rate 100 --out runs/bench
+    python benchmarks/prepare_throughput.py --workers 1 --readers fast   # quicker
+
+It measures the installed ``crema`` (``pip install -e .`` for a checkout's code), through its
+public functions only.
 
 Every measurement runs in a fresh Python process so that its peak resident memory is its own:
 ``ru_maxrss`` of that process (the parent: index, chunk assembly) and of its children (the pool
@@ -73,11 +77,10 @@ TARGET_ONE_WORKER = 350.0  # records/s with one worker: the data-preparation spe
 
 
 def run_once(script: str, args: list[str], reader: str = "fast") -> dict:
-    # PYTHONPATH: this tree's code, not whatever checkout the environment has installed
-    env = dict(os.environ, CREMA_WFDB_READER=reader,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    # The installed crema, as a user runs it (pip install -e . for this checkout's code).
+    env = dict(os.environ, CREMA_WFDB_READER=reader)
     result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                            check=False, cwd=ROOT, env=env)
+                            check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -99,11 +102,12 @@ def measure(name: str, script: str, args: list[str], repeats: int) -> dict:
     return summarise(name, [run_once(script, args) for _ in range(repeats)], repeats)
 
 
-def measure_readers(source: Path, rate: str, workers: list[int], tmp: str, repeats: int) -> list[dict]:
-    """Read-only and prepare runs with both WFDB readers, interleaved: in each repeat every
+def measure_readers(source: Path, rate: str, workers: list[int], tmp: str, repeats: int,
+                    readers: tuple[str, ...] = READERS) -> list[dict]:
+    """Read-only and prepare runs with the WFDB ``readers``, interleaved: in each repeat every
     variant runs once, in alternating order from one repeat to the next."""
     variants = []
-    for reader in READERS:
+    for reader in readers:
         variants.append((f"read only (reference), {reader}", reader, _READ_ONLY, [str(source), rate, "none"]))
         for n in workers:
             variants.append((f"prepare, {n} worker(s), {reader}", reader, _PREPARE,
@@ -115,10 +119,10 @@ def measure_readers(source: Path, rate: str, workers: list[int], tmp: str, repea
     return [summarise(name, runs[name], repeats, reader) for name, reader, *_ in variants]
 
 
-def identical_corpora(tmp: str, workers: list[int]) -> bool:
-    """Whether every corpus written by the runs (both readers, every worker count) has the same
+def identical_corpora(tmp: str, workers: list[int], readers: tuple[str, ...] = READERS) -> bool:
+    """Whether every corpus written by the runs (every reader, every worker count) has the same
     bytes in :data:`CORPUS_FILES`."""
-    folders = [Path(tmp) / f"{reader}-w{n}" for reader in READERS for n in workers]
+    folders = [Path(tmp) / f"{reader}-w{n}" for reader in readers for n in workers]
     return all((folder / name).read_bytes() == (folders[0] / name).read_bytes()
                for folder in folders[1:] for name in CORPUS_FILES)
 
@@ -138,10 +142,9 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(ROOT / "src"))
     import numpy as np
 
-    from crema.config import atomic_write_text
+    from crema.atomic import atomic_write_text
     from crema.paths import data_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500, choices=(100, 500))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--readers", nargs="+", choices=READERS, default=list(READERS),
+                        help="WFDB readers to measure (default both; fast alone is quicker)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args(argv)
     if not (args.source / "ptbxl_database.csv").is_file():
@@ -158,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if 1 not in args.workers:
         args.workers = [1, *args.workers]  # the ratios are against one worker
+    if "fast" not in args.readers:
+        args.readers.append("fast")  # the target is the fast path's
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="crema-bench-") as tmp:
         rate = str(args.rate)
-        rows = measure_readers(args.source, rate, args.workers, tmp, args.repeats)
-        identical = identical_corpora(tmp, args.workers)
+        rows = measure_readers(args.source, rate, args.workers, tmp, args.repeats, tuple(args.readers))
+        identical = identical_corpora(tmp, args.workers, tuple(args.readers))
         quarter = str(max(1, rows[0]["records"] // 4))
         rows.append(measure(f"prepare, 1 worker(s), first {quarter} records, fast", _PREPARE,
                             [str(args.source), f"{tmp}/cq", "1", rate, quarter], args.repeats))
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         source=str(args.source), rate=args.rate, repeats=args.repeats, cpu_count=os.cpu_count(),
         load_average_before=round(load_before, 2), load_average_after=round(load_after, 2),
         memory="ru_maxrss of parent and of largest child, MB", corpora_identical=identical,
+        readers=args.readers, workers=args.workers,
         target_one_worker_records_per_s=TARGET_ONE_WORKER, rows=rows), indent=2) + "\n")
     print(f"wrote {path}")
     return 0

@@ -1,6 +1,8 @@
 """Lead names, their canonical order, aliases, and mapping any lead set onto the standard 12."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..config import STANDARD_LEADS
@@ -23,7 +25,12 @@ class UnknownLeadError(CremaError, ValueError):
 def canonical_lead(name: str) -> str | None:
     """The standard spelling of ``name`` (case-insensitive, common aliases), ``None`` for a known
     extra lead (Frank X/Y/Z, -aVR); raises :class:`UnknownLeadError` for anything else."""
-    key = " ".join(str(name).strip().lower().split())
+    return _canonical_lead(str(name))
+
+
+@lru_cache(maxsize=4096)  # every record names its leads again: the same few dozen spellings
+def _canonical_lead(name: str) -> str | None:
+    key = " ".join(name.strip().lower().split())
     if key.startswith("lead "):
         key = key[5:] if key[5:] in _ALIASES else key
     if key in EXTRA_LEADS:

@@ -36,6 +36,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -274,6 +275,7 @@ def _run_chunks(build: PartialBuild, jobs: list[RecordJob], src: Source, cfg: Pr
     """Process every chunk that ``build`` has not finished (in a pool when ``workers > 1``) and
     record each as it finishes (``root``: the folder record paths are given relative to)."""
     size = build.chunk_size
+    _resolved_folder.cache_clear()  # folders are resolved once per run, never from a past one
     todo = [(i, jobs[i * size:(i + 1) * size], str(build.chunk_file(i)))
             for i in range(build.n_chunks) if i not in build.done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(chunk) for _, chunk, _ in todo), unit="rec",
@@ -373,31 +375,33 @@ def _write_corpus(build: PartialBuild, src: Source, cfg: PreprocessConfig, reque
 
 def _assemble_signals(build: PartialBuild, windows: list[int], window: int) -> None:
     """Copy the chunk files in order into one float16 ``(N, 12, window)`` ``signals.npy``, each
-    chunk's file deleted once copied and recorded (a resumed run continues after the last one);
-    the memmap is reopened per chunk so that written pages are released and memory stays flat."""
+    chunk's file deleted once copied and recorded (a resumed run continues after the last one).
+    Plain positioned writes, one chunk in memory at a time: no memmap pages stay counted in the
+    process, and none is forced to disk (the page cache outlives a killed process)."""
     path, n_windows = build.folder / "signals.npy", sum(windows)
     shape = (n_windows, len(STANDARD_LEADS), window)
     if build.assembled == 0:
         created = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
-        del created  # only the file, sized; filled a chunk at a time below
+        del created  # only the header and the file's size; the windows follow
     elif not path.is_file() or np.load(path, mmap_mode="r").shape != shape:
         raise CremaError(f"{build.folder}: signals.npy does not hold the windows copied so far; "
                          "run the command again to start over")
-    for i in range(build.n_chunks):
-        chunk_file = build.chunk_file(i)
-        offset = sum(windows[:i])
-        if i >= build.assembled:
-            chunk = np.load(chunk_file, mmap_mode="r")
-            if len(chunk) != windows[i]:
-                raise CremaError(f"internal error: chunk {i} holds {len(chunk)} windows, expected {windows[i]}")
-            if len(chunk):
-                out = np.lib.format.open_memmap(path, mode="r+")
-                out[offset:offset + len(chunk)] = chunk
-                out.flush()
-                del out
-            del chunk
-            build.set_assembled(i + 1)
-        chunk_file.unlink(missing_ok=True)
+    bytes_per_window = len(STANDARD_LEADS) * window * np.dtype(np.float16).itemsize
+    data_start = path.stat().st_size - n_windows * bytes_per_window  # after the .npy header
+    offsets = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)
+    with open(path, "r+b") as out:
+        for i in range(build.n_chunks):
+            chunk_file = build.chunk_file(i)
+            if i >= build.assembled:
+                chunk = np.load(chunk_file)
+                if chunk.shape != (windows[i], len(STANDARD_LEADS), window) or chunk.dtype != np.float16:
+                    raise CremaError(f"internal error: chunk {i} holds {chunk.shape} {chunk.dtype}, "
+                                     f"expected {windows[i]} windows")
+                out.seek(data_start + int(offsets[i]) * bytes_per_window)
+                out.write(np.ascontiguousarray(chunk).data)
+                out.flush()  # into the page cache before the copy is recorded
+                build.set_assembled(i + 1)
+            chunk_file.unlink(missing_ok=True)
 
 
 def _assemble_index(build: PartialBuild, src: Source) -> pd.DataFrame:
@@ -425,7 +429,7 @@ def _source_root(source: Path) -> Path:
 def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, root: Path) -> pd.DataFrame:
     """One row per window with the columns of ``corpus.INDEX_COLUMNS`` then ``labels:<task>``;
     the number columns always of :data:`INDEX_NUMBERS`' types (missing ages NaN)."""
-    rows = []
+    columns: dict[str, list] = {name: [] for name in _index_columns(src)}
     for r in ok:
         job = r.job
         patient = job.patient_id or str(r.meta.get("patient_id") or "")
@@ -433,16 +437,19 @@ def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, roo
         age = job.age if job.age is not None else r.meta.get("age")
         sex = job.sex if job.sex is not None else r.meta.get("sex")
         fold = _hash_fold(job, patient)
-        base = dict(record_id=job.record_id, source=job.source, patient_id=patient,
-                    fold=fold, split=ptbxl.split_of_fold(fold), original_fs=r.fs,
-                    age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}",
-                    path=_relative_path(job, root))
-        label_cells = {LABEL_PREFIX + task: LABEL_SEP.join(labels.get(task, []))
-                       for task in src.classes}
-        for w, start in enumerate(r.starts):
-            rows.append({**base, "window": w, "start_s": round(float(start) / cfg.fs, 6),
-                         **label_cells})
-    return pd.DataFrame(rows, columns=_index_columns(src)).astype(INDEX_NUMBERS)
+        record = dict(record_id=job.record_id, source=job.source, patient_id=patient,
+                      fold=fold, split=ptbxl.split_of_fold(fold), original_fs=r.fs,
+                      age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}",
+                      path=_relative_path(job, root),
+                      **{LABEL_PREFIX + task: LABEL_SEP.join(labels.get(task, [])) for task in src.classes})
+        n = len(r.starts)
+        for name, value in record.items():
+            columns[name].extend([value] * n)
+        columns["window"].extend(range(n))
+        columns["start_s"].extend(round(float(start) / cfg.fs, 6) for start in r.starts)
+    for name, dtype in INDEX_NUMBERS.items():  # None (an unknown age) becomes NaN
+        columns[name] = np.array(columns[name], dtype=dtype)
+    return pd.DataFrame(columns)
 
 
 def _hash_fold(job: RecordJob, patient: str) -> int:
@@ -458,12 +465,20 @@ def _hash_fold(job: RecordJob, patient: str) -> int:
 def _relative_path(job: RecordJob, root: Path) -> str:
     """The record's file relative to the source folder (``file[row]`` for a stack row): what a
     labels file may name it by."""
+    name = os.path.basename(job.path)
     if job.row is not None:
-        return f"{Path(job.path).name}[{job.row}]"
-    try:
-        return Path(job.path).resolve().relative_to(root).as_posix()
-    except ValueError:
-        return Path(job.path).name
+        return f"{name}[{job.row}]"
+    # realpath of folder/name is realpath(folder)/name unless name is a link: the folders of a
+    # data set's records are few, so each is resolved once (os.path: pathlib costs more here)
+    resolved = (os.path.realpath(job.path) if os.path.islink(job.path)
+                else os.path.join(_resolved_folder(os.path.dirname(job.path)), name))
+    inside = os.path.join(str(root), "")
+    return Path(resolved[len(inside):]).as_posix() if resolved.startswith(inside) else name
+
+
+@lru_cache(maxsize=4096)
+def _resolved_folder(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def _split_method(src: Source, index: pd.DataFrame) -> str:

@@ -47,7 +47,8 @@ def read_wfdb(header: Path, start: int = 0, stop: int | None = None) -> Recordin
         raise ReadError(header, f"WFDB read {record.fs} Hz but the header says {parsed['fs']:g} Hz")
     scale = np.array([mv_per_unit(u or "mV", header, "a signal") for u in (record.units or ["mV"] * record.n_sig)],
                      dtype=np.float64)
-    signal = (record.p_signal * scale).T
+    # x * 1.0 is x, bit for bit: records already in mV (nearly all) skip a pass over the signal
+    signal = (record.p_signal if (scale == 1.0).all() else record.p_signal * scale).T
     return Recording(signal=signal, fs=float(record.fs), leads=tuple(record.sig_name),
                      record_id=header.stem, meta=parse_comments(record.comments or []))
 

@@ -70,6 +70,8 @@ def signal_file(header: Path, name: str) -> Path:
     _require_bare_name(header, name)
     path = header.parent / name
     try:
+        if not path.is_symlink():  # a bare name that is no link lies in the header's folder
+            return path
         inside = path.resolve().parent == header.parent.resolve()
     except (OSError, RuntimeError, ValueError):  # a link loop
         inside = False
