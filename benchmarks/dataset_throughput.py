@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -289,6 +290,7 @@ def busy_processes(seconds: float = 2.0) -> list[str]:
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still delete the corpus when killed
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     busy_start = busy_processes()
@@ -376,23 +378,33 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def targets(rows: list[dict]) -> list[dict]:
-    """The brief's targets, per cache state: crop + augment on one core (no workers) against the
-    per-item figure before batching, and 2 workers against 1."""
-    def rate(cache: str, workers: int) -> float | None:
-        return next((r["windows_per_s"] for r in rows if r["name"] == "batches" and r["mode"] == "crop_augment"
+    """The targets, per cache state: crop + augment on one core (no workers) at least
+    :data:`TARGET_ONE_CORE` times the per-item figure before batching, in windows/s and per
+    CPU-second (what a core shared with other jobs still measures), and times the per-item path
+    of this run (warm only); 2 workers at least :data:`TARGET_TWO_WORKERS` times 1."""
+    def find(name: str, cache: str, workers: int) -> dict | None:
+        return next((r for r in rows if r["name"] == name and r["mode"] == "crop_augment"
                      and r["cache"] == cache and r["workers"] == workers), None)
+    goal = TARGET_ONE_CORE * BASELINE_CROP_AUGMENT
     found = []
     for cache in ("warm", "cold"):
-        one_core = rate(cache, 0)
+        one_core = find("batches", cache, 0)
         if one_core is not None:
-            goal = TARGET_ONE_CORE * BASELINE_CROP_AUGMENT
-            found.append({"target": f"crop + augment, no workers, {cache}: >= {goal:,.0f} windows/s "
-                                    f"({TARGET_ONE_CORE:g}x {BASELINE_CROP_AUGMENT:,.0f})",
-                          "measured": one_core, "met": one_core >= goal})
-        one, two = rate(cache, 1), rate(cache, 2)
+            for key, unit in (("windows_per_s", "windows/s"), ("windows_per_cpu_s", "windows per CPU-s")):
+                found.append({"target": f"crop + augment, no workers, {cache}: >= {goal:,.0f} {unit} "
+                                        f"({TARGET_ONE_CORE:g}x {BASELINE_CROP_AUGMENT:,.0f})",
+                              "measured": one_core[key], "met": one_core[key] >= goal})
+            items = find("items", cache, 0)
+            if items is not None:
+                ratio = one_core["windows_per_s"] / items["windows_per_s"]
+                found.append({"target": f"crop + augment, no workers, {cache}: >= {TARGET_ONE_CORE:g}x the "
+                                        "per-item path of this run",
+                              "measured": round(ratio, 2), "ratio": True, "met": ratio >= TARGET_ONE_CORE})
+        one, two = find("batches", cache, 1), find("batches", cache, 2)
         if one and two:
+            ratio = two["windows_per_s"] / one["windows_per_s"]
             found.append({"target": f"crop + augment, {cache}: 2 workers >= {TARGET_TWO_WORKERS:g}x 1 worker",
-                          "measured": round(two / one, 2), "met": two / one >= TARGET_TWO_WORKERS})
+                          "measured": round(ratio, 2), "ratio": True, "met": ratio >= TARGET_TWO_WORKERS})
     return found
 
 
@@ -440,7 +452,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {NAMES[(name, mode)]} | {workers} | " + " | ".join(cells) + " |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
-        value = f"{t['measured']:.2f}x" if "workers >=" in t["target"] else f"{t['measured']:,.0f}"
+        value = f"{t['measured']:.2f}x" if t.get("ratio") else f"{t['measured']:,.0f}"
         lines.append(f"| {t['target']} | {value} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 
@@ -485,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     if args.render:
         result = json.loads(args.render.read_text())
+        result["targets"] = targets(result["rows"])
     else:
         result = run(args)
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")

@@ -41,8 +41,10 @@ def test_targets_and_table(bench, tmp_path):
             _row("batches", "crop_augment", "warm", 0, 9000), _row("batches", "crop_augment", "warm", 1, 5000),
             _row("batches", "crop_augment", "warm", 2, 7000)]
     targets = bench.targets(rows)
-    assert [t["met"] for t in targets] == [True, False]
-    assert targets[1]["measured"] == 1.4
+    assert [t["met"] for t in targets] == [True, True, False]  # windows/s, per CPU-s, 2 vs 1 workers
+    assert targets[2]["measured"] == 1.4
+    rows.append(_row("items", "crop_augment", "warm", 0, 2000))
+    assert [(t["measured"], t["met"]) for t in bench.targets(rows)][2] == (4.5, False)
     result = {"command": "benchmarks/dataset_throughput.py --windows 100", "date": "2026-01-01T00:00:00",
               "windows": 100, "window_samples": 2500, "corpus_gb": 0.01, "batch_size": 64, "batches": 2,
               "repeats": 1, "crop": 1000, "augment": {"scale": 0.1, "noise": 0.0}, "cpu_count": 2,

@@ -215,7 +215,8 @@ class Ring:
         """Copy the large tensors of ``batch`` into the next buffer; a :class:`Packed` message."""
         self.count += 1
         slot = self.count % len(self.buffers)
-        large = {k: v for k, v in batch.items() if torch.is_tensor(v) and v.numel() * v.element_size() > SMALL_BYTES}
+        large = {k: v for k, v in batch.items() if torch.is_tensor(v)
+                 and (v.numel() * v.element_size() > SMALL_BYTES or v.dtype == torch.bfloat16)}  # (no numpy bf16)
         small = {k: v.numpy() if torch.is_tensor(v) else v for k, v in batch.items() if k not in large}
         sizes = {k: -(-v.numel() * v.element_size() // _ALIGN) * _ALIGN for k, v in large.items()}
         needed = _HEADER + sum(sizes.values())
