@@ -8,8 +8,10 @@ pretrains, embeds PTB-XL and CinC once, and is probed.
 Stages (one process pool; several small runs share one GPU, or run one at a time on a CPU):
 
 ``screen``   every variant x seed; the selection metric is the **validation fold 9** macro AUROC
-             of a logistic probe trained on folds 1-8 (C chosen by grouped CV over the training
-             folds, so fold 9 is never used to tune the probe), at 100% and 10% of the labels.
+             of a logistic probe trained on folds 1-8 (the library's validation-fold protocol,
+             ``crema.eval.selection.validation_probe``: C chosen by leave-one-fold-out over the
+             training folds, so fold 9 is never used to tune the probe), at 100% and 10% of the
+             labels.
 ``final``    the best CREMA variant by mean validation AUROC, plain MAE and random init, with the
              same seeds: the library protocol (C on fold 9, test fold 10) at 1/10/100% labels and
              CinC leave-one-source-out; per-record test scores are saved for paired bootstraps.
@@ -90,48 +92,28 @@ def embed_corpora(encoder, corpora: Path, crop: int | None, device: str) -> dict
 
 # ----------------------------------------------------------------------------- probes
 
-def grouped_cv_probe(x_train, y_train, groups, x_eval, Cs=(0.001, 0.01, 0.1, 1.0, 10.0)) -> np.ndarray:
-    """Scores of ``x_eval`` from a logistic probe on ``x_train`` whose ``C`` is chosen by grouped
-    4-fold cross-validation on the training rows (macro AUROC), so no evaluation row tunes it."""
-    from sklearn.model_selection import GroupKFold
-
-    from crema.eval import metrics
-    from crema.eval.probe import fit_logistic_probe
-
-    folds = list(GroupKFold(n_splits=4).split(x_train, y_train, groups))
-    best_c, best = Cs[0], -np.inf
-    for C in Cs:
-        scores = []
-        for tr, va in folds:
-            probe, _ = fit_logistic_probe(x_train[tr], y_train[tr], x_train[va], y_train[va], Cs=(C,))
-            scores.append(metrics.auroc(y_train[va], probe.predict_proba(x_train[va])).macro)
-        mean = float(np.nanmean(scores))
-        if mean > best:
-            best_c, best = C, mean
-    probe, _ = fit_logistic_probe(x_train, y_train, x_eval[:1], np.zeros((1, y_train.shape[1])), Cs=(best_c,))
-    return probe.predict_proba(x_eval)
-
-
 def screen_scores(features: np.ndarray, corpora: Path, dims: dict[str, slice]) -> dict:
-    """Validation-fold macro AUROC at 100% and 10% labels (mean of 3 subsets), per feature kind."""
+    """Validation-fold macro AUROC at 100% and 10% labels (mean of 3 subsets), per feature kind,
+    by the library's validation-fold protocol (:func:`crema.eval.selection.validation_probe`: C
+    chosen by leave-one-fold-out over folds 1-8, on each label subset; fold 10 is never read)."""
     from crema.data.corpus import Corpus
-    from crema.eval import metrics
-    from crema.eval.probe import fraction_subset, task_split
+    from crema.eval.probe import task_split
+    from crema.eval.selection import validation_probe
 
     corpus = Corpus(corpora / "ptbxl")
     split = task_split(corpus, "ptbxl-superdiagnostic")
-    folds = corpus.index["fold"].to_numpy()
+    rows = np.concatenate([split.rows["train"], split.rows["val"]])
+    y = np.concatenate([split.y["train"], split.y["val"]])
+    groups = np.concatenate([split.keys["train"], split.keys["val"]])
+    folds = corpus.index["fold"].to_numpy()[rows]
     result = {}
     for kind, sl in dims.items():
-        x = features[:, sl]
-        xt, yt, xv, yv = x[split.rows["train"]], split.y["train"], x[split.rows["val"]], split.y["val"]
-        gt = folds[split.rows["train"]]
-        full = metrics.auroc(yv, grouped_cv_probe(xt, yt, gt, xv)).macro
-        tenth = []
-        for s in range(3):
-            keep = fraction_subset(yt, 0.1, s, groups=split.keys["train"])
-            tenth.append(metrics.auroc(yv, grouped_cv_probe(xt[keep], yt[keep], gt[keep], xv)).macro)
-        result[kind] = {"val_f1.0": float(full), "val_f0.1": float(np.mean(tenth))}
+        x = features[rows, sl]
+        full = validation_probe(x, y, folds, n_bootstrap=0)
+        tenth = [validation_probe(x, y, folds, fraction=0.1, seed=s, groups=groups, n_bootstrap=0).val_auroc
+                 for s in range(3)]
+        result[kind] = {"val_f1.0": full.val_auroc, "val_f0.1": float(np.mean(tenth)),
+                        "C_f1.0": full.C, "cv_f1.0": full.cv_auroc}
     return result
 
 

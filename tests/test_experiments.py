@@ -169,3 +169,32 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     assert f"{emb.shape[1]} values" in card and f"(`embedding.features` `{model.features}`" in card
     other = "mean" if model.features == "leads" else "leads"
     assert f"{model.feature_dim(other)} " in card.split("--features " + other)[1][:60]
+
+
+def test_design_search_screen_is_the_validation_fold_protocol(lab, monkeypatch, tiny_pretrain_checkpoint,
+                                                               tiny_ptbxl_corpus, one_torch_thread, tmp_path):
+    """The search's screen probes pooled and per-lead features of one pass with validation_probe
+    (100% and 10% of the labels) and never reads fold 10 (NaN there)."""
+    from crema.eval.features import apply_model
+    from crema.eval.probe import task_split
+    from crema.eval.selection import validation_probe
+    from crema.model.checkpoint import load_encoder
+
+    monkeypatch.setitem(sys.modules, "lab", lab)   # the script's `import lab`, as from its folder
+    search = _load("design_search")
+    corpus = tiny_ptbxl_corpus
+    (tmp_path / "ptbxl").symlink_to(corpus.path)
+    encoder, config = load_encoder(tiny_pretrain_checkpoint)
+    features = apply_model(search._feature_module(encoder), corpus, np.arange(len(corpus)),
+                           crop=config["model"]["window"], batch_size=32, device="cpu", progress=False)
+    features[corpus.index["fold"].to_numpy() == 10] = np.nan
+    d = config["model"]["dim"]
+    scores = search.screen_scores(features, tmp_path, {"pooled": slice(0, d), "leads": slice(d, None)})
+    split = task_split(corpus, "ptbxl-superdiagnostic")
+    rows = np.concatenate([split.rows["train"], split.rows["val"]])
+    y = np.concatenate([split.y["train"], split.y["val"]])
+    expected = validation_probe(features[rows, :d], y, corpus.index["fold"].to_numpy()[rows], n_bootstrap=0)
+    pooled = scores["pooled"]
+    assert (pooled["val_f1.0"], pooled["C_f1.0"], pooled["cv_f1.0"]) == (expected.val_auroc, expected.C, expected.cv_auroc)
+    assert set(scores) == {"pooled", "leads"}
+    assert all(0 <= s[k] <= 1 for s in scores.values() for k in ("val_f1.0", "val_f0.1", "cv_f1.0"))
