@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crema.model.crema import crop_starts_for_views
+from crema.model.views import crop_starts_for_views
 from crema.train.pretrain import StepInfo, pretrain
 
 

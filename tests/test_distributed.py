@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from crema.model.crema import info_nce
+from crema.model.contrastive import info_nce
 
 WORLD = 2
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from crema.config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig
-from crema.model.crema import two_view_info_nce
+from crema.model.contrastive import two_view_info_nce
 from crema import runtime as D
 from crema.train.pretrain import Trainer
 

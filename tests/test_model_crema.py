@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from crema.config import ObjectiveConfig
-from crema.model.crema import CREMA, info_nce, patch_targets, two_view_info_nce
+from crema.model.contrastive import info_nce, two_view_info_nce
+from crema.model.crema import CREMA
+from crema.model.patch_loss import patch_targets
 
 
 @pytest.fixture()

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from crema.config import ObjectiveConfig
-from crema.model.crema import (CREMA, contrastive_scale, crop_starts_for_views, simsiam_loss, take_crops,
-                               vicreg_loss)
+from crema.model.contrastive import simsiam_loss, vicreg_loss
+from crema.model.crema import CREMA, contrastive_scale
 from crema.model.masking import random_masking
+from crema.model.views import crop_starts_for_views, take_crops
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ the pretraining flag), resolved per device:
 
 bf16 runs under :func:`torch.autocast`, so weights stay fp32 (checkpoints, optimiser state and
 ONNX exports are unchanged) and only matrix multiplies and convolutions take bf16 inputs; losses
-and softmaxes that need the range stay fp32 (see :mod:`crema.model.crema` and
+and softmaxes that need the range stay fp32 (see :mod:`crema.model.contrastive` and
 :class:`crema.model.blocks.Attention`).
 """
 from __future__ import annotations

@@ -58,7 +58,7 @@ def baseline_wander(x: np.ndarray, rng: np.random.Generator, severity: float,
                     fs: float = 250.0) -> np.ndarray:
     """Add a slow drift: per lead, :data:`WANDER_SINES` sines of 0.05-0.5 Hz with random phases
     and amplitudes uniform in ``[0, severity)`` (the pretraining views' wander, see
-    :func:`crema.model.crema.augment_view`)."""
+    :func:`crema.model.views.augment_view`)."""
     x = np.asarray(x, dtype=np.float32)
     if severity <= 0:
         return x.copy()
