@@ -201,6 +201,8 @@ def measure(args: argparse.Namespace, base: Path) -> dict:
         raise RuntimeError("the CSV path printed another summary than the columns")
     if runs["info"][0]["code"] != 0 or body not in runs["info"][0]["text"]:
         raise RuntimeError("crema info printed another summary")
+    for run in (r for group in runs.values() for r in group):
+        run.pop("summary", None), run.pop("text", None)  # checked above; they name temporary folders
     return dict(rows=args.rows, repeats=args.repeats, index_csv_bytes=csv_bytes,
                 index_npz_bytes=(corpus / "index.npz").stat().st_size, build_s=round(build_s, 2),
                 train_rows=check["rows"], labelled_train_rows=check["kept"], task=TASK, runs=runs)
