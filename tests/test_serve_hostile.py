@@ -29,10 +29,11 @@ except ImportError:
 import anyio  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from crema.serve import analysis  # noqa: E402
-from crema.serve.analysis import UploadTooLarge, Viewer, upload_name  # noqa: E402
+from crema.serve import uploads  # noqa: E402
+from crema.serve.analysis import Viewer  # noqa: E402
 from crema.serve.app import INTERNAL_ERROR, STATIC, create_app  # noqa: E402
 from crema.serve.security import WRITE_HEADER, host_patterns  # noqa: E402
+from crema.serve.uploads import UploadTooLarge, upload_name  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -366,7 +367,7 @@ def test_an_uploaded_corpus_is_refused(client, tiny_ptbxl_corpus):
 # ----------------------------------------------------------------------------- file names
 
 def test_upload_names_are_data():
-    assert upload_name("/home/me/../rec.hea") == upload_name("rec.hea") == analysis.UploadName("rec.hea", "rec.hea")
+    assert upload_name("/home/me/../rec.hea") == upload_name("rec.hea") == uploads.UploadName("rec.hea", "rec.hea")
     name = upload_name("C:\\Users\\me\\rec.hea")
     assert name.disk == "C:_Users_me_rec.hea" and name.shown == "C:\\Users\\me\\rec.hea"
     name = upload_name("../../etc/pass*wd[1]?.npy")

@@ -33,8 +33,9 @@ from starlette.staticfiles import StaticFiles
 from .. import limits
 from ..errors import CremaError
 from ..use.inputs import check_fs
-from .analysis import MAX_UPLOAD_FILES, UploadError, Viewer
+from .analysis import Viewer
 from .security import BodyLimit, SameOriginWrites, SecurityHeaders, host_patterns, json_error
+from .uploads import MAX_UPLOAD_FILES, UploadError
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_FIELD_BYTES = 64 * 2**10     # a form field (fs, leads) is a few characters
