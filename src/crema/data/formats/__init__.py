@@ -22,6 +22,8 @@ Modules (each docstring says what is read and what is refused):
   fallback for headers ``wfdb`` refuses);
 - :mod:`.cpsc` the original CPSC-2018 ``.mat`` struct; :mod:`.arrays` one record as a plain
   ``.npy``/``.npz``/``.csv`` array, and the lead-axis rules shared with stacks and the API.
+- :mod:`.hdf5` an HDF5 dataset read only from its own file, its declared storage checked (what
+  :mod:`crema.data.stacks` reads HDF5 stacks through).
 """
 from __future__ import annotations
 
