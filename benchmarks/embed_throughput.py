@@ -129,7 +129,6 @@ def median(values) -> float:
 
 
 def record_paths(source: Path, limit: int) -> list[Path]:
-    sys.path.insert(0, str(ROOT / "src"))
     from crema.data.readers import find_records
 
     return find_records(source)[:limit]
@@ -227,7 +226,6 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(ROOT / "src"))
     from crema.config import atomic_write_text
     from crema.paths import data_root, sample_root
 
