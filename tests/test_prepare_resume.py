@@ -155,3 +155,31 @@ def test_every_record_failing_is_one_error_and_leaves_nothing(tmp_path):
     with pytest.raises(CremaError, match="no record could be prepared"):
         prepare_corpus(folder, tmp_path / "c", workers=1, input_fs=500, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_stopped_just_before_the_rename_finishes_without_reading(tmp_path, monkeypatch, uninterrupted):
+    from crema.data import prepare_progress
+
+    out = tmp_path / "c"
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_progress, "replace_directory", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus(sample_root(), out, workers=1, limit=LIMIT, progress=False)
+    monkeypatch.undo()
+    reads = _count_reads(monkeypatch)
+    prepare_corpus(sample_root(), out, workers=1, limit=LIMIT, progress=False)
+    assert reads == [] and not partial_folder(out).exists()
+    _same_corpus(out, uninterrupted)
+
+
+def test_damaged_progress_starts_over(tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    assert _kill_after_first_chunk(out) >= 1
+    progress = partial_folder(out) / PROGRESS_FILE
+    progress.write_text(progress.read_text().replace('"chunk_size": 15', '"chunk_size": "many"'))
+    reads = _count_reads(monkeypatch)
+    report = prepare_corpus(sample_root(), out, workers=1, limit=LIMIT, progress=False)
+    assert report["records_resumed"] == 0 and len(reads) == LIMIT

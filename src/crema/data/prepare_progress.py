@@ -85,12 +85,11 @@ class PartialBuild:
         progress = dict(format=FORMAT, request=request, jobs=len(jobs), jobs_sha256=jobs_digest(jobs))
         previous = _read_json(folder / PROGRESS_FILE)
         if previous is not None and {k: previous.get(k) for k in progress} == progress:
-            size = int(previous["chunk_size"])
-            assembled = _read_json(folder / ASSEMBLED_FILE)
-            build = cls(folder, size, -(-len(jobs) // size),
-                        _assembled=int(assembled["chunks"]) if assembled else 0)
-            build.done = {i for i in range(build.n_chunks) if build.finished(i)}
-            return build
+            size, assembled = _count(previous, "chunk_size"), _count(_read_json(folder / ASSEMBLED_FILE), "chunks")
+            if size is not None and size > 0 and assembled is not None:
+                build = cls(folder, size, -(-len(jobs) // size), _assembled=assembled)
+                build.done = {i for i in range(build.n_chunks) if build.finished(i)}
+                return build
         if folder.exists():
             shutil.rmtree(folder)
         (folder / CHUNK_DIR).mkdir(parents=True)
@@ -148,6 +147,14 @@ def _holds_corpus(folder: Path, request: dict) -> bool:
     report = _read_json(folder / "prepare_report.json")
     return (report is not None and report.get("request") == request
             and all((folder / name).is_file() for name in CORPUS_FILES))
+
+
+def _count(state: dict | None, key: str) -> int | None:
+    """``state[key]`` as a count (0 when there is no state yet); None when it is not one."""
+    if state is None:
+        return 0
+    value = state.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _read_json(path: Path) -> dict | None:
