@@ -48,7 +48,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -284,7 +283,7 @@ def busy_processes(seconds: float = 2.0) -> list[str]:
     for pid, (total, cmd) in after.items():
         share = (total - before.get(pid, (total, ""))[0]) / hz / seconds
         if share > 0.2:
-            busy.append(f"{share:.0%} {cmd}")
+            busy.append(short_command(f"{share:.0%} {cmd}"))
     return sorted(busy, reverse=True)
 
 
@@ -421,7 +420,7 @@ NAMES = {("memmap", "reference"): "memmap rows -> float32 numpy, one by one (ref
 def markdown(result: dict) -> str:
     """The table of docs/BENCHMARKS.md: conditions, one row per setting, then the targets."""
     load = result["load_average_1min"]
-    busy = result["busy_processes"]["start"] or ["none seen"]
+    busy = [short_command(line) for line in result["busy_processes"]["start"]] or ["none seen"]
     lines = [
         f"`{result['command']}` ({result['date'][:10]}): {result['windows']:,} windows of 12 x "
         f"{result['window_samples']} float16 ({result['corpus_gb']:.1f} GB, real ECG windows tiled), "
@@ -455,6 +454,12 @@ def markdown(result: dict) -> str:
         value = f"{t['measured']:.2f}x" if t.get("ratio") else f"{t['measured']:,.0f}"
         lines.append(f"| {t['target']} | {value} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines) + "\n"
+
+
+def short_command(line: str) -> str:
+    """A process line with each path cut to its last part (``/x/y/python /x/run.py`` ->
+    ``python run.py``)."""
+    return " ".join(Path(token).name if "/" in token else token for token in line.split())
 
 
 def _augment_text(augment: dict) -> str:

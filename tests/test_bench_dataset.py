@@ -54,9 +54,21 @@ def test_targets_and_table(bench, tmp_path):
               "targets": targets}
     table = bench.markdown(result)
     assert "| `ECGWindows` batches, crop + augment | 0 | 9,000 | 9.00 | 13,500 | - | - | - |" in table
-    assert "| memmap rows -> float32 numpy, one by one (reference) | 0 | 1,000 | 1.00 | 1,500 | 400 | 0.40 | 600 |" in table
+    assert ("| memmap rows -> float32 numpy, one by one (reference) | 0 | 1,000 | 1.00 | 1,500 | 400 | 0.40 | 600 |"
+            in table)
     assert "| 1.40x | **no** |" in table and "Nothing else ran." in table
+    assert bench.short_command("50% /x/.venv/bin/python -m pytest /x/tests/a.py") == "50% python -m pytest a.py"
     doc = tmp_path / "doc.md"
     doc.write_text(f"a\n{bench.DOC_START}\nold\n{bench.DOC_END}\nb\n")
     bench.write_doc(doc, table)
     assert doc.read_text() == f"a\n{bench.DOC_START}\n{table}{bench.DOC_END}\nb\n"
+
+
+def test_the_doc_table_is_the_committed_json(bench):
+    import json
+
+    result = json.loads((ROOT / "results" / "bench" / "dataset-throughput.json").read_text())
+    result["targets"] = bench.targets(result["rows"])
+    doc = (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    start = doc.index(bench.DOC_START) + len(bench.DOC_START)
+    assert doc[start:doc.index(bench.DOC_END)] == "\n" + bench.markdown(result)
