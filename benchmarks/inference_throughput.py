@@ -15,6 +15,24 @@ Encoders are randomly initialised (speed does not depend on the weights). Every 
   z-score, embed) with the tiny encoder, as records per second.
 
 Prints a table and writes ``runs/bench/inference_throughput.json``.
+
+Small-model latency (``--small-model crema-mini-ecg12``): how long one call of a shipped model
+takes on real records of the packaged sample, where per-call overheads (reading threads, crop
+loops, Python) weigh as much as the arithmetic. Rows, timed interleaved (one call of each in turn,
+``--latency-runs`` rounds, medians of wall-clock and of process CPU time):
+
+- ``reference matmul``: a 512^3 fp32 matrix multiply, measured in the same rounds; every row's
+  ratio is its wall-clock median over this one's, which holds when other jobs slow the machine;
+- ``encode 1 window``: ``CremaModel.encode_windows`` on one preprocessed 10 s window (the
+  model's crops averaged), no reading or preprocessing;
+- ``embed(Recording)``: ``CremaModel.embed`` of one record in memory (preprocessing included);
+- ``embed(file)``: ``CremaModel.embed`` of one WFDB file (reading included);
+- ``embed(8 files)``: eight files in one call, per call.
+
+``--threads`` sets the torch threads (default 1), ``--small-threads 1 2`` measures several in one
+run. Prints a table, writes ``runs/bench/small_model_latency.json``; ``--doc docs/BENCHMARKS.md``
+writes the table between the ``small-model-latency`` markers; ``--render JSON`` only renders
+(``--baseline JSON`` adds an earlier run's figures and the speed-up over it).
 """
 from __future__ import annotations
 
@@ -40,6 +58,9 @@ from crema.model.sit import SiTEncoder
 from crema.paths import data_root
 
 WINDOW = 2500
+DEFAULT_OUT = "runs/bench/inference_throughput.json"
+SMALL_DOC = ("<!-- small-model-latency:start -->", "<!-- small-model-latency:end -->")
+REFERENCE_N = 512  # the reference matmul's size (n x n times n x n, fp32)
 
 
 def _sync(device: torch.device) -> None:
@@ -108,6 +129,122 @@ def end_to_end(device: torch.device, n_records: int, batch: int) -> dict | None:
             "records_per_s": round(len(files) / seconds, 2), "embeddings": list(emb.shape)}
 
 
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict]:
+    """Median wall-clock and process-CPU milliseconds of each call, timed in turn for ``rounds``
+    rounds after one untimed call each (so that a change of the machine's load hits every row)."""
+    for fn in calls.values():
+        fn()
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: {"wall_ms": round(1000 * statistics.median(w for w, _ in runs), 3),
+                   "cpu_ms": round(1000 * statistics.median(c for _, c in runs), 3)}
+            for name, runs in samples.items()}
+
+
+def small_model_calls(name: str) -> tuple[dict[str, Callable[[], object]], dict]:
+    """The calls of the small-model latency rows (see the module docstring) and what they run on."""
+    from crema.data.readers import read_record
+    from crema.paths import sample_root
+    from crema.use.api import load
+
+    model = load(name, device="cpu")
+    files = sorted((sample_root() / "records100" / "00000").glob("*.hea"))[:8]
+    record = read_record(files[0])
+    windows = model.prepare(record, str(files[0]))
+    one, mask = windows.signals[:1], windows.lead_mask[None]
+    a, b = torch.randn(REFERENCE_N, REFERENCE_N), torch.randn(REFERENCE_N, REFERENCE_N)
+    calls = {"reference matmul": lambda: torch.matmul(a, b),
+             "encode 1 window": lambda: model.encode_windows(one, mask),
+             "embed(Recording)": lambda: model.embed(record),
+             "embed(file)": lambda: model.embed(files[0]),
+             "embed(8 files)": lambda: model.embed(files)}
+    setup = {"model": name, "precision": model.precision, "window": int(one.shape[-1]),
+             "crop": model.crop, "record": f"{files[0].parent.name}/{files[0].name} (packaged sample, "
+             f"{record.fs:g} Hz, {record.signal.shape[1] / record.fs:g} s)", "files": len(files)}
+    return calls, setup
+
+
+def small_model_latency(args: argparse.Namespace) -> dict:
+    """The small-model latency rows at each thread count of ``args.small_threads``."""
+    runs = {}
+    for threads in args.small_threads:
+        torch.set_num_threads(threads)
+        calls, setup = small_model_calls(args.small_model)
+        rows = interleaved(calls, args.latency_runs)
+        reference = rows["reference matmul"]
+        for row in rows.values():
+            row["vs_matmul"] = round(row["wall_ms"] / reference["wall_ms"], 3)
+            row["cpu_vs_matmul"] = round(row["cpu_ms"] / reference["cpu_ms"], 3)
+        runs[str(threads)] = rows
+    return {"benchmark": "small_model_latency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "load_average_1min": _load_average(), "rounds": args.latency_runs,
+            "reference": f"{REFERENCE_N}^3 fp32 matmul", **setup, "threads": runs,
+            "command": " ".join(["inference_throughput.py", *args.argv])}
+
+
+def small_model_table(result: dict, baseline: dict | None = None) -> str:
+    """The Markdown table of a small-model latency run (with ``baseline``: its figures too)."""
+    lines = [f"`{result['command']}`: `{result['model']}` ({result['precision']}, crop {result['crop']} of a "
+             f"{result['window']}-sample window), record {result['record']}; medians of {result['rounds']} "
+             f"interleaved rounds, {result['cpu_count']} CPU cores (1-minute load {result['load_average_1min']}), "
+             f"torch {result['torch']}. *x matmul*: wall-clock median over the {result['reference']} timed "
+             "in the same rounds; *CPU x matmul*: the same with process CPU time (other jobs on the machine "
+             "slow it less)."]
+    if baseline:
+        lines[0] += (f" *before*: `{baseline['command']}` on the code before the small-model changes "
+                     f"(load {baseline['load_average_1min']}); *speed-up*: before's CPU x matmul over this run's.")
+    head = "| threads | call | wall ms | CPU ms | x matmul | CPU x matmul |"
+    rule = "|---|---|---|---|---|---|"
+    if baseline:
+        head += " before: CPU ms | before: CPU x matmul | speed-up |"
+        rule += "---|---|---|"
+    lines += ["", head, rule]
+    for threads, rows in result["threads"].items():
+        old_rows = (baseline or {}).get("threads", {}).get(threads, {})
+        for name, row in rows.items():
+            line = (f"| {threads} | {name} | {row['wall_ms']:.2f} | {row['cpu_ms']:.2f} | {row['vs_matmul']:.2f} "
+                    f"| {row['cpu_vs_matmul']:.2f} |")
+            if baseline:
+                old = old_rows.get(name)
+                line += (" | | |" if old is None else f" {old['cpu_ms']:.2f} | {old['cpu_vs_matmul']:.2f} "
+                                                      f"| {old['cpu_vs_matmul'] / row['cpu_vs_matmul']:.2f}x |")
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, table: str, markers: tuple[str, str] = SMALL_DOC) -> None:
+    """Replace the text between ``markers`` in ``path`` by ``table``."""
+    text = path.read_text()
+    if markers[0] not in text or markers[1] not in text:
+        raise SystemExit(f"{path}: no {markers[0]} ... {markers[1]} markers to write the table between")
+    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
+    path.write_text(text[:start] + "\n" + table + text[end:])
+
+
+def small_model_main(args: argparse.Namespace) -> int:
+    """``--small-model`` / ``--render``: measure (or load) the small-model latency, print, write."""
+    if args.render:
+        result = json.loads(args.render.read_text())
+    else:
+        result = small_model_latency(args)
+        out = Path(args.out if args.out != DEFAULT_OUT else "runs/bench/small_model_latency.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    table = small_model_table(result, baseline)
+    print()
+    print(table)
+    if args.doc:
+        write_doc(args.doc, table)
+    return 0
+
+
 def _load_average() -> float | None:
     """The 1-minute load average (how busy the shared machine was), where the OS reports one."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
@@ -124,8 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--precision", default="auto", choices=SETTINGS,
                         help="encoder rows: auto = what the library uses (bf16 where the device has it)")
-    parser.add_argument("--out", default="runs/bench/inference_throughput.json")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--small-model", help="measure the small-model latency of this shipped model or "
+                                              "folder instead (e.g. crema-mini-ecg12)")
+    parser.add_argument("--small-threads", type=int, nargs="+", help="thread counts of the small-model "
+                                                                      "rows (default: --threads, else 1)")
+    parser.add_argument("--doc", type=Path, help="small-model mode: rewrite the table between the "
+                                                 "small-model-latency markers of this file")
+    parser.add_argument("--render", type=Path, help="small-model mode: only render this JSON")
+    parser.add_argument("--baseline", type=Path, help="small-model mode: an earlier run's JSON to compare with")
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.small_model or args.render:
+        args.small_threads = args.small_threads or [args.threads or 1]
+        return small_model_main(args)
     device = torch.device(args.device)
     if args.threads:
         # On a CPU shared with other jobs, more threads than free cores make small ops wait on

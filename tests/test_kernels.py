@@ -25,14 +25,15 @@ def test_environment_variables_replace_the_defaults():
 
 def test_current_follows_the_environment_and_override_blocks(monkeypatch):
     monkeypatch.setenv("CREMA_STEM_CHUNK", "300")
-    assert kernels.current().stem_chunk == 300
+    assert kernels.reload().stem_chunk == 300 == kernels.current().stem_chunk
     with kernels.override(stem_chunk=0, inference_batch=2) as inner:
         assert kernels.current() is inner and (inner.stem_chunk, inner.inference_batch) == (0, 2)
         with kernels.override(inference_batch=3):
             assert (kernels.current().stem_chunk, kernels.current().inference_batch) == (0, 3)
         assert kernels.current() is inner
     monkeypatch.delenv("CREMA_STEM_CHUNK")
-    assert kernels.current() == kernels.KernelPolicy()
+    assert kernels.current().stem_chunk == 300  # read once, until reload
+    assert kernels.reload() == kernels.KernelPolicy() == kernels.current()
     with pytest.raises(ConfigError, match="attention_scores_bytes must be positive"):
         with kernels.override(attention_scores_bytes=0):
             pass

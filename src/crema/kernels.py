@@ -16,8 +16,9 @@ policy in force, :func:`current`, on each call:
 * the ``crema`` command (:mod:`crema.cli`) re-executes itself once with glibc's
   ``malloc_tunables`` (:func:`allocator_environment`).
 
-Each setting is overridden by an environment variable (:data:`ENV`, read whenever it changes) or,
-for a block of code in this process, by :func:`override`::
+Each setting is overridden by an environment variable (:data:`ENV`, read on first use; after
+changing one inside a running process call :func:`reload`) or, for a block of code in this
+process, by :func:`override`::
 
     with crema.kernels.override(inference_batch=0, stem_chunk=0):   # one pass, as before chunking
         model.embed(files)
@@ -111,7 +112,7 @@ MALLOC_TUNABLES = KernelPolicy.malloc_tunables
 
 _lock = threading.Lock()
 _overrides: list[KernelPolicy] = []                     # innermost last
-_from_env: tuple[tuple[str | None, ...], KernelPolicy] | None = None
+_from_env: KernelPolicy | None = None                 # the environment's, read on first use
 
 
 def _is_count(value: object) -> bool:
@@ -150,17 +151,18 @@ def from_environment(environ: Mapping[str, str] | None = None) -> KernelPolicy:
 
 
 def current() -> KernelPolicy:
-    """The policy in force: the innermost :func:`override`, else :func:`from_environment` (read
-    again only when one of its variables changes)."""
+    """The policy in force: the innermost :func:`override`, else :func:`from_environment`, read
+    once, on first use (the model asks several times per call; :func:`reload` reads it again)."""
     if _overrides:
         return _overrides[-1]
+    return _from_env if _from_env is not None else reload()
+
+
+def reload() -> KernelPolicy:
+    """Read the environment variables again (after changing them in this process); the policy."""
     global _from_env
-    key = tuple(os.environ.get(var) for var in ENV.values())
-    cached = _from_env
-    if cached is None or cached[0] != key:
-        cached = (key, from_environment())
-        _from_env = cached
-    return cached[1]
+    _from_env = from_environment()
+    return _from_env
 
 
 @contextlib.contextmanager
@@ -198,5 +200,5 @@ def allocator_environment(environ: Mapping[str, str], system: str, libc: str) ->
     return {**environ, "GLIBC_TUNABLES": combined, REEXEC_MARK: "1"}
 
 
-__all__ = ["KernelPolicy", "ENV", "NO_REEXEC_ENV", "MALLOC_TUNABLES", "current", "override",
+__all__ = ["KernelPolicy", "ENV", "NO_REEXEC_ENV", "MALLOC_TUNABLES", "current", "override", "reload",
            "from_environment", "checked", "allocator_environment"]
