@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..config import PreprocessConfig, load_json, read_json_object
 from ..errors import CremaError
-from .corpus_index import INDEX_NPZ, LABEL_PREFIX, IndexColumns, load_index, read_index  # noqa: F401 (re-exported)
+from .corpus_index import LABEL_PREFIX, load_index, read_index  # noqa: F401 (read_index: public here before)
 
 SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ("record_id", "source", "patient_id", "fold", "split", "window", "start_s",
