@@ -72,7 +72,9 @@ class KernelPolicy:
     # torch CPU threads while crop-averaged inference runs (0 = torch's own setting, one per core).
     # A small model's ops are too small to share among threads, which then mostly wait for each
     # other, and for cores that other jobs hold: on a busy machine 1 is several times faster. Left
-    # at torch's setting by default, which suits an idle machine and large batches. Measured by
+    # at torch's setting by default, which suits an idle machine and large batches. (Embeddings of
+    # the shipped model are bit-identical on 1 and 2 threads here; a math library may in principle
+    # split a reduction by thread count, as with torch's own setting.) Measured by
     # benchmarks/inference_throughput.py --small-model --small-threads 1 2 (rows per thread count).
     inference_threads: int = 0
     # glibc tunables the `crema` command re-executes itself with ("" = none): freed blocks stay in
