@@ -15,7 +15,8 @@ from crema.data.readers import read_record
 from crema.data.recording import Recording
 from crema.errors import CheckpointError, CremaError, PreprocessError, ReadError
 from crema.model.inference import crop_starts
-from crema.use.api import INDEX_COLUMNS, MissingLeadsWarning
+from crema.use.api import MissingLeadsWarning
+from crema.use.results import INDEX_COLUMNS
 
 # small models on the shared test machine run much faster on one torch thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,7 +17,7 @@ one path holding N records: a stack file (``.npy``/``.npz``/HDF5), a prepared co
 (``DIR[:split]``, its records in index order) or a folder (its records in sorted order).
 ``transform`` returns float32 ``(N, F)``: one row per record, in the order of ``X`` (the same
 record twice gives two rows), the mean of the embeddings of its 10 s windows (exactly
-:meth:`crema.use.api.EmbedResult.by_record`), after the preprocessing saved with the checkpoint.
+:meth:`crema.use.results.EmbedResult.by_record`), after the preprocessing saved with the checkpoint.
 ``F`` is D for ``features="mean"`` and 12 x D for ``"leads"``; the default is the model's own.
 A record that cannot be used raises a :class:`~crema.errors.CremaError` naming it (a pipeline
 cannot drop a sample and keep ``y`` aligned).

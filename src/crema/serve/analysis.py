@@ -27,7 +27,8 @@ import pandas as pd
 
 from .. import limits
 from ..errors import CremaError
-from ..use.api import CremaModel, MissingLeadsWarning, load, mean_by_record, stack_prepared
+from ..use.api import CremaModel, MissingLeadsWarning, load
+from ..use.results import mean_by_record, stack_prepared
 from ..use.contract import contract_report
 from ..viz.paper import no_mathtext, plot_ecg_paper
 from ..viz.reconstruction import masked_mse, plot_reconstruction

@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..data.corpus import LABEL_PREFIX, Corpus, is_corpus, parse_corpus_spec
 from ..errors import CremaError
-from ..use.api import CremaModel, mean_by_record
+from ..use.api import CremaModel
+from ..use.results import mean_by_record
 
 
 @dataclass

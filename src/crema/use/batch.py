@@ -6,7 +6,7 @@ flushes outputs atomically.
 
 A command supplies :func:`run_batch` its model work on windows, ``apply(signals, lead_mask) ->
 outputs``, and two callbacks: ``process_chunk(outputs) -> (records done, failure rows)`` (what it
-keeps of a chunk of records' :class:`~crema.use.api.RecordOutput`) and ``flush(failures)``
+keeps of a chunk of records' :class:`~crema.use.results.RecordOutput`) and ``flush(failures)``
 (rewrite its outputs); see :mod:`crema.use.commands`. No number that is not finite is ever
 written: a record whose input windows (a damaged corpus: refused as it is read, by
 :meth:`~crema.use.api.CremaModel.iter_outputs`) or model outputs (:func:`refuse_non_finite`) hold
@@ -33,6 +33,7 @@ from ..errors import CremaError, ReadError, printable
 from ..flags import device_flag, number_in
 from ..kernels import KernelPolicy
 from .inputs import InputItem, check_fs, collect_inputs
+from .results import Failure
 
 DEFAULT_CHUNK = 256  # records per flush of a batch command's outputs
 # Once the output is large, flush only after it has grown by this fraction: each flush rewrites the
@@ -183,9 +184,9 @@ def checkpoint_fingerprint(model, args: argparse.Namespace) -> dict:
 
 def record_results(model, items: list[InputItem], apply, args: argparse.Namespace, bar) -> Iterator:
     """``apply`` over every record of ``items`` (:meth:`~crema.use.api.CremaModel.iter_outputs`),
-    in order: a :class:`~crema.use.api.RecordOutput` per record, or a failure row (also noted on
+    in order: a :class:`~crema.use.results.RecordOutput` per record, or a failure row (also noted on
     stderr); a record with missing leads gets one stderr line."""
-    from .api import Failure, missing_leads
+    from .api import missing_leads
 
     # missing leads told here rather than caught as warnings: catching warnings changes process-wide
     # state while the reading threads run

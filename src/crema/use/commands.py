@@ -33,6 +33,7 @@ from ..locking import output_lock
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
                     refuse_non_finite, run_batch)
 from .inputs import collect_inputs
+from .results import INDEX_COLUMNS, RECORD_COLUMNS, mean_by_record, stack_outputs
 
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 CHECKPOINT_HELP = "checkpoint folder, exported model folder, or the name of a shipped model (see crema models)"
@@ -103,8 +104,6 @@ def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int
     parts = {"emb": [embeddings], "index": [index]}
 
     def process(records: list) -> tuple[int, list[dict]]:
-        from .api import mean_by_record, stack_outputs
-
         emb, chunk_index = stack_outputs(records, (width,))
         emb, chunk_index, more = refuse_non_finite(emb, chunk_index, "embeddings")
         if not args.per_window:  # a chunk holds whole records, so each is averaged here
@@ -114,8 +113,6 @@ def _embed_to_npy(args: argparse.Namespace, model, outputs: BatchOutputs) -> int
         return len(records) - len(more), more
 
     def flush(failures: list[dict]) -> None:
-        from .api import INDEX_COLUMNS, RECORD_COLUMNS
-
         emb = np.concatenate(parts["emb"])
         frame = pd.concat([f for f in parts["index"] if len(f)], ignore_index=True) if any(
             len(f) for f in parts["index"]) else pd.DataFrame(
@@ -218,8 +215,6 @@ def run_predict(args: argparse.Namespace) -> int:
 def _predict_to_csv(args: argparse.Namespace, model, out: Path, outputs: BatchOutputs) -> int:
     """The batch job writing ``OUT.csv``, extending an existing output of the same checkpoint and
     options; returns the exit status."""
-    from .api import INDEX_COLUMNS, stack_outputs
-
     fingerprint = checkpoint_fingerprint(model, args)
     first = list(INDEX_COLUMNS) if args.per_window else ["record_id", "source", "n_windows"]
     labels = [] if model.thresholds is None else ["labels"]  # a regression head predicts a value, no label
