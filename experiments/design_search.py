@@ -97,7 +97,7 @@ def screen_scores(features: np.ndarray, corpora: Path, dims: dict[str, slice]) -
     by the library's validation-fold protocol (:func:`crema.eval.selection.validation_probe`: C
     chosen by leave-one-fold-out over folds 1-8, on each label subset; fold 10 is never read)."""
     from crema.data.corpus import Corpus
-    from crema.eval.probe import task_split
+    from crema.eval.splits import task_split
     from crema.eval.selection import validation_probe
 
     corpus = Corpus(corpora / "ptbxl")
@@ -122,7 +122,8 @@ def final_scores(features: dict[str, np.ndarray], corpora: Path, dims: dict[str,
     leave-one-source-out (100%), with per-record test scores for paired comparisons."""
     from crema.data.corpus import Corpus
     from crema.eval import metrics
-    from crema.eval.probe import ProbeFeatures, fit_probe_on_fraction, seeds_for, task_split
+    from crema.eval.probe import ProbeFeatures, fit_probe_on_fraction, seeds_for
+    from crema.eval.splits import task_split
 
     out = {}
     for kind, sl in dims.items():

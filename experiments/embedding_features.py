@@ -9,7 +9,7 @@ fitted on the training folds 1-8 with C chosen by leave-one-fold-out cross-valid
 folds) scores fold 9 by macro AUROC (95% bootstrap interval, and paired bootstrap against the
 pooled mean). A second table uses the library's own protocol
 (``crema probe``: C picked on fold 9, so its fold-9 figure is the best over the C grid) at 10% and
-100% of the training labels (label subsets of eval.probe.fraction_subset, seeds 0-2), for the
+100% of the training labels (label subsets of eval.splits.fraction_subset, seeds 0-2), for the
 main candidates. The test fold 10 is never read: its rows are not even embedded.
 
     nice python experiments/embedding_features.py --corpus runs/embedding-features/ptbxl \
@@ -28,7 +28,8 @@ from threadpoolctl import threadpool_limits
 
 from crema.data.corpus import Corpus
 from crema.eval import metrics
-from crema.eval.probe import DEFAULT_CS, fit_logistic_probe, fraction_subset, task_split
+from crema.eval.probe import DEFAULT_CS, fit_logistic_probe
+from crema.eval.splits import fraction_subset, task_split
 from crema.eval.selection import VAL_FOLD, validation_probe
 from crema.model.checkpoint import load_encoder
 from crema.model.inference import crop_starts

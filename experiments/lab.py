@@ -188,7 +188,7 @@ def run_config(variant: str, seed: int, corpora: Path, out: Path, device: str, s
 def test_labels(corpora: Path) -> tuple[np.ndarray, list[str]]:
     """Record-level labels ``(R, K)`` of the PTB-XL test fold in the order the final stage scored them."""
     from crema.data.corpus import Corpus
-    from crema.eval.probe import record_mean, task_split
+    from crema.eval.splits import record_mean, task_split
 
     split = task_split(Corpus(corpora / "ptbxl"), "ptbxl-superdiagnostic")
     _, first = record_mean(np.zeros((len(split.rows["test"]), 1)), split.keys["test"])

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from crema.errors import CremaError
-from crema.eval import metrics, probe
+from crema.eval import metrics, probe, splits
 from crema.eval.features import encoder_features, file_sha256
 from crema.model.inference import crop_starts
 from crema.model.checkpoint import MODEL_FILE, load_encoder
@@ -19,7 +19,7 @@ TASK = "ptbxl-superdiagnostic"
 
 
 def test_task_split_follows_the_folds(tiny_ptbxl_corpus):
-    split = probe.task_split(tiny_ptbxl_corpus, TASK)
+    split = splits.task_split(tiny_ptbxl_corpus, TASK)
     index = tiny_ptbxl_corpus.index
     assert split.classes == tiny_ptbxl_corpus.classes[TASK]
     for part, expected in (("train", "train"), ("val", "val"), ("test", "test")):
@@ -28,41 +28,41 @@ def test_task_split_follows_the_folds(tiny_ptbxl_corpus):
         assert split.y[part].any(axis=1).all()          # unlabelled records are left out
     assert set(index["fold"].iloc[split.rows["test"]]) == {10}
     with pytest.raises(CremaError, match="not in this corpus"):
-        probe.task_split(tiny_ptbxl_corpus, "cinc-scored")
+        splits.task_split(tiny_ptbxl_corpus, "cinc-scored")
 
 
 def test_leave_one_source_out_split(tiny_cinc_corpus):
-    split = probe.task_split(tiny_cinc_corpus, "cinc-scored", holdout_source="georgia")
+    split = splits.task_split(tiny_cinc_corpus, "cinc-scored", holdout_source="georgia")
     sources = tiny_cinc_corpus.index["source"].to_numpy()
     assert set(sources[split.rows["test"]]) == {"georgia"}
     assert "georgia" not in set(sources[split.rows["train"]]) | set(sources[split.rows["val"]])
     assert all(k.startswith("georgia/") for k in split.keys["test"])
     with pytest.raises(CremaError, match="not in this corpus"):
-        probe.task_split(tiny_cinc_corpus, "cinc-scored", holdout_source="nowhere")
+        splits.task_split(tiny_cinc_corpus, "cinc-scored", holdout_source="nowhere")
 
 
 def test_fraction_subset_keeps_every_class_and_is_seeded():
     rng = np.random.default_rng(0)
     y = (rng.random((500, 6)) < np.array([0.5, 0.2, 0.05, 0.02, 0.01, 0.004])).astype(float)
     for fraction in (0.01, 0.1):
-        rows = probe.fraction_subset(y, fraction, seed=1)
+        rows = splits.fraction_subset(y, fraction, seed=1)
         assert len(rows) >= math.ceil(fraction * len(y))
         assert (y[rows].sum(0) >= np.minimum(1, y.sum(0))).all()   # >= 1 positive where there is one
-        assert np.array_equal(rows, probe.fraction_subset(y, fraction, seed=1))
-        assert not np.array_equal(rows, probe.fraction_subset(y, fraction, seed=2))
-    big = probe.fraction_subset(y, 0.1, seed=0)
+        assert np.array_equal(rows, splits.fraction_subset(y, fraction, seed=1))
+        assert not np.array_equal(rows, splits.fraction_subset(y, fraction, seed=2))
+    big = splits.fraction_subset(y, 0.1, seed=0)
     share = y[big].sum(0) / y.sum(0)
     assert np.all(share[:2] > 0.05) and np.all(share[:2] < 0.2)     # common classes near their 10% share
-    assert np.array_equal(probe.fraction_subset(y, 1.0, seed=0), np.arange(500))
+    assert np.array_equal(splits.fraction_subset(y, 1.0, seed=0), np.arange(500))
     with pytest.raises(ValueError):
-        probe.fraction_subset(y, 0.0, seed=0)
+        splits.fraction_subset(y, 0.0, seed=0)
 
 
 def test_fraction_subset_keeps_the_windows_of_a_record_together():
     y = np.zeros((40, 1))
     y[::4] = 1
     groups = np.repeat(np.arange(10), 4)              # 10 records of 4 windows each
-    rows = probe.fraction_subset(y, 0.3, seed=0, groups=groups)
+    rows = splits.fraction_subset(y, 0.3, seed=0, groups=groups)
     picked = np.unique(groups[rows])
     assert len(rows) == 4 * len(picked) and len(picked) == 3
 
@@ -70,7 +70,7 @@ def test_fraction_subset_keeps_the_windows_of_a_record_together():
 def test_record_mean_averages_the_windows_of_each_record():
     keys = np.array(["b", "a", "b", "c", "a", "b"])
     scores = np.array([[0.0], [1.0], [3.0], [5.0], [3.0], [6.0]])
-    means, first = probe.record_mean(scores, keys)
+    means, first = splits.record_mean(scores, keys)
     assert keys[first].tolist() == ["b", "a", "c"]               # order of first appearance
     assert means[:, 0].tolist() == [3.0, 2.0, 5.0]
 
@@ -101,7 +101,7 @@ def test_features_are_cached(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_pa
 @pytest.fixture(scope="module")
 def real_features(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_path_factory):
     encoder, _ = load_encoder(tiny_pretrain_checkpoint)
-    split = probe.task_split(tiny_ptbxl_corpus, TASK)
+    split = splits.task_split(tiny_ptbxl_corpus, TASK)
     return probe.probe_features(encoder, tiny_ptbxl_corpus, split, encoder.cfg.window,
                                 tmp_path_factory.mktemp("cache"), progress=False)
 

@@ -8,7 +8,7 @@ import pytest
 
 from crema.errors import CremaError
 from crema.eval import robustness
-from crema.eval.probe import task_split
+from crema.eval.splits import task_split
 from crema.train.finetune import load_classifier
 
 ROWS = np.arange(12)

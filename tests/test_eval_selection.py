@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from crema.errors import CremaError
-from crema.eval import metrics, probe
+from crema.eval import metrics, probe, splits
 from crema.eval.selection import best_c, validation_probe
 from crema.model.checkpoint import load_encoder
 
@@ -30,7 +30,7 @@ def one_blas_thread():
 def labelled(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_path_factory):
     """``(x (n, D), y (n, K), folds (n,))`` of every labelled row, test fold included."""
     encoder, _ = load_encoder(tiny_pretrain_checkpoint)
-    split = probe.task_split(tiny_ptbxl_corpus, TASK)
+    split = splits.task_split(tiny_ptbxl_corpus, TASK)
     feats = probe.probe_features(encoder, tiny_ptbxl_corpus, split, encoder.cfg.window,
                                  tmp_path_factory.mktemp("cache"), progress=False)
     parts = ("train", "val", "test")
@@ -100,7 +100,7 @@ def test_label_fractions_and_a_given_c(labelled):
     x, y, folds = labelled
     train = np.flatnonzero(folds <= 8)
     half = validation_probe(x, y, folds, fraction=0.5, seed=1, n_bootstrap=0)
-    keep = train[probe.fraction_subset(y[train], 0.5, 1)]
+    keep = train[splits.fraction_subset(y[train], 0.5, 1)]
     assert half.n_train == len(keep) < len(train) and half.val_ci95 is None
     assert half.cv[half.C] == pytest.approx(_cv_by_hand(x[keep], y[keep], folds[keep], half.C), abs=1e-6)
     given = validation_probe(x, y, folds, C=0.1, fraction=0.5, seed=1, n_bootstrap=0)

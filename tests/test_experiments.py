@@ -176,7 +176,7 @@ def test_design_search_screen_is_the_validation_fold_protocol(lab, monkeypatch, 
     """The search's screen probes pooled and per-lead features of one pass with validation_probe
     (100% and 10% of the labels) and never reads fold 10 (NaN there)."""
     from crema.eval.features import apply_model
-    from crema.eval.probe import task_split
+    from crema.eval.splits import task_split
     from crema.eval.selection import validation_probe
     from crema.model.checkpoint import load_encoder
 

@@ -18,7 +18,7 @@ from crema.data.corpus import LABEL_NONE, LABEL_PREFIX, Corpus
 from crema.eval import metrics
 from crema.eval.headline import headline
 from crema.eval.paired import paired_differences
-from crema.eval.probe import task_split
+from crema.eval.splits import task_split
 from crema.eval.suite.own_task import usable_fractions
 from crema.errors import CheckpointError
 from crema.model.checkpoint import check_checkpoint_config

@@ -112,7 +112,8 @@ def run_probe(args: argparse.Namespace) -> int:
 def _run_probe(args: argparse.Namespace) -> int:
     from ..data.corpus import Corpus
     from .features import FINGERPRINT_WHAT, corpus_fingerprint, rows_sha256
-    from .probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
+    from .probe import fit_probe_on_fraction, probe_experiment, probe_features
+    from .splits import task_split
     from .report import results_text
     from .results import ResultRecord, write_results
     from .robustness import DEFAULT_CORRUPTIONS, Inference, SeverityGrid, probe_severity_curve

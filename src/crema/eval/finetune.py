@@ -5,7 +5,7 @@ macro AUROC), pick F1 thresholds on validation, test once, and save the best epo
 The best epoch is saved as a checkpoint folder (``model.safetensors`` + ``config.json`` of kind
 ``classifier``) with its thresholds, next to ``finetune_log.jsonl``, ``finetune_summary.json``
 and a ``results.json`` with its test metrics. Scores are per record: the mean over a record's
-windows (:meth:`crema.eval.probe.TaskSplit.record_level`).
+windows (:meth:`crema.eval.splits.TaskSplit.record_level`).
 
 A regression task trains one output on the target standardised with the training rows' mean and
 standard deviation (:class:`Target`, stored in the checkpoint as ``target_mean``/``target_std``),
@@ -33,7 +33,8 @@ from ..train.finetune import build_classifier, corpus_preprocess, fit, training_
 from . import metrics
 from .features import (FINGERPRINT_WHAT, corpus_fingerprint, encoder_features, predict_proba, predict_values,
                        rows_sha256)
-from .probe import TaskSplit, fit_probe, fraction_subset, probe_kind, task_split
+from .probe import fit_probe, probe_kind
+from .splits import TaskSplit, fraction_subset, task_split
 from .results import ResultRecord, write_results
 
 

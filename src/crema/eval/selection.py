@@ -5,7 +5,7 @@ The protocol: the logistic probe's ``C`` is chosen by leave-one-fold-out over th
 (folds 1-8: fit on seven, macro AUROC on the eighth, mean over the eight), the probe is refitted
 on the training folds at that ``C`` and scored on the validation fold 9 (macro AUROC with a
 bootstrap interval over its rows). Optionally on a label fraction of the training rows
-(:func:`crema.eval.probe.fraction_subset`). The fits are :func:`crema.eval.probe.fit_logistic`'s,
+(:func:`crema.eval.splits.fraction_subset`). The fits are :func:`crema.eval.probe.fit_logistic`'s,
 the probe of ``crema probe`` and the suite, which instead choose ``C`` on fold 9 and report the
 test fold 10.
 """
@@ -19,7 +19,8 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import CremaError
 from . import metrics
-from .probe import DEFAULT_CS, fit_logistic, fraction_subset
+from .probe import DEFAULT_CS, fit_logistic
+from .splits import fraction_subset
 
 TRAIN_FOLDS: tuple[int, ...] = tuple(range(1, 9))  # a corpus's `train` split
 VAL_FOLD = 9                                        # its `val` split; fold 10 (`test`) is never read
@@ -99,7 +100,7 @@ def validation_probe(x: np.ndarray, y: np.ndarray, folds: np.ndarray, *, Cs: Seq
     Only the rows of ``train_folds`` and ``val_fold`` are read: rows of any other fold (the test
     fold) may be present, even as NaN, and never reach a fit or a score. Rows are scored as given
     (one row per record gives record-level figures; average windows first with
-    :func:`crema.eval.probe.record_mean`).
+    :func:`crema.eval.splits.record_mean`).
 
     Args:
         x: ``(n, F)`` features (a memmap is read only at the rows used).
@@ -107,7 +108,7 @@ def validation_probe(x: np.ndarray, y: np.ndarray, folds: np.ndarray, *, Cs: Seq
         folds: ``(n,)`` fold of each row.
         Cs: the grid; C: use this C instead of cross-validating (e.g. the full-label C for a
             label fraction).
-        fraction, seed: fit (and cross-validate) on :func:`~crema.eval.probe.fraction_subset`'s
+        fraction, seed: fit (and cross-validate) on :func:`~crema.eval.splits.fraction_subset`'s
             seeded subset of the training rows, every class kept; ``groups`` ``(n,)`` record keys
             keep a record's rows together.
         n_bootstrap: resamples of the validation interval (0: no interval).

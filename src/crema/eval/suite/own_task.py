@@ -31,7 +31,7 @@ from ...errors import ConfigError, CremaError
 from ...model.checkpoint import load_config
 from ...runtime import torch_threads
 from ...weights import shipped_models
-from ..probe import TaskSplit, task_split
+from ..splits import TaskSplit, task_split
 from ..report import build_report, report_headline
 from ..results import load_results
 from .config import BASELINES, PretrainSettings, ProbeSettings, SuiteConfig, TaskEval, suite_from_dict

@@ -12,7 +12,8 @@ from ...train.finetune import load_classifier
 from ...train.pretrain import pretrain
 from ..features import file_sha256, rows_sha256
 from ..finetune import finetune
-from ..probe import fit_probe_on_fraction, probe_experiment, probe_features, task_split
+from ..probe import fit_probe_on_fraction, probe_experiment, probe_features
+from ..splits import task_split
 from ..results import ResultRecord
 from ..robustness import DEFAULT_CORRUPTIONS, Inference, SeverityGrid, classifier_severity_curve, probe_severity_curve
 from .plan import Encoder, Finetune, FinetuneCorruption, Pretrain, Probe, ProbeCorruption, Step
