@@ -347,7 +347,8 @@ def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[
     """The corpora named by ``specs`` (``"DIR"`` or ``"DIR:split[,split]"``) and the rows each serves.
 
     With ``dedup``, a record that an earlier corpus holds in any split is dropped from later ones
-    (matched on ``source_id``), so a held-out record never comes back as a copy.
+    (matched on ``source_id``), so a held-out record never comes back as a copy. Only the
+    ``split`` and ``source_id`` columns are read (their codes; no DataFrame is built).
     """
     selected: list[tuple[Corpus, np.ndarray]] = []
     seen: set[str] = set()
@@ -355,10 +356,12 @@ def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[
         path, splits = parse_corpus_spec(spec)
         corpus = Corpus(path)
         rows = corpus.rows(splits)
-        ids = corpus.index["source_id"].to_numpy()
         if dedup:
-            rows = rows[~np.isin(ids[rows], list(seen))] if seen else rows
-            seen.update(ids.tolist())
+            ids = corpus.columns.text("source_id")  # codes (N,) into the distinct ids
+            if seen:  # decided once per distinct id, then looked up per row by its code
+                held = np.fromiter((v in seen for v in ids.values), dtype=bool, count=len(ids.values))
+                rows = rows[~held[ids.codes[rows]]]
+            seen.update(ids.values)
         selected.append((corpus, rows))
     return selected
 

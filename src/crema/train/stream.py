@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from ..config import PreprocessConfig, load_json, to_dict
 from ..data.corpus import parse_corpus_spec
+from ..data.corpus_index import TextColumn
 from ..data.dataset import open_corpora
 from ..errors import CremaError
 
@@ -76,16 +77,26 @@ class EpochIndexed(Dataset):
 
 def _patient_codes(corpus: Any, offset: int) -> tuple[np.ndarray, int]:
     """Integer code per corpus row for its (source, patient_id); -1 where the id is unknown.
-    Codes of different corpora never collide (``offset``)."""
-    index = corpus.index
-    if "patient_id" not in index.columns:
-        return np.full(len(index), -1, dtype=np.int64), offset
-    pid = index["patient_id"].fillna("").astype(str)
-    source = index["source"].fillna("").astype(str) if "source" in index.columns else ""
-    key = (source + "/" + pid).where(pid != "", None)
-    codes, uniques = pd.factorize(key, use_na_sentinel=True)
-    codes = np.where(codes >= 0, codes + offset, -1).astype(np.int64)
-    return codes, offset + len(uniques)
+    Codes of different corpora never collide (``offset``). Codes follow the first appearance of
+    each ``source/patient_id`` key in row order. Only those two columns are read, as codes (no
+    DataFrame of the index is built)."""
+    columns = corpus.columns
+    if "patient_id" not in columns.kinds:
+        return np.full(len(corpus), -1, dtype=np.int64), offset
+    pid = columns.text("patient_id")
+    if "source" in columns.kinds:
+        source = columns.text("source")
+    else:
+        source = TextColumn(np.zeros(len(corpus), dtype=np.int32), [""])
+    # One int64 per (source, patient) pair, factorized in row order; only the distinct pairs (one
+    # per patient, not per window) are spelt "source/patient", the key whose codes these are.
+    n_ids = max(1, len(pid.values))
+    pair_codes, pairs = pd.factorize(source.codes.astype(np.int64) * n_ids + pid.codes)
+    keys = [f"{source.values[p // n_ids]}/{pid.values[p % n_ids]}" if pid.values[p % n_ids] != "" else None
+            for p in pairs.tolist()]
+    key_codes, uniques = pd.factorize(np.array(keys, dtype=object), use_na_sentinel=True)
+    codes = key_codes[pair_codes]
+    return np.where(codes >= 0, codes + offset, -1).astype(np.int64), offset + len(uniques)
 
 
 def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: int = 0,

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...config import FinetuneConfig, ModelConfig, RunConfig, embedding_features, to_dict
@@ -65,7 +66,7 @@ class Workspace:
             return []
         if loso.sources:
             return list(loso.sources)
-        return sorted(set(self.corpus(loso.corpus).index["source"].astype(str)))
+        return _distinct_values(self.corpus(loso.corpus), "source")
 
     # ------------------------------------------------------------------ models
 
@@ -163,15 +164,24 @@ class Workspace:
         specs = [f"{self.corpus(name).path}{splits}" for name, splits in map(split_spec, self.cfg.pretrain.corpora)]
         seen: set[str] = set()
         for corpus, rows in select_rows(specs):  # the rows pretraining really saw, deduplicated
-            seen.update(corpus.index["source_id"].astype(str).to_numpy()[rows].tolist())
+            seen.update(_distinct_values(corpus, "source_id", rows))
         notes = {}
         for t in self.cfg.tasks:
             corpus = self.corpus(t.corpus)
-            test = corpus.index["source_id"].astype(str).to_numpy()[corpus.rows(split="test")]
-            notes[f"{t.corpus}:{t.task}:test"] = {"n_test_records": int(len(set(test))),
-                                                  "also_in_pretraining": sorted(set(test) & seen)}
+            test = set(_distinct_values(corpus, "source_id", corpus.rows(split="test")))
+            notes[f"{t.corpus}:{t.task}:test"] = {"n_test_records": len(test),
+                                                  "also_in_pretraining": sorted(test & seen)}
         loso = self.cfg.leave_source_out
         if loso:
-            ids = set(self.corpus(loso.corpus).index["source_id"].astype(str))
+            ids = set(_distinct_values(self.corpus(loso.corpus), "source_id"))
             notes[f"{loso.corpus}:{loso.task}:all"] = {"n_records": len(ids), "also_in_pretraining": len(ids & seen)}
         return notes
+
+
+def _distinct_values(corpus: Corpus, name: str, rows: np.ndarray | None = None) -> list[str]:
+    """The distinct values (sorted) of text column ``name`` over ``rows`` (default all), from the
+    column's codes: no DataFrame of the index is built."""
+    column = corpus.columns.text(name)
+    codes = column.codes if rows is None else column.codes[np.asarray(rows, dtype=np.int64)]
+    present = np.flatnonzero(np.bincount(codes, minlength=len(column.values)))
+    return sorted(column.values[code] for code in present)
