@@ -14,7 +14,7 @@ from scipy import signal as sps
 
 from crema.config import PreprocessConfig
 from crema.data import preprocess
-from crema.data.prepare import _relative_path
+from crema.data.prepare_index import relative_path
 from crema.data.readers import read_record
 from crema.data.sources import RecordJob
 from crema.paths import sample_root
@@ -58,9 +58,9 @@ def test_relative_paths_equal_resolving_each_file(tmp_path):
     os.symlink(root / "a" / "b" / "00001_lr.hea", root / "same.hea")     # a file link inside
     cases = [root / "a" / "b" / "00001_lr.hea", root / "a" / "linked.hea", root / "via" / "00001_lr.hea",
              root / "away" / "00001_lr.hea", root / "same.hea", root / "a" / ".." / "a" / "b" / "00001_lr.hea"]
-    got = [_relative_path(_job(p), root.resolve()) for p in cases]
+    got = [relative_path(_job(p), root.resolve()) for p in cases]
     assert got == [_reference(p, root.resolve()) for p in cases]
     assert got == ["a/b/00001_lr.hea", "linked.hea", "a/b/00001_lr.hea", "00001_lr.hea", "a/b/00001_lr.hea",
                    "a/b/00001_lr.hea"]
     stack_row = RecordJob(key="x[3]", record_id="3", source="s", path=str(root / "x.npy"), row=3)
-    assert _relative_path(stack_row, root) == "x.npy[3]"
+    assert relative_path(stack_row, root) == "x.npy[3]"

@@ -6,10 +6,11 @@ the jobs into the corpus.
 
 How it stays safe and small:
 
-* records are processed in chunks by a process pool; each worker writes its chunk's windows to
-  a small ``.npy`` in the hidden folder ``.DIR.partial`` (:mod:`crema.data.prepare_progress`), so
-  results never travel through pipes; the parent writes the chunk's index rows and lead masks
-  beside it, then marks the chunk finished. It holds one chunk's results at a time, whatever the
+* records are processed in chunks by a process pool (:mod:`crema.data.prepare_pool`); each
+  worker writes its chunk's windows to a small ``.npy`` in the hidden folder ``.DIR.partial``
+  (:mod:`crema.data.prepare_progress`), so results never travel through pipes; the parent writes
+  the chunk's index rows (:mod:`crema.data.prepare_index`) and lead masks beside it, then marks
+  the chunk finished. It holds one chunk's results at a time, whatever the
   number of records; at the end the chunks are copied in order into ``signals.npy``,
   ``lead_mask.npy`` and ``index.csv``;
 * a run stopped at any point (Ctrl-C, SIGTERM, a kill) leaves ``.DIR.partial``; running the same
@@ -22,23 +23,18 @@ How it stays safe and small:
   that holds files of the user's own);
 * one run at a time writes ``DIR`` (a lock beside it); a second one stops with a clear error;
 * pool workers leave Ctrl-C to the parent, which stops the pool (SIGTERM does the same, see
-  :mod:`crema.cli`), and exit by themselves when the parent is killed outright.
+  :mod:`crema.cli`), and exit by themselves when the parent is killed outright
+  (:mod:`crema.data.prepare_pool`).
 """
 from __future__ import annotations
 
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -49,65 +45,17 @@ from ..atomic import atomic_path
 from ..config import STANDARD_LEADS, PreprocessConfig, check_config, load_json, save_json, to_dict
 from ..errors import CremaError, WriteError
 from ..locking import output_lock
-from . import cinc, ptbxl
-from .corpus import (CORPUS_FILES, INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, SPLIT_HASH_PATIENT,
-                     SPLIT_HASH_RECORD, SPLIT_PTBXL, TASKS_FILE, is_corpus)
+from .corpus import CORPUS_FILES, LABEL_PREFIX, SPLIT_HASH_PATIENT, SPLIT_HASH_RECORD, SPLIT_PTBXL, TASKS_FILE, is_corpus
 from .corpus_index import INDEX_CSV, INDEX_NPZ, index_from_csv
 from .labels_csv import LabelsRequest, label_corpus, plan_labels
+from .prepare_index import index_columns, index_frame, resolved_folder, source_root
+from .prepare_pool import RecordResult, pool_map, process_chunk
 from .prepare_progress import PartialBuild
-from .preprocess import preprocess_recording
 from .rates import check_fs
-from .sources import RecordJob, Source, build_source, detect_source, load_job
+from .sources import RecordJob, Source, build_source, detect_source
 
 PARTIAL_TAG = ".partial-"  # the temporary folders of versions before .DIR.partial (removed)
 MAX_CHUNK = 64  # records per chunk at most: caps a chunk's memory
-# index.csv columns that are numbers; every other column is text. Fixed, so that the rows of
-# each chunk are written the same way whatever else the chunk holds.
-INDEX_NUMBERS = {"fold": "int64", "window": "int64", "start_s": "float64", "original_fs": "float64",
-                 "age": "float64"}
-PARENT_POLL_S = 0.5  # how often a pool worker checks that its parent is still alive
-
-
-# ----------------------------------------------------------------------------- results
-
-@dataclass
-class RecordResult:
-    """What a worker returns for one record (its windows are in the chunk file)."""
-
-    job: RecordJob
-    n_windows: int = 0
-    starts: np.ndarray | None = None
-    lead_mask: np.ndarray | None = None
-    fs: float | None = None
-    meta: dict = field(default_factory=dict)
-    error: str | None = None
-
-
-
-# ----------------------------------------------------------------------------- workers
-
-def process_chunk(jobs: list[RecordJob], cfg: PreprocessConfig, chunk_path: str) -> list[RecordResult]:
-    """Read and preprocess ``jobs``; write their windows, in order, as float16
-    ``(sum W, 12, window)`` to ``chunk_path``; a failing record becomes a result with its error."""
-    results, pieces = [], []
-    for job in jobs:
-        try:
-            rec = load_job(job)
-            win = preprocess_recording(rec, cfg)
-        except CremaError as exc:
-            # the report names the record beside its reason: do not name it twice
-            results.append(RecordResult(job=job, error=str(exc).removeprefix(f"{job.key}: ")))
-            continue
-        except Exception as exc:  # an unexpected failure of one record must not stop the rest
-            results.append(RecordResult(job=job, error=f"{type(exc).__name__}: {exc}"))
-            continue
-        pieces.append(win.signals.astype(np.float16))
-        results.append(RecordResult(job=job, n_windows=len(win), starts=win.starts,
-                                    lead_mask=win.lead_mask, fs=rec.fs, meta=rec.meta))
-    stacked = (np.concatenate(pieces) if pieces
-               else np.zeros((0, len(STANDARD_LEADS), cfg.window), dtype=np.float16))
-    np.save(chunk_path, stacked)
-    return results
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -200,7 +148,7 @@ def _build_in_temporary(out: Path, src: Source, jobs: list[RecordJob], cfg: Prep
         raise (exc if isinstance(exc, WriteError) else WriteError(out, exc)) from None
     try:
         if not build.complete:
-            _run_chunks(build, jobs, src, cfg, workers, progress, _source_root(Path(request["source"])))
+            _run_chunks(build, jobs, src, cfg, workers, progress, source_root(Path(request["source"])))
             report = _write_corpus(build, src, cfg, request, workers)
             report["seconds"] = round(time.perf_counter() - t0, 3)
             save_json(build.folder / "prepare_report.json", report)  # last: the corpus is complete
@@ -275,7 +223,7 @@ def _run_chunks(build: PartialBuild, jobs: list[RecordJob], src: Source, cfg: Pr
     """Process every chunk that ``build`` has not finished (in a pool when ``workers > 1``) and
     record each as it finishes (``root``: the folder record paths are given relative to)."""
     size = build.chunk_size
-    _resolved_folder.cache_clear()  # folders are resolved once per run, never from a past one
+    resolved_folder.cache_clear()  # folders are resolved once per run, never from a past one
     todo = [(i, jobs[i * size:(i + 1) * size], str(build.chunk_file(i)))
             for i in range(build.n_chunks) if i not in build.done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(chunk) for _, chunk, _ in todo), unit="rec",
@@ -284,7 +232,7 @@ def _run_chunks(build: PartialBuild, jobs: list[RecordJob], src: Source, cfg: Pr
         if workers == 1:
             finished = ((i, process_chunk(chunk, cfg, path)) for i, chunk, path in todo)
         else:
-            finished = _pool_map(todo, cfg, workers)
+            finished = pool_map(todo, cfg, workers)
         for i, results in finished:
             _record_chunk(build, i, results, src, cfg, root)
             bar.update(len(results))
@@ -297,57 +245,12 @@ def _record_chunk(build: PartialBuild, i: int, results: list[RecordResult], src:
     """Write chunk ``i``'s index rows (``.csv``, no header) and lead masks (``.mask.npy``, bool
     ``(W, 12)``) beside its windows, then mark it finished."""
     ok = [r for r in results if r.error is None]
-    _index_frame(ok, src, cfg, root).to_csv(build.chunk_file(i, ".csv"), index=False, header=False)
+    index_frame(ok, src, cfg, root).to_csv(build.chunk_file(i, ".csv"), index=False, header=False)
     masks = [np.repeat(r.lead_mask[None], r.n_windows, axis=0) for r in ok]
     np.save(build.chunk_file(i, ".mask.npy"),
             np.concatenate(masks).astype(bool) if masks else np.zeros((0, len(STANDARD_LEADS)), dtype=bool))
     build.record(i, dict(records=len(results), windows=sum(r.n_windows for r in ok),
                          skipped=[dict(record=r.job.key, reason=r.error) for r in results if r.error is not None]))
-
-
-def _worker_init() -> None:
-    """Set up a pool worker. Ctrl-C reaches the whole process group; the parent handles it (it
-    stops the pool and removes the temporary folder), so the worker ignores it rather than print
-    a traceback. SIGTERM gets its default action back (the parent's handler, inherited through
-    fork, would only fail the current chunk). A watcher thread ends the worker when its parent
-    dies, which SIGKILL of the parent would otherwise leave running as an orphan."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
-                     name="crema-parent-watch").start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Exit the process at once when it is no longer the child of ``parent``."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_S)
-    os._exit(1)
-
-
-def _pool_map(todo: list[tuple[int, list[RecordJob], str]], cfg: PreprocessConfig,
-              workers: int) -> Iterator[tuple[int, list[RecordResult]]]:
-    """Yield ``(chunk number, results)`` for the ``(number, jobs, windows file)`` of ``todo`` as
-    they finish, keeping at most ``2 * workers`` chunks in flight so that memory does not grow
-    with the number of records."""
-    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-        pending: dict[Future, int] = {}
-        queue = iter(todo)
-        try:
-            for i, chunk, path in queue:
-                pending[pool.submit(process_chunk, chunk, cfg, path)] = i
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    i = pending.pop(future)
-                    yield i, future.result()
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        pending[pool.submit(process_chunk, nxt[1], cfg, nxt[2])] = nxt[0]
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 def _write_corpus(build: PartialBuild, src: Source, cfg: PreprocessConfig, request: dict,
@@ -407,7 +310,7 @@ def _assemble_signals(build: PartialBuild, windows: list[int], window: int) -> N
 def _assemble_index(build: PartialBuild, src: Source) -> pd.DataFrame:
     """``index.csv`` (the header, then every chunk's rows in order) and ``index.npz``; returns
     the index as read back."""
-    header = pd.DataFrame(columns=_index_columns(src)).to_csv(index=False)
+    header = pd.DataFrame(columns=index_columns(src)).to_csv(index=False)
     with atomic_path(build.folder / INDEX_CSV) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(header.encode("utf-8"))
@@ -415,70 +318,6 @@ def _assemble_index(build: PartialBuild, src: Source) -> pd.DataFrame:
                 with open(build.chunk_file(i, ".csv"), "rb") as rows:
                     shutil.copyfileobj(rows, fh)
     return index_from_csv(build.folder, strict=True)[1]
-
-
-def _index_columns(src: Source) -> list[str]:
-    return list(INDEX_COLUMNS) + [LABEL_PREFIX + t for t in src.classes]
-
-
-def _source_root(source: Path) -> Path:
-    """The folder that the index's ``path`` column is relative to."""
-    return source if source.is_dir() else source.parent
-
-
-def _index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, root: Path) -> pd.DataFrame:
-    """One row per window with the columns of ``corpus.INDEX_COLUMNS`` then ``labels:<task>``;
-    the number columns always of :data:`INDEX_NUMBERS`' types (missing ages NaN)."""
-    columns: dict[str, list] = {name: [] for name in _index_columns(src)}
-    for r in ok:
-        job = r.job
-        patient = job.patient_id or str(r.meta.get("patient_id") or "")
-        labels = job.labels if job.labels is not None else (src.labeler(r.meta) if src.labeler else {})
-        age = job.age if job.age is not None else r.meta.get("age")
-        sex = job.sex if job.sex is not None else r.meta.get("sex")
-        fold = _hash_fold(job, patient)
-        record = dict(record_id=job.record_id, source=job.source, patient_id=patient,
-                      fold=fold, split=ptbxl.split_of_fold(fold), original_fs=r.fs,
-                      age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}",
-                      path=_relative_path(job, root),
-                      **{LABEL_PREFIX + task: LABEL_SEP.join(labels.get(task, [])) for task in src.classes})
-        n = len(r.starts)
-        for name, value in record.items():
-            columns[name].extend([value] * n)
-        columns["window"].extend(range(n))
-        columns["start_s"].extend(round(float(start) / cfg.fs, 6) for start in r.starts)
-    for name, dtype in INDEX_NUMBERS.items():  # None (an unknown age) becomes NaN
-        columns[name] = np.array(columns[name], dtype=dtype)
-    return pd.DataFrame(columns)
-
-
-def _hash_fold(job: RecordJob, patient: str) -> int:
-    """The job's own fold (PTB-XL), else a stable hash of its patient when known (so that one
-    patient's records share a split), else of the record."""
-    if job.fold is not None:
-        return job.fold
-    if patient:
-        return cinc.hash_fold(f"{job.source}:patient:{patient}")
-    return cinc.hash_fold(job.source_id or job.record_id)
-
-
-def _relative_path(job: RecordJob, root: Path) -> str:
-    """The record's file relative to the source folder (``file[row]`` for a stack row): what a
-    labels file may name it by."""
-    name = os.path.basename(job.path)
-    if job.row is not None:
-        return f"{name}[{job.row}]"
-    # realpath of folder/name is realpath(folder)/name unless name is a link: the folders of a
-    # data set's records are few, so each is resolved once (os.path: pathlib costs more here)
-    resolved = (os.path.realpath(job.path) if os.path.islink(job.path)
-                else os.path.join(_resolved_folder(os.path.dirname(job.path)), name))
-    inside = os.path.join(str(root), "")
-    return Path(resolved[len(inside):]).as_posix() if resolved.startswith(inside) else name
-
-
-@lru_cache(maxsize=4096)
-def _resolved_folder(folder: str) -> str:
-    return os.path.realpath(folder)
 
 
 def _split_method(src: Source, index: pd.DataFrame) -> str:

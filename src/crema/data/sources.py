@@ -14,7 +14,7 @@ Kinds (detected by :func:`detect_source`):
 
 ``units`` (``--units``) is the voltage unit of plain arrays, text tables and stacks (default mV).
 
-Jobs and labelers travel to the pool workers of :mod:`crema.data.prepare`, so they are plain
+Jobs and labelers travel to the pool workers of :mod:`crema.data.prepare_pool`, so they are plain
 dataclasses that pickle; :func:`load_job` is what a worker calls to read one.
 """
 from __future__ import annotations
