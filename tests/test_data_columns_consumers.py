@@ -108,3 +108,27 @@ def test_suite_overlap_notes_are_the_same_from_index_npz_and_from_index_csv(both
     assert overlap  # some of records 1-10 are in PTB-XL's test fold: the note must find them
     assert notes[0]["hr:cinc-scored:all"] == {"n_records": hr_index["source_id"].nunique(),
                                               "also_in_pretraining": hr_index["source_id"].nunique()}
+
+
+@pytest.mark.parametrize("sources", [["ptbxl", "ningbo", "ptbxl", "ningbo", "ptbxl", "ptbxl", "ptbxl"],
+                                     ["a/b", "a", "a/b", "x", "a", "x", "a/b"]])
+def test_patient_codes_follow_the_source_patient_key(sources):
+    """Codes in order of first appearance of "source/patient_id", -1 without an id; a key that two
+    (source, patient) pairs spell ("a/b" + "c", "a" + "b/c") has one code, as the key always had."""
+    from crema.data.corpus_index import IndexColumns
+    from crema.train.stream import _patient_codes
+
+    frame = pd.DataFrame({"source": sources, "patient_id": ["c", "b/c", "", "7", "b/c", "7", "d"]})
+
+    class Columns:  # what _patient_codes reads of a corpus
+        columns = IndexColumns.from_frame(frame)
+
+        def __len__(self):
+            return len(frame)
+
+    key = (frame["source"] + "/" + frame["patient_id"]).where(frame["patient_id"] != "", None)
+    expected, uniques = pd.factorize(key, use_na_sentinel=True)
+    codes, end = _patient_codes(Columns(), 10)
+    np.testing.assert_array_equal(codes, np.where(expected >= 0, expected + 10, -1))
+    assert end == 10 + len(uniques) and codes[2] == -1
+    assert (codes[0] == codes[1]) == ("/" in sources[0])

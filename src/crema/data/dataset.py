@@ -348,20 +348,22 @@ def select_rows(specs: Sequence[str | os.PathLike], dedup: bool = True) -> list[
 
     With ``dedup``, a record that an earlier corpus holds in any split is dropped from later ones
     (matched on ``source_id``), so a held-out record never comes back as a copy. Only the
-    ``split`` and ``source_id`` columns are read (their codes; no DataFrame is built).
+    ``split`` column and, when there are several corpora, ``source_id`` are read (their codes;
+    no DataFrame is built).
     """
     selected: list[tuple[Corpus, np.ndarray]] = []
     seen: set[str] = set()
-    for spec in specs:
+    for i, spec in enumerate(specs):
         path, splits = parse_corpus_spec(spec)
         corpus = Corpus(path)
         rows = corpus.rows(splits)
-        if dedup:
+        if dedup and (seen or i + 1 < len(specs)):  # a lone corpus has nothing to compare with
             ids = corpus.columns.text("source_id")  # codes (N,) into the distinct ids
             if seen:  # decided once per distinct id, then looked up per row by its code
                 held = np.fromiter((v in seen for v in ids.values), dtype=bool, count=len(ids.values))
                 rows = rows[~held[ids.codes[rows]]]
-            seen.update(ids.values)
+            if i + 1 < len(specs):
+                seen.update(ids.values)
         selected.append((corpus, rows))
     return selected
 

@@ -88,15 +88,20 @@ def _patient_codes(corpus: Any, offset: int) -> tuple[np.ndarray, int]:
         source = columns.text("source")
     else:
         source = TextColumn(np.zeros(len(corpus), dtype=np.int32), [""])
-    # One int64 per (source, patient) pair, factorized in row order; only the distinct pairs (one
-    # per patient, not per window) are spelt "source/patient", the key whose codes these are.
+    # One int64 per (source, patient) pair, factorized in row order; then a code per distinct pair
+    # (one per patient, not per window), numbered in order among the pairs with a patient id.
     n_ids = max(1, len(pid.values))
     pair_codes, pairs = pd.factorize(source.codes.astype(np.int64) * n_ids + pid.codes)
-    keys = [f"{source.values[p // n_ids]}/{pid.values[p % n_ids]}" if pid.values[p % n_ids] != "" else None
-            for p in pairs.tolist()]
-    key_codes, uniques = pd.factorize(np.array(keys, dtype=object), use_na_sentinel=True)
-    codes = key_codes[pair_codes]
-    return np.where(codes >= 0, codes + offset, -1).astype(np.int64), offset + len(uniques)
+    known = np.array([v != "" for v in pid.values], dtype=bool)[pairs % n_ids]
+    if any("/" in name for name in source.values):
+        # ("a/b", "c") and ("a", "b/c") spell one key "a/b/c", which has one code: code the keys
+        keys = np.array([f"{source.values[p // n_ids]}/{pid.values[p % n_ids]}" for p in pairs.tolist()], dtype=object)
+        code_of_pair, uniques = pd.factorize(np.where(known, keys, None), use_na_sentinel=True)
+        n_codes = len(uniques)
+    else:  # no source name holds "/": each key is one pair
+        code_of_pair, n_codes = np.where(known, np.cumsum(known) - 1, -1), int(known.sum())
+    codes = code_of_pair[pair_codes]
+    return np.where(codes >= 0, codes + offset, -1).astype(np.int64), offset + n_codes
 
 
 def open_pretrain_data(specs: tuple[str, ...] | list[str], window: int, seed: int = 0,
