@@ -5,6 +5,8 @@ comparison, from ``index.csv`` alone.
     python benchmarks/corpus_index.py                          # 10^6 windows, 3 repeats
     python benchmarks/corpus_index.py --rows 200000 --repeats 5
     python benchmarks/corpus_index.py --doc docs/BENCHMARKS.md # also rewrite its table there
+    python benchmarks/corpus_index.py --pretrain-only --baseline results/bench/pretrain-open-before.json \
+        --doc docs/BENCHMARKS.md                               # only the pretraining training set
 
 The corpus is synthetic but shaped like a real one: two windows for every record, three sources,
 PTB-XL-like ids, paths, ages (some missing), folds and splits, and the six PTB-XL label tasks with
@@ -24,7 +26,17 @@ process after the imports, medians over ``--repeats``:
 * the same open, rows, labels and summary from ``index.csv`` alone: a copy of the corpus folder
   without ``index.npz`` (as corpora made before it) where none can be written, so that the CSV
   is parsed every time (the summaries of both paths are checked to be the same);
-* the one-time migration of such a corpus: its first open, which writes ``index.npz``.
+* the one-time migration of such a corpus: its first open, which writes ``index.npz``;
+* the pretraining training set ``crema pretrain --corpus DIR`` builds:
+  ``crema.train.stream.open_pretrain_data([DIR], window, seed, view_crop)`` with ``RunConfig``'s
+  defaults, imports excluded from its time but not from its peak; the child also reports a digest
+  of the rows and patient codes it serves and whether a corpus's whole ``DataFrame``
+  (``Corpus.index``) was built.
+
+``--pretrain-only`` runs only that last step (its own table, between the pretrain-open-table
+markers); ``--baseline JSON`` adds the rows of such a run made with other code (e.g. the commit
+before a change: that ``src`` first on ``PYTHONPATH``, which the child processes inherit) and
+checks that both served the same rows and patient codes.
 """
 from __future__ import annotations
 
@@ -45,6 +57,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DOC_START, DOC_END = "<!-- corpus-index-table:start -->", "<!-- corpus-index-table:end -->"
+PRETRAIN_MARKERS = ("<!-- pretrain-open-table:start -->", "<!-- pretrain-open-table:end -->")
 TARGET_S, TARGET_MB = 5.0, 500.0  # open + split + label filter + info, at 10^6 windows
 TASK = "ptbxl-superdiagnostic"
 
@@ -79,6 +92,29 @@ _INFO = textwrap.dedent("""
     seconds = time.perf_counter() - t0
     peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
     print(json.dumps(dict(total_s=seconds, peak_mb=peak / 1024, code=code, text=out.getvalue())))
+""")
+
+# Runs in a fresh process: the training set `crema pretrain --corpus DIR` builds, with the
+# RunConfig defaults; a digest of what it serves, to compare code before and after a change.
+_PRETRAIN = textwrap.dedent("""
+    import hashlib, json, sys, time
+    t0 = time.perf_counter()
+    import crema
+    from crema.config import RunConfig
+    from crema.train.stream import open_pretrain_data
+    cfg = RunConfig()
+    t1 = time.perf_counter()
+    data = open_pretrain_data([sys.argv[1]], cfg.model.window, cfg.train.seed, cfg.objective.view_crop)
+    t2 = time.perf_counter()
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    parts = data.dataset.dataset.datasets
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.rows.astype("int64").tobytes())
+    digest.update(data.dataset.patients.astype("int64").tobytes())
+    print(json.dumps(dict(import_s=t1 - t0, open_s=t2 - t1, peak_mb=peak / 1024, items=len(data.dataset),
+        patients=int(data.dataset.patients.max()) + 1 if len(data.dataset) else 0, digest=digest.hexdigest(),
+        frame_built=any(part.corpus._index is not None for part in parts), crema=crema.__file__)))
 """)
 
 _REFERENCE = textwrap.dedent("""
@@ -183,9 +219,10 @@ def measure(args: argparse.Namespace, base: Path) -> dict:
     csv_bytes = (corpus / "index.csv").stat().st_size
     np.save(base / "reference.npy", np.zeros(csv_bytes, dtype=np.uint8))
     csv_only = csv_only_copy(corpus, base / "csv-only")
-    runs: dict[str, list[dict]] = {k: [] for k in ("reference", "columns", "info", "csv", "migration")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("reference", "columns", "info", "csv", "migration", "pretrain")}
     for repeat in range(args.repeats):  # interleaved, so a busy neighbour slows all alike
         runs["reference"].append(run_child(_REFERENCE, str(base / "reference.npy")))
+        runs["pretrain"].append(run_child(_PRETRAIN, str(corpus)))
         runs["columns"].append(run_child(_STEPS, str(corpus), TASK))
         runs["info"].append(run_child(_INFO, str(corpus)))
         runs["csv"].append(run_child(_STEPS, str(csv_only), TASK))
@@ -202,10 +239,60 @@ def measure(args: argparse.Namespace, base: Path) -> dict:
     if runs["info"][0]["code"] != 0 or body not in runs["info"][0]["text"]:
         raise RuntimeError("crema info printed another summary")
     for run in (r for group in runs.values() for r in group):
-        run.pop("summary", None), run.pop("text", None)  # checked above; they name temporary folders
+        run.pop("summary", None), run.pop("text", None), run.pop("crema", None)  # checked above; they name local folders
     return dict(rows=args.rows, repeats=args.repeats, index_csv_bytes=csv_bytes,
                 index_npz_bytes=(corpus / "index.npz").stat().st_size, build_s=round(build_s, 2),
                 train_rows=check["rows"], labelled_train_rows=check["kept"], task=TASK, runs=runs)
+
+
+def measure_pretrain(args: argparse.Namespace, base: Path) -> dict:
+    """``--pretrain-only``: the synthetic corpus and ``--repeats`` fresh processes that build the
+    pretraining training set from it."""
+    corpus = base / "corpus"
+    make_corpus(corpus, args.rows)
+    runs = [run_child(_PRETRAIN, str(corpus)) for _ in range(args.repeats)]
+    if len({r["digest"] for r in runs}) != 1:
+        raise RuntimeError("the pretraining data differed between runs of the same code")
+    code = _code_version(Path(runs[0]["crema"]).resolve().parent.parent)
+    for run in runs:
+        run.pop("crema")  # a local folder; `code` says which source it held
+    return dict(rows=args.rows, repeats=args.repeats, code=code, runs=runs)
+
+
+def _code_version(src: Path) -> str:
+    """The git commit of the ``src`` folder the children imported crema from (``+changes`` when
+    its files differ from that commit), or ``unknown``."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", "-C", str(src), *cmd], capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".") else "")
+
+
+def pretrain_markdown(result: dict, baseline: dict | None = None) -> str:
+    """The pretrain-open table: seconds and peak of building the training set, this run and
+    ``baseline`` (a ``--pretrain-only`` run of other code)."""
+    lines = [f"`python benchmarks/corpus_index.py --pretrain-only --rows {result['rows']} --repeats "
+             f"{result['repeats']}`: the training set `crema pretrain --corpus DIR` builds "
+             f"(`open_pretrain_data`, `RunConfig` defaults) from the synthetic corpus of "
+             f"{result['rows']:,} windows with its index.npz; medians of {result['repeats']} fresh "
+             f"processes; peak = VmHWM of the process, imports included; {result['cpu_count']} CPUs, "
+             f"load average {result['load_before']:.1f} before and {result['load_after']:.1f} after; "
+             f"{result['created']}.",
+             "",
+             "| code | open_pretrain_data s | peak MB | items | DataFrame built |",
+             "|---|---|---|---|---|"]
+    measured = ([("before: " + baseline["code"], baseline)] if baseline else []) + [("now: " + result["code"], result)]
+    for label, res in measured:
+        runs = res["runs"]
+        lines.append(f"| {label} | {median(runs, 'open_s'):.3f} | {median(runs, 'peak_mb'):.0f} | "
+                     f"{runs[0]['items']:,} | {'yes' if runs[0]['frame_built'] else 'no'} |")
+    if baseline:
+        same = baseline["runs"][0]["digest"] == result["runs"][0]["digest"]
+        lines += ["", "Same rows and patient codes served before and now (sha256 of both): "
+                      + ("yes." if same else "**no**.")]
+    return "\n".join(lines) + "\n"
 
 
 def _without_path(summary: str) -> str:
@@ -230,6 +317,9 @@ def table_rows(result: dict) -> list[dict]:
             rows.append(dict(step=f"{label}: {what}", seconds=median(runs[key], step), peak_mb=None))
         rows.append(dict(step=f"{label}: all four", seconds=median(runs[key], "total_s"),
                          peak_mb=median(runs[key], "peak_mb")))
+    if runs.get("pretrain"):  # JSON from before this step was measured has none
+        rows.append(dict(step="index.npz: open_pretrain_data([DIR]) (`crema pretrain`'s training set)",
+                         seconds=median(runs["pretrain"], "open_s"), peak_mb=median(runs["pretrain"], "peak_mb")))
     rows.append(dict(step="`crema info DIR` (the command, imports included)", seconds=median(runs["info"], "total_s"),
                      peak_mb=median(runs["info"], "peak_mb")))
     for row in rows:
@@ -262,12 +352,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, table: str) -> None:
-    """Replace the text between the corpus-index-table markers of ``path`` by ``table``."""
+def write_doc(path: Path, table: str, markers: tuple[str, str] = (DOC_START, DOC_END)) -> None:
+    """Replace the text between the ``markers`` (the corpus-index-table ones) of ``path`` by ``table``."""
     text = path.read_text()
-    if DOC_START not in text or DOC_END not in text:
-        raise SystemExit(f"{path}: no {DOC_START} ... {DOC_END} markers to write the table between")
-    start, end = text.index(DOC_START) + len(DOC_START), text.index(DOC_END)
+    if markers[0] not in text or markers[1] not in text:
+        raise SystemExit(f"{path}: no {markers[0]} ... {markers[1]} markers to write the table between")
+    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
     path.write_text(text[:start] + "\n" + table + text[end:])
 
 
@@ -282,7 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", type=Path, help="rewrite the table between the corpus-index-table markers "
                                             "of this file, e.g. docs/BENCHMARKS.md")
     p.add_argument("--tmp", type=Path, default=None, help="folder for the synthetic corpus (default: system temp)")
+    p.add_argument("--pretrain-only", action="store_true",
+                   help="time only the pretraining training set (its own table, pretrain-open-table markers)")
+    p.add_argument("--baseline", type=Path, help="with --pretrain-only: a JSON of such a run with other code, "
+                                                 "shown as 'before' and checked to serve the same rows")
     args = p.parse_args(argv)
+    if args.pretrain_only and args.out == p.get_default("out"):
+        args.out = Path("runs/bench/pretrain_open.json")
     if args.render:
         result = json.loads(args.render.read_text())
     else:
@@ -291,17 +387,22 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         load_before = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="crema-corpus-index-", dir=args.tmp) as tmp:
-            result = measure(args, Path(tmp))
+            result = (measure_pretrain if args.pretrain_only else measure)(args, Path(tmp))
         result.update(load_before=load_before, load_after=os.getloadavg()[0], cpu_count=os.cpu_count(),
                       python=platform.python_version(), numpy=np.__version__,
                       created=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
-        result["table"] = table_rows(result)
+        if not args.pretrain_only:
+            result["table"] = table_rows(result)
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
-    table = markdown(result)
+    if args.pretrain_only or "code" in result:
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+        table, markers = pretrain_markdown(result, baseline), PRETRAIN_MARKERS
+    else:
+        table, markers = markdown(result), (DOC_START, DOC_END)
     print(table)
     if args.doc:
-        write_doc(args.doc, table)
+        write_doc(args.doc, table, markers)
     return 0
 
 

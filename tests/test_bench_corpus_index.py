@@ -47,3 +47,17 @@ def test_benchmarks_page_shows_the_committed_run(bench, tmp_path):
     bench.write_doc(page, bench.markdown(result))
     assert "stale" not in page.read_text() and "| index.npz: all four |" in page.read_text()
     np.testing.assert_equal(result["rows"], 10**6)
+
+
+def test_pretrain_open_step_and_its_table(bench, tmp_path):
+    """The pretraining-set child on a small synthetic corpus (no DataFrame built, every window
+    served), and the page's pretrain-open table is what --render makes of the committed JSON."""
+    bench.make_corpus(tmp_path / "c", 2_000)
+    run = bench.run_child(bench._PRETRAIN, str(tmp_path / "c"))
+    assert run["items"] == 2_000 and not run["frame_built"] and 0 < run["patients"] <= 1_000
+    result = json.loads((ROOT / "results" / "bench" / "pretrain-open.json").read_text())
+    before = json.loads((ROOT / "results" / "bench" / "pretrain-open-before.json").read_text())
+    start, end = bench.PRETRAIN_MARKERS
+    text = (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    assert text[text.index(start) + len(start):text.index(end)] == "\n" + bench.pretrain_markdown(result, before)
+    assert result["runs"][0]["digest"] == before["runs"][0]["digest"] and "crema" not in result["runs"][0]  # no local folder kept
