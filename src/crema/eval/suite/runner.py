@@ -21,7 +21,8 @@ from .work import run_step
 from .workspace import Workspace
 
 RESULTS_EVERY_S = 30.0  # rewrite results.json at most this often while a suite runs (and at the end)
-NOT_IDENTITY = ("corpora", "device", "threads")  # may change between a run and its resumption
+# may change between a run and its resumption: where the data live, the machine, and the prose
+NOT_IDENTITY = ("corpora", "device", "threads", "description")
 
 
 def step_file(out: Path, step: Step) -> Path:
@@ -30,7 +31,7 @@ def step_file(out: Path, step: Step) -> Path:
 
 def identity(cfg: SuiteConfig) -> dict:
     """What must not change between a run and its resumption: everything but where the corpora
-    live (their contents are fingerprinted), the device and the threads."""
+    live (their contents are fingerprinted), the device, the threads and the description."""
     return {k: v for k, v in to_dict(cfg).items() if k not in NOT_IDENTITY}
 
 
