@@ -58,11 +58,36 @@ def screen_one(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_bootstrap: int
             "val_10pct": float(np.mean(tenth)), "val_scores": full.val_scores.tolist()}
 
 
+def tables(results: dict, y_val: np.ndarray, pairs: list[list[str]], n_bootstrap: int) -> str:
+    """Markdown: one row per encoder and read-out, then the paired fold-9 differences."""
+    lines = ["| encoder | read-out | width | C | CV folds 1-8 | fold 9 [95% CI] | fold 9, 10% labels |",
+             "|---|---|---|---|---|---|---|"]
+    for row in results.values():
+        low, high = row["val_ci95"]
+        lines.append(f"| {row['checkpoint']} | {row['readout']} | {row['dim']} | {row['c']:g} | {row['cv_1_8']:.3f} | "
+                     f"{row['val']:.3f} [{low:.3f}, {high:.3f}] | {row['val_10pct']:.3f} |")
+    if pairs:
+        lines += ["", "| A - B (paired, fold 9) | read-out | difference [95% CI] | CV folds 1-8 | 10% labels |",
+                  "|---|---|---|---|---|"]
+        for a, b in pairs:
+            for readout in READOUTS:
+                ra, rb = results[f"{a} | {readout}"], results[f"{b} | {readout}"]
+                diff, low, high = paired_bootstrap_auroc(y_val, np.array(ra["val_scores"]), np.array(rb["val_scores"]),
+                                                         n_bootstrap, seed=0)
+                lines.append(f"| {a} - {b} | {readout} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] | "
+                             f"{ra['cv_1_8'] - rb['cv_1_8']:+.3f} | {ra['val_10pct'] - rb['val_10pct']:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, required=True, help="prepared PTB-XL corpus (labels and folds)")
     p.add_argument("--records", type=Path, required=True, help="the PTB-XL folder it was prepared from")
-    p.add_argument("--checkpoint", action="append", required=True, help="run folder or shipped name; the first is the reference")
+    p.add_argument("--checkpoint", action="append", default=[], help="run folder or shipped name; the first is the reference")
+    p.add_argument("--tables", action="store_true",
+                   help="write the Markdown tables of --out (beside it, as .md) and print them; embed nothing")
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="with --tables: the paired fold-9 difference A - B of two checkpoints (same pretraining seed)")
     p.add_argument("--out", type=Path, required=True, help="JSON of results (merged with an existing one)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
@@ -70,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
 
     paths, folds, y, classes = labelled_records(args.corpus, args.records)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.tables:
+        text = tables(results, y[folds == 9], args.pair, args.n_bootstrap)
+        args.out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
+    if not args.checkpoint:
+        p.error("give --checkpoint (or --tables)")
     with threadpool_limits(args.threads):
         for checkpoint in args.checkpoint:
             model = crema.load(checkpoint)
