@@ -134,7 +134,8 @@ def make_corpus(folder: Path, n_rows: int, seed: int = 0) -> None:
     """A synthetic corpus folder of ``n_rows`` windows (see the module docstring)."""
     import pandas as pd
 
-    from crema.config import PreprocessConfig, save_json
+    from crema.config import PreprocessConfig
+    from crema.config_io import save_json
     from crema.data.corpus_index import write_index
 
     rng = np.random.default_rng(seed)

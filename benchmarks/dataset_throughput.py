@@ -51,7 +51,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from crema.config import AugmentConfig, atomic_write_text
+from crema.atomic import atomic_write_text
+from crema.config import AugmentConfig
 from crema.data.corpus import Corpus
 from crema.data.dataset import ECGWindows
 from crema.data.loader import ShuffledBatches, batch_loader

@@ -226,7 +226,7 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from crema.config import atomic_write_text
+    from crema.atomic import atomic_write_text
     from crema.paths import data_root, sample_root
 
     shared = data_root() / "ptbxl" / "records500"

@@ -51,7 +51,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from crema.config import ModelConfig, ObjectiveConfig, PreprocessConfig, to_dict
+from crema.config import ModelConfig, ObjectiveConfig, PreprocessConfig
+from crema.config_io import to_dict
 from crema.precision import SETTINGS, autocast, resolve
 from crema.model.resnet1d import ResNet1d
 from crema.model.sit import SiTEncoder

@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
         return 0
 
-    from crema.config import atomic_write_text
+    from crema.atomic import atomic_write_text
 
     result = run(args)
     print_table(result)

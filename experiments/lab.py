@@ -159,7 +159,8 @@ def base_recipe() -> dict:
 def run_config(variant: str, seed: int, corpora: Path, out: Path, device: str, steps: int | None = None,
                extra: dict | None = None):
     """The :class:`crema.config.RunConfig` of one (variant, seed) of the search."""
-    from crema.config import RunConfig, from_dict
+    from crema.config import RunConfig
+    from crema.config_io import from_dict
 
     recipe = base_recipe()
     specs = []

@@ -33,7 +33,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from crema.config import EMBEDDING_FEATURES, ModelConfig, embedding_features, from_dict
+from crema.config import EMBEDDING_FEATURES, ModelConfig, embedding_features
+from crema.config_io import from_dict
 from crema.model.sit import feature_dim
 from crema.weights import shipped_models
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import crema
-from crema.config import STANDARD_LEADS, to_dict
+from crema.config import STANDARD_LEADS
+from crema.config_io import to_dict
 from crema.data.preprocess import preprocess_recording
 from crema.data.readers import read_record
 from crema.data.recording import Recording

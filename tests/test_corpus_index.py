@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from crema.cli import main as crema_main
-from crema.config import save_json
+from crema.config_io import save_json
 from crema.data.corpus import LABEL_NONE, LABEL_PREFIX, LABEL_SEP, SPLITS, Corpus
 from crema.data.corpus_index import INDEX_CSV, INDEX_NPZ, IndexColumns, read_index, write_index
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crema.config import ConfigError, to_dict
-from crema.errors import CremaError
+from crema.config_io import to_dict
+from crema.errors import ConfigError, CremaError
 from crema.eval import metrics
 from crema.eval.paired import MEAN_OF_SOURCES, paired_differences
 from crema.eval.results import load_results, write_results

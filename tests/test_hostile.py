@@ -26,8 +26,8 @@ import torch
 
 import crema
 from crema.cli import main
-from crema.config import (STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig,
-                          PretrainConfig, RunConfig, to_dict)
+from crema.config import STANDARD_LEADS, ModelConfig, ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig
+from crema.config_io import to_dict
 from crema.data import formats
 from crema.data.corpus import Corpus
 from crema.data.prepare import prepare_corpus

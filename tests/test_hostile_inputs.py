@@ -25,7 +25,8 @@ import torch
 import crema
 from crema import limits
 from crema.cli import main
-from crema.config import ModelConfig, ObjectiveConfig, PreprocessConfig, to_dict
+from crema.config import ModelConfig, ObjectiveConfig, PreprocessConfig
+from crema.config_io import to_dict
 from crema.data.readers import find_records, read_record
 from crema.data.stacks import RecordStack
 from crema.errors import ReadError

@@ -10,7 +10,8 @@ import typing
 import pytest
 import torch
 
-from crema.config import FinetuneConfig, ModelConfig, ResNet1dConfig, to_dict
+from crema.config import FinetuneConfig, ModelConfig, ResNet1dConfig
+from crema.config_io import to_dict
 from crema.errors import CheckpointError
 from crema.model.checkpoint import (MODEL_FILE, check_checkpoint_config, load_config, load_encoder, load_network,
                                     write_checkpoint_files)

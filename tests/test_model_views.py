@@ -129,7 +129,8 @@ def test_con_scale_zero_is_plain_reconstruction(tiny_model_config, long_batch):
 def test_checkpoints_from_before_view_crops_keep_their_shared_crop():
     """A config.json written before ``view_crop`` existed resumes with the design it was trained
     with (one shared crop), not today's default."""
-    from crema.config import RunConfig, to_dict
+    from crema.config import RunConfig
+    from crema.config_io import to_dict
     from crema.model.registry import run_config_from_checkpoint
 
     old = {"kind": "pretrain", "step": 3, **to_dict(RunConfig())}

@@ -9,7 +9,8 @@ import pytest
 import torch
 from fixtures_model import tiny_run_config
 
-from crema.config import ObjectiveConfig, save_json, to_dict
+from crema.config import ObjectiveConfig
+from crema.config_io import save_json, to_dict
 from crema.errors import CheckpointError, CremaError
 from crema.model.crema import CREMA
 from crema.model.checkpoint import load_checkpoint, load_encoder, load_pretrained

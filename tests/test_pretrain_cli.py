@@ -112,7 +112,8 @@ def test_plot_reconstruction_names_a_bad_file(tiny_pretrain_checkpoint, tmp_path
 def test_cli_pretrain_from_a_recipe_file_and_steps_zero(unlabeled_corpus, tmp_path, capsys):
     """--config reads a RunConfig JSON (flags override its fields); --steps 0 writes the
     initialised model, which embeds like any checkpoint and equals a seeded fresh encoder."""
-    from crema.config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, save_json, to_dict
+    from crema.config import ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig
+    from crema.config_io import save_json, to_dict
     from crema.model.sit import SiTEncoder
 
     model = ModelConfig.from_size("tiny", window=500, dim=32, depth=1, heads=2, stem_channels=4,

@@ -27,7 +27,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from crema.config import to_dict
+from crema.config_io import to_dict
 from crema.runtime import job_id, restart_count
 from crema.train.checkpoint import load_training_state
 from crema.train.restart import RUN_ID_KEY, checkpoint_job, restart_warnings, resume_after_restart

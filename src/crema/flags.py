@@ -30,7 +30,7 @@ import tokenize
 import typing
 from typing import Any, Callable, Literal, Mapping
 
-from .config import without_none
+from .config_io import without_none
 from .errors import ConfigError
 
 

@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import PreprocessConfig, load_json, read_json_object
+from ..config import PreprocessConfig
+from ..config_io import load_json, read_json_object
 from ..errors import CremaError
 from .corpus_index import LABEL_PREFIX, load_index, read_index  # noqa: F401 (read_index: public here before)
 

@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..config import STANDARD_LEADS, PreprocessConfig, check_config, load_json, save_json, to_dict
+from ..config import STANDARD_LEADS, PreprocessConfig
+from ..config_io import check_config, load_json, save_json, to_dict
 from ..errors import CremaError, WriteError
 from ..locking import output_lock
 from .corpus import CORPUS_FILES, LABEL_PREFIX, SPLIT_HASH_PATIENT, SPLIT_HASH_RECORD, SPLIT_PTBXL, TASKS_FILE, is_corpus

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from .. import precision
-from ..config import FinetuneConfig, atomic_write_text, to_dict
+from ..atomic import atomic_write_text
+from ..config import FinetuneConfig
+from ..config_io import to_dict
 from ..data.corpus import Corpus
 from ..errors import CremaError
 from ..runtime import resolve_device

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..config import atomic_write_text, save_json
+from ..atomic import atomic_write_text
+from ..config_io import save_json
 from ..errors import CremaError
 from .headline import headline
 from .paired import paired_differences

@@ -38,7 +38,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..config import ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig, from_dict
+from ..config import ObjectiveConfig, PreprocessConfig, PretrainConfig, RunConfig
+from ..config_io import from_dict
 from ..data.corpus import TASK_TYPES
 from ..errors import CheckpointError, ConfigError
 from ..weights import resolve as resolve_model

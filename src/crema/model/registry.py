@@ -19,7 +19,8 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from ..config import ModelConfig, ResNet1dConfig, RunConfig, from_dict
+from ..config import ModelConfig, ResNet1dConfig, RunConfig
+from ..config_io import from_dict
 from ..errors import CheckpointError, ConfigError
 from .crema import CREMA
 from .heads import Classifier

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig, from_dict, read_json_object
+from ..config import MODEL_SIZES, ModelConfig, ObjectiveConfig, PretrainConfig, RunConfig
+from ..config_io import from_dict, read_json_object
 from ..errors import CremaError
 from ..flags import add_field_flags, check_flag_ranges, device_flag, flag_values
 

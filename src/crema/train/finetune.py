@@ -37,7 +37,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import precision
-from ..config import FinetuneConfig, ModelConfig, atomic_write_text, from_dict, to_dict
+from ..atomic import atomic_write_text
+from ..config import FinetuneConfig, ModelConfig
+from ..config_io import from_dict, to_dict
 from ..data.dataset import ECGWindows
 from ..errors import CremaError
 from ..model.heads import Classifier

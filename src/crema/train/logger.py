@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import CremaError
 
 LOG_FILE = "log.jsonl"

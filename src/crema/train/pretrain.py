@@ -55,7 +55,9 @@ from tqdm.auto import tqdm
 
 from .. import precision
 from .. import runtime as dist_utils
-from ..config import RunConfig, atomic_write_text, to_dict
+from ..atomic import atomic_write_text
+from ..config import RunConfig
+from ..config_io import to_dict
 from ..data.corpus import is_corpus, parse_corpus_spec
 from ..data.loader import batch_loader
 from ..data.fingerprint import FINGERPRINT_WHAT, corpus_fingerprint

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from ..config import RunConfig, to_dict
+from ..config import RunConfig
+from ..config_io import to_dict
 from ..errors import CremaError
 
 # Fields of the train config that may change when a run is resumed; anything else would

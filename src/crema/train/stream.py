@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from ..config import PreprocessConfig, load_json, to_dict
+from ..config import PreprocessConfig
+from ..config_io import load_json, to_dict
 from ..data.corpus import parse_corpus_spec
 from ..data.corpus_index import TextColumn
 from ..data.dataset import open_corpora

@@ -30,8 +30,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__, precision as precision_
-from ..config import (EMBEDDING_FEATURES, STANDARD_LEADS, ModelConfig, PreprocessConfig, embedding_features,
-                      from_dict, save_json)
+from ..config import EMBEDDING_FEATURES, STANDARD_LEADS, ModelConfig, PreprocessConfig, embedding_features
+from ..config_io import from_dict, save_json
 from ..data.preprocess import preprocess_recording
 from ..data.recording import Recording
 from ..data.spans import RecordingSpans, SpanReader, is_long

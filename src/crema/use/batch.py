@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text
 from ..data.formats.common import require_finite
 from ..data.leads import duplicate_leads
 from ..errors import CremaError, ReadError, printable

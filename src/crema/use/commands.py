@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path, make_parent
-from ..config import EMBEDDING_FEATURES, atomic_write_text
+from ..atomic import atomic_path, atomic_write_text, make_parent
+from ..config import EMBEDDING_FEATURES
 from ..errors import CremaError, ReadError, install_hint
 from ..flags import device_flag, number_in
 from ..locking import output_lock

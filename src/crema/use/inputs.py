@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
+from ..config import STANDARD_LEADS, PreprocessConfig
+from ..config_io import to_dict
 from ..data.corpus import Corpus, is_corpus, parse_corpus_spec
 from ..data.formats.arrays import lead_axis, real_dtype_problem
 from ..data.inputs import classify_input

@@ -11,7 +11,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..atomic import atomic_path
-from ..config import STANDARD_LEADS, PreprocessConfig, to_dict
+from ..config import STANDARD_LEADS, PreprocessConfig
+from ..config_io import to_dict
 from ..data.corpus import Corpus
 from ..data.preprocess import preprocess_recording
 from ..data.readers import read_record

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ...config import load_json, save_json
+from ...config_io import load_json, save_json
 from ...errors import CremaError
 from ...locking import output_lock
 from ..corpus import LABEL_PREFIX, SPLITS, TASKS_FILE, Corpus, split_method_of

@@ -1,8 +1,8 @@
 """The suite config: frozen dataclasses with the JSON round trip of :class:`crema.config.RunConfig`.
 
-A suite config file is read with :func:`load_suite_config`: the same :func:`crema.config.from_dict`
+A suite config file is read with :func:`load_suite_config`: the same :func:`crema.config_io.from_dict`
 checks every key and value (unknown keys, wrong types and bad ranges fail with the file and the
-field's path), and :func:`crema.config.to_dict` writes it back (as ``OUT/suite.json``). Two short
+field's path), and :func:`crema.config_io.to_dict` writes it back (as ``OUT/suite.json``). Two short
 forms of the file are expanded before that check, so that hand-written configs stay short:
 
 * ``pretrain.model.size`` names a preset of :data:`crema.config.MODEL_SIZES` whose widths fill the
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import (MODEL_SIZES, EmbeddingFeatures, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig,
-                       from_dict, read_json_object)
+from ...config import MODEL_SIZES, EmbeddingFeatures, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig
+from ...config_io import from_dict, read_json_object
 from ...data.corpus import parse_corpus_spec
 from ...errors import ConfigError
 from ..robustness import CORRUPTIONS, N_SEVERITIES
@@ -213,7 +213,7 @@ def referenced_corpora(cfg: SuiteConfig) -> list[str]:
 
 def expand_short_forms(raw: dict[str, Any]) -> dict[str, Any]:
     """The file's JSON with the model preset and the methods' objective overrides written out
-    (see the module docstring); everything else is left for :func:`crema.config.from_dict`."""
+    (see the module docstring); everything else is left for :func:`crema.config_io.from_dict`."""
     raw = dict(raw)
     pretrain = raw.get("pretrain")
     if not isinstance(pretrain, dict):

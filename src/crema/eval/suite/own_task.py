@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import FinetuneConfig, ModelConfig, embedding_features, from_dict, to_dict
+from ...config import FinetuneConfig, ModelConfig, embedding_features
+from ...config_io import from_dict, to_dict
 from ...data.corpus import Corpus
 from ...errors import ConfigError, CremaError
 from ...model.checkpoint import load_config

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ...config import atomic_write_text, load_json, save_json, to_dict
+from ...atomic import atomic_write_text
+from ...config_io import load_json, save_json, to_dict
 from ...errors import ConfigError, CremaError
 from ...runtime import torch_threads
 from ..results import write_results

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import to_dict
+from ...config_io import to_dict
 from ...model.checkpoint import MODEL_FILE, STATE_FILE
 from ...train.finetune import load_classifier
 from ...train.pretrain import pretrain

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...config import FinetuneConfig, ModelConfig, RunConfig, embedding_features, to_dict
+from ...config import FinetuneConfig, ModelConfig, RunConfig, embedding_features
+from ...config_io import to_dict
 from ...data.corpus import Corpus, is_corpus
 from ...data.dataset import select_rows
 from ...errors import CremaError
