@@ -18,7 +18,7 @@ SRC = Path(crema.__file__).resolve().parent
 # layer or of lower layers. Layer 0 is shared by everyone and imports nothing above it.
 LAYERS: dict[str, int] = {
     "config": 0, "config_io": 0, "errors": 0, "atomic": 0, "locking": 0, "paths": 0, "runtime": 0, "precision": 0,
-    "weights": 0, "flags": 0, "limits": 0, "kernels": 0,
+    "weights": 0, "flags": 0, "limits": 0, "interrupts": 0, "kernels": 0,
     "data": 1,
     "model": 2,
     "train": 3,

@@ -21,10 +21,11 @@ import threading
 import traceback
 from typing import Iterator
 
-from . import __version__
+from . import __version__, interrupts
 from .errors import CremaError, describe_write_error, printable
 from .kernels import allocator_environment
 from .flags import UsageError
+from .interrupts import Terminated
 
 # Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -44,11 +45,6 @@ EXIT_TERMINATED = 128 + signal.SIGTERM   # 143
 EXIT_USAGE = 2                           # what argparse exits with for a bad command line
 DEBUG_ENV = "CREMA_DEBUG"                # set to 1 to print the traceback of every error
 DEBUG_HELP = "print the Python traceback of an error (also: environment variable CREMA_DEBUG=1)"
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that ``except Exception``
-    in a batch loop does not swallow it while ``finally`` and cleanup handlers still run."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,11 +81,14 @@ def _sigterm_raises() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        interrupts.request_termination()  # in case C code clears the exception raised below
         raise Terminated(signum)
 
+    interrupts.clear()
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
+        interrupts.raise_if_terminated()  # the exception was lost somewhere: still end as terminated
     finally:
         signal.signal(signal.SIGTERM, previous)
 
