@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` for the block (main thread only; commands that
-    stop gracefully, such as ``pretrain``, install their own handler inside)."""
+    """Turn SIGTERM into :class:`Terminated` for the block, and record it and Ctrl-C in
+    :mod:`crema.interrupts` so that an exception C code swallowed still stops the command (main
+    thread only; commands that stop gracefully, such as ``pretrain``, install their own handler
+    inside)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -81,16 +83,26 @@ def _sigterm_raises() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        interrupts.request_termination()  # in case C code clears the exception raised below
+        interrupts.request_stop(signum)  # in case C code clears the exception raised below
         raise Terminated(signum)
+
+    def raise_interrupt(signum: int, frame) -> None:
+        interrupts.request_stop(signum)
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
 
     interrupts.clear()
     previous = signal.signal(signal.SIGTERM, raise_terminated)
+    # Ctrl-C only where Python's own handler is in place (a background job keeps ignoring it)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, raise_interrupt)
     try:
         yield
-        interrupts.raise_if_terminated()  # the exception was lost somewhere: still end as terminated
+        interrupts.raise_if_stopped()  # the exception was lost somewhere: still end as stopped
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def reexec_with_allocator_settings() -> None:

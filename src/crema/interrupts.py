@@ -1,11 +1,12 @@
-"""A SIGTERM that no C extension can swallow.
+"""Ctrl-C and SIGTERM that no C extension can swallow.
 
-The ``crema`` command turns SIGTERM into :class:`Terminated`, raised by a Python signal handler
-in the main thread, so that cleanup and one-line messages run as for Ctrl-C. Such an exception is
-raised wherever the main thread happens to be, and some C code clears any pending exception (numpy
-comparing a dtype with another object does, inside pandas' ``to_csv``): a SIGTERM landing there
-was lost and the job ran on to the end. So the handler also records the request here, and long
-loops call :func:`raise_if_terminated` at their safe points (between chunks of work).
+The ``crema`` command turns SIGTERM into :class:`Terminated` and Ctrl-C into KeyboardInterrupt,
+raised by Python signal handlers in the main thread, so that cleanup and one-line messages run.
+Such an exception is raised wherever the main thread happens to be, and some C code clears any
+pending exception (numpy comparing a dtype with another object does, inside pandas' ``to_csv``):
+a signal landing there was lost and the job ran on to the end. So the handlers also record the
+signal here, and long loops call :func:`raise_if_stopped` at their safe points (between chunks
+of work).
 
 Every layer may import this module; it imports nothing from CREMA.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import signal
 
-_requested = False
+_requested: int | None = None  # the signal that asked this process to stop, if any
 
 
 class Terminated(BaseException):
@@ -21,23 +22,26 @@ class Terminated(BaseException):
     in a batch loop does not swallow it while ``finally`` and cleanup handlers still run."""
 
 
-def request_termination() -> None:
-    """Record that SIGTERM arrived (called by the command's signal handler)."""
+def request_stop(signum: int) -> None:
+    """Record that ``signum`` (SIGINT or SIGTERM) arrived (called by the command's handlers)."""
     global _requested
-    _requested = True
+    _requested = signum
 
 
 def clear() -> None:
     """Forget an earlier request (a new command starts)."""
     global _requested
-    _requested = False
+    _requested = None
 
 
-def termination_requested() -> bool:
-    return _requested
+def stop_requested() -> bool:
+    return _requested is not None
 
 
-def raise_if_terminated() -> None:
-    """Raise :class:`Terminated` if SIGTERM arrived and its exception may have been lost."""
-    if _requested:
-        raise Terminated(signal.SIGTERM)
+def raise_if_stopped() -> None:
+    """Raise what the recorded signal raises (KeyboardInterrupt for Ctrl-C, :class:`Terminated`
+    for SIGTERM) if one arrived and its exception may have been lost."""
+    if _requested == signal.SIGINT:
+        raise KeyboardInterrupt
+    if _requested is not None:
+        raise Terminated(_requested)

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..interrupts import raise_if_terminated
+from ..interrupts import raise_if_stopped
 from ..config import STANDARD_LEADS, PreprocessConfig
 from ..config_io import check_config, load_json, save_json, to_dict
 from ..errors import CremaError, WriteError
@@ -238,7 +238,7 @@ def _run_chunks(build: PartialBuild, jobs: list[RecordJob], src: Source, cfg: Pr
         for i, results in finished:
             _record_chunk(build, i, results, src, cfg, root)
             bar.update(len(results))
-            raise_if_terminated()  # a SIGTERM whose exception C code swallowed stops here
+            raise_if_stopped()  # a Ctrl-C or SIGTERM whose exception C code swallowed stops here
     finally:
         bar.close()
 
