@@ -34,10 +34,6 @@ def clear() -> None:
     _requested = None
 
 
-def stop_requested() -> bool:
-    return _requested is not None
-
-
 def raise_if_stopped() -> None:
     """Raise what the recorded signal raises (KeyboardInterrupt for Ctrl-C, :class:`Terminated`
     for SIGTERM) if one arrived and its exception may have been lost."""
