@@ -27,18 +27,21 @@ from .kernels import allocator_environment
 from .flags import UsageError
 from .interrupts import Terminated
 
-# Modules that define ``register(subparsers)``; each subcommand sets ``func(args) -> int``.
-COMMAND_MODULES = (
-    "crema.data.commands",      # prepare, info
-    "crema.data.convert",       # convert
-    "crema.train.commands",     # pretrain
-    "crema.eval.commands",      # finetune, probe, evaluate, report
-    "crema.use.commands",       # embed, predict, plot, embed-map, export-onnx, export
-    "crema.viz.commands",       # plot-reconstruction
-    "crema.serve.commands",     # serve
-    "crema.demo",               # demo
-    "crema.weights.commands",   # models
-)
+# Modules that define ``register(subparsers)``, with the commands each registers; each subcommand
+# sets ``func(args) -> int``. Naming the commands here lets ``crema embed ...`` import only the module
+# that defines ``embed`` (the others pull in training, evaluation and the viewer: about 0.5 s of a
+# one-record job); tests/test_cli.py checks this table against what the modules register.
+COMMAND_MODULES = {
+    "crema.data.commands": ("prepare", "label", "info"),
+    "crema.data.convert": ("convert",),
+    "crema.train.commands": ("pretrain",),
+    "crema.eval.commands": ("probe", "finetune", "evaluate", "report"),
+    "crema.use.commands": ("embed", "predict", "plot", "embed-map", "export", "export-onnx"),
+    "crema.viz.commands": ("plot-reconstruction",),
+    "crema.serve.commands": ("serve",),
+    "crema.demo": ("demo",),
+    "crema.weights.commands": ("models",),
+}
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT   # 130, what shells report for Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM   # 143
@@ -47,13 +50,16 @@ DEBUG_ENV = "CREMA_DEBUG"                # set to 1 to print the traceback of ev
 DEBUG_HELP = "print the Python traceback of an error (also: environment variable CREMA_DEBUG=1)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``crema`` parser: every command, or only ``command``'s module's commands when it is one
+    of :data:`COMMAND_MODULES` (what :func:`main` does for a command line that names one)."""
     parser = argparse.ArgumentParser(
         prog="crema", description="Self-supervised foundation models for 12-lead ECGs.")
     parser.add_argument("--version", action="version", version=f"crema {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [name for name, commands in COMMAND_MODULES.items() if command is None or command in commands]
+    for name in modules or COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -61,10 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
-    for command in sub.choices.values():
+    for subparser in sub.choices.values():
         # also after the command (`crema embed ... --debug`); SUPPRESS keeps a `crema --debug CMD`
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def command_named(argv: list[str]) -> str | None:
+    """The command word of a ``crema`` command line: its first argument that is not an option
+    (the top-level options take no values), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 @contextlib.contextmanager
@@ -129,7 +141,7 @@ def reexec_with_allocator_settings() -> None:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the console command itself, not a caller passing its own arguments
         reexec_with_allocator_settings()
-    parser = build_parser()
+    parser = build_parser(command_named(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
