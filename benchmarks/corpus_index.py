@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from doc_table import write_doc
+
 HERE = Path(__file__).resolve().parent
 DOC_START, DOC_END = "<!-- corpus-index-table:start -->", "<!-- corpus-index-table:end -->"
 PRETRAIN_MARKERS = ("<!-- pretrain-open-table:start -->", "<!-- pretrain-open-table:end -->")
@@ -351,15 +353,6 @@ def markdown(result: dict) -> str:
                   f"{'met' if met else '**missed**'}" + ("" if result["rows"] == 10**6 else
                                                          f" (measured at {result['rows']:,} windows)") + "."]
     return "\n".join(lines) + "\n"
-
-
-def write_doc(path: Path, table: str, markers: tuple[str, str] = (DOC_START, DOC_END)) -> None:
-    """Replace the text between the ``markers`` (the corpus-index-table ones) of ``path`` by ``table``."""
-    text = path.read_text()
-    if markers[0] not in text or markers[1] not in text:
-        raise SystemExit(f"{path}: no {markers[0]} ... {markers[1]} markers to write the table between")
-    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
-    path.write_text(text[:start] + "\n" + table + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:

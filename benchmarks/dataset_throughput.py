@@ -52,6 +52,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from crema.atomic import atomic_write_text
+
+from doc_table import write_doc
 from crema.config import AugmentConfig
 from crema.data.corpus import Corpus
 from crema.data.dataset import ECGWindows
@@ -467,15 +469,6 @@ def _augment_text(augment: dict) -> str:
     return "(" + ", ".join(f"{k} {v:g}" for k, v in augment.items() if v) + ")"
 
 
-def write_doc(path: Path, table: str) -> None:
-    """Replace the text between the dataset-table markers of ``path`` by ``table``."""
-    text = path.read_text()
-    if DOC_START not in text or DOC_END not in text:
-        raise SystemExit(f"{path}: no {DOC_START} ... {DOC_END} markers to write the table between")
-    start, end = text.index(DOC_START) + len(DOC_START), text.index(DOC_END)
-    atomic_write_text(path, text[:start] + "\n" + table + text[end:])
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--windows", type=int, default=200_000, help="corpus size (default 200,000: about 12 GB)")
@@ -510,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}", file=sys.stderr)
     print(markdown(result))
     if args.doc:
-        write_doc(args.doc, markdown(result))
+        write_doc(args.doc, markdown(result), (DOC_START, DOC_END))
     return 0
 
 

@@ -58,6 +58,8 @@ from crema.model.resnet1d import ResNet1d
 from crema.model.sit import SiTEncoder
 from crema.paths import data_root
 
+from doc_table import write_doc
+
 WINDOW = 2500
 DEFAULT_OUT = "runs/bench/inference_throughput.json"
 SMALL_DOC = ("<!-- small-model-latency:start -->", "<!-- small-model-latency:end -->")
@@ -218,15 +220,6 @@ def small_model_table(result: dict, baseline: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, table: str, markers: tuple[str, str] = SMALL_DOC) -> None:
-    """Replace the text between ``markers`` in ``path`` by ``table``."""
-    text = path.read_text()
-    if markers[0] not in text or markers[1] not in text:
-        raise SystemExit(f"{path}: no {markers[0]} ... {markers[1]} markers to write the table between")
-    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
-    path.write_text(text[:start] + "\n" + table + text[end:])
-
-
 def small_model_main(args: argparse.Namespace) -> int:
     """``--small-model`` / ``--render``: measure (or load) the small-model latency, print, write."""
     if args.render:
@@ -242,7 +235,7 @@ def small_model_main(args: argparse.Namespace) -> int:
     print()
     print(table)
     if args.doc:
-        write_doc(args.doc, table)
+        write_doc(args.doc, table, SMALL_DOC)
     return 0
 
 

@@ -62,6 +62,8 @@ import torch
 
 from crema.kernels import MALLOC_TUNABLES  # what the crema command sets
 
+from doc_table import write_doc
+
 HERE = Path(__file__).resolve().parent
 DOC_START, DOC_END = "<!-- mfu-table:start -->", "<!-- mfu-table:end -->"
 WORKLOADS = ("embed_b1", "embed", "mae_step", "crema_step")
@@ -769,15 +771,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, table: str, markers: tuple[str, str] = (DOC_START, DOC_END)) -> None:
-    """Replace the text between the ``markers`` (default: the mfu-table ones) of ``path`` by ``table``."""
-    text = path.read_text()
-    if markers[0] not in text or markers[1] not in text:
-        raise SystemExit(f"{path}: no {markers[0]} ... {markers[1]} markers to write the table between")
-    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
-    path.write_text(text[:start] + "\n" + table + text[end:])
-
-
 def print_table(result: dict) -> None:
     print()
     print(markdown(result))
@@ -875,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}", file=sys.stderr)
     print_table(result)
     if args.doc:
-        write_doc(args.doc, markdown(result))
+        write_doc(args.doc, markdown(result), (DOC_START, DOC_END))
     return 0
 
 

@@ -44,7 +44,7 @@ def test_benchmarks_page_shows_the_committed_run(bench, tmp_path):
     assert "/tmp" not in json.dumps(result)        # no temporary folder names kept
     page = tmp_path / "page.md"
     page.write_text(f"{bench.DOC_START}\nstale\n{bench.DOC_END}\n")
-    bench.write_doc(page, bench.markdown(result))
+    bench.write_doc(page, bench.markdown(result), (bench.DOC_START, bench.DOC_END))
     assert "stale" not in page.read_text() and "| index.npz: all four |" in page.read_text()
     np.testing.assert_equal(result["rows"], 10**6)
 

@@ -60,7 +60,7 @@ def test_targets_and_table(bench, tmp_path):
     assert bench.short_command("50% /x/.venv/bin/python -m pytest /x/tests/a.py") == "50% python -m pytest a.py"
     doc = tmp_path / "doc.md"
     doc.write_text(f"a\n{bench.DOC_START}\nold\n{bench.DOC_END}\nb\n")
-    bench.write_doc(doc, table)
+    bench.write_doc(doc, table, (bench.DOC_START, bench.DOC_END))
     assert doc.read_text() == f"a\n{bench.DOC_START}\n{table}{bench.DOC_END}\nb\n"
 
 

@@ -87,7 +87,7 @@ def test_benchmarks_page_shows_the_committed_cpu_run(mfu, tmp_path):
     assert block == "\n" + mfu.markdown(result)
     doc = tmp_path / "page.md"
     doc.write_text(f"{mfu.DOC_START}\nstale\n{mfu.DOC_END}\n")
-    mfu.write_doc(doc, mfu.markdown(result))
+    mfu.write_doc(doc, mfu.markdown(result), (mfu.DOC_START, mfu.DOC_END))
     assert "stale" not in doc.read_text() and "| tiny | embed b64 | bf16 |" in doc.read_text()
     with pytest.raises(SystemExit, match="no <!-- mfu-table:start -->"):
         mfu.write_doc(tmp_path / "page.md", "x", ("<!-- mfu-table:start -->", "<!-- absent -->"))
