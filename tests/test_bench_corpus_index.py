@@ -3,7 +3,7 @@ declares, and the table in docs/BENCHMARKS.md is what ``--render`` makes of the 
 No timing is checked here."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("crema_bench_corpus_index", ROOT / "benchmarks" / "corpus_index.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("corpus_index")  # benchmarks/ is on pytest's pythonpath
 
 
 def test_synthetic_corpus_is_a_corpus(bench, tmp_path):

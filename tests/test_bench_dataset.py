@@ -1,7 +1,7 @@
 """benchmarks/dataset_throughput.py: the corpus it builds, its targets and its table."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("crema_bench_dataset", ROOT / "benchmarks" / "dataset_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("dataset_throughput")  # benchmarks/ is on pytest's pythonpath
 
 
 def test_built_corpus_tiles_real_windows(bench, tmp_path, unlabeled_stack):

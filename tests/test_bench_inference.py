@@ -3,7 +3,7 @@ JSON and table between the markers, the speed-up column compares with a baseline
 table in docs/BENCHMARKS.md is the committed JSON's."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -14,10 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("crema_bench_inference", ROOT / "benchmarks" / "inference_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("inference_throughput")  # benchmarks/ is on pytest's pythonpath
 
 
 def test_small_model_run_writes_json_and_table(bench, tmp_path, one_torch_thread):

@@ -4,7 +4,7 @@ its markers in docs/BENCHMARKS.md; and the CPU table there is the committed JSON
 formulas are checked in tests/test_precision.py."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -15,10 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def mfu():
-    spec = importlib.util.spec_from_file_location("crema_bench_mfu_gpu", ROOT / "benchmarks" / "mfu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("mfu")  # benchmarks/ is on pytest's pythonpath
 
 
 def test_synced_seconds_waits_on_the_device_before_and_after(mfu):

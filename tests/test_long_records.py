@@ -4,7 +4,7 @@ cannot seek are bounded by CREMA_MAX_RECORD_BYTES. Long records are real PTB-XL 
 (benchmarks/embed_throughput.py's tile_wfdb)."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tile_wfdb():
-    spec = importlib.util.spec_from_file_location("crema_bench_embed", ROOT / "benchmarks" / "embed_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tile_wfdb
+    return importlib.import_module("embed_throughput").tile_wfdb  # benchmarks/ is on pytest's pythonpath
 
 
 tile_wfdb = _tile_wfdb()
