@@ -13,7 +13,7 @@ import pytest
 
 from crema.cli import main as crema_main
 from crema.config_io import save_json
-from crema.data.corpus import LABEL_NONE, LABEL_PREFIX, LABEL_SEP, SPLITS, Corpus
+from crema.data.corpus import LABEL_NONE, LABEL_PREFIX, LABEL_SEP, SPLITS, Corpus, split_of_fold
 from crema.data.corpus_index import INDEX_CSV, INDEX_NPZ, IndexColumns, read_index, write_index
 
 ROWS = 20_000
@@ -170,3 +170,10 @@ def test_prepared_corpus_has_matching_columns(tiny_ptbxl_corpus):
     assert columns is not None
     pd.testing.assert_frame_equal(columns.frame(), read_index(tiny_ptbxl_corpus.path / INDEX_CSV))
     assert os.path.getsize(tiny_ptbxl_corpus.path / INDEX_NPZ) > 0
+
+
+def test_split_of_fold_is_ptbxls_rule_and_a_labels_files_highest_two_folds():
+    assert [split_of_fold(f) for f in range(1, 11)] == ["train"] * 8 + ["val", "test"]
+    assert [split_of_fold(f, highest=4, second=2) for f in range(5)] == ["train", "train", "val", "train", "test"]
+    with pytest.raises(ValueError, match="above the highest fold"):
+        split_of_fold(11)

@@ -31,6 +31,17 @@ from ..errors import CremaError
 from .corpus_index import LABEL_PREFIX, load_index, read_index  # noqa: F401 (read_index: public here before)
 
 SPLITS = ("train", "val", "test")
+
+
+def split_of_fold(fold: int, highest: int = 10, second: int | None = None) -> str:
+    """The split of a fold: ``test`` for the ``highest`` fold, ``val`` for ``second`` (default
+    the one below it), ``train`` for the others; with the defaults PTB-XL's recommended 1-8 / 9 /
+    10, which hashed folds of other sources follow too."""
+    fold = int(fold)
+    if fold > highest:
+        raise ValueError(f"fold {fold} is above the highest fold, {highest}")
+    second = highest - 1 if second is None else second
+    return "test" if fold == highest else ("val" if fold == second else "train")
 INDEX_COLUMNS = ("record_id", "source", "patient_id", "fold", "split", "window", "start_s",
                  "original_fs", "age", "sex", "source_id", "path")
 LABEL_SEP = "|"

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import PreprocessConfig
-from . import cinc, ptbxl
-from .corpus import INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP
+from . import cinc
+from .corpus import INDEX_COLUMNS, LABEL_PREFIX, LABEL_SEP, split_of_fold
 from .prepare_pool import RecordResult
 from .sources import RecordJob, Source
 
@@ -46,7 +46,7 @@ def index_frame(ok: list[RecordResult], src: Source, cfg: PreprocessConfig, root
         sex = job.sex if job.sex is not None else r.meta.get("sex")
         fold = _hash_fold(job, patient)
         record = dict(record_id=job.record_id, source=job.source, patient_id=patient,
-                      fold=fold, split=ptbxl.split_of_fold(fold), original_fs=r.fs,
+                      fold=fold, split=split_of_fold(fold), original_fs=r.fs,
                       age=age, sex=sex or "", source_id=job.source_id or f"{job.source}:{job.record_id}",
                       path=relative_path(job, root),
                       **{LABEL_PREFIX + task: LABEL_SEP.join(labels.get(task, [])) for task in src.classes})

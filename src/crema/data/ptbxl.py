@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CremaError
+from .corpus import split_of_fold
 
 DATABASE_FILE = "ptbxl_database.csv"
 STATEMENTS_FILE = "scp_statements.csv"
@@ -36,14 +37,6 @@ SEX_CODES = {0: "M", 1: "F"}
 def is_ptbxl_root(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder holding ``ptbxl_database.csv``."""
     return (Path(path) / DATABASE_FILE).is_file()
-
-
-def split_of_fold(fold: int) -> str:
-    """PTB-XL's recommended split: folds 1-8 train, 9 val, 10 test."""
-    fold = int(fold)
-    if not 1 <= fold <= 10:
-        raise ValueError(f"fold must be 1-10, got {fold}")
-    return "train" if fold <= 8 else ("val" if fold == 9 else "test")
 
 
 def detect_rate(root: str | os.PathLike, index: pd.DataFrame | None = None) -> int:

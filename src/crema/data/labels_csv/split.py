@@ -13,7 +13,7 @@ import pandas as pd
 
 from ...errors import CremaError
 from ..cinc import hash_fold
-from ..corpus import LABEL_NONE, LABEL_SEP, SPLIT_HASH_PATIENT, SPLIT_HASH_RECORD, SPLITS
+from ..corpus import LABEL_NONE, LABEL_SEP, SPLIT_HASH_PATIENT, SPLIT_HASH_RECORD, SPLITS, split_of_fold
 from .cells import EXAMPLES, classes_of, first_few
 from .match import Match
 from .table import FOLD_COLUMN, SPLIT_COLUMN, LabelsFile
@@ -70,13 +70,6 @@ def decide_split(labels: LabelsFile, task: Task, match: Match, records: pd.DataF
     new.folds[records_of_rows] = folds
     new.splits[records_of_rows] = [split_of_fold(f, N_FOLDS) for f in folds]
     return new
-
-
-def split_of_fold(fold: int, highest: int, second: int | None = None) -> str:
-    """``test`` for the highest fold, ``val`` for the next, ``train`` for the others (for folds
-    1-10 this is PTB-XL's 1-8 / 9 / 10)."""
-    second = highest - 1 if second is None else second
-    return "test" if fold == highest else ("val" if fold == second else "train")
 
 
 def _file_split(labels: LabelsFile, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
