@@ -260,14 +260,16 @@ def test_resume_refuses_a_rebuilt_corpus_unless_allowed(tiny_ptbxl_corpus, tmp_p
 # ============================================================================ B. one line, never a traceback
 
 def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    import crema.use.commands
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep inside")
+    monkeypatch.setattr(crema.use.commands, "read_embed_output", broken)
     bad = tmp_path / "emb.npy"
-    bad.write_text("not an array\n")                        # embed-map reads it with numpy
-    (tmp_path / "emb.index.csv").write_text("record_id,source\n")
     code, _, err = _run(capsys, "embed-map", bad, "--out", tmp_path / "map.png")
     assert code == 1
     message = _one_error(err, "embed-map")
-    assert message.startswith("ValueError: ") and message.endswith("(unexpected; run again with --debug for "
-                                                                   "the traceback)")
+    assert message == "ValueError: a bug deep inside (unexpected; run again with --debug for the traceback)"
     assert len(err.strip().splitlines()) == 1
     for argv, env in (([ "embed-map", bad, "--out", tmp_path / "map.png", "--debug"], "0"),
                       (["embed-map", bad, "--out", tmp_path / "map.png"], "1")):
@@ -577,3 +579,39 @@ def test_a_stack_without_fs_is_one_error_and_writes_no_output(tiny_pretrain_chec
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.npy"]      # no (0, D) output
     code, err = _embed(capsys, tiny_pretrain_checkpoint, tmp_path / "emb", stack, "--fs", "100")
     assert code == 0 and np.load(tmp_path / "emb.npy").shape == (3, 32)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("text-npy", "not a NumPy array file"),
+    ("pickled-npy", "not a NumPy array file"),
+    ("nan-npy", "holds values that are not finite numbers"),
+    ("short-index", "3 rows for the 2 of emb.index.csv"),
+    ("no-source", "no source column"),
+])
+def test_embed_map_and_the_viewer_reference_refuse_a_damaged_embed_output(tiny_pretrain_checkpoint, tmp_path,
+                                                                          capsys, damage, problem):
+    from crema import load
+    from crema.serve.reference import load_reference
+
+    out = tmp_path / "emb"
+    assert _embed(capsys, tiny_pretrain_checkpoint, out, *_records(3))[0] == 0
+    npy, index = tmp_path / "emb.npy", tmp_path / "emb.index.csv"
+    if damage == "text-npy":
+        npy.write_text("not an array\n")
+    elif damage == "pickled-npy":
+        np.save(npy, np.array([{"x": 1}] * 3, dtype=object), allow_pickle=True)
+    elif damage == "nan-npy":
+        values = np.load(npy)
+        values[1, 0] = np.nan
+        np.save(npy, values)
+    elif damage == "short-index":
+        index.write_text("\n".join(index.read_text().splitlines()[:3]) + "\n")
+    else:
+        index.write_text("record_id,where\na,b\nc,d\ne,f\n")
+    target = index if damage in ("no-source",) else npy
+    code, _, err = _run(capsys, "embed-map", npy, "--out", tmp_path / "map.png")
+    assert code == 1 and not (tmp_path / "map.png").exists()
+    message = _one_error(err, "embed-map")
+    assert message.startswith(f"{target}: ") and problem in message
+    with pytest.raises(CremaError, match=problem):
+        load_reference(load(tiny_pretrain_checkpoint, device="cpu"), str(npy))

@@ -14,7 +14,7 @@ import pandas as pd
 from ..data.corpus import LABEL_PREFIX, Corpus, is_corpus, parse_corpus_spec
 from ..errors import CremaError
 from ..use.api import CremaModel
-from ..use.results import mean_by_record
+from ..use.results import mean_by_record, read_embed_output
 
 
 @dataclass
@@ -70,8 +70,7 @@ def _embed_output(model: CremaModel, npy: Path) -> tuple[np.ndarray, pd.DataFram
     if made_with.get("config_sha256") != model.config_sha256 or made_with.get("features", "mean") != model.features:
         raise CremaError(f"{npy}: these embeddings were not made with {model.source} (see {run.name}); "
                          "embed the reference with this model")
-    embeddings = np.load(npy)
-    index = pd.read_csv(npy.with_name(npy.stem + ".index.csv"), dtype={"record_id": str, "source": str})
+    embeddings, index = read_embed_output(npy)
     if "window" in index.columns:  # a --per-window output: average each record's windows
         embeddings, index = mean_by_record(embeddings, index)
     table = index[["record_id", "source"]].copy()

@@ -33,7 +33,7 @@ from ..locking import output_lock
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
                     refuse_non_finite, run_batch)
 from .inputs import collect_inputs
-from .results import INDEX_COLUMNS, RECORD_COLUMNS, mean_by_record, stack_outputs
+from .results import INDEX_COLUMNS, RECORD_COLUMNS, mean_by_record, read_embed_output, stack_outputs
 
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 CHECKPOINT_HELP = "checkpoint folder, exported model folder, or the name of a shipped model (see crema models)"
@@ -137,28 +137,19 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _load_embeddings(outputs: BatchOutputs, npy: Path, index_csv: Path, dim: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """An existing output to extend. Rows past the index are from an interrupted flush (the
-    arrays are written before the index) and are dropped. A damaged file (cut short, not an
-    array, not a table) is one clear error that says how to start again."""
+    """An existing output to extend (:func:`~crema.use.results.read_embed_output`); one that cannot
+    be read back, or was made with another width, is one clear error that says how to start again."""
     if not (npy.is_file() and index_csv.is_file()):
         raise CremaError(f"{npy.with_suffix('')}: only one of {npy.name} and {index_csv.name} exists; "
                          "pass --overwrite")
     try:
-        embeddings = np.load(npy)
-    except (ValueError, OSError, EOFError) as exc:
-        raise outputs.damaged(npy, exc) from None
-    try:
-        index = pd.read_csv(index_csv, dtype={"record_id": str, "source": str})
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
-        raise outputs.damaged(index_csv, exc) from None
-    if "source" not in index.columns:
-        raise outputs.damaged(index_csv, ValueError(f"no source column ({', '.join(map(str, index.columns))})"))
-    if not (np.issubdtype(embeddings.dtype, np.floating) and np.isfinite(embeddings).all()):
-        raise outputs.damaged(npy, ValueError(f"holds {embeddings.dtype} values that are not all finite numbers"))
-    if embeddings.ndim != 2 or embeddings.shape[1] != dim or len(embeddings) < len(index):
+        embeddings, index = read_embed_output(npy, index_csv, resuming=True)
+    except ReadError as exc:
+        raise outputs.damaged(Path(exc.path), ValueError(exc.problem)) from None
+    if embeddings.shape[1] != dim:
         raise CremaError(f"{npy}: shape {embeddings.shape} does not fit {index_csv.name} "
                          f"({len(index)} rows, D={dim}); pass --overwrite")
-    return np.ascontiguousarray(embeddings[:len(index)]), index
+    return embeddings, index
 
 
 def _require_pyarrow() -> None:
@@ -330,15 +321,7 @@ def run_embed_map(args: argparse.Namespace) -> int:
     from ..viz.paper import save_figure
 
     npy = Path(args.embeddings)
-    index_path = Path(args.index) if args.index else npy.with_name(npy.stem + ".index.csv")
-    if not npy.is_file():
-        raise ReadError(npy, "no such embeddings file")
-    if not index_path.is_file():
-        raise ReadError(index_path, "no such index file (pass --index)")
-    emb = np.load(npy)
-    index = pd.read_csv(index_path, dtype={"record_id": str, "source": str})
-    if len(index) != len(emb):
-        raise CremaError(f"{index_path}: {len(index)} rows for {len(emb)} embeddings")
+    emb, index = read_embed_output(npy, args.index)
     index["folder"] = [Path(s).parent.name for s in index["source"].astype(str)]
     if args.join:
         index = _join_columns(index, Path(args.join), args.on)

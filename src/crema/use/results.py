@@ -1,7 +1,8 @@
 """What the Python API hands back: one record's windows (:class:`Prepared`), its model outputs
 (:class:`RecordOutput`) or why it failed (:class:`Failure`), the results of many records
 (:class:`EmbedResult`, :class:`PredictResult`), and the window and record tables they are indexed by
-(:func:`window_index`, :func:`stack_outputs`, :func:`stack_prepared`, :func:`mean_by_record`).
+(:func:`window_index`, :func:`stack_outputs`, :func:`stack_prepared`, :func:`mean_by_record`), and
+what ``crema embed`` wrote, read back (:func:`read_embed_output`).
 
 :class:`crema.use.api.CremaModel` makes them; ``crema embed`` / ``crema predict`` and the viewer
 read them.
@@ -9,12 +10,14 @@ read them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..config import STANDARD_LEADS
+from ..errors import ReadError
 
 INDEX_COLUMNS = ("record_id", "source", "window", "start_s", "leads_present")
 RECORD_COLUMNS = ("record_id", "source", "n_windows", "leads_present")
@@ -165,3 +168,44 @@ def stack_prepared(prepared: Sequence[Prepared], window: int) -> tuple[np.ndarra
     lead_mask = np.concatenate([np.repeat(p.lead_mask[None], len(p.signals), axis=0) for p in prepared])
     index = pd.concat([p.index() for p in prepared], ignore_index=True)
     return signals, lead_mask, index
+
+
+def read_embed_output(npy: str | Path, index_csv: str | Path | None = None,
+                      resuming: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """``OUT.npy`` and its index table (default ``OUT.index.csv`` beside it), as ``crema embed``
+    wrote them: ``(embeddings (N, F) float, index (N rows))``, checked before use.
+
+    The array and the index have as many rows, except when ``resuming`` (``crema embed`` extending
+    its own output): then rows of the array past the index are dropped, as they come from a flush
+    that was interrupted (the array is written before the index). Anything that does not fit (a
+    missing or damaged file, an array that is not 2-D finite floats, other row counts, an index
+    without its ``source`` column) raises :class:`~crema.errors.ReadError` naming the file.
+    """
+    npy = Path(npy)
+    index_csv = npy.with_name(npy.stem + ".index.csv") if index_csv is None else Path(index_csv)
+    for path in (npy, index_csv):
+        if not path.is_file():
+            raise ReadError(path, "no such file (crema embed writes OUT.npy beside OUT.index.csv)")
+    try:
+        embeddings = np.load(npy, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ReadError(npy, f"not a NumPy array file ({_first_line(exc)})") from None
+    try:
+        index = pd.read_csv(index_csv, dtype={"record_id": str, "source": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
+        raise ReadError(index_csv, f"not an index table ({_first_line(exc)})") from None
+    if "source" not in index.columns:
+        raise ReadError(index_csv, f"no source column ({', '.join(map(str, index.columns))})")
+    if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.floating):
+        raise ReadError(npy, f"holds a {embeddings.dtype} array of shape {embeddings.shape}, not (records, features) numbers")
+    if len(embeddings) < len(index) or (len(embeddings) > len(index) and not resuming):
+        raise ReadError(npy, f"{len(embeddings)} rows for the {len(index)} of {index_csv.name}")
+    embeddings = np.ascontiguousarray(embeddings[:len(index)])
+    if not np.isfinite(embeddings).all():
+        raise ReadError(npy, "holds values that are not finite numbers")
+    return embeddings, index
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
