@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from crema.errors import CremaError, ReadError
 from crema.data.inputs import InputKind, classify_input, file_kind, is_record_file, record_path
 from crema.data.readers import find_records, read_record
 from crema.data.sources import detect_source
@@ -51,6 +52,19 @@ def test_folders_globs_and_missing_paths(tmp_path):
     assert classify_input(tmp_path / "rec[1].npy") is K.NPY          # an existing path is literal
     assert classify_input(tmp_path / "nothing.hea") is K.MISSING
     assert not any(k.is_file for k in (K.FOLDER, K.GLOB, K.MISSING))
+
+
+def test_a_prepared_corpus_is_its_own_kind_for_every_reader(tiny_ptbxl_corpus):
+    root = tiny_ptbxl_corpus.path
+    assert classify_input(root) is K.CORPUS and classify_input(f"{root}:val,test") is K.CORPUS
+    assert classify_input(f"{root}:bogus") is K.MISSING and classify_input(root.parent) is K.FOLDER
+    assert not K.CORPUS.is_file and not K.CORPUS.is_stack
+    test_records = collect_inputs(f"{root}:test")
+    assert 0 < len(test_records) < len(collect_inputs(root))
+    with pytest.raises(ReadError, match="a prepared corpus, not a folder of records"):
+        find_records(root)
+    with pytest.raises(CremaError, match="already a prepared corpus"):
+        detect_source(root)
 
 
 def test_record_paths_and_listed_files(tmp_path, wfdb_record):

@@ -9,7 +9,8 @@ A file's kind comes from its suffix (case-insensitive), except that a ``.mat`` w
 beside it is a WFDB record (PhysioNet/CinC) and one without is the CPSC-2018 MATLAB struct, and
 that a ``.npy``/``.npz`` is a stack (one record per row) when its signal array is 3-D, which only
 its header tells (read when ``look_inside``; a file whose header cannot be read is not a stack
-here, and reading it as one record reports its problem). A path that does not exist is a glob
+here, and reading it as one record reports its problem). A folder holding a finished corpus, or
+``DIR:split[,split]`` naming one, is a prepared corpus. A path that does not exist is a glob
 pattern when it holds ``*``, ``?`` or ``[`` (an existing path is always taken literally).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 from pathlib import Path
 
 from ..errors import CremaError
+from .corpus import is_corpus, parse_corpus_spec
 from .formats.arrays import TEXT_SUFFIXES, choose_signal_key, looks_like_text_record
 from .formats.npyfile import NpzArchive, open_npy
 
@@ -42,6 +44,7 @@ class InputKind(enum.Enum):
     EDF = "EDF record"
     UNKNOWN = "file of unknown type"
     FOLDER = "folder"
+    CORPUS = "prepared corpus"        # crema prepare's output folder, also as DIR:split[,split]
     GLOB = "glob pattern"
     MISSING = "missing path"
 
@@ -53,7 +56,7 @@ class InputKind(enum.Enum):
     @property
     def is_file(self) -> bool:
         """An existing file (of a known type or not)."""
-        return self not in (InputKind.FOLDER, InputKind.GLOB, InputKind.MISSING)
+        return self not in (InputKind.FOLDER, InputKind.CORPUS, InputKind.GLOB, InputKind.MISSING)
 
 
 # Signal files that belong to a header and are never records on their own.
@@ -88,12 +91,14 @@ def classify_input(path: PathLike, dataset: str | None = None, *, look_inside: b
     """
     path = Path(path)
     if path.is_dir():
-        return InputKind.FOLDER
+        return InputKind.CORPUS if is_corpus(path) else InputKind.FOLDER
     if path.is_file():
         kind = file_kind(path)
         if look_inside and kind in _STACK_OF and _holds_rows(path, dataset):
             return _STACK_OF[kind]
         return kind
+    if is_corpus(parse_corpus_spec(path)[0]):  # DIR:split (an existing path was taken literally above)
+        return InputKind.CORPUS
     if not path.exists() and has_magic(str(path)):
         return InputKind.GLOB
     return InputKind.MISSING

@@ -126,6 +126,9 @@ def find_records(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
             found.update(record_path(p) for p in _walk(path) if is_record_file(p))
         elif kind.is_file:
             found.add(record_path(path))
+        elif kind is InputKind.CORPUS:  # its files are CREMA's own windows, never records to list
+            raise ReadError(path, "a prepared corpus, not a folder of records (crema embed and predict read it "
+                                  "as DIR or DIR:split)")
         else:
             raise ReadError(path, "no such file or folder")
     return _unique_files(found)

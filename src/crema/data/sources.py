@@ -76,6 +76,9 @@ def detect_source(path: str | os.PathLike) -> str:
     :func:`crema.data.inputs.classify_input`)."""
     path = Path(path)
     kind = classify_input(path)
+    if kind is InputKind.CORPUS:
+        raise CremaError(f"{path}: already a prepared corpus (crema prepare's output); prepare the original "
+                         "records it came from, or use it as it is (crema info, probe, pretrain, embed)")
     if not kind.is_file and kind is not InputKind.FOLDER:
         raise CremaError(f"{path}: no such file or folder")
     if kind.is_file:

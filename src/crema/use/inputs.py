@@ -32,9 +32,9 @@ import numpy as np
 
 from ..config import STANDARD_LEADS, PreprocessConfig
 from ..config_io import to_dict
-from ..data.corpus import Corpus, is_corpus, parse_corpus_spec
+from ..data.corpus import Corpus, parse_corpus_spec
 from ..data.formats.arrays import lead_axis, real_dtype_problem
-from ..data.inputs import classify_input
+from ..data.inputs import InputKind, classify_input
 from ..data.rates import MAX_FS, MIN_FS, check_fs  # noqa: F401  (re-exported)
 from ..data.readers import find_records, read_record
 from ..data.recording import Recording
@@ -157,9 +157,8 @@ def _collect(inputs: Any, fs: float | None, leads: Sequence[str] | None, options
     if isinstance(inputs, Recording):
         return [_recording_item(inputs, first)]
     if isinstance(inputs, (str, os.PathLike)):
-        corpus_dir, splits = parse_corpus_spec(inputs)
-        if is_corpus(corpus_dir):
-            return corpus_items(corpus_dir, splits, preprocess)
+        if classify_input(inputs, look_inside=False) is InputKind.CORPUS:
+            return corpus_items(*parse_corpus_spec(inputs), preprocess)
         items: list[InputItem] = []
         for path in find_records(inputs):
             if classify_input(path, dataset).is_stack:
