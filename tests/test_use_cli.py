@@ -127,6 +127,16 @@ def test_embed_refuses_to_mix_checkpoints_and_fails_when_all_fail(
     assert code == 1 and "no such file or folder" in err
 
 
+@pytest.mark.parametrize("name", ["emb.npz", "emb.CSV", "emb.h5"])
+def test_embed_out_naming_another_format_is_a_usage_error_before_any_work(tiny_pretrain_checkpoint, ecg_folder,
+                                                                          tmp_path, capsys, name):
+    wfdb_record = sorted((ecg_folder / "wfdb").glob("*.hea"))[0]
+    code, _, err = _run(capsys, "embed", tiny_pretrain_checkpoint, wfdb_record, "--out", tmp_path / name)
+    assert code == 2 and "writes OUT.npy + OUT.index.csv" in err and list(tmp_path.iterdir()) == []
+    assert _run(capsys, "embed", tiny_pretrain_checkpoint, wfdb_record, "--out", tmp_path / "emb.v2")[0] == 0
+    assert (tmp_path / "emb.v2.npy").is_file()
+
+
 def test_predict_one_row_per_record(classifier_dir, ecg_folder, tmp_path, capsys):
     out = tmp_path / "pred.csv"
     code, _, err = _run(capsys, "predict", classifier_dir, ecg_folder, "--out", out, "--no-progress")

@@ -28,7 +28,7 @@ import pandas as pd
 from ..atomic import atomic_path, atomic_write_text, make_parent
 from ..config import EMBEDDING_FEATURES
 from ..errors import CremaError, ReadError, install_hint
-from ..flags import device_flag, number_in
+from ..flags import UsageError, device_flag, number_in
 from ..locking import output_lock
 from .batch import (BatchOutputs, add_batch_options, add_input_options, checkpoint_fingerprint, lead_list,
                     refuse_non_finite, run_batch)
@@ -72,11 +72,20 @@ def _register_embed(subparsers: Any) -> None:
     p.set_defaults(func=run_embed)
 
 
+# --out names that promise a format crema embed does not write
+OTHER_FORMAT_SUFFIXES = frozenset({".npz", ".csv", ".tsv", ".txt", ".json", ".h5", ".hdf5", ".pt", ".pth", ".pkl",
+                                   ".pickle", ".feather", ".xlsx", ".mat"})
+
+
 def run_embed(args: argparse.Namespace) -> int:
     """``crema embed``: OUT.npy + OUT.index.csv, then (for ``--out X.parquet``) the one table."""
     from .api import load
 
-    parquet = Path(args.out) if str(args.out).lower().endswith(".parquet") else None
+    suffix = Path(args.out).suffix.lower()
+    if suffix in OTHER_FORMAT_SUFFIXES:  # `--out emb.npz` would write emb.npz.npy: say what is written instead
+        raise UsageError(f"argument --out: crema embed writes OUT.npy + OUT.index.csv (--out OUT or OUT.npy), "
+                         f"or one table with --out OUT.parquet; not a {suffix} file")
+    parquet = Path(args.out) if suffix == ".parquet" else None
     if parquet is not None:
         _require_pyarrow()  # before the model is loaded: fail fast
     model = load(args.checkpoint, device=args.device)
