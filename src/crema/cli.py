@@ -112,6 +112,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         interrupts.raise_if_stopped()  # the exception was lost somewhere: still end as stopped
     finally:
+        interrupts.clear()  # library code run after this command must not see its signal
         signal.signal(signal.SIGTERM, previous)
         if previous_int is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous_int)

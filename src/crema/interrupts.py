@@ -5,8 +5,10 @@ raised by Python signal handlers in the main thread, so that cleanup and one-lin
 Such an exception is raised wherever the main thread happens to be, and some C code clears any
 pending exception (numpy comparing a dtype with another object does, inside pandas' ``to_csv``):
 a signal landing there was lost and the job ran on to the end. So the handlers also record the
-signal here, and long loops call :func:`raise_if_stopped` at their safe points (between chunks
-of work).
+signal here, and long loops call :func:`raise_if_stopped` at their safe points: ``crema prepare``
+between chunks, ``embed``/``predict`` after each flush, fine-tuning after each optimiser step, an
+evaluation suite after each step (``pretrain`` stops through its own handler, at a checkpoint).
+The command clears the record when it ends, so library code run later never sees it.
 
 Every layer may import this module; it imports nothing from CREMA.
 """

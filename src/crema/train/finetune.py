@@ -42,6 +42,7 @@ from ..config import FinetuneConfig, ModelConfig
 from ..config_io import from_dict, to_dict
 from ..data.dataset import ECGWindows
 from ..errors import CremaError
+from ..interrupts import raise_if_stopped
 from ..model.heads import Classifier
 from ..model.resnet1d import ResNet1d
 from ..model.sit import SiTEncoder
@@ -215,6 +216,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         optimizer.step()
         losses.append(step_loss)
         step += 1
+        raise_if_stopped()  # a Ctrl-C or SIGTERM whose exception C code swallowed stops here
     return losses, step
 
 

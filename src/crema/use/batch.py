@@ -30,6 +30,7 @@ from ..atomic import atomic_write_text
 from ..data.formats.common import require_finite
 from ..data.leads import duplicate_leads
 from ..errors import CremaError, ReadError, printable
+from ..interrupts import raise_if_stopped
 from ..flags import device_flag, number_in
 from ..kernels import KernelPolicy
 from .inputs import InputItem, check_fs, collect_inputs
@@ -285,6 +286,7 @@ def run_batch(args: argparse.Namespace, model, outputs: BatchOutputs, done_sourc
                 if pending >= max(chunk_size, FLUSH_GROWTH * (skipped + succeeded)) and (succeeded or not fresh):
                     flush(failures)
                     pending = 0
+                raise_if_stopped()  # a Ctrl-C or SIGTERM whose exception C code swallowed stops here
         if seen:
             succeeded += process()
             pending += seen

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ...atomic import atomic_write_text
 from ...config_io import load_json, save_json, to_dict
 from ...errors import ConfigError, CremaError
+from ...interrupts import raise_if_stopped
 from ...runtime import torch_threads
 from ..results import write_results
 from .config import SuiteConfig, load_suite_config, suite_from_dict, with_run_settings
@@ -106,6 +107,7 @@ class Suite:
                     continue
                 bar.set_postfix_str(step.id)
                 counts[self.run_step(step)] += 1
+                raise_if_stopped()  # a Ctrl-C or SIGTERM whose exception C code swallowed stops here
                 if time.perf_counter() - last_write > RESULTS_EVERY_S:
                     self.write_results(steps)
                     last_write = time.perf_counter()
