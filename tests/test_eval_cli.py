@@ -40,6 +40,15 @@ def test_probe_command_random_init_and_bad_input(tiny_ptbxl_corpus, tmp_path, ca
                  "--no-progress"]) == 0
     (result,) = json.loads((out / "results.json").read_text())["results"]
     assert result["method"] == "random_sit" and result["config"]["init"] == "random"
+    assert result["probe_fit"]["selected_by"] == "val" and "select_c" not in result["config"]
+    cv = tmp_path / "random-cv"
+    assert main(["probe", "--random-init", "--window", "500", "--corpus", str(tiny_ptbxl_corpus.path), "--task", TASK,
+                 "--fractions", "1", "--seeds", "0", "--select-c", "cv", "--out", str(cv), "--cache",
+                 str(tmp_path / "c"), "--no-progress"]) == 0
+    (by_cv,) = json.loads((cv / "results.json").read_text())["results"]
+    assert by_cv["probe_fit"]["selected_by"] == "cv" and by_cv["config"]["select_c"] == "cv"
+    cv_scores = {float(c): v for c, v in by_cv["probe_fit"]["cv_auroc"].items() if v is not None}
+    assert by_cv["probe_fit"]["C"] == max(cv_scores, key=cv_scores.get)
     assert main(["probe", "--random-init", "--corpus", str(tiny_ptbxl_corpus.path), "--task", "nope",
                  "--out", str(tmp_path / "x"), "--no-progress"]) == 1
     assert "task 'nope' is not in this corpus" in capsys.readouterr().err

@@ -123,6 +123,44 @@ def test_logistic_probe_on_real_features(real_features):
             assert split.y["test"][:, j].sum() in (0, len(p))
 
 
+def test_choosing_c_by_cross_validation_over_the_training_records(real_features):
+    split, x = real_features.split, real_features.x
+    keys = split.keys["train"]
+    fitted, info = probe.fit_logistic_probe(x["train"], split.y["train"], x["val"], split.y["val"], seed=0,
+                                            select_c="cv", groups=keys)
+    assert info["selected_by"] == "cv" and fitted.C == info["C"]
+    # the chosen C is the best mean over the folds of the training records, which are exactly these
+    folds = probe.group_folds(keys, probe.CV_FOLDS)
+    expected = probe.cross_validate_c(x["train"], split.y["train"], folds, seed=0)
+    assert info["cv_auroc"] == {c: v if np.isfinite(v) else None for c, v in expected.items()}
+    scored = {c: v for c, v in info["cv_auroc"].items() if v is not None}
+    assert info["C"] == max(scored, key=scored.get)
+    assert set(info["val_auroc"]) == {float(c) for c in probe.DEFAULT_CS}   # still reported for every C
+    # the validation rows never decide: other validation labels, the same choice
+    _, shuffled = probe.fit_logistic_probe(x["train"], split.y["train"], x["val"], split.y["val"][::-1], seed=0,
+                                           select_c="cv", groups=keys)
+    assert shuffled["C"] == info["C"]
+
+
+def test_group_folds_keep_a_record_together_whatever_the_order():
+    keys = np.array(["a/1", "a/1", "b/2", "c/3", "a/1", "d/4"])
+    folds = probe.group_folds(keys, 5)
+    assert len(set(folds[keys == "a/1"])) == 1 and set(folds) <= set(range(5))
+    order = np.array([5, 3, 2, 1, 0, 4])
+    assert np.array_equal(probe.group_folds(keys[order], 5), folds[order])
+
+
+def test_cross_validation_falls_back_to_validation_when_no_fold_can_score(real_features):
+    split, x = real_features.split, real_features.x
+    one_record = np.full(len(x["train"]), "all/one")  # one group: a single fold, nothing to hold out
+    _, info = probe.fit_logistic_probe(x["train"], split.y["train"], x["val"], split.y["val"], seed=0,
+                                       select_c="cv", groups=one_record)
+    _, by_val = probe.fit_logistic_probe(x["train"], split.y["train"], x["val"], split.y["val"], seed=0)
+    assert info["selected_by"] == "val" and info["C"] == by_val["C"]
+    with pytest.raises(CremaError, match="for the logistic probe"):
+        probe.fit_probe("ridge", x["train"], split.y["train"][:, :1], x["val"], split.y["val"][:, :1], select_c="cv")
+
+
 def test_probe_experiment_results(real_features):
     results = probe.probe_experiment(real_features, [0.2, 1.0], [0, 1], method="pretrained", data_sha256="x" * 64,
                                      config={"note": "test"}, progress=False)

@@ -216,7 +216,7 @@ def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp
     argv = ["evaluate", "--corpus", str(user_corpus.path), "--task", task, "--checkpoint",
             str(tiny_pretrain_checkpoint), "--out", str(out), "--fractions", *fractions, "--seeds", "0",
             "--epochs", "1", "--batch-size", "16", "--kernels", "200", "--device", "cpu", *FAST]
-    argv += [] if features == "mean" else ["--features", features]  # the tiny checkpoint's default is mean
+    argv += [] if features == "mean" else ["--features", features, "--select-c", "cv"]  # (its default: mean, val)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     md = (out / "report.md").read_text().splitlines()
@@ -233,6 +233,9 @@ def test_evaluate_own_task_end_to_end(user_corpus, tiny_pretrain_checkpoint, tmp
     assert {(r["protocol"], r["method"]) for r in results} == {
         ("probe", name), ("probe", "random_sit"), ("probe", "random_kernels"),
         ("finetune", name), ("finetune", "supervised_resnet1d")}
+    # every classification probe picks its C as asked (a regression probe is ridge: always on validation)
+    if task != "age":
+        assert {r["probe_fit"]["selected_by"] for r in results if r["protocol"] == "probe"} == {"cv"}
     # the encoder and the random SiT are probed through the same read-out
     assert {r["config"].get("features", "mean") for r in results
             if r["protocol"] == "probe" and r["method"] != "random_kernels"} == {features}

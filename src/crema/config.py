@@ -161,6 +161,12 @@ class ModelConfig:
 EmbeddingFeatures = Literal["mean", "leads"]
 EMBEDDING_FEATURES: tuple[str, ...] = typing.get_args(EmbeddingFeatures)
 
+# How a logistic probe ranks its inverse penalties C (crema.eval.probe.fit_logistic_probe): "val" =
+# macro AUROC on the validation split (the default protocol); "cv" = cross-validation over the
+# training records (for a validation split too small to rank C).
+SelectC = Literal["val", "cv"]
+SELECT_C: tuple[str, ...] = typing.get_args(SelectC)
+
 
 @dataclass(frozen=True)
 class EmbeddingConfig:

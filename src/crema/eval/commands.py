@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import EMBEDDING_FEATURES, MODEL_SIZES, AugmentConfig, FinetuneConfig, ModelConfig, embedding_features
+from ..config import (EMBEDDING_FEATURES, MODEL_SIZES, SELECT_C, AugmentConfig, FinetuneConfig, ModelConfig,
+                      embedding_features)
 from ..errors import CremaError
 from ..flags import add_field_flags, check_flag_ranges, device_flag, flag_values
 
@@ -31,6 +32,11 @@ def _key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
             raise CremaError(f"{flag} expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
+
+SELECT_C_HELP = ("how the logistic probe picks its C: val = the best macro AUROC on the validation split (default); "
+                 "cv = 5-fold cross-validation over the training records, for a validation split of a few dozen "
+                 "records, too small to rank C")
+
 
 
 # ----------------------------------------------------------------------------- probe
@@ -54,6 +60,7 @@ def _register_probe(subparsers: Any) -> None:
                    help="logistic: scikit-learn one-vs-rest, C picked on validation (default); "
                         "linear: a torch linear head trained with BCE. A regression task is always "
                         "probed with ridge regression, alpha picked on validation")
+    p.add_argument("--select-c", choices=SELECT_C, default="val", help=SELECT_C_HELP)
     p.add_argument("--holdout-source", help="leave one source out: test on this source, train on the others")
     p.add_argument("--features", choices=EMBEDDING_FEATURES,
                    help="encoder read-out: mean (pooled, D) or leads (each lead's mean token, normed, 12 x D); "
@@ -136,10 +143,13 @@ def _run_probe(args: argparse.Namespace) -> int:
                            args.device, progress)
     method = name  # --name, else "random_sit" or the checkpoint folder name
     config = {**init, "weights_sha256": weights_sha, "corpus": str(corpus.path), "crop": crop, "head": args.head}
+    options = {"select_c": args.select_c} if args.select_c != "val" else {}
+    config.update(options)
     results = probe_experiment(feats, args.fractions, args.seeds, method=method, data_sha256=data_sha,
-                               config=config, kind=args.head, n_bootstrap=args.n_bootstrap, progress=progress)
+                               config=config, kind=args.head, n_bootstrap=args.n_bootstrap, progress=progress,
+                               **options)
     if args.corruptions is not None:
-        probe, info = fit_probe_on_fraction(feats, 1.0, args.seeds[0], args.head)
+        probe, info = fit_probe_on_fraction(feats, 1.0, args.seeds[0], args.head, **options)
         grid = SeverityGrid(tuple(args.corruptions or DEFAULT_CORRUPTIONS), n_bootstrap=args.n_bootstrap)
         run = Inference(crop, args.batch_size, args.device, progress, cache, weights_sha, data_sha)
         curve = probe_severity_curve(encoder, probe, feats, corpus, grid, run)
@@ -297,6 +307,7 @@ def _register_evaluate(subparsers: Any) -> None:
         "epochs": {"note": "default 5 here"}, "patience": {"note": "default 3 here"}})
     own.add_argument("--n-bootstrap", type=int, help="bootstrap resamples of the test records (default 1000)")
     own.add_argument("--kernels", type=int, help="random kernels of the training-free baseline (default 2000)")
+    own.add_argument("--select-c", choices=SELECT_C, help=SELECT_C_HELP)
     own.add_argument("--features", choices=EMBEDDING_FEATURES,
                      help="read-out of every probed SiT, the encoders and the random one: mean (pooled, D) or "
                           "leads (each lead's mean token, normed, 12 x D); default the first encoder's own")
@@ -332,7 +343,8 @@ def own_task_settings(args: argparse.Namespace):
     defaults = OwnTaskSettings()
     given = {"fractions": args.fractions, "min_records": args.min_records, "seeds": args.seeds,
              "finetune_seeds": args.finetune_seeds, "n_bootstrap": args.n_bootstrap, "device": args.device,
-             "threads": args.threads, "random_kernels": args.kernels, "features": args.features}
+             "threads": args.threads, "random_kernels": args.kernels, "features": args.features,
+             "select_c": args.select_c}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
     if any(not 0 < f <= 1 for f in values.get("fractions", ())):
         raise CremaError(f"--fractions must be in (0, 1], got {list(values['fractions'])}")

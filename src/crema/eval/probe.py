@@ -8,6 +8,7 @@ Features come from :mod:`crema.eval.features`; the rows and label-fraction subse
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from ..config import SELECT_C
 from ..errors import CremaError
 from . import metrics
 from .features import encoder_features, rows_sha256
@@ -26,6 +28,7 @@ from .results import ResultRecord
 from .splits import TaskSplit, fraction_subset
 
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on validation
+CV_FOLDS = 5               # folds of the training records for select_c="cv" (fit_logistic_probe)
 # ridge penalties tried on validation (features standardised, so they scale with the training rows)
 DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
 DETERMINISTIC_PROBES = ("logistic", "ridge")  # the same rows give the same fit
@@ -102,28 +105,97 @@ def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, C: float, seed: int =
 
 
 def fit_logistic_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                       Cs: Sequence[float] = DEFAULT_CS, seed: int = 0, max_iter: int = 1000) -> tuple[LogisticProbe, dict]:
-    """Fit a one-vs-rest logistic probe, choosing ``C`` by macro AUROC on validation.
+                       Cs: Sequence[float] = DEFAULT_CS, seed: int = 0, max_iter: int = 1000, select_c: str = "val",
+                       groups: np.ndarray | None = None) -> tuple[LogisticProbe, dict]:
+    """Fit a one-vs-rest logistic probe at the ``C`` of the grid that ranks best.
 
     Args:
         x_train: ``(n, D)`` features; y_train: ``(n, K)`` 0/1 labels.
-        x_val, y_val: the validation fold, used only to pick ``C`` (and later thresholds).
+        x_val, y_val: the validation fold (``select_c="val"``: also used to pick ``C``; later
+            thresholds).
         Cs: grid of inverse regularisation strengths.
+        select_c: ``"val"``: macro AUROC on the validation rows (the default protocol);
+            ``"cv"``: mean macro AUROC over :data:`CV_FOLDS` folds of the training rows
+            (:func:`cross_validate_c`), for a validation set too small to rank ``C`` (a few
+            dozen records: many features then overfit at a weak penalty that ranked first by a
+            record or two). Falls back to ``"val"`` when no fold has both outcomes of a class.
+        groups: ``(n,)`` record keys of the training rows (``"cv"``: a record's windows stay in
+            one fold); default one group per row.
 
     Returns:
-        the probe with the best ``C`` and ``{"C": best, "val_auroc": {C: macro AUROC}}``.
+        the probe and ``{"C": chosen, "selected_by": "val" | "cv", "val_auroc": {C: macro AUROC}}``
+        (with ``"cv_auroc": {C: mean}`` for ``"cv"``).
     """
-    best, best_score, scores = None, -np.inf, {}
+    if select_c not in SELECT_C:
+        raise CremaError(f"unknown C selection {select_c!r}; choose from {', '.join(SELECT_C)}")
     # one BLAS thread: these fits are small, and threaded OpenBLAS on a busy machine spins
     # (15 fits of 51 x 32 features: 3.09 s with 2 threads, 0.10 s with 1, on 2 shared cores)
     with threadpool_limits(1, user_api="blas"):
-        fits = [(C, fit_logistic(x_train, y_train, C, seed, max_iter)) for C in Cs]
-    for C, probe in fits:
+        fits = {float(C): fit_logistic(x_train, y_train, C, seed, max_iter) for C in Cs}
+        cv = _cv_scores(x_train, y_train, groups, Cs, seed, max_iter) if select_c == "cv" else None
+    scores = {}
+    for C, probe in fits.items():
         score = metrics.auroc(y_val, probe.predict_proba(x_val)).macro
-        scores[float(C)] = None if not np.isfinite(score) else float(score)
-        if best is None or (np.isfinite(score) and score > best_score):
-            best, best_score = probe, score
-    return best, {"C": best.C, "val_auroc": scores}
+        scores[C] = None if not np.isfinite(score) else float(score)
+    if cv is not None:
+        chosen = best_c(cv)
+        cv_scores = {C: float(v) if np.isfinite(v) else None for C, v in cv.items()}  # never NaN in a result
+        return fits[chosen], {"C": chosen, "selected_by": "cv", "cv_auroc": cv_scores, "val_auroc": scores}
+    ranked = {C: -np.inf if v is None else v for C, v in scores.items()}
+    chosen = max(ranked, key=ranked.get)  # the first of the grid on ties, as before
+    return fits[chosen], {"C": chosen, "selected_by": "val", "val_auroc": scores}
+
+
+def _cv_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, Cs: Sequence[float], seed: int,
+               max_iter: int) -> dict[float, float] | None:
+    """:func:`cross_validate_c` over :func:`group_folds` of the training rows; None when no C
+    gets a defined score (too few labelled records for the folds)."""
+    folds = group_folds(np.arange(len(x)) if groups is None else groups, CV_FOLDS)
+    if len(np.unique(folds)) < 2:
+        return None
+    cv = cross_validate_c(x, y, folds, Cs, seed, max_iter)
+    return cv if any(np.isfinite(v) for v in cv.values()) else None
+
+
+def group_folds(groups: np.ndarray, k: int) -> np.ndarray:
+    """``(n,)`` fold ``0..k-1`` of each row from its group key (CRC-32 of its text): the same
+    key always gets the same fold, whatever the order or the other rows."""
+    keys = np.asarray(groups).astype(str)
+    codes = {key: zlib.crc32(key.encode()) % k for key in np.unique(keys)}
+    return np.array([codes[key] for key in keys], dtype=np.int64)
+
+
+def cross_validate_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray, Cs: Sequence[float] = DEFAULT_CS,
+                     seed: int = 0, max_iter: int = 1000) -> dict[float, float]:
+    """Leave-one-fold-out over the folds present: ``{C: mean macro AUROC of the held-out folds}``.
+
+    Args:
+        x: ``(n, D)`` training features; y: ``(n, K)`` 0/1 labels; folds: ``(n,)`` their folds
+            (at least two distinct).
+
+    A held-out fold whose macro AUROC is undefined (no class with both outcomes) is left out of
+    the mean; NaN when that holds for every fold.
+    """
+    held_out = np.unique(folds)
+    if len(held_out) < 2:
+        raise CremaError(f"cross-validation needs at least two training folds, got {held_out.tolist()}")
+    cv = {}
+    for C in Cs:
+        values = []
+        for fold in held_out:
+            fit_rows, held = folds != fold, folds == fold
+            probe = fit_logistic(x[fit_rows], y[fit_rows], C, seed, max_iter)
+            values.append(metrics.auroc(y[held], probe.predict_proba(x[held])).macro)
+        finite = [v for v in values if np.isfinite(v)]
+        cv[float(C)] = float(np.mean(finite)) if finite else float("nan")
+    return cv
+
+def best_c(cv: dict[float, float]) -> float:
+    """The C with the highest cross-validated AUROC (the first of the grid on ties; NaN never wins)."""
+    scored = {c: v for c, v in cv.items() if np.isfinite(v)}
+    if not scored:
+        raise CremaError("no C has a defined cross-validated AUROC (too few labels in the training folds)")
+    return max(scored, key=scored.get)
 
 
 class TorchLinearProbe:
@@ -227,11 +299,14 @@ def probe_kind(kind: str, task_type: str) -> str:
 def fit_probe(kind: str, x_train, y_train, x_val, y_val, seed: int = 0, **kwargs):
     """``kind`` ``"logistic"`` (default protocol), ``"linear"`` (torch head) or ``"ridge"``
     (a regression target; ``Cs`` is then ignored)."""
+    if kind == "logistic":
+        return fit_logistic_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
+    if kwargs.pop("select_c", "val") != "val":
+        raise CremaError(f"choosing C by cross-validation (select_c cv) is for the logistic probe, not {kind!r}")
+    kwargs.pop("groups", None)
     if kind == "ridge":
         kwargs.pop("Cs", None)
         return fit_ridge_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
-    if kind == "logistic":
-        return fit_logistic_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
     if kind == "linear":
         return fit_torch_probe(x_train, y_train, x_val, y_val, seed=seed, **kwargs)
     raise ValueError(f"unknown probe kind {kind!r}; choose 'logistic', 'linear' or 'ridge'")
@@ -287,6 +362,8 @@ def fit_probe_on_fraction(feats: ProbeFeatures, fraction: float, seed: int, kind
     split = feats.split
     kind = probe_kind(kind, split.task_type)
     keep = fraction_subset(split.strata("train"), fraction, seed, groups=split.keys["train"])
+    if probe_kwargs.get("select_c", "val") == "cv":
+        probe_kwargs = {**probe_kwargs, "groups": split.keys["train"][keep]}  # a record's windows in one fold
     probe, fit_info = fit_probe(kind, feats.x["train"][keep], split.y["train"][keep], feats.x["val"],
                                 split.y["val"], seed=seed, **probe_kwargs)
     return probe, {"n_train": int(len(keep)), "train_rows_sha256": rows_sha256(split.rows["train"][keep]),

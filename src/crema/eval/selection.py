@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import CremaError
 from . import metrics
-from .probe import DEFAULT_CS, fit_logistic
+from .probe import DEFAULT_CS, best_c, cross_validate_c, fit_logistic
 from .splits import fraction_subset
 
 TRAIN_FOLDS: tuple[int, ...] = tuple(range(1, 9))  # a corpus's `train` split
@@ -54,40 +54,6 @@ class ValidationScore:
     n_train: int
     fraction: float = 1.0
     seed: int = 0
-
-
-def cross_validate_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray, Cs: Sequence[float] = DEFAULT_CS,
-                     seed: int = 0, max_iter: int = 1000) -> dict[float, float]:
-    """Leave-one-fold-out over the folds present: ``{C: mean macro AUROC of the held-out folds}``.
-
-    Args:
-        x: ``(n, D)`` training features; y: ``(n, K)`` 0/1 labels; folds: ``(n,)`` their folds
-            (at least two distinct).
-
-    A held-out fold whose macro AUROC is undefined (no class with both outcomes) is left out of
-    the mean; NaN when that holds for every fold.
-    """
-    held_out = np.unique(folds)
-    if len(held_out) < 2:
-        raise CremaError(f"cross-validation needs at least two training folds, got {held_out.tolist()}")
-    cv = {}
-    for C in Cs:
-        values = []
-        for fold in held_out:
-            fit_rows, held = folds != fold, folds == fold
-            probe = fit_logistic(x[fit_rows], y[fit_rows], C, seed, max_iter)
-            values.append(metrics.auroc(y[held], probe.predict_proba(x[held])).macro)
-        finite = [v for v in values if np.isfinite(v)]
-        cv[float(C)] = float(np.mean(finite)) if finite else float("nan")
-    return cv
-
-
-def best_c(cv: dict[float, float]) -> float:
-    """The C with the highest cross-validated AUROC (the first of the grid on ties; NaN never wins)."""
-    scored = {c: v for c, v in cv.items() if np.isfinite(v)}
-    if not scored:
-        raise CremaError("no C has a defined cross-validated AUROC (too few labels in the training folds)")
-    return max(scored, key=scored.get)
 
 
 def validation_probe(x: np.ndarray, y: np.ndarray, folds: np.ndarray, *, Cs: Sequence[float] = DEFAULT_CS,

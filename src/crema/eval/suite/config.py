@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import MODEL_SIZES, EmbeddingFeatures, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig
+from ...config import (MODEL_SIZES, EmbeddingFeatures, FinetuneConfig, ModelConfig, ObjectiveConfig, PretrainConfig,
+                      SelectC)
 from ...config_io import from_dict, read_json_object
 from ...data.corpus import parse_corpus_spec
 from ...errors import ConfigError
@@ -94,6 +95,7 @@ class ProbeSettings:
 
     kind: Literal["logistic", "linear"] = "logistic"  # scikit-learn logistic regression, or a torch head
     Cs: tuple[float, ...] | None = None     # logistic: inverse regularisation grid, chosen on validation
+    select_c: SelectC = "val"               # logistic: rank C on validation (val) or by 5-fold CV of training (cv)
     batch_size: int = 64                    # ECGs per feature-extraction batch
     features: EmbeddingFeatures | None = None  # read-out of every probed SiT (mean: pooled D; leads: 12 x D);
                                             # None = each checkpoint's own default, mean for random_sit

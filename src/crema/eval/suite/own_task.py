@@ -58,6 +58,7 @@ class OwnTaskSettings:
     n_bootstrap: int = 1000             # bootstrap resamples of the test records
     random_kernels: int = 2000          # kernels of the random-kernel baseline
     features: str | None = None         # SiT read-out probed (mean | leads); None = the first encoder's default
+    select_c: str = "val"               # how the logistic probes pick C (crema.config.SELECT_C)
     device: str = "auto"
     threads: int | None = None
 
@@ -134,7 +135,7 @@ def own_task_suite(corpus_dir: str | os.PathLike, task: str, checkpoints: list[s
         corpora={CORPUS_NAME: str(corpus_dir)},
         pretrain=PretrainSettings(model=model),
         # every SiT (the encoders and the random one) probed through the same read-out
-        probe=ProbeSettings(features=settings.features or features),
+        probe=ProbeSettings(features=settings.features or features, select_c=settings.select_c),
         methods={}, encoders=encoders, baselines=OWN_TASK_BASELINES,
         seeds=settings.seeds, pretrain_seeds=(0,), n_bootstrap=settings.n_bootstrap,
         random_kernels=settings.random_kernels,

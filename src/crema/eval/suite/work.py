@@ -32,7 +32,9 @@ def _config(ws: Workspace, encoder: Encoder, extra: dict) -> dict:
 
 def _probe_options(ws: Workspace) -> dict:
     probe = ws.cfg.probe
-    return {"Cs": tuple(probe.Cs)} if probe.kind == "logistic" and probe.Cs else {}
+    if probe.kind != "logistic":
+        return {}
+    return {**({"Cs": tuple(probe.Cs)} if probe.Cs else {}), **({"select_c": "cv"} if probe.select_c == "cv" else {})}
 
 
 def run_pretrain(ws: Workspace, step: Pretrain) -> dict:
