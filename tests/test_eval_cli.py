@@ -49,6 +49,10 @@ def test_probe_command_random_init_and_bad_input(tiny_ptbxl_corpus, tmp_path, ca
     assert by_cv["probe_fit"]["selected_by"] == "cv" and by_cv["config"]["select_c"] == "cv"
     cv_scores = {float(c): v for c, v in by_cv["probe_fit"]["cv_auroc"].items() if v is not None}
     assert by_cv["probe_fit"]["C"] == max(cv_scores, key=cv_scores.get)
+    assert main(["probe", "--random-init", "--window", "500", "--corpus", str(tiny_ptbxl_corpus.path), "--task", TASK,
+                 "--head", "linear", "--select-c", "cv", "--out", str(tmp_path / "lin"), "--cache",
+                 str(tmp_path / "c"), "--no-progress"]) == 1
+    assert "--select-c cv is for the logistic probe" in capsys.readouterr().err
     assert main(["probe", "--random-init", "--corpus", str(tiny_ptbxl_corpus.path), "--task", "nope",
                  "--out", str(tmp_path / "x"), "--no-progress"]) == 1
     assert "task 'nope' is not in this corpus" in capsys.readouterr().err

@@ -207,6 +207,9 @@ def test_evaluate_without_a_suite_refuses_what_it_cannot_run(user_corpus, tmp_pa
     assert "--epochs: only without --suite" in capsys.readouterr().err
     assert main(["evaluate", "--corpus", str(user_corpus.path), "--task", "sex", "--out", str(tmp_path / "c")]) == 1
     assert "task 'sex' is not in this corpus" in capsys.readouterr().err
+    assert main(["evaluate", "--corpus", str(user_corpus.path), "--task", "age", "--select-c", "cv",
+                 "--out", str(tmp_path / "d")]) == 1
+    assert "'age' is a regression task" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize("task, fractions, features", [("age", ["0.5", "1"], "mean"), ("norm-mi", ["1"], "leads")])

@@ -129,6 +129,9 @@ def _run_probe(args: argparse.Namespace) -> int:
         raise CremaError(f"--fractions must be in (0, 1], got {args.fractions}")
     corpus = Corpus(args.corpus)
     split = task_split(corpus, args.task, args.holdout_source)
+    if args.select_c != "val" and (split.regression or args.head != "logistic"):
+        raise CremaError(f"--select-c {args.select_c} is for the logistic probe of a classification task "
+                         f"(here: {'a regression task' if split.regression else '--head ' + args.head})")
     if args.corruptions is not None and split.regression:
         raise CremaError(f"--corruptions: task {args.task!r} is a regression task; corruption curves are "
                          "measured for classification tasks only")

@@ -190,6 +190,7 @@ def cross_validate_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray, Cs: Sequen
         cv[float(C)] = float(np.mean(finite)) if finite else float("nan")
     return cv
 
+
 def best_c(cv: dict[float, float]) -> float:
     """The C with the highest cross-validated AUROC (the first of the grid on ties; NaN never wins)."""
     scored = {c: v for c, v in cv.items() if np.isfinite(v)}

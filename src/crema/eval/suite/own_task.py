@@ -163,6 +163,9 @@ def run_own_task(corpus_dir: str | os.PathLike, task: str, out: str | os.PathLik
     """
     checkpoints = list(checkpoints or [DEFAULT_CHECKPOINT])
     split = task_split(Corpus(corpus_dir), task)
+    if split.regression and settings.select_c != "val":
+        raise CremaError(f"--select-c {settings.select_c}: task {task!r} is a regression task, whose ridge probe "
+                         "picks its penalty on the validation split; the choice is for classification tasks")
     fractions, dropped = usable_fractions(split, settings.fractions, settings.min_records)
     cfg = own_task_suite(corpus_dir, task, checkpoints, fractions, settings)
     with torch_threads(cfg.threads):
