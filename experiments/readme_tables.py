@@ -423,6 +423,16 @@ def bench_gpu_pretrain() -> str:
             + markdown_table(["run", "step", "ECGs/s"], rows) + "\n")
 
 
+def model_screen() -> str:
+    """RESULTS: the model screen's tables, as ``experiments/model_screen.py --tables`` wrote them."""
+    return (RESULTS / "model-screen" / "screen.md").read_text()
+
+
+def shipped_classifier() -> str:
+    """RESULTS: the shipped classifier's test table, as ``experiments/classifier_card.py`` wrote it."""
+    return (RESULTS / "shipped-classifier" / "card_table.md").read_text()
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "shipped-model": shipped_model, "card": card, "card-paired": card_paired,
     "suite-default": suite_default, "suite-default-paired": suite_default_paired,
@@ -431,6 +441,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "search-screen": search_screen, "search-cpu": search_cpu, "search-final": search_final,
     "search-diagnosis": search_diagnosis, "release-length": release_length,
     "bench-inference": bench_inference, "bench-gpu-pretrain": bench_gpu_pretrain,
+    "model-screen": model_screen, "shipped-classifier": shipped_classifier,
 }
 
 
