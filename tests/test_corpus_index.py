@@ -177,3 +177,15 @@ def test_split_of_fold_is_ptbxls_rule_and_a_labels_files_highest_two_folds():
     assert [split_of_fold(f, highest=4, second=2) for f in range(5)] == ["train", "train", "val", "train", "test"]
     with pytest.raises(ValueError, match="above the highest fold"):
         split_of_fold(11)
+
+
+def test_record_groups_and_keys_come_from_the_columns_as_the_frame_gives_them(tiny_cinc_corpus):
+    corpus = tiny_cinc_corpus
+    for rows in (np.arange(len(corpus)), np.random.default_rng(0).permutation(len(corpus))[: len(corpus) // 2]):
+        frame = corpus.index.iloc[rows]
+        expected = frame.groupby(["source", "record_id"], sort=False).indices
+        names, groups = corpus.record_groups(rows)
+        assert names == list(expected) and len(names) < len(rows)       # some records have several windows
+        assert all(np.array_equal(g, e) for g, e in zip(groups, expected.values()))
+        keys = (frame["source"].astype(str) + "/" + frame["record_id"].astype(str)).to_numpy()
+        assert np.array_equal(corpus.record_keys(rows), keys)

@@ -60,12 +60,6 @@ class TaskSplit:
         return self.y[part][first], means
 
 
-def record_keys(corpus, rows: np.ndarray) -> np.ndarray:
-    """``source/record_id`` of each row (object array)."""
-    index = corpus.index.iloc[np.asarray(rows, dtype=np.int64)]
-    return (index["source"].astype(str) + "/" + index["record_id"].astype(str)).to_numpy()
-
-
 def task_split(corpus, task: str, holdout_source: str | None = None,
                sources: Sequence[str] | None = None) -> TaskSplit:
     """Train/val/test rows of ``task`` in a corpus, keeping only rows labelled for the task.
@@ -99,7 +93,7 @@ def task_split(corpus, task: str, holdout_source: str | None = None,
         if len(r) == 0:
             where = f" of source {holdout_source}" if part == "test" and holdout_source else ""
             raise CremaError(f"task {task!r}: no labelled {part} rows{where} in this corpus")
-        rows[part], ys[part], keys[part] = r, y, record_keys(corpus, r)
+        rows[part], ys[part], keys[part] = r, y, corpus.record_keys(r)
     return TaskSplit(task, list(classes), rows, ys, keys, holdout_source, kind)
 
 

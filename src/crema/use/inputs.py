@@ -209,13 +209,13 @@ def corpus_items(path: str | os.PathLike, splits: Sequence[str] | None = None,
     # Windows are read through the stack reader (seek and read, a block at a time), not the
     # corpus memmap, so that memory stays flat on a corpus larger than memory.
     stack = RecordStack(corpus.path / "signals.npy", fs=corpus.preprocess.fs)
-    starts = np.round(corpus.index["start_s"].to_numpy(dtype=np.float64) * corpus.preprocess.fs)
-    groups = corpus.index.iloc[rows].groupby(["source", "record_id"], sort=False).indices
+    starts = np.round(corpus.columns.column("start_s").astype(np.float64) * corpus.preprocess.fs)
+    names, groups = corpus.record_groups(rows)  # from the columnar index: no DataFrame of every window
     lock = threading.Lock()  # one reader for all its records
     return [InputItem(f"{corpus.path}[{source}/{record_id}]", record_id,
                       partial(_corpus_windows, stack, corpus.lead_mask, starts, rows[positions]),
                       corpus.preprocess, lock=lock)
-            for (source, record_id), positions in groups.items()]
+            for (source, record_id), positions in zip(names, groups)]
 
 
 def _corpus_windows(stack: RecordStack, lead_mask: np.ndarray, starts: np.ndarray,
