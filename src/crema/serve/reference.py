@@ -86,8 +86,7 @@ def _corpus_labels(spec: str, table: pd.DataFrame) -> list[str]:
     tasks = [t for t in corpus.tasks if "superdiagnostic" in t] or corpus.tasks
     if not tasks:
         return [""] * len(table)
-    column = LABEL_PREFIX + tasks[0]
-    first = corpus.index.drop_duplicates(["source", "record_id"])
-    by_source = {f"{corpus.path}[{s}/{r}]": str(v) for s, r, v in
-                 zip(first["source"], first["record_id"], first[column])}
+    labels = corpus.columns.column(LABEL_PREFIX + tasks[0])
+    names, groups = corpus.record_groups(np.arange(len(corpus)))  # the columns: no DataFrame of every window
+    by_source = {f"{corpus.path}[{s}/{r}]": str(labels[rows[0]]) for (s, r), rows in zip(names, groups)}
     return [by_source.get(s, "") or "none" for s in table["source"]]
