@@ -102,7 +102,7 @@ def test_a_nan_weight_is_refused_at_load_naming_the_file_and_tensor(tiny_classif
                                                                      capsys, command):
     """A classifier with one NaN weight wrote empty probabilities and no labels with exit 0."""
     bad = _plain_copy(tiny_classifier_checkpoint, tmp_path / "bad", _poison("head.weight", float("nan")))
-    out = tmp_path / "out.csv"
+    out = tmp_path / ("out" if command == "embed" else "out.csv")
     code, _, err = _run(capsys, command, bad, *_records(), "--out", out, "--no-progress")
     assert code == 1
     assert _one_error(err, command) == (f"{bad / MODEL_FILE}: tensor head.weight holds 1 NaN or infinite "

@@ -40,7 +40,8 @@ def windows_from_corpus(directory: str, row: int | None, preprocess: PreprocessC
                          "pass the raw record instead so it is preprocessed like the training data")
     if not 0 <= row < len(corpus):
         raise CremaError(f"{directory}: row {row} out of range (0..{len(corpus) - 1})")
-    record_id = str(corpus.index.iloc[row].get("record_id", row))
+    ids = corpus.columns.text("record_id")  # one cell from the columns, not a frame of every window
+    record_id = ids.values[ids.codes[row]]
     signals = np.asarray(corpus.signals[row:row + 1], dtype=np.float32)
     return signals, np.asarray(corpus.lead_mask[row:row + 1], dtype=bool), f"{record_id} (row {row})"
 
