@@ -233,8 +233,8 @@ def test_bad_stack_files_get_one_clear_error(model, ptbxl_records, tmp_path, cap
     (tmp_path / "three.csv").write_text("record_id\na\nb\nc\n")
     cases["ids.npy"] = ("three.csv: 3 ids for 5 rows of ids.npy", ["--fs", "500", "--ids", tmp_path / "three.csv"])
     for name, (message, options) in cases.items():
-        code, _, err = _run(capsys, "embed", checkpoint, tmp_path / name, *options, "--out", tmp_path / f"o_{name}",
-                            "--no-progress")
+        out = tmp_path / f"o_{name.replace('.', '_')}"  # (an --out ending .h5 would be a usage error)
+        code, _, err = _run(capsys, "embed", checkpoint, tmp_path / name, *options, "--out", out, "--no-progress")
         assert code == 1 and "Traceback" not in err, (name, err)
         assert f"{tmp_path / name}" in err or name == "ids.npy", (name, err)
         assert message in err, (name, err)
