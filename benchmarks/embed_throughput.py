@@ -15,7 +15,8 @@ given as the median of ``--repeats`` runs:
   the whole command, and without its start-up (minus a 1-record ``crema embed``): the ratio of that
   to the slowest stage alone is what reading and preprocessing in parallel with the model leave of
   their cost (1.0: hidden entirely);
-- ``start-up``: ``crema embed --help`` and ``crema embed`` of one record;
+- ``start-up``: ``crema embed --help`` and ``crema embed`` of one record, beside its floor measured
+  in the same run (a fresh ``python -c "import torch, scipy.signal, pandas"``);
 - ``long record``: a ``--long-hours`` 12-lead 500 Hz record built by tiling a real PTB-XL record,
   written as WFDB format 16 to a temporary folder and embedded by ``crema embed`` (once): its peak
   resident memory (``ru_maxrss``) and its speed, against the 1-record run's peak.
@@ -44,6 +45,8 @@ MODEL = "crema-mini-ecg12"
 TARGET_RATIO = 1.3      # end to end (start-up excluded) over the slowest stage
 TARGET_STARTUP_S = 3.0  # crema embed of one record
 TARGET_LONG_MB = 2048   # peak memory of the long record
+# The start-up's floor, timed in the same run: the libraries every embed needs, imported and nothing else
+IMPORT_FLOOR = "import torch, scipy.signal, pandas"
 
 _STAGES = textwrap.dedent("""
     import json, sys, time
@@ -148,9 +151,10 @@ def measure(args, paths: list[Path], tmp: Path) -> dict:
     env = _env(args.threads)
     folder = copy_folder(paths, tmp / "records")
     workers = ["--workers", str(args.workers)] if args.workers else []
-    stages, e2e, helps, ones = [], [], [], []
+    stages, e2e, helps, ones, floors = [], [], [], [], []
     for repeat in range(args.repeats):
         stages.append(run_json(["-c", _STAGES, *map(str, paths)], env))
+        floors.append(timed_command([sys.executable, "-c", IMPORT_FLOOR], env))
         helps.append(timed_command(crema("embed", "--help"), env))
         ones.append(timed_command(crema("embed", MODEL, str(paths[0]), "--out", str(tmp / "one"), "--overwrite",
                                         "--no-progress", *workers), env))
@@ -178,7 +182,10 @@ def measure(args, paths: list[Path], tmp: Path) -> dict:
                 ratio_with_startup=round(e2e_s / rows[slowest]["seconds"], 3),
                 ratio_cpu=round(e2e_cpu / sum(rows[s]["cpu_seconds"] for s in ("read", "preprocess", "model")), 3),
                 startup=dict(help_s=median(r["seconds"] for r in helps), one_record_s=one_s,
-                             one_record_maxrss_mb=round(median(r["maxrss_mb"] for r in ones), 1)))
+                             one_record_maxrss_mb=round(median(r["maxrss_mb"] for r in ones), 1),
+                             imports_s=median(r["seconds"] for r in floors),
+                             one_record_minus_imports_s=median(o["seconds"] - f["seconds"]
+                                                              for o, f in zip(ones, floors))))
 
 
 def measure_long(args, header: Path, tmp: Path) -> dict:
@@ -214,6 +221,9 @@ def print_table(result: dict) -> None:
     print(f"start-up: crema embed --help {start['help_s']:.2f} s; crema embed of 1 record "
           f"{start['one_record_s']:.2f} s (target < {TARGET_STARTUP_S:g} s), "
           f"peak {start['one_record_maxrss_mb']:.0f} MB")
+    if "imports_s" in start:  # (JSON written before the reference was measured lack it)
+        print(f"reference, same run: python -c \"{IMPORT_FLOOR}\" {start['imports_s']:.2f} s; the 1-record embed "
+              f"beyond it {start['one_record_minus_imports_s']:.2f} s")
     print(f"end to end / slowest stage ({result['slowest_stage']}): {result['ratio_without_startup']:.2f} without "
           f"start-up (target <= {TARGET_RATIO}), {result['ratio_with_startup']:.2f} with it; CPU seconds end to "
           f"end / sum of the stages' {result['ratio_cpu']:.2f}")
