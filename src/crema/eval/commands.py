@@ -119,7 +119,7 @@ def run_probe(args: argparse.Namespace) -> int:
 def _run_probe(args: argparse.Namespace) -> int:
     from ..data.corpus import Corpus
     from .features import FINGERPRINT_WHAT, corpus_fingerprint, rows_sha256
-    from .probe import fit_probe_on_fraction, probe_experiment, probe_features
+    from .probe import check_select_c, fit_probe_on_fraction, probe_experiment, probe_features
     from .splits import task_split
     from .report import results_text
     from .results import ResultRecord, write_results
@@ -129,9 +129,7 @@ def _run_probe(args: argparse.Namespace) -> int:
         raise CremaError(f"--fractions must be in (0, 1], got {args.fractions}")
     corpus = Corpus(args.corpus)
     split = task_split(corpus, args.task, args.holdout_source)
-    if args.select_c != "val" and (split.regression or args.head != "logistic"):
-        raise CremaError(f"--select-c {args.select_c} is for the logistic probe of a classification task "
-                         f"(here: {'a regression task' if split.regression else '--head ' + args.head})")
+    check_select_c(args.select_c, args.head, args.task, split.task_type)
     if args.corruptions is not None and split.regression:
         raise CremaError(f"--corruptions: task {args.task!r} is a regression task; corruption curves are "
                          "measured for classification tasks only")

@@ -297,6 +297,17 @@ def probe_kind(kind: str, task_type: str) -> str:
     return "ridge"
 
 
+def check_select_c(select_c: str, kind: str, task: str, task_type: str) -> None:
+    """Refuse, before any work, a C selection the probe of ``task`` cannot do: ``cv`` is for the
+    logistic probe of a classification task (a regression task's ridge probe and the torch head
+    pick on validation)."""
+    if select_c not in SELECT_C:
+        raise CremaError(f"unknown C selection {select_c!r}; choose from {', '.join(SELECT_C)}")
+    if select_c != "val" and probe_kind(kind, task_type) != "logistic":
+        why = f"task {task!r} is a regression task" if task_type == "regression" else f"--head {kind} is not"
+        raise CremaError(f"--select-c {select_c} is for the logistic probe of a classification task; {why}")
+
+
 def fit_probe(kind: str, x_train, y_train, x_val, y_val, seed: int = 0, **kwargs):
     """``kind`` ``"logistic"`` (default protocol), ``"linear"`` (torch head) or ``"ridge"``
     (a regression target; ``Cs`` is then ignored)."""

@@ -32,6 +32,7 @@ from ...errors import ConfigError, CremaError
 from ...model.checkpoint import load_config
 from ...runtime import torch_threads
 from ...weights import shipped_models
+from ..probe import check_select_c
 from ..splits import TaskSplit, task_split
 from ..report import build_report, report_headline
 from ..results import load_results
@@ -163,9 +164,7 @@ def run_own_task(corpus_dir: str | os.PathLike, task: str, out: str | os.PathLik
     """
     checkpoints = list(checkpoints or [DEFAULT_CHECKPOINT])
     split = task_split(Corpus(corpus_dir), task)
-    if split.regression and settings.select_c != "val":
-        raise CremaError(f"--select-c {settings.select_c}: task {task!r} is a regression task, whose ridge probe "
-                         "picks its penalty on the validation split; the choice is for classification tasks")
+    check_select_c(settings.select_c, "logistic", task, split.task_type)
     fractions, dropped = usable_fractions(split, settings.fractions, settings.min_records)
     cfg = own_task_suite(corpus_dir, task, checkpoints, fractions, settings)
     with torch_threads(cfg.threads):
