@@ -199,20 +199,15 @@ class Corpus:
 
     def record_groups(self, rows: np.ndarray) -> tuple[list[tuple[str, str]], list[np.ndarray]]:
         """The records of ``rows`` in order of first appearance: each one's ``(source, record_id)``
-        and the positions in ``rows`` of its windows (ascending). From the columnar index: no
-        DataFrame is built, so it stays fast and small at millions of windows."""
+        and the positions in ``rows`` of its windows (ascending). Grouped on the columnar index's
+        integer codes (no frame of the index's text columns), so it stays fast and small at
+        millions of windows."""
         rows = np.asarray(rows, dtype=np.int64)
         source, record = self.columns.text("source"), self.columns.text("record_id")
-        key = source.codes[rows].astype(np.int64) * max(1, len(record.values)) + record.codes[rows]
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")          # groups by first appearance
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        group_of_row = rank[inverse.ravel()]
-        by_group = np.argsort(group_of_row, kind="stable")  # positions, grouped, each group ascending
-        bounds = np.cumsum(np.bincount(group_of_row, minlength=len(order)))[:-1]
-        names = [(source.values[source.codes[rows[f]]], record.values[record.codes[rows[f]]]) for f in first[order]]
-        return names, np.split(by_group, bounds)
+        codes = pd.DataFrame({"source": source.codes[rows], "record": record.codes[rows]})  # two ints a row
+        groups = codes.groupby(["source", "record"], sort=False).indices
+        names = [(source.values[s], record.values[r]) for s, r in groups]
+        return names, list(groups.values())
 
     def record_keys(self, rows: np.ndarray) -> np.ndarray:
         """``source/record_id`` of each of ``rows`` (object array ``(len(rows),)``), from the
