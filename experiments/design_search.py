@@ -323,13 +323,22 @@ def pick_winner(records: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- packing
 
-def pack(corpora: Path, archive: Path) -> None:
-    """Compact copy of the prepared corpora for transfer (lossy at 1/256 z-score unit)."""
+def pack(corpora: Path, archive: Path, scale: float = PACK_SCALE, train_only: tuple[str, ...] = ()) -> None:
+    """Compact copy of every prepared corpus under ``corpora`` for transfer: lossy at 1/``scale``
+    z-score unit; in the corpora named in ``train_only`` every window outside the train split is
+    zeros (it compresses to nothing), so such an archive serves pretraining on ``NAME:train``
+    only, never evaluation."""
+    import pandas as pd
+
     archive.mkdir(parents=True, exist_ok=True)
-    for name in CORPORA:
-        src = corpora / name
+    (archive / "pack.json").write_text(json.dumps({"scale": scale, "train_only": list(train_only)}))
+    for src in sorted(p.parent for p in corpora.glob("*/signals.npy")):
+        name = src.name
         sig = np.load(src / "signals.npy", mmap_mode="r").astype(np.float32)
-        q = np.clip(np.round(sig * PACK_SCALE), -32768, 32767).astype(np.int16)
+        if name in train_only:
+            split = pd.read_csv(src / "index.csv", usecols=["split"])["split"].to_numpy()
+            sig[split != "train"] = 0.0
+        q = np.clip(np.round(sig * scale), -32768, 32767).astype(np.int16)
         d = np.diff(np.diff(q, axis=-1, prepend=0), axis=-1, prepend=0).astype(np.int16)
         shuffled = np.frombuffer(d.tobytes(), np.uint8).reshape(-1, 2).T.copy().tobytes()
         (archive / f"{name}.shape.json").write_text(json.dumps(list(sig.shape)))
@@ -340,13 +349,15 @@ def pack(corpora: Path, archive: Path) -> None:
 
 def unpack(archive: Path, corpora: Path) -> None:
     """Inverse of :func:`pack`: float16 ``signals.npy`` corpora under ``corpora``."""
-    for name in CORPORA:
+    settings = archive / "pack.json"
+    scale = json.loads(settings.read_text())["scale"] if settings.exists() else PACK_SCALE
+    for name in sorted(p.name.removesuffix(".shape.json") for p in archive.glob("*.shape.json")):
         dst = _mk(corpora / name)
         shape = tuple(json.loads((archive / f"{name}.shape.json").read_text()))
         raw = np.frombuffer(lzma.decompress((archive / f"{name}.xz").read_bytes()), np.uint8)
         d = raw.reshape(2, -1).T.copy().view(np.int16).reshape(shape)
         q = np.cumsum(np.cumsum(d, axis=-1, dtype=np.int32), axis=-1, dtype=np.int32)
-        np.save(dst / "signals.npy", (q / PACK_SCALE).astype(np.float16))
+        np.save(dst / "signals.npy", (q / scale).astype(np.float16))
         for meta in CORPUS_META:
             shutil.copy(archive / f"{name}.{meta}", dst / meta)
 
@@ -359,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack")
     p.add_argument("corpora", type=Path)
     p.add_argument("archive", type=Path)
+    p.add_argument("--scale", type=float, default=PACK_SCALE, help="quantisation steps per z-score unit")
+    p.add_argument("--train-only", nargs="*", default=[],
+                   help="corpora whose windows outside the train split are packed as zeros")
     p = sub.add_parser("unpack")
     p.add_argument("archive", type=Path)
     p.add_argument("corpora", type=Path)
@@ -389,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "pack":
-        pack(args.corpora, args.archive)
+        pack(args.corpora, args.archive, args.scale, tuple(args.train_only))
         return 0
     if args.cmd == "unpack":
         unpack(args.archive, args.corpora)
