@@ -19,10 +19,10 @@ set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 python3 -c "import crema" 2>/dev/null || export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-runs/gpu_release}; mkdir -p "$OUT"
-TOTAL_S=${TOTAL_S:-470}; DEVICE=${DEVICE:-cuda}; CAL_STEPS=${CAL_STEPS:-60}; EXTRA=${EXTRA:-}
+. benchmarks/gpu_session.sh   # gpu_versions, cuda_ok (and DEVICE, default cuda)
+TOTAL_S=${TOTAL_S:-470}; CAL_STEPS=${CAL_STEPS:-60}; EXTRA=${EXTRA:-}
 RESERVE_S=${RESERVE_S:-45}   # process start, the final checkpoint and the collection
 start=$(date +%s); L=/tmp/gpu_release/logs; R=/tmp/gpu_release/runs; mkdir -p "$L" "$R"
-left() { echo $(( TOTAL_S - ($(date +%s) - start) )); }
 stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 collect() { tar -cf "$OUT/logs.tar" -C /tmp/gpu_release logs 2>/dev/null; return 0; }
 
@@ -36,11 +36,8 @@ RUNS=(
 
 main() {
 stamp "versions"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-  python3 -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-  git log -1 --format='commit %H' 2>/dev/null; nproc; } | tee "$L/versions.txt"
-[ "$DEVICE" != cuda ] || timeout 60 python3 -c "import torch; torch.ones(1).cuda().sum().item()" \
-  || { stamp "CUDA does not work"; collect; exit 1; }
+{ gpu_versions; git log -1 --format='commit %H' 2>/dev/null; nproc; } | tee "$L/versions.txt"
+cuda_ok || { stamp "CUDA does not work"; collect; exit 1; }
 if [ -d .gpu/corpora ] && [ ! -e runs/corpora ]; then   # never over a local copy
   python3 experiments/design_search.py unpack .gpu/corpora runs/corpora || { collect; exit 1; }
 fi

@@ -198,3 +198,32 @@ def test_design_search_screen_is_the_validation_fold_protocol(lab, monkeypatch, 
     assert (pooled["val_f1.0"], pooled["C_f1.0"], pooled["cv_f1.0"]) == (expected.val_auroc, expected.C, expected.cv_auroc)
     assert set(scores) == {"pooled", "leads"}
     assert all(0 <= s[k] <= 1 for s in scores.values() for k in ("val_f1.0", "val_f0.1", "cv_f1.0"))
+
+
+def test_design_search_pack_round_trip_keeps_train_rows_and_blanks_the_rest(lab, monkeypatch, tiny_ptbxl_corpus,
+                                                                            tmp_path):
+    """``pack --scale S --train-only NAME`` then ``unpack``: every corpus under the folder comes
+    back with its metadata, train windows within half a quantisation step, windows of other
+    splits zeros (what travels to a GPU machine serves pretraining on NAME:train only)."""
+    import shutil
+
+    import pandas as pd
+
+    monkeypatch.setitem(sys.modules, "lab", lab)
+    search = _load("design_search")
+    corpora = tmp_path / "corpora"
+    for name in ("ptbxl", "other"):
+        shutil.copytree(tiny_ptbxl_corpus.path, corpora / name)
+    search.pack(corpora, tmp_path / "archive", scale=32.0, train_only=("ptbxl",))
+    search.unpack(tmp_path / "archive", tmp_path / "back")
+    split = pd.read_csv(corpora / "ptbxl" / "index.csv", usecols=["split"])["split"].to_numpy()
+    assert (split == "train").any() and (split != "train").any()
+    original = np.load(corpora / "ptbxl" / "signals.npy").astype(np.float32)
+    for name in ("ptbxl", "other"):
+        back = np.load(tmp_path / "back" / name / "signals.npy")
+        assert back.dtype == np.float16 and back.shape == original.shape
+        kept = np.ones(len(split), bool) if name == "other" else split == "train"
+        assert np.abs(back[kept].astype(np.float32) - original[kept]).max() <= 1 / 64 + 2e-3  # float16 rounding
+        assert not back[~kept].any()
+        for meta in search.CORPUS_META:
+            assert (tmp_path / "back" / name / meta).read_bytes() == (corpora / name / meta).read_bytes()
