@@ -54,6 +54,18 @@ def test_cli_pretrain_writes_a_loadable_checkpoint_and_log(unlabeled_corpus, tmp
     assert load_training_state(run)["step"] == 1
 
 
+def test_cli_resume_of_a_run_never_started_says_so(unlabeled_corpus, tmp_path, capsys):
+    """--resume on a folder with no run (absent, or empty) is one clear line, and nothing is written."""
+    for out in (tmp_path / "absent", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        assert main(["pretrain", "--corpus", str(unlabeled_corpus.path), "--out", str(out), "--resume",
+                     "--steps", "1", *TINY_FLAGS]) == 1
+        err = capsys.readouterr().err
+        assert f"{out} holds no run to resume" in err and "leave out --resume" in err and "Traceback" not in err
+    assert not (tmp_path / "absent").exists() and not any((tmp_path / "empty").iterdir())
+
+
 def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["pretrain", "--corpus", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),
                  *TINY_FLAGS]) == 1

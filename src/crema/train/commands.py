@@ -106,7 +106,7 @@ def load_recipe(path: str | Path) -> RunConfig:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import MODEL_FILE, load_config
+    from ..model.checkpoint import CONFIG_FILE, MODEL_FILE, load_config
     from ..model.registry import run_config_from_checkpoint
     from ..runtime import detect
     from .pretrain import pretrain
@@ -124,6 +124,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         lines = ([notice] if notice else []) + [f"warning: {w}" for w in restart_warnings()]
         for line in lines:
             print(f"crema pretrain: {line}", file=sys.stderr, flush=True)
+    if args.resume and not (Path(args.out) / CONFIG_FILE).is_file():
+        raise CremaError(f"{args.out} holds no run to resume (no {CONFIG_FILE}): leave out --resume to start it")
     if not args.resume and not args.overwrite and (Path(args.out) / MODEL_FILE).exists():
         raise CremaError(f"{args.out} already holds a checkpoint: pass --resume to continue it, "
                          f"--overwrite to replace it, or choose another --out")
