@@ -3,9 +3,12 @@ of a 24-hour record.
 
     python benchmarks/embed_throughput.py                   # PTB-XL 500 Hz (shared data) or the sample
     python benchmarks/embed_throughput.py --repeats 5 --workers 1 --long-hours 2
+    python benchmarks/embed_throughput.py --model runs/bench/tiny-init --long-hours 0   # another model
 
 On ``--records`` real WFDB records (the shared PTB-XL 500 Hz records, else the shipped sample's
-100 Hz ones) with the shipped ``crema-mini-ecg12``, every figure measured in a fresh process and
+100 Hz ones) with the shipped ``crema-mini-ecg12`` (``--model``: any checkpoint or shipped name;
+a ``tiny`` one for speed alone, whose weights do not matter: ``crema pretrain --size tiny --steps 0
+--corpus DIR --out runs/bench/tiny-init``), every figure measured in a fresh process and
 given as the median of ``--repeats`` runs:
 
 - stages alone, one after the other in one process: ``read`` (``read_record``), ``preprocess``
@@ -24,7 +27,7 @@ given as the median of ``--repeats`` runs:
 Every process runs with ``OMP_NUM_THREADS=--threads`` (default 1: small models on a shared CPU run
 faster on one torch thread, and all rows then get the same). CPU seconds are given beside wall
 seconds: on a busy machine wall time measures the neighbours too. Prints a table and writes
-``runs/bench/embed_throughput.json``.
+``runs/bench/embed_throughput.json`` (``embed_throughput_NAME.json`` for another ``--model``).
 """
 from __future__ import annotations
 
@@ -54,8 +57,8 @@ _STAGES = textwrap.dedent("""
     import crema
     from crema.data.preprocess import preprocess_recording
     from crema.data.readers import read_record
-    paths = sys.argv[1:]
-    model = crema.load("crema-mini-ecg12", device="cpu")
+    name, paths = sys.argv[1], sys.argv[2:]
+    model = crema.load(name, device="cpu")
     def clock(fn):
         t, c = time.perf_counter(), time.process_time()
         out = fn()
@@ -153,12 +156,12 @@ def measure(args, paths: list[Path], tmp: Path) -> dict:
     workers = ["--workers", str(args.workers)] if args.workers else []
     stages, e2e, helps, ones, floors = [], [], [], [], []
     for repeat in range(args.repeats):
-        stages.append(run_json(["-c", _STAGES, *map(str, paths)], env))
+        stages.append(run_json(["-c", _STAGES, args.model, *map(str, paths)], env))
         floors.append(timed_command([sys.executable, "-c", IMPORT_FLOOR], env))
         helps.append(timed_command(crema("embed", "--help"), env))
-        ones.append(timed_command(crema("embed", MODEL, str(paths[0]), "--out", str(tmp / "one"), "--overwrite",
+        ones.append(timed_command(crema("embed", args.model, str(paths[0]), "--out", str(tmp / "one"), "--overwrite",
                                         "--no-progress", *workers), env))
-        e2e.append(timed_command(crema("embed", MODEL, str(folder), "--out", str(tmp / "all"), "--overwrite",
+        e2e.append(timed_command(crema("embed", args.model, str(folder), "--out", str(tmp / "all"), "--overwrite",
                                        "--no-progress", *workers), env))
         print(f"  repeat {repeat + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     n = len(paths)
@@ -192,7 +195,7 @@ def measure_long(args, header: Path, tmp: Path) -> dict:
     """``crema embed`` of a ``--long-hours`` record tiled from ``header`` (once)."""
     record = tile_wfdb(header, tmp, "long", args.long_hours * 3600)
     workers = ["--workers", str(args.workers)] if args.workers else []
-    run = timed_command(crema("embed", MODEL, str(record), "--out", str(tmp / "long-emb"), "--overwrite",
+    run = timed_command(crema("embed", args.model, str(record), "--out", str(tmp / "long-emb"), "--overwrite",
                               "--no-progress", "--per-window", *workers), _env(args.threads))
     import numpy as np
 
@@ -204,7 +207,7 @@ def measure_long(args, header: Path, tmp: Path) -> dict:
 
 def print_table(result: dict) -> None:
     rows = result["rows"]
-    print(f"crema embed {MODEL}: {result['records']} records ({result['windows']} windows) from {result['source']}, "
+    print(f"crema embed {result.get('model', MODEL)}: {result['records']} records ({result['windows']} windows) from {result['source']}, "
           f"median of {result['repeats']} runs, workers {result['workers'] or 'default'}, "
           f"OMP_NUM_THREADS={result['threads']}; load average {result['load_before']:.1f} before, "
           f"{result['load_after']:.1f} after, {result['cpus']} CPUs")
@@ -243,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=shared if shared.is_dir() else sample_root() / "records100",
                         help="folder of WFDB records (default: shared PTB-XL 500 Hz, else the sample's 100 Hz)")
+    parser.add_argument("--model", default=MODEL, help=f"checkpoint folder or shipped name (default {MODEL})")
     parser.add_argument("--records", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, help="crema embed --workers (default: its own default)")
@@ -259,11 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(args, paths, Path(tmp))
         if args.long_hours > 0:
             result["long"] = measure_long(args, paths[0], Path(tmp))
-    result.update(source=str(args.source), repeats=args.repeats, workers=args.workers, threads=args.threads,
+    result.update(model=args.model, source=str(args.source), repeats=args.repeats, workers=args.workers, threads=args.threads,
                   cpus=os.cpu_count(), load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
                   targets=dict(ratio=TARGET_RATIO, startup_s=TARGET_STARTUP_S, long_mb=TARGET_LONG_MB))
     print_table(result)
-    path = args.out / "embed_throughput.json"
+    path = args.out / ("embed_throughput.json" if args.model == MODEL
+                       else f"embed_throughput_{Path(args.model).name}.json")
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
