@@ -56,7 +56,8 @@ def summary(scores: dict) -> dict:
     return {"val_mean": float(np.mean(scores["val"])), "cv_mean": float(np.mean(scores["cv"])),
             "cv_minus_val_mean": float(diff.mean()), "cv_minus_val_min": float(diff.min()),
             "cv_minus_val_max": float(diff.max()), "cv_better_in": int((diff > 0).sum()),
-            "val_worse_than_0.05_below_cv_in": int((diff > 0.05).sum())}
+            "cv_ahead_by_over_0.05_in": int((diff > 0.05).sum()),
+            "val_ahead_by_over_0.05_in": int((diff < -0.05).sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
