@@ -42,12 +42,18 @@ def record_features(model, corpus: Path, task: str) -> dict:
     return {"features": feats, "y": labels[keep].astype(np.int64), "folds": index["fold"][keep].astype(int).to_numpy()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def task_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a study over labelled corpora: ``--checkpoint``, ``--task CORPUS TASK``
+    (repeatable), ``--out``."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--checkpoint", default="crema-mini-ecg12")
     p.add_argument("--task", nargs=2, action="append", metavar=("CORPUS", "TASK"), required=True)
     p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = task_parser(__doc__.split("\n")[0]).parse_args(argv)
     model = crema.load(args.checkpoint, device="cpu")
     result = {"checkpoint": args.checkpoint, "tasks": {}}
     for corpus, task in args.task:

@@ -14,7 +14,6 @@ paired differences per task, read-out and label fraction; the test fold 10 is ne
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -26,7 +25,7 @@ import crema
 from crema.eval.metrics import auroc
 from crema.eval.probe import fit_logistic_probe
 from crema.use.api import MissingLeadsWarning
-from readout_domains import record_features
+from readout_domains import record_features, task_parser
 
 READOUTS = ("mean", "leads")
 FRACTIONS = (1.0, 0.25)
@@ -61,11 +60,7 @@ def summary(scores: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default="crema-mini-ecg12")
-    p.add_argument("--task", nargs=2, action="append", metavar=("CORPUS", "TASK"), required=True)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    args = task_parser(__doc__.split("\n")[0]).parse_args(argv)
     warnings.simplefilter("ignore", MissingLeadsWarning)  # phone ECGs with flat leads: one line each
     model = crema.load(args.checkpoint, device="cpu")
     result = {"checkpoint": args.checkpoint, "command": "python experiments/select_c.py " + " ".join(argv or []),
