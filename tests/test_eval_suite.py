@@ -72,6 +72,7 @@ def test_committed_configs_are_the_runs_that_made_the_results(run, config):
     ({"methods": {"crema": {"lamda": 1}}}, "methods.crema: unknown config keys ['lamda']"),
     ({"pretrain": {"corpora": ["p"], "train": {"seed": 3}}}, "pretrain.train.seed: set by the suite"),
     ({"pretrain": {"corpora": ["p"], "model": {"size": "huge"}}}, "pretrain.model.size: unknown preset 'huge'"),
+    ({"pretrain": {"corpora": ["p"], "model": {"size": "w96", "dim": 96}}}, "give depth, dim, heads for a size"),
     ({"pretrain": {"corpora": ["p"], "model": {"dim": 0}}}, "pretrain.model.dim: must be positive"),
     ({"finetune": {"epochs": "3"}}, "finetune.epochs: expected an integer"),
     ({"baselines": ["random_forest"]}, "baselines: expected a list whose items are each one of"),

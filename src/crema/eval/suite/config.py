@@ -6,7 +6,8 @@ field's path), and :func:`crema.config_io.to_dict` writes it back (as ``OUT/suit
 forms of the file are expanded before that check, so that hand-written configs stay short:
 
 * ``pretrain.model.size`` names a preset of :data:`crema.config.MODEL_SIZES` whose widths fill the
-  fields the file leaves out;
+  fields the file leaves out (another name is a model of the file's own, which then gives ``dim``,
+  ``depth`` and ``heads``: e.g. the ``w128`` of a release config);
 * each entry of ``methods`` lists only the objective fields that differ from ``pretrain.objective``.
 
 Written back, both are complete, and reading the written file gives the same config.
@@ -213,6 +214,10 @@ def referenced_corpora(cfg: SuiteConfig) -> list[str]:
 
 # ----------------------------------------------------------------------------- reading
 
+# What a model of the file's own (a ``size`` no preset has) must state, since no preset fills it in
+OWN_SIZE_FIELDS = ("depth", "dim", "heads")
+
+
 def expand_short_forms(raw: dict[str, Any]) -> dict[str, Any]:
     """The file's JSON with the model preset and the methods' objective overrides written out
     (see the module docstring); everything else is left for :func:`crema.config_io.from_dict`."""
@@ -223,10 +228,11 @@ def expand_short_forms(raw: dict[str, Any]) -> dict[str, Any]:
     pretrain = raw["pretrain"] = dict(pretrain)
     model = pretrain.get("model")
     if isinstance(model, dict) and "size" in model:
-        if model["size"] not in MODEL_SIZES:
-            raise ConfigError(f"pretrain.model.size: unknown preset {model['size']!r}; "
-                              f"choose from {sorted(MODEL_SIZES)}")
-        pretrain["model"] = {**MODEL_SIZES[model["size"]], **model}
+        if model["size"] in MODEL_SIZES:
+            pretrain["model"] = {**MODEL_SIZES[model["size"]], **model}
+        elif not set(OWN_SIZE_FIELDS) <= set(model):
+            raise ConfigError(f"pretrain.model.size: unknown preset {model['size']!r}; choose from "
+                              f"{sorted(MODEL_SIZES)}, or give {', '.join(OWN_SIZE_FIELDS)} for a size of your own")
     shared = pretrain.get("objective", {})
     methods = raw.get("methods", DEFAULT_METHODS)
     if isinstance(shared, dict) and isinstance(methods, dict):
