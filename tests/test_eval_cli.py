@@ -58,6 +58,27 @@ def test_probe_command_random_init_and_bad_input(tiny_ptbxl_corpus, tmp_path, ca
     assert "task 'nope' is not in this corpus" in capsys.readouterr().err
 
 
+def test_probe_random_init_like_a_checkpoint(tiny_pretrain_checkpoint, tiny_ptbxl_corpus, tmp_path, capsys):
+    """--like: the checkpoint's architecture and read-out with fresh weights (not its weights)."""
+    like = json.loads((tiny_pretrain_checkpoint / "config.json").read_text())
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes((tiny_pretrain_checkpoint / "model.safetensors").read_bytes())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**like, "embedding": {"features": "leads"}}))
+    common = ["--corpus", str(tiny_ptbxl_corpus.path), "--task", TASK, "--fractions", "1", "--seeds", "0",
+              "--cache", str(tmp_path / "c"), "--no-progress"]
+    assert main(["probe", "--random-init", "--like", str(tmp_path / "ckpt"), *common, "--out", str(tmp_path / "r")]) == 0
+    (result,) = json.loads((tmp_path / "r" / "results.json").read_text())["results"]
+    assert result["method"] == "random_sit" and result["config"]["like"] == str(tmp_path / "ckpt")
+    assert result["config"]["features"] == "leads" and result["config"]["size"] == like["model"]["size"]
+    assert main(["probe", "--checkpoint", str(tmp_path / "ckpt"), *common, "--out", str(tmp_path / "p")]) == 0
+    (trained,) = json.loads((tmp_path / "p" / "results.json").read_text())["results"]
+    assert result["config"]["weights_sha256"] != trained["config"]["weights_sha256"]  # new weights
+    assert main(["probe", "--checkpoint", str(tmp_path / "ckpt"), "--like", str(tmp_path / "ckpt"), *common]) == 1
+    assert "--like goes with --random-init" in capsys.readouterr().err
+    assert main(["probe", "--random-init", "--like", str(tmp_path / "nothing"), *common]) == 1
+    assert "nothing" in capsys.readouterr().err
+
+
 def test_finetune_command(tiny_ptbxl_corpus, tmp_path, capsys):
     out = tmp_path / "resnet"
     code = main(["finetune", "--init", "random", "--arch", "resnet1d", "--corpus", str(tiny_ptbxl_corpus.path),

@@ -64,9 +64,15 @@ def _register_probe(subparsers: Any) -> None:
     p.add_argument("--holdout-source", help="leave one source out: test on this source, train on the others")
     p.add_argument("--features", choices=EMBEDDING_FEATURES,
                    help="encoder read-out: mean (pooled, D) or leads (each lead's mean token, normed, 12 x D); "
-                        "default the checkpoint's own (mean unless its config says otherwise; mean for --random-init)")
+                        "default the checkpoint's own (mean unless its config says otherwise; for --random-init "
+                        "that of --like, else mean)")
     p.add_argument("--size", choices=sorted(MODEL_SIZES), default="tiny", help="SiT preset for --random-init")
-    p.add_argument("--window", type=int, help="model window in samples for --random-init (default: corpus window)")
+    p.add_argument("--like", metavar="CHECKPOINT",
+                   help="with --random-init: the architecture, window and default read-out of this checkpoint "
+                        "or shipped model, its weights drawn anew (instead of --size): the random baseline of "
+                        "a given model")
+    p.add_argument("--window", type=int, help="model window in samples for --random-init (default: corpus window, "
+                                              "or that of --like)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the --random-init weights (default 0)")
     p.add_argument("--corruptions", nargs="*", metavar="NAME",
                    help="also AUROC vs severity for these test-time corruptions (no names = all defaults), "
@@ -92,21 +98,43 @@ def _probe_encoder(args: argparse.Namespace, corpus) -> tuple[Any, str, dict]:
     from ..weights import resolve as resolve_model
     from .features import file_sha256, module_sha256
 
+    if args.like and not args.random_init:
+        raise CremaError("--like goes with --random-init (a checkpoint's architecture with new weights); "
+                         "to probe the checkpoint itself give --checkpoint")
     if args.random_init:
+        model_cfg, features = _random_init_model(args, corpus)
         torch.manual_seed(args.init_seed)
-        window = args.window or int(corpus.signals.shape[-1])
-        try:
-            encoder = SiTEncoder(ModelConfig.from_size(args.size, window=window))
-        except ValueError as exc:
-            raise CremaError(f"--random-init: {exc}") from exc
-        features = args.features or "mean"
+        encoder = SiTEncoder(model_cfg)
         return readout(encoder.eval(), features), module_sha256(encoder), {
-            "init": "random", "size": args.size, "init_seed": args.init_seed, "features": features}
+            "init": "random", "size": model_cfg.size, "init_seed": args.init_seed, "features": features,
+            **({"like": str(args.like)} if args.like else {})}
     encoder, config = load_encoder(args.checkpoint)
     check_corpus_rate(model_fs(config), corpus.preprocess.fs, args.checkpoint, corpus.path)
     features = args.features or embedding_features(config, args.checkpoint)
     return readout(encoder, features), file_sha256(resolve_model(args.checkpoint) / MODEL_FILE), {
         "checkpoint": str(args.checkpoint), "kind": config.get("kind"), "features": features}
+
+
+def _random_init_model(args: argparse.Namespace, corpus) -> tuple[ModelConfig, str]:
+    """The architecture and read-out of ``--random-init``: ``--like``'s (window: ``--window``, else
+    its own) or the ``--size`` preset's (window: ``--window``, else the corpus's)."""
+    from dataclasses import replace
+
+    from ..config_io import from_dict
+    from ..model.checkpoint import load_config
+
+    try:
+        if args.like:
+            config = load_config(args.like)
+            if "model" not in config or config.get("arch", "sit") != "sit":
+                raise CremaError(f"--like {args.like}: not a SiT checkpoint")
+            model_cfg = from_dict(ModelConfig, config["model"], "model.")
+            model_cfg = replace(model_cfg, window=args.window) if args.window else model_cfg
+            return model_cfg, args.features or embedding_features(config, args.like)
+        return (ModelConfig.from_size(args.size, window=args.window or int(corpus.signals.shape[-1])),
+                args.features or "mean")
+    except ValueError as exc:  # a ConfigError too
+        raise CremaError(f"--random-init: {exc}") from exc
 
 
 def run_probe(args: argparse.Namespace) -> int:
