@@ -70,22 +70,32 @@ def with_interval(row: dict | None) -> str:
 
 # ----------------------------------------------------------------------------- the model card
 
-CARD_NAMES = {"crema": "**crema-mini-ecg12** (CREMA)", "mae": "plain MAE, same recipe and steps",
-              "random_sit": "random-init SiT (same size)", "random_kernels": "random kernels (2,000), no training",
-              "supervised_resnet1d": "1-D ResNet, supervised"}
+def card_names(model: str) -> dict[str, str]:
+    """Row labels of a card suite's methods, in the cards' order; ``model`` is the shipped name of
+    the suite's ``crema`` run."""
+    return {"crema": f"**{model}** (CREMA)", "mae": "plain MAE, same recipe and steps",
+            "crema-mini-ecg12": "crema-mini-ecg12 (the small shipped model)",
+            "random_sit": "random-init SiT (same size)", "random_kernels": "random kernels (2,000), no training",
+            "supervised_resnet1d": "1-D ResNet, supervised"}
 
 
-def card_tables(summary: list[dict]) -> str:
+def card_tables(summary: list[dict], model: str = "crema-mini-ecg12") -> str:
     """The model card's two tables from the card suite's ``summary.json``: PTB-XL superdiagnostic on
     the test fold (probe and fine-tune at each label fraction, mean [95% interval]) and CinC
-    leave-one-source-out (probe, each held-out source and their mean)."""
+    leave-one-source-out (probe, each held-out source and their mean). ``model`` names the
+    suite's ``crema`` run."""
+    names = card_names(model)
+
+    def order(method: str) -> int:
+        return list(names).index(method) if method in names else len(names)
+
     out = []
     ptbxl = [s for s in summary if s["task"] == "ptbxl-superdiagnostic" and s["experiment"] == "label_fraction"]
     if ptbxl:
         fractions = sorted({s["fraction"] for s in ptbxl})
         keys = sorted({(s["protocol"], s["method"]) for s in ptbxl},
-                      key=lambda k: (k[0] != "probe", list(CARD_NAMES).index(k[1]) if k[1] in CARD_NAMES else 99))
-        rows = [[protocol, CARD_NAMES.get(method, method),
+                      key=lambda k: (k[0] != "probe", order(k[1])))
+        rows = [[protocol, names.get(method, method),
                  *(with_interval(pick(ptbxl, protocol=protocol, method=method, fraction=f)) for f in fractions)]
                 for protocol, method in keys]
         out += [f"PTB-XL superdiagnostic, test fold 10 ({ptbxl[0]['n_test']} scored records), macro AUROC, mean "
@@ -94,9 +104,9 @@ def card_tables(summary: list[dict]) -> str:
     loso = [s for s in summary if s["experiment"] == "leave_source_out"]
     if loso:
         sources = sorted({s["holdout_source"] for s in loso})
-        methods = sorted({s["method"] for s in loso}, key=lambda m: list(CARD_NAMES).index(m) if m in CARD_NAMES else 99)
+        methods = sorted({s["method"] for s in loso}, key=order)
         cell = {(s["method"], s["holdout_source"]): s["auroc_mean"] for s in loso}
-        rows = [[CARD_NAMES.get(m, m), *(fmt(cell.get((m, src))) for src in sources),
+        rows = [[names.get(m, m), *(fmt(cell.get((m, src))) for src in sources),
                  fmt(np.nanmean([np.nan if cell.get((m, src)) is None else cell[(m, src)] for src in sources]))]
                 for m in methods]
         out += ["CinC 2020/2021 scored classes, leave one source out (train on the other five), linear probe, "

@@ -58,11 +58,15 @@ def screen_one(x: np.ndarray, y: np.ndarray, folds: np.ndarray, n_bootstrap: int
             "val_10pct": float(np.mean(tenth)), "val_scores": full.val_scores.tolist()}
 
 
-def tables(results: dict, y_val: np.ndarray, pairs: list[list[str]], n_bootstrap: int) -> str:
-    """Markdown: one row per encoder and read-out, then the paired fold-9 differences."""
+def tables(results: dict, y_val: np.ndarray, pairs: list[list[str]], n_bootstrap: int,
+           only: list[str] | None = None) -> str:
+    """Markdown: one row per encoder (of ``only``, when given) and read-out, then the paired
+    fold-9 differences."""
     lines = ["| encoder | read-out | width | C | CV folds 1-8 | fold 9 [95% CI] | fold 9, 10% labels |",
              "|---|---|---|---|---|---|---|"]
     for row in results.values():
+        if only and row["checkpoint"] not in only:
+            continue
         low, high = row["val_ci95"]
         lines.append(f"| {row['checkpoint']} | {row['readout']} | {row['dim']} | {row['c']:g} | {row['cv_1_8']:.3f} | "
                      f"{row['val']:.3f} [{low:.3f}, {high:.3f}] | {row['val_10pct']:.3f} |")
@@ -88,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the Markdown tables of --out (beside it, as .md) and print them; embed nothing")
     p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="with --tables: the paired fold-9 difference A - B of two checkpoints (same pretraining seed)")
+    p.add_argument("--only", action="append", default=[], metavar="CHECKPOINT",
+                   help="with --tables: rows of these checkpoints only (default all)")
+    p.add_argument("--tables-out", type=Path, help="with --tables: write them here (default: --out as .md)")
     p.add_argument("--out", type=Path, required=True, help="JSON of results (merged with an existing one)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
@@ -96,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     paths, folds, y, classes = labelled_records(args.corpus, args.records)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.tables:
-        text = tables(results, y[folds == 9], args.pair, args.n_bootstrap)
-        args.out.with_suffix(".md").write_text(text)
+        text = tables(results, y[folds == 9], args.pair, args.n_bootstrap, args.only)
+        (args.tables_out or args.out.with_suffix(".md")).write_text(text)
         print(text)
         return 0
     if not args.checkpoint:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from crema.config import EMBEDDING_FEATURES, ModelConfig, embedding_features
 from crema.config_io import from_dict
+from crema.data.corpus import Corpus, parse_corpus_spec
 from crema.model.sit import feature_dim
 from crema.weights import shipped_models
 
@@ -69,16 +70,80 @@ def output_text(config: dict) -> str:
             f"{model_cfg.n_leads} per-lead mean tokens ({width['leads']} values).")
 
 
-def card_fields(name: str, config: dict, log: list[dict], weights: Path, digest: str, table: str) -> dict:
-    """The values the card template's ``{placeholders}`` name."""
+def architecture_text(config: dict) -> str:
+    """The card's sentence on the network, from the config's ``model`` and ``preprocess``."""
+    m, fs = config["model"], config["preprocess"]["fs"]
+    within = "within each lead" if m.get("decoder_mode") == "per_lead" else "across all leads"
+    return (f"Signal Transformer (SiT) `{m['size']}`: width {m['dim']}, {m['depth']} pre-norm blocks, "
+            f"{m['heads']} heads, per-patch convolutional stem ({m['stem_channels']} channels), "
+            f"{m['patch_size'] / fs:g} s patches ({m['patch_size']} samples at {fs:g} Hz), learned lead and "
+            f"sinusoidal time embeddings; MAE decoder width {m['decoder_dim']}, {m['decoder_depth']} "
+            f"block{'s' if m['decoder_depth'] != 1 else ''}, attention {within}.")
+
+
+def crop_text(config: dict) -> str:
+    """The card's sentence on how much of a 10 s window the model sees at once."""
+    pre, window = config["preprocess"], config["model"]["window"]
+    samples = round(pre["window_s"] * pre["fs"])
+    if window >= samples:
+        return f"The model sees the whole {pre['window_s']:g} s window ({samples:,} samples)."
+    parts = {2: "two", 3: "three", 4: "four"}.get(samples // window, str(samples // window))
+    return (f"The model sees {window / pre['fs']:g} s ({window:,} samples); a {pre['window_s']:g} s window's "
+            f"representation is the mean of its {parts} {window / pre['fs']:g} s parts.")
+
+
+# What each pretraining corpus of the committed recipes holds (README, "Getting the data")
+CORPUS_TEXT = {
+    "unlabeled": "`ptbxl-unlabeled`, PTB-XL records with ecg_id > 500",
+    "ptbxl": "PTB-XL records 1-500",
+    "cinc": "CinC 2020/2021 records of six sources (CPSC 2018, CPSC extra, Georgia, Ningbo, PTB, PTB-XL), "
+            "CinC copies of PTB-XL records removed",
+    "challenge2011": "the Challenge 2011 set-A mobile-phone recordings",
+}
+
+
+def pretraining_data(corpora: list[str]) -> tuple[str, int]:
+    """The card's list of the run's pretraining corpora (``DIR`` or ``DIR:split``) and their
+    number of windows, counted in the prepared corpora (which must be at hand)."""
+    parts, total = [], 0
+    for spec in corpora:
+        path, splits = parse_corpus_spec(spec)
+        n = len(Corpus(path).rows(list(splits) if splits else None))
+        where = f" of the {'/'.join(splits)} split" if splits else ""
+        parts.append(f"{CORPUS_TEXT.get(path.name, f'`{path.name}`')}: {n:,} windows{where}")
+        total += n
+    return "; ".join(parts) + f"; {total:,} windows of 10 s in all", total
+
+
+def wall_seconds(log: list[dict]) -> float:
+    """Seconds of training in a run's log, over every working period (``elapsed_s`` restarts from
+    zero when a run is resumed)."""
+    total, last = 0.0, 0.0
+    for entry in log:
+        if entry["elapsed_s"] < last:
+            total += last
+        last = entry["elapsed_s"]
+    return total + last
+
+
+def card_fields(name: str, config: dict, log: list[dict], weights: Path, digest: str, table: str,
+                texts: dict[str, str]) -> dict:
+    """The values the card template's ``{placeholders}`` name; ``texts`` holds those given on the
+    command line (recipe, card command, notes, ...)."""
     params = count_params(weights)
+    train = config["train"]
+    data, n_windows = pretraining_data(train["corpora"])
     return {
-        "name": name, "sha256": digest, "step": config["step"], "steps": config["train"]["steps"],
-        "batch_size": config["train"]["batch_size"], "seed": config["train"]["seed"],
-        "wall_min": f"{log[-1]['elapsed_s'] / 60:.0f}", "loss_rec": f"{log[-1]['loss_rec']:.3f}",
+        "name": name, "sha256": digest, "step": config["step"], "steps": train["steps"],
+        "batch_size": train["batch_size"], "seed": train["seed"], "blr": f"{train['blr']:g}",
+        "warmup_steps": train["warmup_steps"], "weight_decay": f"{train['weight_decay']:g}",
+        "grad_clip": f"{train['grad_clip']:g}", "data": data, "n_windows": f"{n_windows:,}",
+        "wall_min": f"{wall_seconds(log) / 60:.0f}", "loss_rec": f"{log[-1]['loss_rec']:.3f}",
         "acc": f"{log[-1]['acc']:.2f}", "encoder_params": f"{params.get('encoder', 0):,}",
         "all_params": f"{sum(params.values()):,}", "size_kb": f"{weights.stat().st_size / 1024:.0f}",
-        "table": table, "output": output_text(config), "model_json": json.dumps(config["model"]), "objective_json": json.dumps(config["objective"]),
+        "table": table, "output": output_text(config), "architecture": architecture_text(config),
+        "crop_text": crop_text(config), "model_json": json.dumps(config["model"]),
+        "objective_json": json.dumps(config["objective"]), **texts,
     }
 
 
@@ -117,9 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card-template", type=Path, required=True)
     p.add_argument("--table", type=Path, help="measured tables (Markdown) to put in the card")
     p.add_argument("--out", type=Path, required=True, help="release folder (outside src/), e.g. runs/release")
+    p.add_argument("--features", choices=EMBEDDING_FEATURES,
+                   help="the encoder's default read-out, stored as config.json's embedding.features "
+                        "(default: the run's own, mean when it names none)")
+    p.add_argument("--recipe", default="configs/pretrain/crema-release.json", help="the run's committed recipe")
+    p.add_argument("--card-command", default="bash experiments/card.sh", help="what measures the card's tables")
+    p.add_argument("--suite", default="configs/suite-card.json", help="the card suite's config")
+    p.add_argument("--card-results", default="results/card/", help="where the card suite's outputs are committed")
+    p.add_argument("--machine", default="one CPU thread of a shared 2-core machine", help="what trained it")
+    p.add_argument("--notes", type=Path, action="append", default=[],
+                   help="Markdown for the card, before its limits (repeatable: the files in order)")
+    p.add_argument("--limit", action="append", default=[], help="a further limit (a bullet; repeatable)")
     args = p.parse_args(argv)
 
     config = shipped_config(json.loads((args.run / "config.json").read_text()))
+    if args.features:
+        config = {**config, "embedding": {"features": args.features}}
     dst = args.out / args.name
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run / "model.safetensors", dst / "model.safetensors")  # follows checkpoint links
@@ -129,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     if config.get("kind") == "classifier":
         fields = classifier_fields(args.name, config, args.run, dst / "model.safetensors", digest, table)
     else:
+        texts = {"recipe": args.recipe, "card_command": args.card_command, "suite": args.suite,
+                 "card_results": args.card_results, "machine": args.machine,
+                 "notes": "".join(path.read_text().rstrip() + "\n\n" for path in args.notes),
+                 "limits": "".join(f"- {text}\n" for text in args.limit)}
         fields = card_fields(args.name, config, read_jsonl(args.run / "log.jsonl"), dst / "model.safetensors",
-                             digest, table)
+                             digest, table, texts)
     (dst / "MODEL_CARD.md").write_text(args.card_template.read_text().format(**fields))
     config_digest = hashlib.sha256((dst / "config.json").read_bytes()).hexdigest()
     entry = {"sha256": digest, "config_sha256": config_digest, "summary": args.summary}

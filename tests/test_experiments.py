@@ -148,7 +148,8 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     out = tmp_path / "release"
     done = subprocess.run([sys.executable, str(EXPERIMENTS / "ship_model.py"), str(tiny_pretrain_checkpoint),
                            "--name", "tiny-test", "--summary", "a test model",
-                           "--card-template", str(ROOT / "docs" / "MODEL_CARD.template.md"), "--out", str(out)],
+                           "--card-template", str(ROOT / "docs" / "MODEL_CARD.template.md"), "--out", str(out),
+                           "--features", "leads"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert sorted((p.relative_to(WEIGHTS_DIR), p.stat().st_mtime_ns) for p in WEIGHTS_DIR.rglob("*")) == before
@@ -165,6 +166,7 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     model = crema.load(out / "tiny-test", device="cpu")
     emb = model.embed(signal, fs=250)
     assert emb.ndim == 2 and emb.shape[0] == 1 and np.isfinite(emb).all()
+    assert model.features == "leads" and emb.shape[1] == model.feature_dim("leads")  # --features is its default
     # the card states the width the model's default embedding really has, and the other kind's
     assert f"{emb.shape[1]} values" in card and f"(`embedding.features` `{model.features}`" in card
     other = "mean" if model.features == "leads" else "leads"
