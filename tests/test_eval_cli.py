@@ -146,8 +146,16 @@ def test_evaluate_resume_and_report(tiny_ptbxl_corpus, unlabeled_corpus, tiny_ci
     again = json.loads((out / "steps" / "pretrain" / "mae.json").read_text())
     assert again["resumed"] and again["pretrain_step"] == 6 and again["weights_sha256"] == record["weights_sha256"]
 
+    # --reference pairs every method against a further one (here contrastive-only), once
+    assert main(["report", str(out), "--reference", "nothing-by-that-name"]) == 1
+    assert "no results of nothing-by-that-name" in capsys.readouterr().err
+    assert main(["report", str(out), "--reference", "contrastive"]) == 0
+    capsys.readouterr()
+    minus = {(d["method"], d["minus"]) for d in json.loads((out / "paired.json").read_text())}
+    assert ("crema", "contrastive") in minus and ("mae", "contrastive") in minus
     assert main(["report", str(out)]) == 0
     assert "macro AUROC by label fraction" in capsys.readouterr().out
+    assert "contrastive" not in {d["minus"] for d in json.loads((out / "paired.json").read_text())}
     md = (out / "report.md").read_text()
     for heading in ("ptbxl-superdiagnostic: macro AUROC by label fraction",
                     "cinc-scored: macro AUROC on each held-out source",

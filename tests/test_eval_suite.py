@@ -136,6 +136,17 @@ def test_paired_differences_match_seeds_and_records():
     assert d.low == pytest.approx(0.03) and d.high == pytest.approx(0.03)  # the shared part cancels
 
 
+def test_a_further_reference_pairs_a_new_encoder_with_an_old_one():
+    """``references``: a given encoder (no baseline, not MAE) becomes a reference too."""
+    shared = np.random.default_rng(2).normal(0.8, 0.05, 200)
+    results = [_result("crema", 0, s, 0.83, shared + 0.03) for s in (0, 1)]
+    results += [_result("crema-mini-ecg12", 0, s, 0.8, shared) for s in (0, 1)]
+    assert paired_differences(results) == []  # neither is a default reference
+    (d,) = paired_differences(results, ["crema-mini-ecg12"])
+    assert (d.method, d.reference, d.n_pairs) == ("crema", "crema-mini-ecg12", 2)
+    assert d.difference == pytest.approx(0.03)
+
+
 def test_a_reference_without_pretraining_seed_pairs_on_the_seed():
     reps = np.linspace(0.6, 0.7, 50)
     results = [_result("crema", ps, s, 0.7, reps, protocol="finetune") for ps in (0, 1) for s in (0, 1)]

@@ -406,6 +406,9 @@ def _register_report(subparsers: Any) -> None:
         description="Reads RUN_DIR/results.json (from crema evaluate, probe or finetune) and writes "
                     "report.md, a self-contained report.html, summary.json and plots/*.png into RUN_DIR.")
     p.add_argument("run_dir", help="folder holding results.json")
+    p.add_argument("--reference", action="append", default=[], metavar="METHOD",
+                   help="also pair every method against this one (repeatable; e.g. an existing encoder a new "
+                        "one should beat); MAE and the baselines are always references")
     p.set_defaults(func=run_report)
 
 
@@ -413,7 +416,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .report import build_report, results_text
     from .results import load_results
 
-    written = build_report(args.run_dir)
+    written = build_report(args.run_dir, args.reference)
     print(results_text(load_results(args.run_dir)["results"]))
     print(f"\ncrema report: wrote {written['markdown']}, {written['html']} and "
           f"{sum(k.startswith('plot:') for k in written)} plots")

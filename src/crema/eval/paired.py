@@ -127,14 +127,16 @@ def difference(setting: dict, method: str, reference: str, matched: Sequence[tup
                             {k: float(np.mean(v)) for k, v in by_seed.items()}, len(matched), metric)
 
 
-def _matched_pairs(methods: dict[str, dict[tuple, dict]]) -> list[tuple[str, str, str, list]]:
+def _matched_pairs(methods: dict[str, dict[tuple, dict]], extra: Sequence[str] = ()
+                   ) -> list[tuple[str, str, str, list]]:
     """``(metric, method, reference, matched pairs)`` of one setting's results by method, for
-    each metric of the task, each method and each of its protocol's references it pairs with."""
+    each metric of the task, each method and each of its protocol's references (and ``extra``)
+    it pairs with."""
     any_result = next(r for by_key in methods.values() for r in by_key.values())
     protocol = any_result["protocol"]
     out = []
     for metric in result_metrics(any_result):
-        for reference in REFERENCES.get(protocol, ()):
+        for reference in (*REFERENCES.get(protocol, ()), *extra):
             for method in sorted(methods):
                 if method in NOT_COMPARED or method == reference or reference not in methods:
                     continue
@@ -144,8 +146,9 @@ def _matched_pairs(methods: dict[str, dict[tuple, dict]]) -> list[tuple[str, str
     return out
 
 
-def paired_differences(results: Iterable[dict]) -> list[PairedDifference]:
-    """Every method minus each of its :data:`REFERENCES` at every label fraction and held-out
+def paired_differences(results: Iterable[dict], references: Sequence[str] = ()) -> list[PairedDifference]:
+    """Every method minus each of its :data:`REFERENCES` (and of ``references``: further method
+    names, e.g. a given encoder to compare a new one with) at every label fraction and held-out
     source where both have comparable results, and over the mean of the held-out sources
     (:data:`MEAN_OF_SOURCES`, when every source pairs up), in each metric of the task
     (:func:`crema.eval.metrics.result_metrics`); baselines are references, not compared."""
@@ -160,7 +163,7 @@ def paired_differences(results: Iterable[dict]) -> list[PairedDifference]:
         setting = dict(zip(SETTING_FIELDS, setting_key))
         held_out = setting["experiment"] == "leave_source_out"
         n_sources[setting["task"], setting["protocol"]] += held_out
-        for metric, method, reference, matched in _matched_pairs(methods):
+        for metric, method, reference, matched in _matched_pairs(methods, tuple(references)):
             out.append(difference(setting, method, reference, matched, metric))
             if held_out:
                 by_sources[setting["task"], setting["protocol"], method, reference, metric].append(matched)

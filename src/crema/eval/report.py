@@ -97,9 +97,10 @@ def report_headline(data: dict) -> str | None:
     return headline(data["results"], encoders) if encoders else None
 
 
-def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html``, ``summary.json`` and ``plots/*.png`` into ``run_dir``
-    from its ``results.json``; returns the paths written."""
+def build_report(run_dir: str | os.PathLike, references: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html``, ``summary.json``, ``paired.json`` and ``plots/*.png``
+    into ``run_dir`` from its ``results.json``; returns the paths written. ``references``: method
+    names every method is also paired against (beside MAE and the baselines)."""
     run_dir = Path(run_dir)
     data = load_results(run_dir)
     results = data["results"]
@@ -113,8 +114,12 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
         plots += _task_plots(summaries, task, run_dir / "plots", colours)
 
     save_json(run_dir / "summary.json", [s.to_dict() for s in sorted(summaries, key=summary_order)])
-    save_json(run_dir / "paired.json", [d.to_dict() for d in paired_differences(results)])
-    tables = with_paired(report_tables(summaries), paired_tables(results))
+    unknown = sorted(set(references) - {r["method"] for r in results})
+    if unknown:
+        raise CremaError(f"{run_dir}: no results of {', '.join(unknown)} to pair against "
+                         f"(methods: {', '.join(sorted({r['method'] for r in results}))})")
+    save_json(run_dir / "paired.json", [d.to_dict() for d in paired_differences(results, references)])
+    tables = with_paired(report_tables(summaries), paired_tables(results, references))
     header, rows = summary_table(summaries)
     regression = any(r.get("task_type") == "regression" for r in results)
     intro = (f"{len(results)} results ({len({r['method'] for r in results})} methods; tasks: {', '.join(tasks)}). "

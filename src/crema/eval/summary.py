@@ -212,12 +212,13 @@ def _paired_order(d: PairedDifference) -> tuple:
             method_rank(d.method))
 
 
-def paired_tables(results: Iterable[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+def paired_tables(results: Iterable[dict], references: Sequence[str] = ()
+                  ) -> list[tuple[str, list[str], list[list[str]]]]:
     """``(title, header, rows)`` per task and metric: each method minus MAE, minus an encoder that
-    learned nothing and minus the other baselines, paired on seeds and test records (see
-    :mod:`crema.eval.paired`); "ahead on" counts the pretraining seeds where the method is better
-    (a lower MAE, a higher AUROC or r)."""
-    differences = paired_differences(results)
+    learned nothing, minus the other baselines and minus ``references``, paired on seeds and test
+    records (see :mod:`crema.eval.paired`); "ahead on" counts the pretraining seeds where the
+    method is better (a lower MAE, a higher AUROC or r)."""
+    differences = paired_differences(results, references)
     header = ["setting", "protocol", "method", "minus", "difference [95% CI]", "per pretraining seed", "ahead on"]
     tables = []
     for task in sorted({d.setting["task"] for d in differences}):
