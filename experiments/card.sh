@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-mini}" in
     mini) recipe=configs/pretrain/crema-release.json; crema_run=runs/pretrain/crema-mini-ecg12
-          mae_run=runs/pretrain/mae-mini-8000; suite=configs/suite-card.json; out=runs/eval/card ;;
+          mae_run=runs/pretrain/mae-mini-8000; suite=configs/suite-card.json; out=runs/eval/card; also=() ;;
     w128) recipe=configs/pretrain/crema-w128-release.json; crema_run=runs/pretrain/crema-w128
-          mae_run=runs/pretrain/mae-w128; suite=configs/suite-card-w128.json; out=runs/eval/card-w128 ;;
+          mae_run=runs/pretrain/mae-w128; suite=configs/suite-card-w128.json; out=runs/eval/card-w128
+          also=(--reference crema-mini-ecg12) ;;   # paired against the small shipped model too
     *) echo "usage: bash experiments/card.sh [mini|w128]" >&2; exit 2 ;;
 esac
 run() { [ -f "$1/training_state.pt" ] && echo --resume || true; }
@@ -21,4 +22,4 @@ mkdir -p "$out/pretrain"
 ln -sfn "$(realpath "$crema_run")" "$out/pretrain/crema"   # the suite resumes them at their
 ln -sfn "$(realpath "$mae_run")" "$out/pretrain/mae"       # last step: nothing is retrained
 crema evaluate --suite "$suite" --out "$out" --resume
-crema report "$out"
+crema report "$out" "${also[@]}"

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from crema.weights import model_dir
 from lab import REPO, card_tables, fmt, load_summary, markdown_table, pick, read_jsonl, with_interval
 
 RESULTS = REPO / "results"
@@ -114,22 +115,29 @@ def paired_rows(rows: list[dict], settings: list[tuple[str, dict]], method: str 
 
 # ----------------------------------------------------------------------------- the shipped model
 
-def shipped_model() -> str:
-    """README: the shipped model against its baselines (card suite), and the paired differences."""
-    folder = RESULTS / "card"
+def shipped_model(folder: Path = RESULTS / "card-w128", model: str = "crema-w128-ecg12") -> str:
+    """README: the best shipped model against its baselines (its card suite), and the paired
+    differences."""
     summary, pairs = load_summary(folder), paired(folder)
     task = "ptbxl-superdiagnostic"
-    rows = [("probe", "crema", "**crema-mini-ecg12**"), ("probe", "mae", "plain MAE, same recipe"),
+    methods = {m["method"] for m in summary}
+    rows = [("probe", "crema", f"**{model}**"), ("probe", "mae", "plain MAE, same recipe"),
+            ("probe", "crema-mini-ecg12", "crema-mini-ecg12 (the small one)"),
             ("probe", "random_sit", "random-init SiT"), ("probe", "random_kernels", "random kernels, no training"),
-            ("finetune", "crema", "**crema-mini-ecg12**"), ("finetune", "mae", "plain MAE, same recipe"),
+            ("finetune", "crema", f"**{model}**"), ("finetune", "mae", "plain MAE, same recipe"),
+            ("finetune", "crema-mini-ecg12", "crema-mini-ecg12 (the small one)"),
             ("finetune", "supervised_resnet1d", "1-D ResNet")]
-    table = fraction_table(summary, task, rows)
+    table = fraction_table(summary, task, [row for row in rows if row[1] in methods])
     lines = [f"PTB-XL superdiagnostic, test fold 10 ({n_test(summary, task)} scored records), macro AUROC, mean over "
              "3 label subsets or fine-tuning seeds; CinC 2020/2021 scored classes, linear probe trained on five "
              "sources and tested on the sixth, mean over the six. One pretraining seed.", "", table, "",
-             "crema-mini-ecg12 minus each baseline, linear probe (paired bootstrap over test records, 95%):", ""]
-    for ref, name in (("random_sit", "a random-init SiT of the same size"),
-                      ("random_kernels", "random convolutional kernels (no training)"), ("mae", "plain MAE")):
+             f"{model} minus each baseline, linear probe (paired bootstrap over test records, 95%):", ""]
+    references = [("random_sit", "a random-init SiT of the same size"),
+                  ("random_kernels", "random convolutional kernels (no training)"), ("mae", "plain MAE"),
+                  ("crema-mini-ecg12", "the small crema-mini-ecg12")]
+    for ref, name in references:
+        if ref not in methods:
+            continue
         parts = []
         for f in (0.01, 0.1, 1.0):
             d = pick_paired(pairs, task=task, experiment="label_fraction", protocol="probe", method="crema",
@@ -141,21 +149,29 @@ def shipped_model() -> str:
     return "\n".join(lines) + "\n"
 
 
-def card() -> str:
-    """RESULTS: the model card's tables (what experiments/card_table.py prints)."""
-    return card_tables(load_summary(RESULTS / "card")) + "\n"
+def card(folder: Path = RESULTS / "card", model: str = "crema-mini-ecg12") -> str:
+    """RESULTS: a model card's tables (what experiments/card_table.py prints)."""
+    return card_tables(load_summary(folder), model) + "\n"
 
 
-def card_paired() -> str:
-    """RESULTS: every paired difference of the shipped model in the card suite."""
-    pairs = paired(RESULTS / "card")
+def card_paired(folder: Path = RESULTS / "card", model: str = "crema-mini-ecg12") -> str:
+    """RESULTS: every paired difference of a shipped model in its card suite."""
+    pairs = paired(folder)
     settings = [(f"probe, {100 * f:g}% labels", {"task": "ptbxl-superdiagnostic", "protocol": "probe", "fraction": f})
                 for f in (0.01, 0.1, 1.0)]
     settings += [("probe, CinC held-out sources (mean)", {"protocol": "probe", "holdout_source": LOSO_MEAN})]
     settings += [(f"fine-tune, {100 * f:g}% labels", {"task": "ptbxl-superdiagnostic", "protocol": "finetune",
                                                       "fraction": f}) for f in (0.1, 1.0)]
-    return markdown_table(["setting", "crema-mini-ecg12 minus", "difference [95% CI]", "per pretraining seed",
+    return markdown_table(["setting", f"{model} minus", "difference [95% CI]", "per pretraining seed",
                            "ahead on"], paired_rows(pairs, settings)) + "\n"
+
+
+def card_w128() -> str:
+    return card(RESULTS / "card-w128", "crema-w128-ecg12")
+
+
+def card_w128_paired() -> str:
+    return card_paired(RESULTS / "card-w128", "crema-w128-ecg12")
 
 
 # ----------------------------------------------------------------------------- the evaluation suites
@@ -428,13 +444,33 @@ def model_screen() -> str:
     return (RESULTS / "model-screen" / "screen.md").read_text()
 
 
-def shipped_classifier() -> str:
-    """RESULTS: the shipped classifier's test table, as ``experiments/classifier_card.py`` wrote it."""
-    return (RESULTS / "shipped-classifier" / "card_table.md").read_text()
+def shipped_classifier(folder: str = "shipped-classifier") -> str:
+    """RESULTS: a shipped classifier's test table, as ``experiments/classifier_card.py`` wrote it."""
+    return (RESULTS / folder / "card_table.md").read_text()
+
+
+def shipped_classifier_w128() -> str:
+    return shipped_classifier("shipped-classifier-w128")
+
+
+def shipped_classifiers() -> str:
+    """RESULTS: the shipped classifiers side by side: validation macro AUROC at the early-stopping
+    epoch (their configs) and test macro AUROC (their cards' measurements)."""
+    rows = []
+    for name, folder in (("crema-w128-ecg12-superdiagnostic", "shipped-classifier-w128"),
+                         ("crema-mini-ecg12-superdiagnostic", "shipped-classifier")):
+        config = json.loads((model_dir(name) / "config.json").read_text())
+        card = json.loads((RESULTS / folder / "card.json").read_text())
+        low, high = card["macro_ci95"]
+        rows.append([f"`{name}`", config["init"], fmt(config["val_auroc"]),
+                     f"{fmt(card['macro_auroc'])} [{fmt(low)}, {fmt(high)}]", str(card["n_test"])])
+    return markdown_table(["classifier", "encoder", "validation macro AUROC (fold 9)", "test macro AUROC [95% CI]",
+                           "test records"], rows) + "\n"
 
 
 TABLES: dict[str, Callable[[], str]] = {
     "shipped-model": shipped_model, "card": card, "card-paired": card_paired,
+    "card-w128": card_w128, "card-w128-paired": card_w128_paired,
     "suite-default": suite_default, "suite-default-paired": suite_default_paired,
     "suite-default-tasks": suite_default_tasks, "suite-lambda01": suite_lambda01,
     "original": original, "ablation": ablation,
@@ -442,6 +478,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "search-diagnosis": search_diagnosis, "release-length": release_length,
     "bench-inference": bench_inference, "bench-gpu-pretrain": bench_gpu_pretrain,
     "model-screen": model_screen, "shipped-classifier": shipped_classifier,
+    "shipped-classifier-w128": shipped_classifier_w128, "shipped-classifiers": shipped_classifiers,
 }
 
 

@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="configs/pretrain/crema-release.json", help="the run's committed recipe")
     p.add_argument("--card-command", default="bash experiments/card.sh", help="what measures the card's tables")
     p.add_argument("--suite", default="configs/suite-card.json", help="the card suite's config")
-    p.add_argument("--card-results", default="results/card/", help="where the card suite's outputs are committed")
+    p.add_argument("--card-results", help="where the card's measured outputs are committed (default "
+                                           "results/card/, results/shipped-classifier for a classifier)")
     p.add_argument("--machine", default="one CPU thread of a shared 2-core machine", help="what trained it")
     p.add_argument("--notes", type=Path, action="append", default=[],
                    help="Markdown for the card, before its limits (repeatable: the files in order)")
@@ -206,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     table = args.table.read_text() if args.table else "(not yet measured)"
     if config.get("kind") == "classifier":
         fields = classifier_fields(args.name, config, args.run, dst / "model.safetensors", digest, table)
+        fields["card_results"] = args.card_results or "results/shipped-classifier"
     else:
         texts = {"recipe": args.recipe, "card_command": args.card_command, "suite": args.suite,
-                 "card_results": args.card_results, "machine": args.machine,
+                 "card_results": args.card_results or "results/card/", "machine": args.machine,
                  "notes": "".join(path.read_text().rstrip() + "\n\n" for path in args.notes),
                  "limits": "".join(f"- {text}\n" for text in args.limit)}
         fields = card_fields(args.name, config, read_jsonl(args.run / "log.jsonl"), dst / "model.safetensors",

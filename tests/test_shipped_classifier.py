@@ -13,14 +13,23 @@ from crema.eval.metrics import auroc
 from crema.paths import sample_root
 from crema.weights import shipped_models
 
-NAME = "crema-mini-ecg12-superdiagnostic"
+SUFFIX = "-superdiagnostic"
+NAMES = sorted(name for name in shipped_models() if name.endswith(SUFFIX))
 CLASSES = ["CD", "HYP", "MI", "NORM", "STTC"]
 
 
+def test_a_classifier_of_each_shipped_encoder():
+    assert NAMES == ["crema-mini-ecg12-superdiagnostic", "crema-w128-ecg12-superdiagnostic"]
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def name(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def classifier():
-    assert NAME in shipped_models()
-    return crema.load(NAME, device="cpu")
+def classifier(name):
+    return crema.load(name, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +43,10 @@ def test_fold():
     return [root / f"{path}.hea" for path in rows["filename_lr"]], y, classes
 
 
-def test_its_config_is_a_classifier_of_the_five_classes(classifier):
+def test_its_config_is_a_classifier_of_the_five_classes(classifier, name):
     assert classifier.kind == "classifier" and list(classifier.classes) == CLASSES
     assert classifier.thresholds.shape == (5,) and ((classifier.thresholds > 0) & (classifier.thresholds < 1)).all()
-    assert classifier.config["init"] == "crema-mini-ecg12"
+    assert classifier.config["init"] == name.removesuffix(SUFFIX)
     # a shipped config names no folder of the machine that trained it
     assert "corpus" not in classifier.config["finetune"] and "out" not in classifier.config["finetune"]
 
@@ -54,16 +63,16 @@ def test_it_separates_the_classes_on_the_test_fold(classifier, test_fold):
     assert auroc(y, values, CLASSES).macro > 0.75
 
 
-def test_crema_predict_takes_its_name(tmp_path, test_fold):
+def test_crema_predict_takes_its_name(name, tmp_path, test_fold):
     paths = test_fold[0][:3]
     out = tmp_path / "predictions.csv"
-    assert main(["predict", NAME, *map(str, paths), "--out", str(out), "--no-progress"]) == 0
+    assert main(["predict", name, *map(str, paths), "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["record_id"] for r in rows] == [p.stem for p in paths]
     assert all(set(CLASSES) <= set(r) and "labels" in r for r in rows)
 
 
-def test_crema_plot_takes_its_name(tmp_path, test_fold):
+def test_crema_plot_takes_its_name(name, tmp_path, test_fold):
     out = tmp_path / "ecg.png"
-    assert main(["plot", str(test_fold[0][0]), "--checkpoint", NAME, "--out", str(out)]) == 0
+    assert main(["plot", str(test_fold[0][0]), "--checkpoint", name, "--out", str(out)]) == 0
     assert out.stat().st_size > 10_000

@@ -9,7 +9,7 @@ default it starts from the pretrained model shipped in the package (``crema mode
 4. ``crema plot-reconstruction``  one validation record, masked patches shaded;
 5. ``crema probe``     linear probes of PTB-XL superdiagnostic (10% and 100% of the training
    labels, test fold 10) for the shipped encoder and a randomly initialised one of the same
-   size; one table.
+   architecture and read-out (``--random-init --like``); one table.
 
 ``--pretrain`` replaces the shipped model by a small CREMA pretrained here on the sample's
 training folds (a few minutes on a CPU) and probes that instead.
@@ -29,7 +29,7 @@ from .paths import sample_root
 
 TASK = "ptbxl-superdiagnostic"
 WINDOW = 1250  # 5 s crops of the 10 s windows: twice the steps in the same CPU time
-SHIPPED = "crema-mini-ecg12"
+SHIPPED = "crema-w128-ecg12"  # the best shipped encoder (crema models; crema-mini-ecg12 is the small one)
 
 
 # What `crema demo --help` prints: the module docstring's steps as plain text (no reST markup).
@@ -79,7 +79,6 @@ def run_demo(args: argparse.Namespace) -> int:
     # bring in torch and pandas, seconds on every command's start.
     from .eval.report import results_text
     from .eval.results import load_results
-    from .model.checkpoint import load_config
 
     out = Path(args.out)
     corpus = out / "corpus"
@@ -90,7 +89,6 @@ def run_demo(args: argparse.Namespace) -> int:
     model = str(out / "pretrain") if args.pretrain else SHIPPED
     if args.pretrain:
         _pretrain(args, corpus, Path(model), seed)
-    size = load_config(model)["model"]["size"]
     records = sorted((sample_root() / "records100" / "00000").glob("*.hea"))[:8]
     if not (out / "embeddings.npy").exists():
         _step(f"embed {len(records)} sample records with {model}",
@@ -101,7 +99,7 @@ def run_demo(args: argparse.Namespace) -> int:
           ["plot-reconstruction", model, "--corpus", str(corpus), "--row", str(_a_validation_row(corpus)),
            "--out", str(out / "reconstruction.png"), "--seed", seed])
     probes = {"crema": ["--checkpoint", model],
-              "random_init": ["--random-init", "--size", size, "--window", str(WINDOW), "--init-seed", seed]}
+              "random_init": ["--random-init", "--like", model, "--init-seed", seed]}
     for name, which in probes.items():
         _step(f"linear probe on {TASK}: {name} encoder",
               ["probe", *which, "--name", name, "--corpus", str(corpus), "--task", TASK,

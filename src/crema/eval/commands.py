@@ -305,7 +305,7 @@ def _register_evaluate(subparsers: Any) -> None:
                     "each method, linear probes, fine-tuning and supervised baselines at several label "
                     "fractions and seeds, leave-one-source-out and test-time corruptions. Without --suite, "
                     "with --corpus DIR --task NAME: is a foundation model worth it on this task? The "
-                    "encoders (--checkpoint, default the shipped crema-mini-ecg12) against a random-init "
+                    "encoders (--checkpoint, default the shipped crema-w128-ecg12) against a random-init "
                     "SiT of the same size, training-free random kernels and a supervised 1-D ResNet: linear "
                     "probes at the label fractions the data allows, fine-tunes on all labels, bootstrap "
                     "intervals, paired differences, and OUT/report.md + report.html whose first sentence "
@@ -325,7 +325,7 @@ def _register_evaluate(subparsers: Any) -> None:
                                     "crema prepare --labels)")
     own.add_argument("--checkpoint", action="extend", nargs="+", metavar="MODEL",
                      help="pretrained encoder(s) to evaluate: checkpoint folders or shipped model names "
-                          "(default crema-mini-ecg12); the random SiT baseline has the first one's size")
+                          "(default crema-w128-ecg12); the random SiT baseline has the first one's size")
     own.add_argument("--fractions", type=float, nargs="+",
                      help="candidate label fractions of the training records (default 0.01 0.1 1); each below 1 "
                           "is kept only when it holds at least --min-records records and a positive of every class")

@@ -5,7 +5,7 @@ The run is an ordinary suite (:class:`~crema.eval.suite.runner.Suite`, so ``--re
 records, ``results.json`` and the report work as for any suite), built here from the corpus and
 the task, with no pretraining because the encoders are given:
 
-* the given encoders (default the shipped ``crema-mini-ecg12``; several allowed), linearly
+* the given encoders (default the shipped ``crema-w128-ecg12``; several allowed), linearly
   probed at the label fractions the training split allows (:func:`usable_fractions`) and
   fine-tuned (LP-FT, few epochs) on all training labels;
 * ``random_sit``: a randomly initialised SiT of the first encoder's size, probed the same way
@@ -39,7 +39,7 @@ from ..results import load_results
 from .config import BASELINES, PretrainSettings, ProbeSettings, SuiteConfig, TaskEval, suite_from_dict
 from .runner import Suite
 
-DEFAULT_CHECKPOINT = "crema-mini-ecg12"
+DEFAULT_CHECKPOINT = "crema-w128-ecg12"  # the best shipped encoder
 CANDIDATE_FRACTIONS: tuple[float, ...] = (0.01, 0.1, 1.0)
 MIN_RECORDS = 20                      # labelled training records a label fraction must hold
 OWN_TASK_BASELINES = ("random_sit", "random_kernels", "supervised_resnet1d")
