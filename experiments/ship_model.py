@@ -115,6 +115,19 @@ def pretraining_data(corpora: list[str]) -> tuple[str, int]:
     return "; ".join(parts) + f"; {total:,} windows of 10 s in all", total
 
 
+def speed_text(bench: Path) -> str:
+    """The card's section on speed, from ``benchmarks/embed_throughput.py``'s JSON for the model."""
+    d = json.loads(bench.read_text())
+    rows, start = d["rows"], d["startup"]
+    return (f"## Speed on a CPU\n\n"
+            f"`crema embed` of {d['records']} PTB-XL 10 s records on one thread of a {d['cpus']}-core machine "
+            f"(`python benchmarks/embed_throughput.py --model {d.get('model', 'NAME')}`, `{bench}`): the model alone "
+            f"{rows['model']['records_per_s']:.1f} records/s, the whole command "
+            f"{rows['end to end']['records_per_s_without_startup']:.1f} records/s once started, "
+            f"{start['one_record_s']:.2f} s for one record from a fresh process (importing torch, scipy and pandas "
+            f"took {start['imports_s']:.2f} s of it), peak memory {rows['end to end']['maxrss_mb']:.0f} MB.\n\n")
+
+
 def wall_seconds(log: list[dict]) -> float:
     """Seconds of training in a run's log, over every working period (``elapsed_s`` restarts from
     zero when a run is resumed)."""
@@ -194,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notes", type=Path, action="append", default=[],
                    help="Markdown for the card, before its limits (repeatable: the files in order)")
     p.add_argument("--limit", action="append", default=[], help="a further limit (a bullet; repeatable)")
+    p.add_argument("--benchmark", type=Path,
+                   help="benchmarks/embed_throughput.py's JSON for this model: the card's speed section")
     args = p.parse_args(argv)
 
     config = shipped_config(json.loads((args.run / "config.json").read_text()))
@@ -211,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         texts = {"recipe": args.recipe, "card_command": args.card_command, "suite": args.suite,
                  "card_results": args.card_results or "results/card/", "machine": args.machine,
-                 "notes": "".join(path.read_text().rstrip() + "\n\n" for path in args.notes),
+                 "notes": "".join(path.read_text().rstrip() + "\n\n" for path in args.notes)
+                          + (speed_text(args.benchmark) if args.benchmark else ""),
                  "limits": "".join(f"- {text}\n" for text in args.limit)}
         fields = card_fields(args.name, config, read_jsonl(args.run / "log.jsonl"), dst / "model.safetensors",
                              digest, table, texts)

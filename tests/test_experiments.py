@@ -149,7 +149,7 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     done = subprocess.run([sys.executable, str(EXPERIMENTS / "ship_model.py"), str(tiny_pretrain_checkpoint),
                            "--name", "tiny-test", "--summary", "a test model",
                            "--card-template", str(ROOT / "docs" / "MODEL_CARD.template.md"), "--out", str(out),
-                           "--features", "leads"],
+                           "--features", "leads", "--benchmark", str(ROOT / "results" / "bench" / "embed-throughput-w128.json")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert sorted((p.relative_to(WEIGHTS_DIR), p.stat().st_mtime_ns) for p in WEIGHTS_DIR.rglob("*")) == before
@@ -162,6 +162,8 @@ def test_ship_model_writes_only_its_release_folder(tiny_pretrain_checkpoint, tmp
     assert set(shipped_models()) < set(registry)
     card = (out / "tiny-test" / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: tiny-test") and "{" not in card.split("Config:")[0]
+    bench = json.loads((ROOT / "results" / "bench" / "embed-throughput-w128.json").read_text())
+    assert f"the model alone {bench['rows']['model']['records_per_s']:.1f} records/s" in card  # --benchmark
     signal = np.random.default_rng(0).normal(size=(12, 2500)).astype(np.float32)
     model = crema.load(out / "tiny-test", device="cpu")
     emb = model.embed(signal, fs=250)
