@@ -444,6 +444,16 @@ def model_screen() -> str:
     return (RESULTS / "model-screen" / "screen.md").read_text()
 
 
+def demo() -> str:
+    """README: the table ``make demo`` ends with, from its committed probe results."""
+    from crema.eval.report import results_text
+    from crema.eval.results import load_results
+
+    results = [r for name in ("probe-crema", "probe-random_init")
+               for r in load_results(RESULTS / "demo" / name)["results"]]
+    return "```\n" + results_text(results).rstrip() + "\n```\n"
+
+
 def shipped_classifier(folder: str = "shipped-classifier") -> str:
     """RESULTS: a shipped classifier's test table, as ``experiments/classifier_card.py`` wrote it."""
     return (RESULTS / folder / "card_table.md").read_text()
@@ -469,7 +479,7 @@ def shipped_classifiers() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "shipped-model": shipped_model, "card": card, "card-paired": card_paired,
+    "shipped-model": shipped_model, "card": card, "card-paired": card_paired, "demo": demo,
     "card-w128": card_w128, "card-w128-paired": card_w128_paired,
     "suite-default": suite_default, "suite-default-paired": suite_default_paired,
     "suite-default-tasks": suite_default_tasks, "suite-lambda01": suite_lambda01,
