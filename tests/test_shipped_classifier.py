@@ -76,3 +76,15 @@ def test_crema_plot_takes_its_name(name, tmp_path, test_fold):
     out = tmp_path / "ecg.png"
     assert main(["plot", str(test_fold[0][0]), "--checkpoint", name, "--out", str(out)]) == 0
     assert out.stat().st_size > 10_000
+
+
+def test_crema_serve_takes_its_name(name, monkeypatch):
+    """The viewer serves the classifier by name, with its shipped encoder for reconstructions."""
+    uvicorn = pytest.importorskip("uvicorn")
+    testclient = pytest.importorskip("starlette.testclient")
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.update(app=app))
+    assert main(["serve", name, "--device", "cpu", "--port", "9002"]) == 0
+    info = testclient.TestClient(served["app"], base_url="http://127.0.0.1:9002").get("/api/info").json()
+    assert info["source"] == name and info["kind"] == "classifier" and info["reconstruction"] is True
+    assert info["classes"] == CLASSES
