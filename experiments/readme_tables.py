@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -164,14 +165,6 @@ def card_paired(folder: Path = RESULTS / "card", model: str = "crema-mini-ecg12"
                                                       "fraction": f}) for f in (0.1, 1.0)]
     return markdown_table(["setting", f"{model} minus", "difference [95% CI]", "per pretraining seed",
                            "ahead on"], paired_rows(pairs, settings)) + "\n"
-
-
-def card_w128() -> str:
-    return card(RESULTS / "card-w128", "crema-w128-ecg12")
-
-
-def card_w128_paired() -> str:
-    return card_paired(RESULTS / "card-w128", "crema-w128-ecg12")
 
 
 # ----------------------------------------------------------------------------- the evaluation suites
@@ -459,10 +452,6 @@ def shipped_classifier(folder: str = "shipped-classifier") -> str:
     return (RESULTS / folder / "card_table.md").read_text()
 
 
-def shipped_classifier_w128() -> str:
-    return shipped_classifier("shipped-classifier-w128")
-
-
 def shipped_classifiers() -> str:
     """RESULTS: the shipped classifiers side by side: validation macro AUROC at the early-stopping
     epoch (their configs) and test macro AUROC (their cards' measurements)."""
@@ -480,7 +469,8 @@ def shipped_classifiers() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "shipped-model": shipped_model, "card": card, "card-paired": card_paired, "demo": demo,
-    "card-w128": card_w128, "card-w128-paired": card_w128_paired,
+    "card-w128": partial(card, RESULTS / "card-w128", "crema-w128-ecg12"),
+    "card-w128-paired": partial(card_paired, RESULTS / "card-w128", "crema-w128-ecg12"),
     "suite-default": suite_default, "suite-default-paired": suite_default_paired,
     "suite-default-tasks": suite_default_tasks, "suite-lambda01": suite_lambda01,
     "original": original, "ablation": ablation,
@@ -488,7 +478,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "search-diagnosis": search_diagnosis, "release-length": release_length,
     "bench-inference": bench_inference, "bench-gpu-pretrain": bench_gpu_pretrain,
     "model-screen": model_screen, "shipped-classifier": shipped_classifier,
-    "shipped-classifier-w128": shipped_classifier_w128, "shipped-classifiers": shipped_classifiers,
+    "shipped-classifier-w128": partial(shipped_classifier, "shipped-classifier-w128"),
+    "shipped-classifiers": shipped_classifiers,
 }
 
 

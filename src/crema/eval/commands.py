@@ -120,17 +120,13 @@ def _random_init_model(args: argparse.Namespace, corpus) -> tuple[ModelConfig, s
     its own) or the ``--size`` preset's (window: ``--window``, else the corpus's)."""
     from dataclasses import replace
 
-    from ..config_io import from_dict
-    from ..model.checkpoint import load_config
+    from .suite.own_task import encoder_model
 
     try:
         if args.like:
-            config = load_config(args.like)
-            if "model" not in config or config.get("arch", "sit") != "sit":
-                raise CremaError(f"--like {args.like}: not a SiT checkpoint")
-            model_cfg = from_dict(ModelConfig, config["model"], "model.")
+            model_cfg, features = encoder_model(args.like)  # what the suites' random_sit is built like
             model_cfg = replace(model_cfg, window=args.window) if args.window else model_cfg
-            return model_cfg, args.features or embedding_features(config, args.like)
+            return model_cfg, args.features or features
         return (ModelConfig.from_size(args.size, window=args.window or int(corpus.signals.shape[-1])),
                 args.features or "mean")
     except ValueError as exc:  # a ConfigError too

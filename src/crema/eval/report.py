@@ -114,10 +114,11 @@ def build_report(run_dir: str | os.PathLike, references: Sequence[str] = ()) -> 
         plots += _task_plots(summaries, task, run_dir / "plots", colours)
 
     save_json(run_dir / "summary.json", [s.to_dict() for s in sorted(summaries, key=summary_order)])
-    unknown = sorted(set(references) - {r["method"] for r in results})
+    methods = {r["method"] for r in results}
+    unknown = sorted(set(references) - methods)
     if unknown:
         raise CremaError(f"{run_dir}: no results of {', '.join(unknown)} to pair against "
-                         f"(methods: {', '.join(sorted({r['method'] for r in results}))})")
+                         f"(methods: {', '.join(sorted(methods))})")
     save_json(run_dir / "paired.json", [d.to_dict() for d in paired_differences(results, references)])
     tables = with_paired(report_tables(summaries), paired_tables(results, references))
     header, rows = summary_table(summaries)
