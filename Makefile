@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q -e .
+	# Compiled once here: where PYTHONDONTWRITEBYTECODE is set (CI), an editable install would
+	# otherwise recompile crema's modules at every command's start.
+	$(PY) -m compileall -q src
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

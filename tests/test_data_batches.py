@@ -143,6 +143,23 @@ def test_batch_is_the_items_stacked_without_augmentation(tiny_ptbxl_corpus):
         ds.batch([0, len(ds)])
 
 
+def test_crop_starts_are_drawn_per_epoch_for_every_item(tiny_ptbxl_corpus):
+    ds = ECGWindows(tiny_ptbxl_corpus, crop=1000, seed=7)
+    room = tiny_ptbxl_corpus.window - 1000
+    table = ds.epoch_crop_starts(3)
+    assert table.shape == (len(ds),) and table.min() >= 0 and table.max() <= room
+    assert len(np.unique(table)) > len(ds) // 2  # spread over the room, not one position
+    idx = np.array([5, 1, 5, 60])
+    assert ds.crop_starts(idx, 3).tolist() == table[idx].tolist()
+    assert not np.array_equal(table, ds.epoch_crop_starts(4))  # another epoch, other crops
+    assert not np.array_equal(table, ECGWindows(tiny_ptbxl_corpus, crop=1000, seed=8).epoch_crop_starts(3))
+    ds.epoch_crop_starts(5)
+    assert sorted(ds._crop_tables) == [4, 5]  # only the latest epochs are kept
+    worker = pickle.loads(pickle.dumps(ds))  # what a loader sends: redrawn there, the same draws
+    assert worker._crop_tables == {} and np.array_equal(worker.epoch_crop_starts(3), table)
+    assert ECGWindows(tiny_ptbxl_corpus, crop=1000, random_crop=False).crop_starts(idx, 3).tolist() == [room // 2] * 4
+
+
 def test_augmented_batches_are_seeded_by_their_keys(tiny_ptbxl_corpus):
     ds = ECGWindows(tiny_ptbxl_corpus, crop=1000, augment=AUG, seed=1)
     idx = np.arange(10, 26)

@@ -32,14 +32,18 @@ _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 
 
 def open_signals(path: str | os.PathLike) -> np.ndarray:
-    """A read-only memmap of ``signals.npy`` ``(N, 12, window)`` advised for random access
+    """A read-only memory map of ``signals.npy`` ``(N, 12, window)`` advised for random access
     (``MADV_RANDOM``: a fault reads its page, not megabytes around it); the same values as
-    ``np.load(path, mmap_mode="r")``."""
-    signals = np.load(path, mmap_mode="r")
-    advise = getattr(signals, "_mmap", None)  # numpy keeps the mmap object of a memmap here
-    if advise is not None and hasattr(mmap, "MADV_RANDOM"):
-        advise.madvise(mmap.MADV_RANDOM)
-    return signals
+    ``np.load(path, mmap_mode="r")``, its header and size checked as :class:`RowReader` does."""
+    path = Path(path)
+    shape, dtype, offset = _npy_layout(path)
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.empty(shape, dtype)  # (mmap cannot map an empty range)
+    with open(path, "rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        mapped.madvise(mmap.MADV_RANDOM)
+    return np.ndarray(shape, dtype=dtype, buffer=mapped, offset=offset)  # keeps the map open
 
 
 def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
