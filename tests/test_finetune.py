@@ -16,7 +16,7 @@ from crema.model.resnet1d import ResNet1d
 from crema.model.sit import SiTEncoder
 from crema.model.checkpoint import load_config, load_encoder
 from crema.eval.finetune import finetune
-from crema.train.finetune import layer_decay_groups, layer_id, load_classifier
+from crema.train.finetune import layer_decay_groups, layer_id, load_classifier, training_loader
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -199,3 +199,30 @@ def test_probe_init_starts_from_the_probe_and_never_ends_below_it(tiny_ptbxl_cor
     with pytest.raises(CremaError, match="probe-init"):
         finetune(FinetuneConfig(corpus=str(tiny_ptbxl_corpus.path), out=str(tmp_path / "r"), arch="resnet1d",
                                 probe_init=True, epochs=1, device="cpu"), progress=False)
+
+
+def test_training_batches_are_read_whole_and_drawn_per_epoch(tiny_ptbxl_corpus):
+    """The fine-tuning stream is the batched one: every training row once per epoch, in batches
+    of the configured size, another order and other crops each epoch, the same for any workers."""
+    rows = tiny_ptbxl_corpus.rows("train")[:40]
+    y = np.eye(5, dtype=np.float32)[np.arange(len(rows)) % 5]
+    cfg = FinetuneConfig(batch_size=16, seed=3)
+    loader = training_loader(tiny_ptbxl_corpus, rows, y, cfg, crop=1000)
+
+    def epoch(ld, n):
+        ld.set_epoch(n)
+        return list(ld)
+
+    first, again, second = epoch(loader, 0), epoch(loader, 0), epoch(loader, 1)
+    assert [len(b["label"]) for b in first] == [16, 16, 8]
+    assert first[0]["signal"].shape == (16, 12, 1000) and first[0]["signal"].dtype == torch.float32
+    assert sorted(torch.cat([b["row"] for b in first]).tolist()) == sorted(rows.tolist())
+    for a, b in zip(first, again):
+        assert torch.equal(a["signal"], b["signal"]) and torch.equal(a["label"], b["label"])
+    assert torch.cat([b["row"] for b in first]).tolist() != torch.cat([b["row"] for b in second]).tolist()
+    with_worker = training_loader(tiny_ptbxl_corpus, rows, y, FinetuneConfig(batch_size=16, seed=3, num_workers=1),
+                                  crop=1000)
+    for a, b in zip(first, epoch(with_worker, 0)):
+        assert torch.equal(a["signal"], b["signal"]) and torch.equal(a["lead_mask"], b["lead_mask"])
+    odd = training_loader(tiny_ptbxl_corpus, rows[:33], y[:33], cfg, crop=1000)  # a last batch of one is dropped
+    assert [len(b["label"]) for b in epoch(odd, 0)] == [16, 16]

@@ -66,7 +66,8 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Per-sample augmentations for supervised training (numpy, in the dataset). 0 = off."""
+    """Augmentations for supervised training, drawn per ECG and lead in the dataset (over a
+    whole batch in torch, or per item in numpy). 0 = off."""
 
     scale: float = 0.0                      # amplitude scale drawn from 1 +- scale, per lead
     noise: float = 0.0                      # Gaussian noise std, z-scored units

@@ -84,6 +84,7 @@ class BatchLoader:
 
     def __init__(self, dataset: Dataset, batches, num_workers: int, pin_memory: bool, prefetch_factor: int):
         self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
+        self.batches = batches
         if hasattr(dataset, "prefetch"):
             batches = Lookahead(batches, dataset)
         if num_workers == 0:
@@ -97,6 +98,13 @@ class BatchLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next pass is epoch ``epoch``: its order (the batches' ``set_epoch``) and its
+        crops and augmentations (the dataset's; the keys carry it to the workers)."""
+        for part in (self.batches, self.dataset):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict]:
         # The DataLoader's iterator is made now, not at the first batch: making it draws the

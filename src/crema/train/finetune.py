@@ -41,6 +41,7 @@ from ..atomic import atomic_write_text
 from ..config import FinetuneConfig, ModelConfig
 from ..config_io import from_dict, to_dict
 from ..data.dataset import ECGWindows
+from ..data.loader import BatchLoader, ShuffledBatches, batch_loader
 from ..errors import CremaError
 from ..interrupts import raise_if_stopped
 from ..model.heads import Classifier
@@ -153,15 +154,16 @@ def load_classifier(directory: str | os.PathLike, map_location: str | torch.devi
 # ----------------------------------------------------------------------------- training
 
 def training_loader(corpus, rows: np.ndarray, y: np.ndarray, cfg: FinetuneConfig, crop: int | None
-                    ) -> DataLoader:
+                    ) -> BatchLoader:
     """Shuffled, augmented, labelled training batches: ``signal (B, 12, crop)``, ``lead_mask
-    (B, 12)``, ``label (B, K)``; call ``.dataset.set_epoch(epoch)`` for fresh draws."""
+    (B, 12)``, ``label (B, K)``, each read, cropped and augmented as a whole (the batched
+    stream of :func:`crema.data.loader.batch_loader`); call ``.set_epoch(epoch)`` for another
+    order and fresh draws."""
     dataset = ECGWindows(corpus, rows, labels=y, augment=cfg.augment, crop=crop, seed=cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
     # a last batch of one ECG breaks BatchNorm in training mode; drop it only then
     drop_last = len(rows) > cfg.batch_size and len(rows) % cfg.batch_size == 1
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                      num_workers=cfg.num_workers, drop_last=drop_last)
+    batches = ShuffledBatches(len(dataset), cfg.batch_size, seed=cfg.seed, drop_last=drop_last)
+    return batch_loader(dataset, batches, num_workers=cfg.num_workers)
 
 
 def loss_for(task_type: str) -> nn.Module:
@@ -185,7 +187,7 @@ def _batch_loss(model: nn.Module, batch: dict, loss_fn: nn.Module, amp: str, dev
         return loss_fn(model(x, lead_mask=mask), target)
 
 
-def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+def train_epoch(model: nn.Module, loader: BatchLoader | DataLoader, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
                 step: int, warmup: int, total_steps: int, device: torch.device,
                 task_type: str = "multilabel") -> tuple[list[float], int]:
     """One pass over ``loader`` with the task's loss (:func:`loss_for`): an optimiser step every
@@ -249,7 +251,7 @@ class FitResult:
         return sum(entry["epoch"] >= 0 for entry in self.history)
 
 
-def fit(model: nn.Module, loader: DataLoader, cfg: FinetuneConfig, device: torch.device, validate: Validate,
+def fit(model: nn.Module, loader: BatchLoader | DataLoader, cfg: FinetuneConfig, device: torch.device, validate: Validate,
         out: str | os.PathLike, *, task_type: str = "multilabel", start: tuple[float, dict] | None = None,
         progress: bool = True) -> FitResult:
     """Train ``model`` for up to ``cfg.epochs`` epochs (:func:`train_epoch`, AdamW of
@@ -257,8 +259,9 @@ def fit(model: nn.Module, loader: DataLoader, cfg: FinetuneConfig, device: torch
     better score; then load the best epoch's weights into ``model``.
 
     Args:
-        loader: the training batches (:func:`training_loader`); its dataset's ``set_epoch(epoch)``
-            is called before each epoch when it has one (fresh crops and augmentations).
+        loader: the training batches (:func:`training_loader`); its ``set_epoch(epoch)`` (else its
+            dataset's) is called before each epoch when it has one (fresh order, crops and
+            augmentations).
         validate: scores the model as it is now (see :data:`Validate`).
         out: the run folder; the history is written there as ``finetune_log.jsonl`` after each epoch.
         start: ``(score, fields)`` of the model before training (LP-FT's probe head): logged as
@@ -281,7 +284,7 @@ def fit(model: nn.Module, loader: DataLoader, cfg: FinetuneConfig, device: torch
         history.append({"epoch": -1, "step": 0, "train_loss": None, **fields})
         best = {"score": score, "epoch": -1, "val": fields, "state": state_copy(model)}
     step, stale = 0, 0
-    set_epoch = getattr(loader.dataset, "set_epoch", None)
+    set_epoch = getattr(loader, "set_epoch", None) or getattr(loader.dataset, "set_epoch", None)
     for epoch in tqdm(range(cfg.epochs), desc=f"finetune {cfg.arch}", disable=not progress):
         if set_epoch is not None:
             set_epoch(epoch)
