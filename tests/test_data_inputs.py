@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crema.errors import CremaError, ReadError
-from crema.data.inputs import InputKind, classify_input, file_kind, is_record_file, record_path
+from crema.data.inputs import InputKind, classify_input, file_kind, is_record_file, named_record, record_path
 from crema.data.readers import find_records, read_record
 from crema.data.sources import detect_source
 from crema.paths import sample_root
@@ -89,3 +89,22 @@ def test_prepare_and_embed_see_the_same_kind(tmp_path, wfdb_record):
     assert [i.source for i in items] == [str(tmp_path / "one.npy")] + [f"{tmp_path / 'rows.npy'}[{r}]" for r in range(3)]
     with pytest.raises(Exception, match="no such file or folder"):
         detect_source(tmp_path / "*.npy")
+
+
+def test_a_wfdb_record_named_without_its_extension(tmp_path, wfdb_record):
+    """``dir/r`` names the WFDB record ``dir/r.hea`` (as wfdb.rdrecord takes it) for reading,
+    listing, prepare and embed; a name with no header beside it is still missing."""
+    for suffix in (".hea", ".dat"):
+        shutil.copy(wfdb_record.with_suffix(suffix), tmp_path)
+    header = tmp_path / wfdb_record.name
+    name = header.with_suffix("")
+    assert named_record(name) == header and named_record(header) == header
+    assert classify_input(name) is K.WFDB and detect_source(name) == "files"
+    assert find_records([name]) == [header]
+    np.testing.assert_array_equal(read_record(name).signal, read_record(header).signal)
+    assert [i.source for i in collect_inputs(name)] == [str(header)]
+    (tmp_path / "r.1.hea").write_text("")  # a dot in the name: the extension is appended, not replaced
+    assert named_record(tmp_path / "r.1") == tmp_path / "r.1.hea" and named_record(tmp_path / "r") == tmp_path / "r"
+    assert classify_input(tmp_path / "r") is K.MISSING
+    with pytest.raises(ReadError, match="no such file"):
+        read_record(tmp_path / "r")

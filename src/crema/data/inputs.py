@@ -11,7 +11,9 @@ that a ``.npy``/``.npz`` is a stack (one record per row) when its signal array i
 its header tells (read when ``look_inside``; a file whose header cannot be read is not a stack
 here, and reading it as one record reports its problem). A folder holding a finished corpus, or
 ``DIR:split[,split]`` naming one, is a prepared corpus. A path that does not exist is a glob
-pattern when it holds ``*``, ``?`` or ``[`` (an existing path is always taken literally).
+pattern when it holds ``*``, ``?`` or ``[`` (an existing path is always taken literally). A WFDB
+record may be named as ``wfdb.rdrecord`` takes it, without its extension (``records100/00000/
+00001_lr`` for ``00001_lr.hea``): :func:`named_record`.
 """
 from __future__ import annotations
 
@@ -89,7 +91,7 @@ def classify_input(path: PathLike, dataset: str | None = None, *, look_inside: b
         look_inside: read a ``.npy``/``.npz`` header to tell a stack from one record; without it
             every ``.npy``/``.npz`` is :attr:`InputKind.NPY`/:attr:`InputKind.NPZ`.
     """
-    path = Path(path)
+    path = named_record(path)
     if path.is_dir():
         return InputKind.CORPUS if is_corpus(path) else InputKind.FOLDER
     if path.is_file():
@@ -122,6 +124,17 @@ def is_stack(path: PathLike, dataset: str | None = None) -> bool:
 def header_of(path: PathLike) -> Path:
     """The WFDB header a record's files share: ``x.hea`` for ``x.dat``, ``x.mat``..."""
     return Path(path).with_suffix(".hea")
+
+
+def named_record(path: PathLike) -> Path:
+    """``path``, or the header ``path.hea`` when ``path`` does not exist and names a WFDB record
+    by its base name (the extension appended, not replaced: ``rec.1`` is ``rec.1.hea``)."""
+    path = Path(path)
+    if not path.exists() and path.name:
+        header = path.with_name(path.name + ".hea")
+        if header.is_file():
+            return header
+    return path
 
 
 def record_path(path: PathLike) -> Path:

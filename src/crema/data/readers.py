@@ -35,7 +35,7 @@ from .formats.arrays import read_array_file
 from .formats.cpsc import read_cpsc_struct
 from .formats.wfdb import read_wfdb
 from .inputs import (WFDB_SIGNAL_SUFFIXES, InputKind, classify_input, file_kind, has_magic, header_of,
-                     is_record_file, record_path)
+                     is_record_file, named_record, record_path)
 from .leads import UnknownLeadError, canonical_lead, duplicate_leads
 from .rates import rate_problem
 from .recording import Recording
@@ -55,7 +55,8 @@ def read_record(path: PathLike, fs: float | None = None,
     """Read one ECG file.
 
     Args:
-        path: the file (for WFDB the ``.hea``, ``.dat`` or ``.mat``).
+        path: the file (for WFDB the ``.hea``, ``.dat`` or ``.mat``, or the record's name without
+            an extension, as ``wfdb.rdrecord`` takes it).
         fs: sampling rate in Hz, required for formats that do not carry one
             (``.npy``/``.csv``, an ``.npz`` without ``fs``); ignored by the others.
         leads: row names for formats that carry none (default the standard 12 in order);
@@ -73,7 +74,7 @@ def read_record(path: PathLike, fs: float | None = None,
             header, empty, contains NaN/inf, has an implausible sampling rate, names a lead that
             is not an ECG lead or one lead twice, or its name is not valid UTF-8.
     """
-    path = Path(path)
+    path = named_record(path)
     if not is_utf8_name(path):
         # Every output names its records in UTF-8 text (index.csv, errors.csv, reports), and a
         # resumed run matches records by that name; such a file could never be matched again.
@@ -116,7 +117,7 @@ def find_records(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
     found: set[Path] = set()
     for item in inputs:
         text = str(item)
-        path = Path(item)
+        path = named_record(item)
         kind = classify_input(text, look_inside=False)
         if kind is InputKind.GLOB:
             root = _split_glob(text)[0]
