@@ -81,8 +81,10 @@ stamp "runs ended"
 for spec in "${RUNS[@]}"; do
   IFS='|' read -r name cfg flags <<< "$spec"
   [ -e "$R/$name/model.safetensors" ] || { stamp "$name: no checkpoint"; tail -5 "$L/$name.log"; continue; }
-  tail -1 "$R/$name/log.jsonl"
-  tar -chf "$OUT/$name.tar" -C "$R" "$name/config.json" "$name/model.safetensors" "$name/log.jsonl"
+  # a run stopped before its first log line has a checkpoint but no log.jsonl yet: tar what exists
+  files=(); for f in config.json model.safetensors log.jsonl; do [ -e "$R/$name/$f" ] && files+=("$name/$f"); done
+  [ -e "$R/$name/log.jsonl" ] && tail -1 "$R/$name/log.jsonl" || stamp "$name: no log.jsonl yet"
+  tar -chf "$OUT/$name.tar" -C "$R" "${files[@]}"
 done
 nvidia-smi --query-gpu=memory.used --format=csv 2>/dev/null | tail -1
 collect
