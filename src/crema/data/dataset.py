@@ -10,10 +10,11 @@ Two ways to read a dataset, both deterministic:
   ``pread`` per row with random-access advice), cropped with one copy per ECG and augmented with
   torch ops over the whole batch (:func:`crema.data.augment.augment_batch`). The augmentation is
   drawn from one generator per batch, seeded by ``(seed, epoch, indices)``.
+  :func:`crema.data.loader.batch_loader` hands such keys (:class:`crema.data.loader.ShuffledBatches`)
+  to DataLoader workers, each building whole batches.
 
 Random crop positions are the same both ways: drawn for every item of an epoch at once
-(:meth:`ECGWindows.epoch_crop_starts`, a generator of ``(seed, epoch)``), looked up per item. :func:`crema.data.loader.batch_loader` hands such keys
-  (:class:`crema.data.loader.ShuffledBatches`) to DataLoader workers, each building whole batches.
+(:meth:`ECGWindows.epoch_crop_starts`, from a generator of ``(seed, epoch)``), looked up per item.
 
 Either way an item or batch depends only on its key, never on the number of DataLoader workers
 or on which worker made it; call :meth:`ECGWindows.set_epoch` (or put the epoch in the key,
