@@ -187,8 +187,8 @@ def _batch_loss(model: nn.Module, batch: dict, loss_fn: nn.Module, amp: str, dev
         return loss_fn(model(x, lead_mask=mask), target)
 
 
-def train_epoch(model: nn.Module, loader: BatchLoader | DataLoader, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
-                step: int, warmup: int, total_steps: int, device: torch.device,
+def train_epoch(model: nn.Module, loader: BatchLoader | DataLoader, optimizer: torch.optim.Optimizer,
+                cfg: FinetuneConfig, step: int, warmup: int, total_steps: int, device: torch.device,
                 task_type: str = "multilabel") -> tuple[list[float], int]:
     """One pass over ``loader`` with the task's loss (:func:`loss_for`): an optimiser step every
     ``cfg.accum_steps`` batches (the epoch's last step takes the batches left), the global gradient
@@ -251,9 +251,9 @@ class FitResult:
         return sum(entry["epoch"] >= 0 for entry in self.history)
 
 
-def fit(model: nn.Module, loader: BatchLoader | DataLoader, cfg: FinetuneConfig, device: torch.device, validate: Validate,
-        out: str | os.PathLike, *, task_type: str = "multilabel", start: tuple[float, dict] | None = None,
-        progress: bool = True) -> FitResult:
+def fit(model: nn.Module, loader: BatchLoader | DataLoader, cfg: FinetuneConfig, device: torch.device,
+        validate: Validate, out: str | os.PathLike, *, task_type: str = "multilabel",
+        start: tuple[float, dict] | None = None, progress: bool = True) -> FitResult:
     """Train ``model`` for up to ``cfg.epochs`` epochs (:func:`train_epoch`, AdamW of
     :func:`make_optimizer`), validating after each, and stop after ``cfg.patience`` epochs without a
     better score; then load the best epoch's weights into ``model``.
